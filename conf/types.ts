@@ -1,0 +1,295 @@
+/**
+ * The normalised, frozen configuration every other module receives.
+ *
+ * `conf/load.ts` turns YAML (snake_case keys, durations like `250ms`, rates like `600/m`) into these
+ * shapes (camelCase, milliseconds, numbers) once, at load; nothing downstream reads raw YAML.
+ * Every duration is in milliseconds, every size in bytes, every instant an epoch-ms number.
+ */
+
+export interface HostPort { readonly host: string; readonly port: number }
+
+/** `25000/s` → { count: 25000, periodMs: 1000 }. */
+export interface Rate { readonly count: number; readonly periodMs: number }
+
+export type FailurePolicy = 'fail_closed' | 'fail_open' | 'local'
+
+/** Where a guard reads a value from: `param NAME`, `header NAME`, `query NAME`, `cookie NAME`, or a literal. */
+export type ValueSource =
+  | { readonly from: 'param' | 'header' | 'query' | 'cookie' | 'form'; readonly name: string }
+  | { readonly from: 'literal'; readonly value: string }
+
+export interface StoreConfig {
+  readonly kind: 'memory' | 'redis' | 'redis-cluster'
+  /** redis: one URL. */
+  readonly url: string | null
+  /** redis-cluster: seed URLs. */
+  readonly nodes: readonly string[]
+  readonly onError: FailurePolicy
+  /** Per-operation timeout; a slower answer counts as an error (default 50ms). */
+  readonly timeoutMs: number
+  /** Prefix of every key flashgate writes (default `fg:`). */
+  readonly keyPrefix: string
+  /** Circuit breaker: open after this many consecutive errors (default 5) ... */
+  readonly breakerFailures: number
+  /** ... for this long, then let one probe through (default 1000ms). */
+  readonly breakerBackoffMs: number
+  /** Memory store: bound on the number of keys (default 1,000,000). */
+  readonly maxKeys: number
+}
+
+export interface ServerLimits {
+  /** node:http maxHeaderSize (default 16 KiB). */
+  readonly maxHeaderSize: number
+  /** Time to receive the whole header block (slowloris; default 10s). */
+  readonly headersTimeoutMs: number
+  /** Time to receive the whole request (default 30s). */
+  readonly requestTimeoutMs: number
+  readonly keepAliveTimeoutMs: number
+  /** Cap on concurrent client connections per worker (default 10000). */
+  readonly maxConnections: number
+  /** Default request body cap for routes that do not set `max_body_size` (default 1 MiB); 413 above. */
+  readonly maxBodySize: number
+  /** SIGTERM: how long in-flight requests may take to finish (default 10s). */
+  readonly drainTimeoutMs: number
+}
+
+export interface AccessLogConfig {
+  readonly enabled: boolean
+  /** `stdout`, `stderr`, or a file path. */
+  readonly path: string
+}
+
+export interface IdentityConfig {
+  /** `header x-user-id` (trusted as given) or `cookie NAME` (a session token signed with secrets.session). */
+  readonly user: { readonly from: 'header' | 'cookie'; readonly name: string } | null
+}
+
+export interface LinkKey { readonly kid: string; readonly key: Buffer }
+
+export interface SecretsConfig {
+  /** In file order; the first one signs, all verify. */
+  readonly linkKeys: readonly LinkKey[]
+  /** HMAC key for session cookies (identity.user: cookie NAME) and clearance cookies. */
+  readonly session: Buffer | null
+  /** HMAC key for proof-of-work challenges; falls back to `session`. */
+  readonly pow: Buffer | null
+}
+
+export interface UpstreamTarget {
+  /** Normalised origin, e.g. `http://127.0.0.1:7001` (no path). */
+  readonly url: string
+  readonly weight: number
+}
+
+export type BalanceConfig =
+  | { readonly kind: 'round_robin' }
+  | { readonly kind: 'least_conn' }
+  | { readonly kind: 'hash'; readonly header: string }
+
+export interface UpstreamConfig {
+  readonly name: string
+  readonly balance: BalanceConfig
+  readonly targets: readonly UpstreamTarget[]
+  /** nginx max_fails (default 1 as nginx; 0 disables passive health). */
+  readonly maxFails: number
+  /** nginx fail_timeout (default 10s). */
+  readonly failTimeoutMs: number
+  readonly connectTimeoutMs: number
+  /** Time to response headers, and between body chunks (default 60s). */
+  readonly timeoutMs: number
+  /** Extra attempts on the next target, connect errors and idempotent methods only (default 1). */
+  readonly retries: number
+  /** Keep-alive connections per target (default 64). */
+  readonly connections: number
+  readonly keepAliveTimeoutMs: number
+}
+
+export interface ProductConfig {
+  readonly id: string
+  readonly quota: number
+  /** Split the quota into this many counters on different cluster slots (default 1). */
+  readonly segments: number
+}
+
+export interface CampaignConfig {
+  readonly id: string
+  readonly startsAt: number
+  readonly endsAt: number
+  /** Purchase links are issued from startsAt - linkRevealMs (default 60s). */
+  readonly linkRevealMs: number
+  /** Signed links expire this long after endsAt at the latest (default 60s). */
+  readonly linkGraceMs: number
+  /** Signed links live at most this long from issue (default: until endsAt + linkGraceMs). */
+  readonly linkTtlMs: number | null
+  readonly products: readonly ProductConfig[]
+}
+
+/** A guard's answer override: `reject: { status: 418, body: {...} }`. */
+export interface RejectOverride { readonly status: number | null; readonly body: unknown }
+
+interface GuardCommon {
+  /** Index of this guard in the route's list; with the route name it names the guard in metrics. */
+  readonly index: number
+  /** Count what would be rejected, reject nothing. */
+  readonly shadow: boolean
+  readonly reject: RejectOverride | null
+}
+
+export interface DenyGuardConfig extends GuardCommon {
+  readonly kind: 'deny'
+  /** IPv4/IPv6 addresses and CIDRs, literal in the config. */
+  readonly ips: readonly string[]
+  /** Files with one address or CIDR per line (`#` comments), read at load. */
+  readonly ipFiles: readonly string[]
+  /** User ids listed literally. */
+  readonly users: readonly string[]
+  /** A store set of denied user ids that operators change at run time (SADD on Redis); null = none. */
+  readonly usersSet: string | null
+  readonly onError: FailurePolicy | null
+}
+
+export type RateKeyPart =
+  | { readonly kind: 'ip' | 'user' | 'route' }
+  | { readonly kind: 'header'; readonly name: string }
+
+export interface RateLimitGuardConfig extends GuardCommon {
+  readonly kind: 'rate_limit'
+  readonly name: string
+  /** Empty = one global bucket. */
+  readonly key: readonly RateKeyPart[]
+  readonly rate: Rate
+  /** Token bucket capacity / leaky bucket excess allowed (default: one period's worth? no: default = rate.count). */
+  readonly burst: number
+  readonly algorithm: 'token_bucket' | 'leaky_bucket'
+  /** leaky_bucket: 'nodelay', or the number of excess requests served without delay (nginx `delay=N`); default 0 (all excess delayed). */
+  readonly delay: number | 'nodelay'
+  readonly scope: 'node' | 'cluster'
+  /** Bound on distinct keys kept node-locally (LRU; default 100,000). */
+  readonly maxKeys: number
+  readonly onError: FailurePolicy | null
+}
+
+export type CaptchaProvider = 'turnstile' | 'hcaptcha' | 'recaptcha' | 'pow'
+
+export interface CaptchaGuardConfig extends GuardCommon {
+  readonly kind: 'captcha'
+  readonly provider: CaptchaProvider
+  /** Provider secret (third-party providers); null for pow. */
+  readonly secret: string | null
+  /** Where the token is read: header (default `cf-turnstile-response` etc.), form field or query param. */
+  readonly token: ValueSource
+  /** siteverify endpoint; defaults to the provider's documented one. */
+  readonly verifyUrl: string
+  readonly timeoutMs: number
+  /** recaptcha v3 */
+  readonly minScore: number | null
+  readonly action: string | null
+  /** Expected hostname in the provider's answer; null = not checked. */
+  readonly hostname: string | null
+  /** A verified token is remembered as spent for this long (the provider's token lifetime; default 300s). */
+  readonly tokenTtlMs: number
+  /** Clearance cookie lifetime; null = no clearance cookie. */
+  readonly clearanceMs: number | null
+  readonly clearanceCookie: string
+  readonly onError: FailurePolicy | null
+  /** pow only */
+  readonly difficulty: number
+  readonly difficultyUnderLoad: number | null
+  readonly challengeTtlMs: number
+}
+
+export interface SignedLinkGuardConfig extends GuardCommon {
+  readonly kind: 'signed_link'
+  readonly mode: 'hmac' | 'nginx_secure_link_md5'
+  /** Consume a nonce in the link on the store, so each link works once. */
+  readonly singleUse: boolean
+  /** nginx_secure_link_md5: `secure_link` argument expression, e.g. `$arg_md5,$arg_expires`. */
+  readonly secureLink: string
+  /** nginx_secure_link_md5: the `secure_link_md5` expression, e.g. `"$secure_link_expires$uri$remote_addr secret"`. */
+  readonly secureLinkMd5: string
+  readonly campaign: ValueSource
+  readonly product: ValueSource
+}
+
+export interface CampaignWindowGuardConfig extends GuardCommon {
+  readonly kind: 'campaign_window'
+  readonly campaign: ValueSource
+}
+
+export interface DedupeGuardConfig extends GuardCommon {
+  readonly kind: 'dedupe'
+  readonly ttlMs: number
+  readonly campaign: ValueSource
+  readonly product: ValueSource
+  readonly onError: FailurePolicy | null
+}
+
+export interface QuotaGuardConfig extends GuardCommon {
+  readonly kind: 'quota'
+  readonly campaign: ValueSource
+  readonly product: ValueSource
+  /** How long a node answers SOLD_OUT from its local latch without asking the store (default 1s). */
+  readonly latchTtlMs: number
+  readonly onError: FailurePolicy | null
+}
+
+export type GuardConfig =
+  | DenyGuardConfig
+  | RateLimitGuardConfig
+  | CaptchaGuardConfig
+  | SignedLinkGuardConfig
+  | CampaignWindowGuardConfig
+  | DedupeGuardConfig
+  | QuotaGuardConfig
+
+export type GuardKind = GuardConfig['kind']
+
+export interface RouteMatch {
+  /** Exact (`shop.example.com`) or wildcard (`*.example.com`), lower-cased; null = any host. */
+  readonly host: string | null
+  /** Exact path or a pattern with `:param` segments; null when pathPrefix is used. */
+  readonly path: string | null
+  readonly pathPrefix: string | null
+  /** Upper-cased; null = any method. */
+  readonly methods: readonly string[] | null
+}
+
+export interface RouteConfig {
+  readonly name: string
+  readonly match: RouteMatch
+  readonly guards: readonly GuardConfig[]
+  readonly upstream: string
+  /** Request body cap (413 above); defaults to server.max_body_size. */
+  readonly maxBodySize: number
+}
+
+export interface OriginConfig {
+  readonly listen: HostPort
+  /** Orders created per second by the order worker (the flow control toward the order system). */
+  readonly orderRate: number
+  readonly paymentTimeoutMs: number
+}
+
+/** Where a YAML value came from, for errors found after load (e.g. by guard factories). */
+export interface SourcePos { readonly file: string; readonly line: number; readonly col: number }
+
+export interface Config {
+  /** Absolute path of the main file. */
+  readonly file: string
+  readonly listen: HostPort
+  readonly admin: HostPort | null
+  readonly adminToken: string | null
+  /** 'auto' resolved to the CPU count. */
+  readonly workers: number
+  readonly store: StoreConfig
+  /** CIDRs as written (IPv4 or IPv6). */
+  readonly trustedProxies: readonly string[]
+  readonly identity: IdentityConfig
+  readonly secrets: SecretsConfig
+  readonly server: ServerLimits
+  readonly accessLog: AccessLogConfig
+  readonly upstreams: ReadonlyMap<string, UpstreamConfig>
+  readonly campaigns: ReadonlyMap<string, CampaignConfig>
+  readonly routes: readonly RouteConfig[]
+  readonly origin: OriginConfig
+}

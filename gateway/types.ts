@@ -1,0 +1,117 @@
+/**
+ * The pipeline's vocabulary: the request context guards read, the verdicts they answer, and what a
+ * guard factory is given. Guards are compiled once per config load (see gateway/pipeline.ts) into an
+ * array of small objects; a request walks that array once.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Registry } from 'prom-client'
+import type { Config, GuardConfig, RouteConfig } from '../conf/types.js'
+import type { Store } from '../limiter/store.js'
+import type { Metrics } from './metrics.js'
+
+/** Reject codes of the contract (CONTRACT.md, "Answers the gateway gives itself"). */
+export type RejectCode =
+  | 'BAD_REQUEST' | 'UNAUTHENTICATED' | 'BLOCKED' | 'CAPTCHA_REQUIRED' | 'CAPTCHA_INVALID'
+  | 'LINK_INVALID' | 'LINK_EXPIRED' | 'NOT_FOUND' | 'SOLD_OUT' | 'DUPLICATE' | 'NOT_STARTED' | 'ENDED'
+  | 'RATE_LIMITED' | 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'STORE_UNAVAILABLE' | 'OVERLOADED'
+  | 'PAYLOAD_TOO_LARGE' | 'METHOD_NOT_ALLOWED'
+
+/**
+ * A rejection is a value, not an exception: expected rejections cost no stack trace. Guards build the
+ * constant ones once at load (see gateway/reject.ts `rejection()`), with the JSON body pre-encoded.
+ */
+export interface Rejection {
+  readonly status: number
+  readonly code: RejectCode | string
+  /** Pre-encoded JSON body `{"code":..,"message":..}` (or the guard's `reject.body` override). */
+  readonly body: Buffer
+  /** Extra response headers (e.g. Retry-After, RateLimit-Policy), flat [name, value, name, value...]. */
+  readonly headers: readonly string[] | null
+}
+
+/** `undefined` = pass. */
+export type Verdict = Rejection | undefined
+
+/** How a request ended, given to every settler a guard registered (see RequestContext.onSettle). */
+export type Outcome =
+  /** A later guard (or the body-size check) rejected it. */
+  | { readonly kind: 'rejected'; readonly rejection: Rejection }
+  /** The upstream answered with this status (2xx..5xx). */
+  | { readonly kind: 'upstream'; readonly status: number }
+  /** No upstream answer: connect error, timeout, client abort before the answer. */
+  | { readonly kind: 'failed'; readonly code: string }
+
+export type Settler = (ctx: RequestContext, outcome: Outcome) => void
+
+export interface RequestContext {
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  readonly route: RouteConfig
+  /** Upper-case method. */
+  readonly method: string
+  /** Decoded-as-sent path, no query string, always starting with `/`. */
+  readonly path: string
+  /** Raw query string without `?` ('' when none). */
+  readonly query: string
+  /** Lower-cased Host without port. */
+  readonly host: string
+  /** Client address: the socket peer, or X-Forwarded-For's right-most untrusted hop when the peer is a trusted proxy. */
+  readonly clientIp: string
+  /** Route `:param` values. */
+  readonly params: Readonly<Record<string, string>>
+  /** Epoch ms, read once when the request arrived; guards use this, never Date.now(). */
+  readonly now: number
+  /**
+   * The user id from `identity.user`; `undefined` until first asked, `null` when the request has none.
+   * Read it through deps.identity(ctx), which resolves and caches it here.
+   */
+  user: string | null | undefined
+  /** Parsed query (lazily, by helpers in gateway/request.ts); null until first asked. */
+  queryParams: URLSearchParams | null
+  /**
+   * Response headers a guard adds to whatever answer the request gets (e.g. Set-Cookie for clearance,
+   * RateLimit headers on a pass). Flat [name, value, ...]; null until the first one.
+   */
+  extraHeaders: string[] | null
+  /** Callbacks run once when the request's fate is known (quota give-back, dedupe release, limit uncommit). */
+  settlers: Settler[] | null
+  /** Guard-private scratch data keyed by guard (rarely needed). */
+  locals: Record<string, unknown> | null
+}
+
+/** What every guard factory receives. Everything is created once in the composition root. */
+export interface GuardDeps {
+  readonly config: Config
+  readonly store: Store
+  readonly metrics: Metrics
+  readonly registry: Registry
+  /** The clock (epoch ms). Tests pass a fake one. */
+  readonly clock: () => number
+  /** Resolve (and cache on ctx.user) the request's user id; null when none. */
+  readonly identity: (ctx: RequestContext) => string | null
+  /** This process's share of node-local limits: index in [0, count). */
+  readonly worker: { readonly index: number; readonly count: number }
+  /**
+   * State that survives a config reload (node-local buckets, latches, spent-token caches), keyed by
+   * something stable such as `rate_limit:<name>`. A reload builds new guards that find their old state here.
+   */
+  readonly persistent: Map<string, unknown>
+  /** Signals other guards can read: e.g. the global limiter sets `overloaded` while it rejects. */
+  readonly signals: { overloaded: boolean }
+  readonly log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+}
+
+export interface Guard {
+  readonly kind: string
+  /** `<route>#<index>:<kind>` for logs and metrics. */
+  readonly id: string
+  /** Pass (undefined) or a rejection. Synchronous when it can be: the runner awaits only thenables. */
+  check(ctx: RequestContext): Verdict | Promise<Verdict>
+  /** Release resources (timers, sockets) when a reload retires this guard. */
+  close?(): void | Promise<void>
+}
+
+export type GuardFactory<C extends GuardConfig = GuardConfig> = (cfg: C, route: RouteConfig, deps: GuardDeps) => Guard
+
+/** Edge endpoints under /_flashgate/ served by a module (antibot registers link/challenge, gateway time). */
+export type EdgeHandler = (req: IncomingMessage, res: ServerResponse, ctx: { readonly clientIp: string; readonly now: number; readonly query: URLSearchParams }) => void | Promise<void>

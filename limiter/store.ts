@@ -1,0 +1,70 @@
+/**
+ * The one narrow interface behind which all shared state sits. Implemented by memory (embedded, one
+ * node, lru-cache bounded), redis (ioredis; one Lua script per operation, one round trip) and
+ * redis-cluster (ioredis Cluster; callers put a hash tag `{...}` in keys that must share a slot).
+ * All implementations pass the same contract suite (test/limiter/store-contract.ts).
+ *
+ * Keys given here are logical; the store adds config.store.keyPrefix. Times are epoch ms passed by the
+ * caller (the gateway's clock) unless a method says otherwise.
+ *
+ * Failures reject with a StoreError (code FG_ERR_STORE_*) — never with a rejection value.
+ */
+
+export interface GcraResult {
+  readonly ok: boolean
+  /** Whole requests still allowed right now after this one. */
+  readonly remaining: number
+  /** When ok=false: ms until one request would be allowed. */
+  readonly retryAfterMs: number
+  /** ms until the bucket is full again (for RateLimit reset). */
+  readonly resetAfterMs: number
+}
+
+export interface CounterResult {
+  /** true when the add was applied (value after add <= limit). */
+  readonly ok: boolean
+  /** The counter's value after the call (unchanged when ok=false). */
+  readonly value: number
+}
+
+export interface Store {
+  readonly kind: 'memory' | 'redis' | 'redis-cluster'
+
+  /**
+   * One GCRA step (a token bucket expressed as a theoretical arrival time): emission interval
+   * `periodMs / count`, burst `burst` requests, `cost` requests now.
+   */
+  gcra(key: string, now: number, emissionIntervalMs: number, burst: number, cost: number): Promise<GcraResult>
+
+  /** Atomically: if value + delta <= limit then apply and ok=true, else leave it and ok=false. A missing counter is 0. */
+  addIfWithin(key: string, delta: number, limit: number): Promise<CounterResult>
+
+  /** Atomically add delta (may be negative) and return the new value. */
+  add(key: string, delta: number): Promise<number>
+
+  /** Read a counter or string; null when absent. */
+  get(key: string): Promise<string | null>
+
+  /** Set a value, with an optional TTL. */
+  set(key: string, value: string, ttlMs?: number): Promise<void>
+
+  /** Set only if absent, with TTL; true when this call set it. */
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>
+
+  /** Delete; true when it existed. */
+  del(key: string): Promise<boolean>
+
+  /** Sets (deny lists operators change at run time). */
+  setAdd(key: string, members: readonly string[]): Promise<number>
+  setRemove(key: string, members: readonly string[]): Promise<number>
+  setHas(key: string, member: string): Promise<boolean>
+
+  /** Broadcast to every node sharing this store (e.g. "quota raised: clear your sold-out latch"). */
+  publish(channel: string, message: string): Promise<void>
+  /** Returns an unsubscribe function. Memory store: delivers to subscribers in this process. */
+  subscribe(channel: string, onMessage: (message: string) => void): () => void
+
+  /** True while the store is believed reachable (breaker closed). */
+  readonly healthy: boolean
+  close(): Promise<void>
+}

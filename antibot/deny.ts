@@ -1,0 +1,68 @@
+/**
+ * `deny`: IPs and CIDRs (IPv4 and IPv6) from the config and from files it names, user ids listed
+ * literally, and user ids in a store set operators change at run time (`SADD` on Redis) → 403 BLOCKED.
+ *
+ * Everything literal is compiled once per load (gateway/cidr.ts masks); the address and literal-user
+ * checks are synchronous. The store set is asked once per user and second (a small local cache of
+ * both answers, bounded), so an operator's SADD takes effect within DENY_CACHE_MS.
+ */
+import { readFileSync } from 'node:fs'
+import { LRUCache } from 'lru-cache'
+import type { DenyGuardConfig } from '../conf/types.js'
+import type { Guard, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
+import { compileCidrs } from '../gateway/cidr.js'
+import { rejection } from '../gateway/reject.js'
+import { guardId, onStoreError } from './common.js'
+
+/** How long an answer of the store set is reused locally. */
+export const DENY_CACHE_MS = 1000
+
+/** Lines of an ip file: one address or CIDR per line, `#` starts a comment, blank lines ignored. */
+export function readIpFile (file: string): string[] {
+  const out: string[] = []
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const hash = line.indexOf('#')
+    const s = (hash === -1 ? line : line.slice(0, hash)).trim()
+    if (s !== '') out.push(s)
+  }
+  return out
+}
+
+export const denyGuard: GuardFactory<DenyGuardConfig> = (cfg, route, deps): Guard => {
+  const id = guardId(route, cfg)
+  const list = [...cfg.ips]
+  for (const f of cfg.ipFiles) {
+    try {
+      list.push(...readIpFile(f))
+    } catch (err) {
+      throw new Error(`deny ip_files: cannot read ${f}: ${(err as Error).message}`)
+    }
+  }
+  const ips = compileCidrs(list)
+  const users = new Set(cfg.users)
+  const blocked = rejection('BLOCKED', 'blocked', { override: cfg.reject })
+  const setKey = cfg.usersSet
+  const policy = cfg.onError ?? deps.config.store.onError
+  const cache = setKey === null ? null : new LRUCache<string, { until: number, member: boolean }>({ max: 100_000 })
+  const needUser = users.size > 0 || setKey !== null
+
+  function check (ctx: RequestContext): Verdict | Promise<Verdict> {
+    if (ips.size > 0 && ips.has(ctx.clientIp)) return blocked
+    if (!needUser) return undefined
+    const user = deps.identity(ctx)
+    if (user === null) return undefined
+    if (users.has(user)) return blocked
+    if (setKey === null || cache === null) return undefined
+    const hit = cache.get(user)
+    if (hit !== undefined && hit.until > ctx.now) return hit.member ? blocked : undefined
+    return deps.store.setHas(setKey, user).then(
+      (member) => {
+        cache.set(user, { until: ctx.now + DENY_CACHE_MS, member })
+        return member ? blocked : undefined
+      },
+      (err: unknown) => onStoreError(deps, id, policy, err, 'setHas')
+    )
+  }
+
+  return { kind: 'deny', id, check }
+}

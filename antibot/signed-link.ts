@@ -1,0 +1,172 @@
+/**
+ * Signed purchase links (the hidden, dynamic purchase URL).
+ *
+ * `hmac` mode: the link is the purchase path plus `?expires=<epoch ms>&kid=<key id>&sig=<base64url>`
+ * (and `&nonce=<16 chars>` when `single_use`). The signature is HMAC-SHA256, with the key named by
+ * `kid`, over the length-prefixed fields
+ *   "fg-link|v1", method, path, user, campaign, product, expires, nonce
+ * so no field can bleed into its neighbour. The first key in `secrets.link_keys` signs; every listed
+ * key verifies (rotation: add the new key first, keep the old one until its links have expired).
+ *
+ * Expiry: a link is valid while `now < expires` — `expires` itself is already expired (JWT `exp`
+ * semantics). The signature is checked before the expiry, so a tampered expired link is LINK_INVALID.
+ *
+ * `nginx_secure_link_md5` mode: see ./nginx-secure-link.ts.
+ */
+import { createSecretKey, randomBytes } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
+import type { Config, RouteConfig, SignedLinkGuardConfig } from '../conf/types.js'
+import type { Guard, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
+import { rejection } from '../gateway/reject.js'
+import { LRUCache } from 'lru-cache'
+import { guardId, onStoreError } from './common.js'
+import { compileSecureLink } from './nginx-secure-link.js'
+import { decodeB64url, hmac, macEqual, queryOf, valueOf } from './util.js'
+
+/** What a link is signed for. */
+export interface LinkClaims {
+  readonly method: string
+  readonly path: string
+  readonly user: string
+  readonly campaign: string
+  readonly product: string
+  /** Epoch ms; the link is valid while now < expiresAt. */
+  readonly expiresAt: number
+  /** Present when the guard is `single_use`. */
+  readonly nonce?: string
+}
+
+export type LinkCheck = 'ok' | 'invalid' | 'expired'
+
+const NONCE = /^[A-Za-z0-9_-]{16}$/
+const EXPIRES = /^\d{1,15}$/
+
+function field (s: string): string {
+  return `${s.length}:${s}|`
+}
+
+/** The exact bytes an HMAC link signature covers. */
+export function linkMessage (c: LinkClaims): string {
+  return 'fg-link|v1|' + field(c.method) + field(c.path) + field(c.user) + field(c.campaign) +
+    field(c.product) + field(String(c.expiresAt)) + field(c.nonce ?? '')
+}
+
+/** A fresh single-use nonce: 12 random bytes, base64url (16 characters). */
+export function newNonce (): string {
+  return randomBytes(12).toString('base64url')
+}
+
+/** The query string (without `?`) that makes `claims.path` a signed link. */
+export function signLinkQuery (kid: string, key: KeyObject | Buffer, c: LinkClaims): string {
+  const sig = hmac(key, linkMessage(c)).toString('base64url')
+  let q = `expires=${c.expiresAt}&kid=${encodeURIComponent(kid)}&sig=${sig}`
+  if (c.nonce !== undefined) q += `&nonce=${c.nonce}`
+  return q
+}
+
+/**
+ * Verify a link's query parameters against the claims the request makes (everything but expiry and
+ * nonce, which come from the link). Constant-time MAC comparison on equal-length buffers.
+ */
+export function verifyLinkQuery (
+  keys: ReadonlyMap<string, KeyObject>,
+  q: URLSearchParams,
+  c: Omit<LinkClaims, 'expiresAt' | 'nonce'>,
+  singleUse: boolean,
+  now: number
+): { result: LinkCheck, expiresAt: number, nonce: string | null } {
+  const bad = { result: 'invalid' as const, expiresAt: 0, nonce: null }
+  const kid = q.get('kid')
+  const sig = q.get('sig')
+  const exp = q.get('expires')
+  if (kid === null || sig === null || exp === null || !EXPIRES.test(exp)) return bad
+  const key = keys.get(kid)
+  if (key === undefined) return bad
+  const mac = decodeB64url(sig, 32)
+  if (mac === null) return bad
+  let nonce: string | null = null
+  if (singleUse) {
+    nonce = q.get('nonce')
+    if (nonce === null || !NONCE.test(nonce)) return bad
+  }
+  const expiresAt = Number(exp)
+  const claims: LinkClaims = nonce === null ? { ...c, expiresAt } : { ...c, expiresAt, nonce }
+  if (!macEqual(hmac(key, linkMessage(claims)), mac)) return bad
+  if (now >= expiresAt) return { result: 'expired', expiresAt, nonce }
+  return { result: 'ok', expiresAt, nonce }
+}
+
+/** Link keys as KeyObjects by kid, and the signing one (the first). Throws when none are configured. */
+export function linkKeys (config: Config): { keys: Map<string, KeyObject>, signer: { kid: string, key: KeyObject } } {
+  const keys = new Map<string, KeyObject>()
+  for (const k of config.secrets.linkKeys) {
+    if (k.key.length < 16) throw new Error(`secrets.link_keys.${k.kid}: key must be at least 16 bytes`)
+    keys.set(k.kid, createSecretKey(k.key))
+  }
+  const first = config.secrets.linkKeys[0]
+  if (first === undefined) throw new Error('signed_link needs secrets.link_keys')
+  return { keys, signer: { kid: first.kid, key: keys.get(first.kid) as KeyObject } }
+}
+
+/** The method a route's links are signed for: the request method when the route lists methods, `*` otherwise. */
+export function linkMethodOf (route: RouteConfig, requestMethod: string): string {
+  return route.match.methods === null ? '*' : requestMethod
+}
+
+export const signedLinkGuard: GuardFactory<SignedLinkGuardConfig> = (cfg, route, deps): Guard => {
+  const id = guardId(route, cfg)
+  const o = { override: cfg.reject }
+  const invalid = rejection('LINK_INVALID', 'purchase link invalid', o)
+  const used = rejection('LINK_INVALID', 'purchase link already used', o)
+  const expired = rejection('LINK_EXPIRED', 'purchase link expired', o)
+  const unauth = rejection('UNAUTHENTICATED', 'sign in first', o)
+  const policy = deps.config.store.onError
+  // Nonces seen by this node: replays are refused without a store call; also the `local` fallback.
+  const spent = cfg.singleUse ? new LRUCache<string, true>({ max: 100_000 }) : null
+
+  function consume (nonce: string, expiresAt: number, now: number): Verdict | Promise<Verdict> {
+    if (spent === null) return undefined
+    if (spent.has(nonce)) return used
+    const ttl = Math.max(1, expiresAt - now)
+    spent.set(nonce, true, { ttl })
+    return deps.store.setIfAbsent(`link:used:${nonce}`, '1', ttl).then(
+      (fresh) => fresh ? undefined : used,
+      (err: unknown) => policy === 'local' ? undefined : onStoreError(deps, id, policy, err, 'setIfAbsent')
+    )
+  }
+
+  if (cfg.mode === 'nginx_secure_link_md5') {
+    const verify = compileSecureLink(cfg.secureLink, cfg.secureLinkMd5)
+    return {
+      kind: 'signed_link',
+      id,
+      check (ctx: RequestContext): Verdict | Promise<Verdict> {
+        const r = verify(ctx)
+        if (r.result === 'invalid') return invalid
+        if (r.result === 'expired') return expired
+        // nginx links carry no nonce: the MAC itself is the one-time token.
+        return consume(r.hash, r.expires === 0 ? ctx.now + 86_400_000 : r.expires * 1000 + 1000, ctx.now)
+      }
+    }
+  }
+
+  const { keys } = linkKeys(deps.config)
+  return {
+    kind: 'signed_link',
+    id,
+    check (ctx: RequestContext): Verdict | Promise<Verdict> {
+      const user = deps.identity(ctx)
+      if (user === null) return unauth
+      const campaign = valueOf(ctx, cfg.campaign)
+      const product = valueOf(ctx, cfg.product)
+      if (campaign === null || product === null) return invalid
+      const r = verifyLinkQuery(keys, queryOf(ctx), {
+        method: linkMethodOf(route, ctx.method), path: ctx.path, user, campaign, product
+      }, cfg.singleUse, ctx.now)
+      if (r.result === 'invalid') return invalid
+      if (r.result === 'expired') return expired
+      return r.nonce === null ? undefined : consume(r.nonce, r.expiresAt, ctx.now)
+    }
+  }
+}
+

@@ -57,6 +57,16 @@ export interface RequestContext {
   readonly host: string
   /** Client address: the socket peer, or X-Forwarded-For's right-most untrusted hop when the peer is a trusted proxy. */
   readonly clientIp: string
+  /**
+   * Whether the socket peer is in trusted_proxies (computed with clientIp). The proxy then keeps the
+   * incoming X-Forwarded-For chain and appends the peer; otherwise it replaces it with the peer.
+   */
+  readonly peerTrusted: boolean
+  /**
+   * The request body, when something on the request path had to read it whole (e.g. a captcha token in a
+   * form field): the proxy sends these bytes instead of streaming `req`. Absent/null = stream `req`.
+   */
+  body?: Buffer | null
   /** Route `:param` values. */
   readonly params: Readonly<Record<string, string>>
   /** Epoch ms, read once when the request arrived; guards use this, never Date.now(). */

@@ -23,7 +23,8 @@ export const STATUS: Readonly<Record<RejectCode, number>> = {
   UPSTREAM_UNAVAILABLE: 502,
   UPSTREAM_TIMEOUT: 504,
   STORE_UNAVAILABLE: 503,
-  OVERLOADED: 503
+  OVERLOADED: 503,
+  INTERNAL_ERROR: 500
 }
 
 /**

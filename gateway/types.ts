@@ -14,7 +14,7 @@ export type RejectCode =
   | 'BAD_REQUEST' | 'UNAUTHENTICATED' | 'BLOCKED' | 'CAPTCHA_REQUIRED' | 'CAPTCHA_INVALID'
   | 'LINK_INVALID' | 'LINK_EXPIRED' | 'NOT_FOUND' | 'SOLD_OUT' | 'DUPLICATE' | 'NOT_STARTED' | 'ENDED'
   | 'RATE_LIMITED' | 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'STORE_UNAVAILABLE' | 'OVERLOADED'
-  | 'PAYLOAD_TOO_LARGE' | 'METHOD_NOT_ALLOWED'
+  | 'PAYLOAD_TOO_LARGE' | 'METHOD_NOT_ALLOWED' | 'INTERNAL_ERROR'
 
 /**
  * A rejection is a value, not an exception: expected rejections cost no stack trace. Guards build the
@@ -87,6 +87,13 @@ export interface RequestContext {
   settlers: Settler[] | null
   /** Guard-private scratch data keyed by guard (rarely needed). */
   locals: Record<string, unknown> | null
+  /**
+   * True when the socket peer is in `trusted_proxies` (so X-Forwarded-* from it are believed and
+   * extended rather than replaced). Set by the gateway before any guard runs.
+   */
+  readonly peerTrusted?: boolean
+  /** The upstream target (`http://host:port`) the proxy sent the request to, for the access log; set by the proxy. */
+  upstreamTarget?: string | null
 }
 
 /** What every guard factory receives. Everything is created once in the composition root. */

@@ -87,11 +87,6 @@ export interface RequestContext {
   settlers: Settler[] | null
   /** Guard-private scratch data keyed by guard (rarely needed). */
   locals: Record<string, unknown> | null
-  /**
-   * True when the socket peer is in `trusted_proxies` (so X-Forwarded-* from it are believed and
-   * extended rather than replaced). Set by the gateway before any guard runs.
-   */
-  readonly peerTrusted?: boolean
   /** The upstream target (`http://host:port`) the proxy sent the request to, for the access log; set by the proxy. */
   upstreamTarget?: string | null
 }

@@ -1,0 +1,233 @@
+/**
+ * The origin's state in this process (the `memory` store): the same behaviour as the Redis store,
+ * step for step. Each method runs synchronously to completion before it resolves, so each is atomic
+ * exactly as a Lua script is on Redis. Two processes do not share it: run one origin on memory.
+ */
+import { orderId as makeOrderId, parseOrderId, refKey } from './keys.js'
+import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
+
+interface MemOrder {
+  status: OrderStatus
+  readonly user: string
+  readonly queuedAt: number
+  createdAt: number | null
+  payBy: number | null
+  paidAt: number | null
+  cancelledAt: number | null
+}
+
+interface Delivery { readonly seq: number, consumer: string, deliveredAt: number }
+
+interface MemProduct {
+  readonly ref: ProductRef
+  readonly stock: number
+  sale: number
+  locked: number
+  sold: number
+  seq: number
+  readonly buyers: Map<string, number>
+  readonly orders: Map<number, MemOrder>
+  /** Not yet delivered, FIFO: [entryId, seq]. */
+  readonly fresh: Array<[string, number]>
+  /** Delivered, not completed: entryId → delivery (insertion order = delivery order). */
+  readonly pending: Map<string, Delivery>
+  /** CREATED orders awaiting payment: seq → deadline. */
+  readonly paydue: Map<number, number>
+  entrySeq: number
+}
+
+export interface MemoryOriginStoreOptions {
+  /** Clock for delivery idle times (claimIdle); default Date.now. */
+  readonly clock?: () => number
+}
+
+export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): OriginStore {
+  const clock = opts.clock ?? Date.now
+  const products = new Map<string, MemProduct>()
+  let closed = false
+
+  const get = (ref: ProductRef): MemProduct | undefined => products.get(refKey(ref))
+
+  const view = (p: MemProduct, seq: number, o: MemOrder): Order => ({
+    orderId: makeOrderId(p.ref, seq),
+    campaign: p.ref.campaign,
+    product: p.ref.product,
+    user: o.user,
+    status: o.status,
+    queuedAt: o.queuedAt,
+    createdAt: o.createdAt,
+    payBy: o.payBy,
+    paidAt: o.paidAt,
+    cancelledAt: o.cancelledAt
+  })
+
+  const cancel = (p: MemProduct, seq: number, o: MemOrder, now: number): void => {
+    o.status = 'CANCELLED'
+    o.cancelledAt = now
+    p.locked -= 1
+    p.sale += 1
+    p.paydue.delete(seq)
+  }
+
+  const entries = (p: MemProduct, list: Array<[string, number]>): QueueEntry[] =>
+    list.map(([entryId, seq]) => ({ ref: p.ref, entryId, orderId: makeOrderId(p.ref, seq) }))
+
+  return {
+    kind: 'memory',
+    get healthy () { return !closed },
+
+    async init (list) {
+      for (const { campaign, product, stock } of list) {
+        const ref = { campaign, product }
+        const k = refKey(ref)
+        if (products.has(k)) continue
+        products.set(k, {
+          ref,
+          stock,
+          sale: stock,
+          locked: 0,
+          sold: 0,
+          seq: 0,
+          buyers: new Map(),
+          orders: new Map(),
+          fresh: [],
+          pending: new Map(),
+          paydue: new Map(),
+          entrySeq: 0
+        })
+      }
+    },
+
+    async buy (ref, user, now): Promise<BuyResult> {
+      const p = get(ref)
+      if (p === undefined) return { kind: 'sold_out' }
+      const existing = p.buyers.get(user)
+      if (existing !== undefined) return { kind: 'duplicate', orderId: makeOrderId(ref, existing) }
+      if (p.sale < 1) return { kind: 'sold_out' }
+      p.sale -= 1
+      p.locked += 1
+      const seq = ++p.seq
+      p.buyers.set(user, seq)
+      p.orders.set(seq, { status: 'QUEUED', user, queuedAt: now, createdAt: null, payBy: null, paidAt: null, cancelledAt: null })
+      p.fresh.push([`${++p.entrySeq}-0`, seq])
+      return { kind: 'queued', orderId: makeOrderId(ref, seq) }
+    },
+
+    async stock (ref): Promise<StockView | null> {
+      const p = get(ref)
+      return p === undefined ? null : { stock: p.stock, sale: p.sale, locked: p.locked, sold: p.sold }
+    },
+
+    async order (id) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return null
+      const p = get(parsed.ref)
+      const o = p?.orders.get(parsed.seq)
+      return p === undefined || o === undefined ? null : view(p, parsed.seq, o)
+    },
+
+    async pay (id, user, now): Promise<PayResult> {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return { kind: 'not_found' }
+      const p = get(parsed.ref)
+      const o = p?.orders.get(parsed.seq)
+      if (p === undefined || o === undefined) return { kind: 'not_found' }
+      if (user !== null && user !== o.user) return { kind: 'forbidden' }
+      switch (o.status) {
+        case 'PAID': return { kind: 'paid', already: true, order: view(p, parsed.seq, o) }
+        case 'CANCELLED': return { kind: 'cancelled', order: view(p, parsed.seq, o), byThisCall: false }
+        case 'QUEUED': return { kind: 'not_created', order: view(p, parsed.seq, o) }
+        case 'CREATED':
+          if (o.payBy !== null && now >= o.payBy) {
+            cancel(p, parsed.seq, o, now)
+            return { kind: 'cancelled', order: view(p, parsed.seq, o), byThisCall: true }
+          }
+          o.status = 'PAID'
+          o.paidAt = now
+          p.locked -= 1
+          p.sold += 1
+          p.paydue.delete(parsed.seq)
+          return { kind: 'paid', already: false, order: view(p, parsed.seq, o) }
+      }
+    },
+
+    async readOwnPending (ref, consumer, max) {
+      const p = get(ref)
+      if (p === undefined) return []
+      const out: Array<[string, number]> = []
+      const t = clock()
+      for (const [id, d] of p.pending) {
+        if (out.length >= max) break
+        if (d.consumer === consumer) {
+          d.deliveredAt = t
+          out.push([id, d.seq])
+        }
+      }
+      return entries(p, out)
+    },
+
+    async readNew (ref, consumer, max) {
+      const p = get(ref)
+      if (p === undefined) return []
+      const taken = p.fresh.splice(0, Math.max(0, max))
+      const t = clock()
+      for (const [id, seq] of taken) p.pending.set(id, { seq, consumer, deliveredAt: t })
+      return entries(p, taken)
+    },
+
+    async claimIdle (ref, consumer, minIdleMs, max) {
+      const p = get(ref)
+      if (p === undefined) return []
+      const t = clock()
+      const out: Array<[string, number]> = []
+      for (const [id, d] of p.pending) {
+        if (out.length >= max) break
+        if (t - d.deliveredAt >= minIdleMs) {
+          d.consumer = consumer
+          d.deliveredAt = t
+          out.push([id, d.seq])
+        }
+      }
+      return entries(p, out)
+    },
+
+    async complete (entry, now, paymentTimeoutMs) {
+      const parsed = parseOrderId(entry.orderId)
+      const p = get(entry.ref)
+      if (p === undefined) return false
+      p.pending.delete(entry.entryId)
+      const o = parsed === null ? undefined : p.orders.get(parsed.seq)
+      if (parsed === null || o === undefined || o.status !== 'QUEUED') return false
+      o.status = 'CREATED'
+      o.createdAt = now
+      o.payBy = now + paymentTimeoutMs
+      p.paydue.set(parsed.seq, o.payBy)
+      return true
+    },
+
+    async queueDepth (ref) {
+      const p = get(ref)
+      return p === undefined ? 0 : p.fresh.length + p.pending.size
+    },
+
+    async sweep (ref, now, max) {
+      const p = get(ref)
+      if (p === undefined) return 0
+      let n = 0
+      for (const [seq, deadline] of p.paydue) {
+        if (n >= max) break
+        if (deadline > now) continue
+        const o = p.orders.get(seq)
+        if (o !== undefined && o.status === 'CREATED') {
+          cancel(p, seq, o, now)
+          n++
+        } else {
+          p.paydue.delete(seq)
+        }
+      }
+      return n
+    },
+
+    async close () { closed = true }
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * The origin's metrics, on a Registry of its own (the gateway's style: never prom-client's global one).
+ * Counters count what THIS process did (sum them over processes); the stock and queue gauges read the
+ * shared store when scraped (a failed read keeps the last values and counts a store error).
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import type { OriginStore, ProductRef } from './types.js'
+
+export type BuyOutcome = 'queued' | 'sold_out' | 'duplicate' | 'bad_request' | 'store_unavailable'
+
+export interface OriginMetrics {
+  readonly registry: Registry
+  /** Buys answered, by result. */
+  readonly buys: Counter<'result'>
+  /** Order transitions made by this process: queued, created, paid, cancelled. */
+  readonly orders: Counter<'status'>
+  readonly storeErrors: Counter<'op'>
+}
+
+export function createOriginMetrics (opts: {
+  store: OriginStore
+  products: readonly ProductRef[]
+  defaultMetrics?: boolean
+}): OriginMetrics {
+  const registry = new Registry()
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry })
+  const r = [registry]
+  const storeErrors = new Counter({ name: 'flashgate_origin_store_errors_total', help: 'Origin store operations that failed or timed out.', labelNames: ['op'], registers: r })
+  const buys = new Counter({ name: 'flashgate_origin_buys_total', help: 'Buy requests answered by the origin, by result.', labelNames: ['result'], registers: r })
+  const orders = new Counter({ name: 'flashgate_origin_orders_total', help: 'Order transitions made by this origin process, by new status.', labelNames: ['status'], registers: r })
+  for (const s of ['queued', 'sold_out', 'duplicate', 'bad_request', 'store_unavailable']) buys.inc({ result: s }, 0)
+  for (const s of ['queued', 'created', 'paid', 'cancelled']) orders.inc({ status: s }, 0)
+
+  const { store, products } = opts
+  // eslint-disable-next-line no-new
+  new Gauge({
+    name: 'flashgate_origin_stock',
+    help: 'Units per product by state: stock (initial), sale, locked (ordered, unpaid), sold.',
+    labelNames: ['campaign', 'product', 'state'],
+    registers: r,
+    async collect () {
+      await Promise.all(products.map(async (p) => {
+        try {
+          const s = await store.stock(p)
+          if (s === null) return
+          for (const state of ['stock', 'sale', 'locked', 'sold'] as const) this.set({ campaign: p.campaign, product: p.product, state }, s[state])
+        } catch {
+          storeErrors.inc({ op: 'metrics' })
+        }
+      }))
+    }
+  })
+  // eslint-disable-next-line no-new
+  new Gauge({
+    name: 'flashgate_origin_queue_depth',
+    help: 'Queued buys whose order is not created yet (new + pending entries).',
+    labelNames: ['campaign', 'product'],
+    registers: r,
+    async collect () {
+      await Promise.all(products.map(async (p) => {
+        try {
+          this.set({ campaign: p.campaign, product: p.product }, await store.queueDepth(p))
+        } catch {
+          storeErrors.inc({ op: 'metrics' })
+        }
+      }))
+    }
+  })
+  // eslint-disable-next-line no-new
+  new Gauge({
+    name: 'flashgate_origin_store_up',
+    help: '1 while the origin store is reachable.',
+    registers: r,
+    collect () { this.set(store.healthy ? 1 : 0) }
+  })
+  return { registry, buys, orders, storeErrors }
+}

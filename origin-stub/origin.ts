@@ -1,0 +1,175 @@
+/**
+ * The origin's composition root: store (memory, redis or redis-cluster, from `config.store`), metrics,
+ * order worker, payment sweeper and HTTP server, created here and handed down. Constructing does no
+ * I/O; `start()` initialises the stock (only where absent), starts the worker and the sweeper, and
+ * listens; `close()` stops all of it in reverse order.
+ */
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import type { Config, HostPort } from '../conf/types.js'
+import { createMemoryOriginStore } from './memory-store.js'
+import { createOriginMetrics, type OriginMetrics } from './metrics.js'
+import { createRedisOriginStore } from './redis-store.js'
+import { createOriginHandler } from './server.js'
+import type { OriginStore, ProductRef } from './types.js'
+import { startSweeper, startWorker, type Sweeper, type Worker } from './worker.js'
+
+export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+
+export interface OriginOptions {
+  /** Use this store instead of building one from `config.store` (it is closed by `close()`). */
+  readonly store?: OriginStore
+  /** Overrides `config.origin.listen` (port 0 = any free port). */
+  readonly listen?: HostPort
+  readonly clock?: () => number
+  /** Stream consumer name; default `<hostname>-<pid>-<random>`, unique per process start. */
+  readonly consumer?: string
+  /** Pending entries of a consumer idle this long are taken over (default 5 s). */
+  readonly claimIdleMs?: number
+  /** Idle poll of the queue (default 50 ms). */
+  readonly pollMs?: number
+  /** Sweeper period (default paymentTimeout / 10, between 20 ms and 1 s). */
+  readonly sweepIntervalMs?: number
+  /** Redis command timeout: a buy answers 503 at the latest after this (default 1000 ms). */
+  readonly commandTimeoutMs?: number
+  /** Register Node's default process metrics (default true; the demo, which shares a process with the gateway, turns it off). */
+  readonly defaultMetrics?: boolean
+  readonly log?: LogFn
+}
+
+export interface Origin {
+  readonly store: OriginStore
+  readonly metrics: OriginMetrics
+  readonly products: readonly ProductRef[]
+  /** Resolves with the bound address once listening. */
+  start(): Promise<{ host: string, port: number, url: string }>
+  /** Stop accepting, finish in-flight requests (up to `drainMs`), stop the worker and sweeper, close the store. Idempotent. */
+  close(drainMs?: number): Promise<void>
+  /** Orders created by this process's worker. */
+  readonly created: number
+}
+
+/** The products an origin sells, with their initial stock (the config's quota). */
+export function productsOf (config: Config): Array<ProductRef & { stock: number }> {
+  const out: Array<ProductRef & { stock: number }> = []
+  for (const c of config.campaigns.values()) {
+    for (const p of c.products) out.push({ campaign: c.id, product: p.id, stock: p.quota })
+  }
+  return out
+}
+
+function buildStore (config: Config, opts: OriginOptions): OriginStore {
+  const s = config.store
+  if (s.kind === 'memory') return createMemoryOriginStore(opts.clock !== undefined ? { clock: opts.clock } : {})
+  let lastLog = 0
+  return createRedisOriginStore({
+    kind: s.kind,
+    url: s.url,
+    nodes: s.nodes,
+    keyPrefix: s.keyPrefix,
+    commandTimeoutMs: opts.commandTimeoutMs ?? 1000,
+    onError: (err) => {
+      // A dead Redis reports every reconnect attempt: log at most every 5 s.
+      const now = Date.now()
+      if (now - lastLog < 5000) return
+      lastLog = now
+      opts.log?.('warn', 'origin store connection error', { err: err.message })
+    }
+  })
+}
+
+export function createOrigin (config: Config, opts: OriginOptions = {}): Origin {
+  const clock = opts.clock ?? Date.now
+  const log: LogFn = opts.log ?? (() => {})
+  const stock = productsOf(config)
+  const products: ProductRef[] = stock.map(({ campaign, product }) => ({ campaign, product }))
+  const store = opts.store ?? buildStore(config, opts)
+  const metrics = createOriginMetrics({ store, products, defaultMetrics: opts.defaultMetrics ?? true })
+  const consumer = opts.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
+  const { orderRate, paymentTimeoutMs } = config.origin
+  const listen = opts.listen ?? config.origin.listen
+
+  let worker: Worker | null = null
+  let sweeper: Sweeper | null = null
+  let server: Server | null = null
+  let closing: Promise<void> | null = null
+  let lastErrLog = 0
+  const onLoopError = (what: string) => (err: unknown): void => {
+    const now = Date.now()
+    if (now - lastErrLog < 5000) return
+    lastErrLog = now
+    log('warn', `origin ${what}: store error, retrying`, { err: err instanceof Error ? err.message : String(err) })
+  }
+
+  const handler = createOriginHandler({
+    store,
+    products,
+    metrics,
+    clock,
+    onQueued: () => worker?.wake(),
+    log
+  })
+
+  return {
+    store,
+    metrics,
+    products,
+    get created () { return worker?.created ?? 0 },
+
+    async start () {
+      await store.init(stock)
+      worker = startWorker({
+        store,
+        products,
+        consumer,
+        orderRate,
+        paymentTimeoutMs,
+        clock,
+        ...(opts.claimIdleMs !== undefined ? { claimIdleMs: opts.claimIdleMs } : {}),
+        ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
+        onCreated: () => metrics.orders.inc({ status: 'created' }),
+        onError: onLoopError('order worker')
+      })
+      sweeper = startSweeper({
+        store,
+        products,
+        clock,
+        intervalMs: opts.sweepIntervalMs ?? Math.min(1000, Math.max(20, Math.floor(paymentTimeoutMs / 10))),
+        onCancelled: (_p, n) => metrics.orders.inc({ status: 'cancelled' }, n),
+        onError: onLoopError('payment sweeper')
+      })
+      const srv = createServer({ keepAliveTimeout: 5000, headersTimeout: 10_000, requestTimeout: 30_000 }, handler)
+      server = srv
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', reject)
+        srv.listen(listen.port, listen.host, () => {
+          srv.off('error', reject)
+          resolve()
+        })
+      })
+      const addr = srv.address() as AddressInfo
+      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+      log('info', 'origin listening', { url: `http://${host}:${addr.port}`, store: store.kind, consumer })
+      return { host: addr.address, port: addr.port, url: `http://${host}:${addr.port}` }
+    },
+
+    async close (drainMs = 5000) {
+      closing ??= (async () => {
+        const srv = server
+        if (srv !== null) {
+          const closed = new Promise<void>((resolve) => srv.close(() => resolve()))
+          srv.closeIdleConnections()
+          const timer = setTimeout(() => srv.closeAllConnections(), drainMs)
+          await closed
+          clearTimeout(timer)
+        }
+        await worker?.stop()
+        await sweeper?.stop()
+        await store.close()
+      })()
+      await closing
+    }
+  }
+}

@@ -1,0 +1,354 @@
+/**
+ * The origin's state on Redis or Redis Cluster: one Lua script per state change (registered with
+ * ioredis `defineCommand`, so it is sent by SHA and loaded once), each touching the keys of one
+ * campaign × product only — one hash-tagged slot (see keys.ts) — so every script is atomic and runs
+ * unchanged on a cluster.
+ *
+ * Failure behaviour (the origin never hangs on a dead Redis):
+ * - `enableOfflineQueue: false`: while disconnected, commands fail at once instead of waiting;
+ * - `commandTimeout`: a command without an answer fails after that many ms;
+ * - `autoResendUnfulfilledCommands: false`: a buy that was answered 503 is never replayed behind the
+ *   client's back after a reconnect (an ambiguous one — sent, then the link broke — may still have run:
+ *   the user's retry then gets DUPLICATE with that order id, never a second order).
+ * Every failure rejects with a `StoreError`; callers answer 503 STORE_UNAVAILABLE.
+ *
+ * Durability is Redis's: what an origin answered 202 survives a Redis crash only with AOF
+ * (`appendonly yes`, `appendfsync always` for every write, `everysec` for all but the last second).
+ */
+import { Cluster, Redis } from 'ioredis'
+import { StoreError } from '../gateway/errors.js'
+import { GROUP, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
+import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
+
+const INIT = `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'sale', ARGV[1], 'locked', 0, 'sold', 0, 'seq', 0)
+  return 1
+end
+return 0`
+
+// KEYS: stock buyers orders queue · ARGV: user now
+// → {1, seq} queued · {2, seq} duplicate · {0, ''} sold out (or stock absent)
+const BUY = `
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then return {2, existing} end
+local sale = tonumber(redis.call('HGET', KEYS[1], 'sale'))
+if sale == nil or sale < 1 then return {0, ''} end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HINCRBY', KEYS[1], 'sale', -1)
+redis.call('HINCRBY', KEYS[1], 'locked', 1)
+redis.call('HSET', KEYS[2], ARGV[1], seq)
+redis.call('HSET', KEYS[3], seq, cjson.encode({status = 'QUEUED', user = ARGV[1], queued_at = tonumber(ARGV[2])}))
+redis.call('XADD', KEYS[4], '*', 'o', seq)
+return {1, tostring(seq)}`
+
+// KEYS: orders paydue queue · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
+const COMPLETE = `
+local r = 0
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local o = cjson.decode(raw)
+  if o.status == 'QUEUED' then
+    local now = tonumber(ARGV[3])
+    o.status = 'CREATED'
+    o.created_at = now
+    o.pay_by = now + tonumber(ARGV[4])
+    redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(o))
+    redis.call('ZADD', KEYS[2], o.pay_by, ARGV[1])
+    r = 1
+  end
+end
+redis.call('XACK', KEYS[3], ARGV[5], ARGV[2])
+redis.call('XDEL', KEYS[3], ARGV[2])
+return r`
+
+// KEYS: stock orders paydue · ARGV: seq now user('' = anyone)
+// → {0,''} not found · {4,''} forbidden · {1,o} paid now · {5,o} already paid · {2,o} cancelled · {6,o} cancelled now (deadline passed) · {3,o} still queued
+const PAY = `
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return {0, ''} end
+local o = cjson.decode(raw)
+if ARGV[3] ~= '' and o.user ~= ARGV[3] then return {4, ''} end
+if o.status == 'PAID' then return {5, raw} end
+if o.status == 'CANCELLED' then return {2, raw} end
+if o.status == 'QUEUED' then return {3, raw} end
+local now = tonumber(ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'locked', -1)
+local code = 1
+if o.pay_by ~= nil and now >= o.pay_by then
+  o.status = 'CANCELLED'
+  o.cancelled_at = now
+  redis.call('HINCRBY', KEYS[1], 'sale', 1)
+  code = 6
+else
+  o.status = 'PAID'
+  o.paid_at = now
+  redis.call('HINCRBY', KEYS[1], 'sold', 1)
+end
+raw = cjson.encode(o)
+redis.call('HSET', KEYS[2], ARGV[1], raw)
+return {code, raw}`
+
+// KEYS: stock orders paydue · ARGV: now max → {cancelled, examined}
+const SWEEP = `
+local now = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local n = 0
+for _, seq in ipairs(due) do
+  redis.call('ZREM', KEYS[3], seq)
+  local raw = redis.call('HGET', KEYS[2], seq)
+  if raw then
+    local o = cjson.decode(raw)
+    if o.status == 'CREATED' then
+      o.status = 'CANCELLED'
+      o.cancelled_at = now
+      redis.call('HSET', KEYS[2], seq, cjson.encode(o))
+      redis.call('HINCRBY', KEYS[1], 'locked', -1)
+      redis.call('HINCRBY', KEYS[1], 'sale', 1)
+      n = n + 1
+    end
+  end
+end
+return {n, #due}`
+
+type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
+
+export interface RedisOriginStoreOptions {
+  /** `redis`: one URL; `redis-cluster`: seed URLs. */
+  readonly kind: 'redis' | 'redis-cluster'
+  readonly url?: string | null
+  readonly nodes?: readonly string[]
+  /** Prefix of every key (default `fg:`); must not contain `{`. */
+  readonly keyPrefix?: string
+  /** A command with no answer after this long fails (default 1000 ms). */
+  readonly commandTimeoutMs?: number
+  /** Called on connection errors (rate-limited by the caller if it logs). */
+  readonly onError?: (err: Error) => void
+}
+
+interface RawOrder {
+  status: OrderStatus
+  user: string
+  queued_at: number
+  created_at?: number
+  pay_by?: number
+  paid_at?: number
+  cancelled_at?: number
+}
+
+function num (v: unknown): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? v : null
+}
+
+function toOrder (ref: ProductRef, seq: number | string, raw: string): Order {
+  const o = JSON.parse(raw) as RawOrder
+  return {
+    orderId: makeOrderId(ref, seq),
+    campaign: ref.campaign,
+    product: ref.product,
+    user: String(o.user),
+    status: o.status,
+    queuedAt: num(o.queued_at) ?? 0,
+    createdAt: num(o.created_at),
+    payBy: num(o.pay_by),
+    paidAt: num(o.paid_at),
+    cancelledAt: num(o.cancelled_at)
+  }
+}
+
+function storeError (err: unknown): StoreError {
+  if (err instanceof StoreError) return err
+  const msg = err instanceof Error ? err.message : String(err)
+  if (/timed out/i.test(msg)) return new StoreError('FG_ERR_STORE_TIMEOUT', `origin store: ${msg}`, { cause: err })
+  if (/^(ERR|NOSCRIPT|WRONGTYPE|BUSY)/.test(msg) && /script|lua|WRONGTYPE/i.test(msg)) {
+    return new StoreError('FG_ERR_STORE_SCRIPT', `origin store: ${msg}`, { cause: err })
+  }
+  return new StoreError('FG_ERR_STORE_UNAVAILABLE', `origin store: ${msg}`, { cause: err })
+}
+
+/** XREADGROUP / XAUTOCLAIM entry lists: [[id, [field, value, ...] | null], ...]. */
+function parseEntries (ref: ProductRef, list: unknown): { entries: QueueEntry[], empty: string[] } {
+  const entries: QueueEntry[] = []
+  const empty: string[] = []
+  if (!Array.isArray(list)) return { entries, empty }
+  for (const item of list) {
+    if (!Array.isArray(item)) continue
+    const id = item[0]
+    const fields = item[1]
+    if (typeof id !== 'string') continue
+    let seq: string | null = null
+    if (Array.isArray(fields)) {
+      for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'o') seq = String(fields[i + 1])
+    }
+    if (seq === null) empty.push(id)
+    else entries.push({ ref, entryId: id, orderId: makeOrderId(ref, seq) })
+  }
+  return { entries, empty }
+}
+
+export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginStore {
+  const prefix = opts.keyPrefix ?? 'fg:'
+  if (prefix.includes('{')) throw new RangeError('origin store: key prefix must not contain "{"')
+  const commandTimeout = opts.commandTimeoutMs ?? 1000
+  const base = {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout,
+    connectTimeout: Math.max(commandTimeout, 1000),
+    retryStrategy: (times: number) => Math.min(50 * times, 1000)
+  }
+  let client: Redis | Cluster
+  if (opts.kind === 'redis-cluster') {
+    const nodes = (opts.nodes ?? []).map((u) => {
+      const url = new URL(u)
+      return { host: url.hostname, port: Number(url.port === '' ? 6379 : url.port) }
+    })
+    if (nodes.length === 0) throw new RangeError('origin store: redis-cluster needs at least one node')
+    client = new Cluster(nodes, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      scaleReads: 'master',
+      clusterRetryStrategy: (times: number) => Math.min(100 * times, 1000),
+      redisOptions: { ...base, lazyConnect: false }
+    })
+  } else {
+    if (opts.url == null) throw new RangeError('origin store: redis needs a url')
+    client = new Redis(opts.url, base)
+  }
+  client.on('error', (err: Error) => { opts.onError?.(err) })
+
+  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP] } as const
+  for (const [name, [numberOfKeys, lua]] of Object.entries(scripts)) client.defineCommand(name, { numberOfKeys, lua })
+  const cmd = client as unknown as Record<keyof typeof scripts, ScriptFn>
+
+  let closed = false
+  let connecting: Promise<void> | null = null
+  const connect = async (): Promise<void> => {
+    if (client.status === 'ready') return
+    if (client.status === 'wait') {
+      connecting ??= client.connect().finally(() => { connecting = null })
+    }
+    if (connecting !== null) await connecting
+  }
+
+  const run = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn()
+    } catch (err) {
+      throw storeError(err)
+    }
+  }
+
+  const readGroup = async (ref: ProductRef, consumer: string, max: number, from: '>' | '0'): Promise<QueueEntry[]> => {
+    if (max <= 0) return []
+    const k = productKeys(prefix, ref)
+    const reply = await run(async () => await client.xreadgroup('GROUP', GROUP, consumer, 'COUNT', max, 'STREAMS', k.queue, from))
+    const stream = Array.isArray(reply) ? reply[0] : null
+    const { entries, empty } = parseEntries(ref, Array.isArray(stream) ? stream[1] : null)
+    // Entries deleted while pending carry no fields: nothing left to do for them but ack.
+    if (empty.length > 0) await run(async () => await client.xack(k.queue, GROUP, ...empty))
+    return entries
+  }
+
+  return {
+    kind: opts.kind,
+    get healthy () { return !closed && client.status === 'ready' },
+
+    async init (products) {
+      await run(connect)
+      for (const p of products) {
+        const k = productKeys(prefix, p)
+        await run(async () => await cmd.fgoInit(k.stock, p.stock))
+        try {
+          await client.xgroup('CREATE', k.queue, GROUP, '0', 'MKSTREAM')
+        } catch (err) {
+          if (!(err instanceof Error && err.message.includes('BUSYGROUP'))) throw storeError(err)
+        }
+      }
+    },
+
+    async buy (ref, user, now): Promise<BuyResult> {
+      const k = productKeys(prefix, ref)
+      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now)) as [number, string]
+      if (r[0] === 1) return { kind: 'queued', orderId: makeOrderId(ref, r[1]) }
+      if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
+      return { kind: 'sold_out' }
+    },
+
+    async stock (ref): Promise<StockView | null> {
+      const k = productKeys(prefix, ref)
+      const r = await run(async () => await client.hmget(k.stock, 'stock', 'sale', 'locked', 'sold'))
+      if (r[0] == null) return null
+      return { stock: Number(r[0]), sale: Number(r[1]), locked: Number(r[2]), sold: Number(r[3]) }
+    },
+
+    async order (id) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return null
+      const k = productKeys(prefix, parsed.ref)
+      const raw = await run(async () => await client.hget(k.orders, String(parsed.seq)))
+      return raw === null ? null : toOrder(parsed.ref, parsed.seq, raw)
+    },
+
+    async pay (id, user, now): Promise<PayResult> {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return { kind: 'not_found' }
+      const k = productKeys(prefix, parsed.ref)
+      const [code, raw] = await run(async () => await cmd.fgoPay(k.stock, k.orders, k.paydue, parsed.seq, now, user ?? '')) as [number, string]
+      if (code === 0) return { kind: 'not_found' }
+      if (code === 4) return { kind: 'forbidden' }
+      const order = toOrder(parsed.ref, parsed.seq, raw)
+      if (code === 1 || code === 5) return { kind: 'paid', already: code === 5, order }
+      if (code === 3) return { kind: 'not_created', order }
+      return { kind: 'cancelled', order, byThisCall: code === 6 }
+    },
+
+    async readOwnPending (ref, consumer, max) { return await readGroup(ref, consumer, max, '0') },
+    async readNew (ref, consumer, max) { return await readGroup(ref, consumer, max, '>') },
+
+    async claimIdle (ref, consumer, minIdleMs, max) {
+      if (max <= 0) return []
+      const k = productKeys(prefix, ref)
+      const reply = await run(async () => await client.xautoclaim(k.queue, GROUP, consumer, minIdleMs, '0-0', 'COUNT', max)) as unknown[]
+      const { entries, empty } = parseEntries(ref, reply[1])
+      if (empty.length > 0) await run(async () => await client.xack(k.queue, GROUP, ...empty))
+      // Redis 7 also lists ids deleted while pending (reply[2]); XAUTOCLAIM already dropped them from the PEL.
+      return entries
+    },
+
+    async complete (entry, now, paymentTimeoutMs) {
+      const parsed = parseOrderId(entry.orderId)
+      const k = productKeys(prefix, entry.ref)
+      if (parsed === null) {
+        await run(async () => await client.xack(k.queue, GROUP, entry.entryId))
+        return false
+      }
+      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.seq, entry.entryId, now, paymentTimeoutMs, GROUP))
+      return r === 1
+    },
+
+    async queueDepth (ref) {
+      const k = productKeys(prefix, ref)
+      return await run(async () => await client.xlen(k.queue))
+    },
+
+    async sweep (ref, now, max) {
+      const k = productKeys(prefix, ref)
+      const r = await run(async () => await cmd.fgoSweep(k.stock, k.orders, k.paydue, now, max)) as [number, number]
+      return r[0]
+    },
+
+    async close () {
+      if (closed) return
+      closed = true
+      try {
+        await client.quit()
+      } catch {
+        client.disconnect()
+      }
+    }
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * The origin's HTTP surface (CONTRACT.md, "The purchase origin"):
+ *
+ * | request                          | answers |
+ * |----------------------------------|---------|
+ * | `POST /buy/:campaign/:product`   | 202 `{"status":"QUEUED","order_id"}` · 409 SOLD_OUT · 409 DUPLICATE (+ `order_id`) · 400 BAD_REQUEST (no/invalid `x-user-id`, unknown product) · 503 STORE_UNAVAILABLE |
+ * | `GET /orders/:id`                | 200 the order · 404 NOT_FOUND |
+ * | `POST /orders/:id/pay`           | 200 `{"status":"PAID",...}` (again 200 when already paid) · 409 ORDER_CANCELLED · 409 ORDER_NOT_CREATED (still QUEUED, retry) · 403 FORBIDDEN (`x-user-id` given and not the buyer) · 404 |
+ * | `GET /stock/:campaign/:product`  | 200 `{"stock","sale","locked","sold"}` · 404 |
+ * | `GET /healthz` · `GET /readyz`   | 200 `{"status":"ok","store":"up"\|"down"}` · readyz 503 while the store is down |
+ * | `GET /metrics`                   | Prometheus text |
+ *
+ * Every error is JSON `{"code","message"}` with `Cache-Control: no-store`; a store failure is 503
+ * STORE_UNAVAILABLE, bounded by the store's command timeout — never a hang.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { StoreError } from '../gateway/errors.js'
+import { refKey } from './keys.js'
+import type { OriginMetrics } from './metrics.js'
+import type { Order, OriginStore, ProductRef } from './types.js'
+
+export interface HandlerDeps {
+  readonly store: OriginStore
+  readonly products: readonly ProductRef[]
+  readonly metrics: OriginMetrics
+  readonly clock: () => number
+  /** A buy was queued here: wake the local worker. */
+  readonly onQueued?: () => void
+  readonly log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+}
+
+const MAX_USER = 128
+// Printable ASCII without spaces at the ends; ids are opaque but must be safe to echo and store.
+const USER_RE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/
+
+function send (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
+  const buf = Buffer.from(JSON.stringify(body))
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': buf.length,
+    'cache-control': 'no-store',
+    ...headers
+  })
+  res.end(buf)
+}
+
+function fail (res: ServerResponse, status: number, code: string, message: string, extra?: Record<string, unknown>): void {
+  send(res, status, { code, message, ...extra })
+}
+
+export function orderJson (o: Order): Record<string, unknown> {
+  return {
+    order_id: o.orderId,
+    status: o.status,
+    campaign: o.campaign,
+    product: o.product,
+    user: o.user,
+    queued_at: o.queuedAt,
+    created_at: o.createdAt,
+    pay_by: o.payBy,
+    paid_at: o.paidAt,
+    cancelled_at: o.cancelledAt
+  }
+}
+
+function decode (seg: string): string | null {
+  try {
+    const s = decodeURIComponent(seg)
+    return s.length === 0 || s.length > 256 ? null : s
+  } catch {
+    return null
+  }
+}
+
+/** The request handler of the origin (wire it to a node:http server). */
+export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const { store, metrics, clock } = deps
+  const known = new Set(deps.products.map(refKey))
+
+  const storeDown = (res: ServerResponse, op: string, err: unknown): void => {
+    metrics.storeErrors.inc({ op })
+    if (!(err instanceof StoreError)) deps.log?.('error', `origin ${op} failed`, { err: err instanceof Error ? err.message : String(err) })
+    fail(res, 503, 'STORE_UNAVAILABLE', 'the order store is unavailable, retry later')
+  }
+
+  const productOf = (res: ServerResponse, c: string | undefined, p: string | undefined, status: number): ProductRef | null => {
+    const campaign = c === undefined ? null : decode(c)
+    const product = p === undefined ? null : decode(p)
+    if (campaign === null || product === null || !known.has(refKey({ campaign, product }))) {
+      fail(res, status, status === 404 ? 'NOT_FOUND' : 'BAD_REQUEST', 'unknown campaign or product')
+      return null
+    }
+    return { campaign, product }
+  }
+
+  const userOf = (req: IncomingMessage): string | null | undefined => {
+    const h = req.headers['x-user-id']
+    if (h === undefined) return null
+    if (typeof h !== 'string' || h.length > MAX_USER || !USER_RE.test(h)) return undefined
+    return h
+  }
+
+  const buy = async (req: IncomingMessage, res: ServerResponse, c: string | undefined, p: string | undefined): Promise<void> => {
+    const user = userOf(req)
+    if (user == null) {
+      metrics.buys.inc({ result: 'bad_request' })
+      fail(res, 400, 'BAD_REQUEST', user === null ? 'x-user-id is required' : 'x-user-id is invalid')
+      return
+    }
+    const ref = productOf(res, c, p, 400)
+    if (ref === null) { metrics.buys.inc({ result: 'bad_request' }); return }
+    let r
+    try {
+      r = await store.buy(ref, user, clock())
+    } catch (err) {
+      metrics.buys.inc({ result: 'store_unavailable' })
+      storeDown(res, 'buy', err)
+      return
+    }
+    switch (r.kind) {
+      case 'queued':
+        metrics.buys.inc({ result: 'queued' })
+        metrics.orders.inc({ status: 'queued' })
+        deps.onQueued?.()
+        send(res, 202, { status: 'QUEUED', order_id: r.orderId })
+        return
+      case 'duplicate':
+        metrics.buys.inc({ result: 'duplicate' })
+        fail(res, 409, 'DUPLICATE', 'this user already has an order for this product', { order_id: r.orderId })
+        return
+      case 'sold_out':
+        metrics.buys.inc({ result: 'sold_out' })
+        fail(res, 409, 'SOLD_OUT', 'sold out')
+    }
+  }
+
+  const getOrder = async (res: ServerResponse, id: string): Promise<void> => {
+    let o
+    try {
+      o = await store.order(id)
+    } catch (err) {
+      storeDown(res, 'order', err)
+      return
+    }
+    if (o === null) fail(res, 404, 'NOT_FOUND', 'no such order')
+    else send(res, 200, orderJson(o))
+  }
+
+  const pay = async (req: IncomingMessage, res: ServerResponse, id: string): Promise<void> => {
+    const user = userOf(req)
+    if (user === undefined) { fail(res, 400, 'BAD_REQUEST', 'x-user-id is invalid'); return }
+    let r
+    try {
+      r = await store.pay(id, user, clock())
+    } catch (err) {
+      storeDown(res, 'pay', err)
+      return
+    }
+    switch (r.kind) {
+      case 'paid':
+        if (!r.already) metrics.orders.inc({ status: 'paid' })
+        send(res, 200, orderJson(r.order))
+        return
+      case 'not_found': fail(res, 404, 'NOT_FOUND', 'no such order'); return
+      case 'forbidden': fail(res, 403, 'FORBIDDEN', 'this order belongs to another user'); return
+      case 'not_created': fail(res, 409, 'ORDER_NOT_CREATED', 'the order is still queued; retry in a moment', { status: 'QUEUED' }); return
+      case 'cancelled':
+        // This call itself cancels it when the deadline has passed and the sweeper has not come by yet.
+        if (r.byThisCall) metrics.orders.inc({ status: 'cancelled' })
+        fail(res, 409, 'ORDER_CANCELLED', 'the order was cancelled (payment timeout)', { status: 'CANCELLED' })
+    }
+  }
+
+  const getStock = async (res: ServerResponse, c: string | undefined, p: string | undefined): Promise<void> => {
+    const ref = productOf(res, c, p, 404)
+    if (ref === null) return
+    let s
+    try {
+      s = await store.stock(ref)
+    } catch (err) {
+      storeDown(res, 'stock', err)
+      return
+    }
+    if (s === null) fail(res, 404, 'NOT_FOUND', 'no stock for this product')
+    else send(res, 200, s)
+  }
+
+  const metricsText = async (res: ServerResponse): Promise<void> => {
+    const text = await metrics.registry.metrics()
+    res.writeHead(200, { 'content-type': metrics.registry.contentType, 'cache-control': 'no-store' })
+    res.end(text)
+  }
+
+  const methodNotAllowed = (res: ServerResponse, allow: string): void => {
+    send(res, 405, { code: 'METHOD_NOT_ALLOWED', message: `use ${allow}` }, { allow })
+  }
+
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    const path = q === -1 ? url : url.slice(0, q)
+    if (!path.startsWith('/')) { fail(res, 400, 'BAD_REQUEST', 'bad request target'); return }
+    const seg = path.split('/').slice(1)
+    const m = req.method ?? 'GET'
+    const [a, b, c] = seg
+    if (a === 'buy' && seg.length === 3) {
+      if (m !== 'POST') { methodNotAllowed(res, 'POST'); return }
+      await buy(req, res, b, c); return
+    }
+    if (a === 'orders' && b !== undefined && b !== '') {
+      const id = decode(b)
+      if (seg.length === 2) {
+        if (m !== 'GET' && m !== 'HEAD') { methodNotAllowed(res, 'GET'); return }
+        if (id === null) { fail(res, 404, 'NOT_FOUND', 'no such order'); return }
+        await getOrder(res, id); return
+      }
+      if (seg.length === 3 && c === 'pay') {
+        if (m !== 'POST') { methodNotAllowed(res, 'POST'); return }
+        if (id === null) { fail(res, 404, 'NOT_FOUND', 'no such order'); return }
+        await pay(req, res, id); return
+      }
+    }
+    if (a === 'stock' && seg.length === 3) {
+      if (m !== 'GET' && m !== 'HEAD') { methodNotAllowed(res, 'GET'); return }
+      await getStock(res, b, c); return
+    }
+    if (seg.length === 1 && (a === 'healthz' || a === 'readyz')) {
+      const up = store.healthy
+      send(res, a === 'readyz' && !up ? 503 : 200, { status: a === 'readyz' && !up ? 'unavailable' : 'ok', store: up ? 'up' : 'down' })
+      return
+    }
+    if (seg.length === 1 && a === 'metrics') { await metricsText(res); return }
+    fail(res, 404, 'NOT_FOUND', 'no such endpoint')
+  }
+
+  return (req, res) => {
+    // Bodies are not used: drain them so keep-alive connections stay usable.
+    req.resume()
+    route(req, res).catch((err: unknown) => {
+      deps.log?.('error', 'origin handler failed', { err: err instanceof Error ? err.message : String(err) })
+      if (!res.headersSent) fail(res, 500, 'INTERNAL', 'internal error')
+      else res.destroy()
+    })
+  }
+}

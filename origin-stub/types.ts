@@ -1,0 +1,116 @@
+/**
+ * The purchase origin's vocabulary: what a buy, a payment and an order look like, and the one
+ * interface (`OriginStore`) that the memory and the Redis implementations both honour. Both run the
+ * same behaviour suite (test/origin-stub/store-behaviour.ts).
+ *
+ * Clock: every method that changes state takes `now` (epoch ms) from the caller — the origin process's
+ * clock (`Date.now()` in production, a fake one in tests), never Redis TIME. Exactly-once cancellation
+ * does not depend on clocks agreeing: it comes from the status check inside one atomic step; a skew
+ * between two origin processes only moves the moment an unpaid order is cancelled by that skew.
+ */
+
+export type OrderStatus = 'QUEUED' | 'CREATED' | 'PAID' | 'CANCELLED'
+
+/** One campaign × product sold by the origin. */
+export interface ProductRef { readonly campaign: string; readonly product: string }
+
+/** `{stock, sale, locked, sold}`: stock == sale + locked + sold, each >= 0, at every instant. */
+export interface StockView {
+  /** Units the sale started with (the config's quota when the stock was first initialised). */
+  readonly stock: number
+  /** Still for sale. */
+  readonly sale: number
+  /** Held by an order that is QUEUED or CREATED (not paid yet). */
+  readonly locked: number
+  /** Paid. */
+  readonly sold: number
+}
+
+export interface Order {
+  readonly orderId: string
+  readonly campaign: string
+  readonly product: string
+  readonly user: string
+  readonly status: OrderStatus
+  readonly queuedAt: number
+  readonly createdAt: number | null
+  /** Payment deadline, set when the order is created (createdAt + payment timeout). */
+  readonly payBy: number | null
+  readonly paidAt: number | null
+  readonly cancelledAt: number | null
+}
+
+export type BuyResult =
+  | { readonly kind: 'queued'; readonly orderId: string }
+  | { readonly kind: 'sold_out' }
+  | { readonly kind: 'duplicate'; readonly orderId: string }
+
+export type PayResult =
+  /** `already`: it was paid before (idempotent retry). */
+  | { readonly kind: 'paid'; readonly already: boolean; readonly order: Order }
+  | { readonly kind: 'not_found' }
+  /** The order belongs to another user (only checked when the payer says who they are). */
+  | { readonly kind: 'forbidden' }
+  /** Still QUEUED: the order system has not created it yet; retry later. */
+  | { readonly kind: 'not_created'; readonly order: Order }
+  /** Cancelled (payment timeout), possibly by this very call when the deadline had passed. */
+  | { readonly kind: 'cancelled'; readonly order: Order; readonly byThisCall: boolean }
+
+/** A message of the order queue, as delivered to one consumer. */
+export interface QueueEntry {
+  readonly ref: ProductRef
+  /** The queue's own id of this delivery (a stream entry id on Redis). */
+  readonly entryId: string
+  readonly orderId: string
+}
+
+/**
+ * Shared state of the origin. Every method is one atomic step on the store (one Lua script on Redis),
+ * so any number of origin processes may share one Redis.
+ *
+ * Failures (store down, timeout) reject with a `StoreError`; expected outcomes are values.
+ */
+export interface OriginStore {
+  readonly kind: 'memory' | 'redis' | 'redis-cluster'
+
+  /** Create the stock of each product with `stock` units unless it already exists (a restart never resets a sale), and the order queue. */
+  init(products: ReadonlyArray<ProductRef & { readonly stock: number }>): Promise<void>
+
+  /**
+   * One purchase attempt: DUPLICATE when the user already has an order for this product; SOLD_OUT when
+   * `sale < 1`; else move one unit sale → locked, record the user's order (QUEUED) and enqueue it.
+   */
+  buy(ref: ProductRef, user: string, now: number): Promise<BuyResult>
+
+  /** null when the product was never initialised. */
+  stock(ref: ProductRef): Promise<StockView | null>
+
+  order(orderId: string): Promise<Order | null>
+
+  /** CREATED → PAID and one unit locked → sold. `user` (when not null) must be the order's user. */
+  pay(orderId: string, user: string | null, now: number): Promise<PayResult>
+
+  // --- the order queue (a Redis Stream with a consumer group on Redis) ---
+
+  /** Entries delivered to `consumer` earlier and not completed (after a crash or a store outage). */
+  readOwnPending(ref: ProductRef, consumer: string, max: number): Promise<QueueEntry[]>
+  /** New entries, now owned by `consumer` until completed. */
+  readNew(ref: ProductRef, consumer: string, max: number): Promise<QueueEntry[]>
+  /** Take over entries that another consumer got more than `minIdleMs` ago and never completed. */
+  claimIdle(ref: ProductRef, consumer: string, minIdleMs: number, max: number): Promise<QueueEntry[]>
+  /**
+   * Create the order (QUEUED → CREATED, payment deadline `now + paymentTimeoutMs`) and acknowledge the
+   * entry, in one step. Idempotent: a redelivered entry whose order is no longer QUEUED only acks;
+   * answers whether this call created the order.
+   */
+  complete(entry: QueueEntry, now: number, paymentTimeoutMs: number): Promise<boolean>
+  /** Entries not completed yet (new + pending). */
+  queueDepth(ref: ProductRef): Promise<number>
+
+  /** Cancel up to `max` CREATED orders whose deadline is <= now, unit locked → sale; answers how many. Exactly once per order. */
+  sweep(ref: ProductRef, now: number, max: number): Promise<number>
+
+  /** True while the store is believed reachable. */
+  readonly healthy: boolean
+  close(): Promise<void>
+}

@@ -7,9 +7,6 @@ import type { KeyObject } from 'node:crypto'
 import type { ValueSource } from '../conf/types.js'
 import type { RequestContext } from '../gateway/types.js'
 
-/** Key under ctx.locals where a guard that buffered the request body leaves it (see captcha `form`). */
-export const BUFFERED_BODY = 'flashgate.body'
-
 /** The request's parsed query, parsed once and cached on the context. */
 export function queryOf (ctx: RequestContext): URLSearchParams {
   let q = ctx.queryParams

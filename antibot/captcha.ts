@@ -1,0 +1,242 @@
+/**
+ * `captcha`: a token from a header, form field or query param, verified by a third-party provider
+ * (Turnstile, hCaptcha, reCAPTCHA v2/v3) or by the built-in proof of work; optionally a clearance
+ * cookie that stands in for a token for `clearance` after one verified.
+ *
+ * Order of a check (cheapest first):
+ *   1. a valid clearance cookie for this user and address → pass (no token needed);
+ *   2. no token → 403 CAPTCHA_REQUIRED;
+ *   3. a token already accepted (or in flight) on this node → 403 CAPTCHA_INVALID with no network
+ *      call: SHA-256 of the token in an lru-cache for `token_ttl` (kept across reloads);
+ *   4. pow: verified locally, then its nonce consumed on the store (single use across nodes);
+ *      third-party: siteverify (which itself refuses a token seen before, `timeout-or-duplicate`,
+ *      so tokens are single-use across nodes without a store round trip);
+ *   5. `hostname` (when configured), reCAPTCHA v3 `min_score` and `action` checked on the answer.
+ *
+ * Provider down (timeout, connection error, 5xx, malformed answer, breaker open) follows `on_error`:
+ * `fail_closed` (the default; `local` means the same here, there is no local verdict) answers
+ * **503 OVERLOADED** with `Retry-After: 1` — not STORE_UNAVAILABLE, which would send operators to
+ * look at Redis — and `fail_open` passes. Both are counted (flashgate_captcha_verifications_total
+ * result=error_closed|error_open). A token whose verification failed this way is not marked spent.
+ *
+ * Form tokens: the urlencoded body (at most 64 KiB and the route's max body size; 413 above) is
+ * buffered into `ctx.body`, which the proxy sends upstream instead of the consumed request stream.
+ */
+import { createHash, createSecretKey, randomBytes } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+import type { CaptchaGuardConfig } from '../conf/types.js'
+import type { Guard, GuardDeps, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
+import { rejection } from '../gateway/reject.js'
+import { guardId, onStoreError } from './common.js'
+import { clearanceSetCookie, signClearance, verifyClearance } from './captcha/clearance.js'
+import { verifySolution } from './captcha/pow.js'
+import { createSiteverify } from './captcha/siteverify.js'
+import type { CaptchaVerifier, VerifyResult } from './captcha/siteverify.js'
+import { FORM_FIELDS, cookieOf, valueOf } from './util.js'
+
+/** Longest token looked at (Turnstile documents 2048 characters). */
+export const MAX_TOKEN = 4096
+/** Largest urlencoded body buffered to find a form token. */
+export const MAX_FORM_BODY = 64 * 1024
+
+/** A key that survives reloads: from the config when set, else random per process (kept in deps.persistent). */
+export function processKey (deps: GuardDeps, name: string, configured: Buffer | null): KeyObject {
+  if (configured !== null) return createSecretKey(configured)
+  let k = deps.persistent.get(name) as KeyObject | undefined
+  if (k === undefined) {
+    k = createSecretKey(randomBytes(32))
+    deps.persistent.set(name, k)
+  }
+  return k
+}
+
+/** The proof-of-work key: secrets.pow, else secrets.session, else a per-process random key. */
+export function powKey (deps: GuardDeps): KeyObject {
+  return processKey(deps, 'antibot:pow-key', deps.config.secrets.pow ?? deps.config.secrets.session)
+}
+
+function spentCache (deps: GuardDeps, ttl: number): LRUCache<string, true> {
+  let c = deps.persistent.get('antibot:captcha-spent') as LRUCache<string, true> | undefined
+  if (c === undefined) {
+    c = new LRUCache<string, true>({ max: 500_000, ttl: Math.max(1000, ttl), ttlAutopurge: false })
+    deps.persistent.set('antibot:captcha-spent', c)
+  }
+  return c
+}
+
+/** Is the request's answer going back over HTTPS (directly, or per the terminating proxy)? */
+function isHttps (ctx: RequestContext): boolean {
+  return (ctx.req.socket as { encrypted?: boolean }).encrypted === true || ctx.req.headers['x-forwarded-proto'] === 'https'
+}
+
+/** Buffer a urlencoded body (bounded) and parse it into ctx.locals. Resolves to a rejection or undefined. */
+function readForm (ctx: RequestContext, limit: number, tooLarge: Verdict, bad: Verdict): Verdict | Promise<Verdict> {
+  const locals = ctx.locals ?? (ctx.locals = {})
+  if (locals[FORM_FIELDS] !== undefined) return undefined
+  const ct = ctx.req.headers['content-type']
+  if (ct === undefined || !ct.toLowerCase().startsWith('application/x-www-form-urlencoded')) return undefined
+  const had = ctx.body
+  if (had !== undefined && had !== null) { locals[FORM_FIELDS] = new URLSearchParams(had.toString('latin1')); return undefined }
+  const declared = Number(ctx.req.headers['content-length'] ?? 0)
+  if (declared > limit) return tooLarge
+  return new Promise<Verdict>((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const req = ctx.req
+    const done = (v: Verdict): void => {
+      req.removeListener('data', onData)
+      req.removeListener('end', onEnd)
+      req.removeListener('error', onErr)
+      req.removeListener('close', onClose)
+      resolve(v)
+    }
+    const onData = (c: Buffer): void => {
+      size += c.length
+      if (size > limit) { req.pause(); done(tooLarge); return }
+      chunks.push(c)
+    }
+    const onEnd = (): void => {
+      const body = Buffer.concat(chunks, size)
+      ctx.body = body
+      locals[FORM_FIELDS] = new URLSearchParams(body.toString('latin1'))
+      done(undefined)
+    }
+    const onErr = (): void => done(bad)
+    const onClose = (): void => { if (!req.complete) done(bad) }
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('error', onErr)
+    req.once('close', onClose)
+  })
+}
+
+export const captchaGuard: GuardFactory<CaptchaGuardConfig> = (cfg, route, deps): Guard => {
+  const id = guardId(route, cfg)
+  const o = { override: cfg.reject }
+  const required = rejection('CAPTCHA_REQUIRED', 'captcha required', o)
+  const invalid = rejection('CAPTCHA_INVALID', 'captcha invalid', o)
+  const unavailable = rejection('OVERLOADED', 'captcha provider unavailable', { ...o, headers: ['retry-after', '1'] })
+  const tooLarge = rejection('PAYLOAD_TOO_LARGE', 'form too large to look for a captcha token', o)
+  const bad = rejection('BAD_REQUEST', 'request body incomplete', o)
+  const providerPolicy = cfg.onError ?? 'fail_closed'
+  const storePolicy = cfg.onError ?? deps.config.store.onError
+  const spent = spentCache(deps, cfg.tokenTtlMs)
+  const counter = deps.metrics.captchaVerifications
+  const provider = cfg.provider
+  const formLimit = Math.min(MAX_FORM_BODY, route.maxBodySize)
+
+  const clearanceMs = cfg.clearanceMs
+  const clearanceKey = clearanceMs === null ? null : processKey(deps, 'antibot:clearance-key', deps.config.secrets.session ?? deps.config.secrets.pow)
+  const cookieName = cfg.clearanceCookie
+
+  let verifier: CaptchaVerifier | null = null
+  let pow: KeyObject | null = null
+  if (provider === 'pow') {
+    pow = powKey(deps)
+  } else {
+    if (cfg.secret === null || cfg.secret === '') throw new Error(`captcha ${provider}: secret is required`)
+    verifier = createSiteverify({ provider, secret: cfg.secret, verifyUrl: cfg.verifyUrl, timeoutMs: cfg.timeoutMs, clock: deps.clock })
+  }
+
+  function grant (ctx: RequestContext): void {
+    if (clearanceKey === null || clearanceMs === null) return
+    const user = deps.identity(ctx) ?? ''
+    const value = signClearance(clearanceKey, cookieName, user, ctx.clientIp, ctx.now + clearanceMs)
+    const h = clearanceSetCookie(cookieName, value, clearanceMs, isHttps(ctx))
+    if (ctx.extraHeaders === null) ctx.extraHeaders = ['set-cookie', h]
+    else ctx.extraHeaders.push('set-cookie', h)
+  }
+
+  function judge (ctx: RequestContext, r: VerifyResult): Verdict {
+    let ok = r.ok
+    if (ok && cfg.hostname !== null && r.hostname !== cfg.hostname) ok = false
+    if (ok && cfg.action !== null && r.action !== cfg.action) ok = false
+    if (ok && cfg.minScore !== null && (r.score === undefined || r.score < cfg.minScore)) ok = false
+    if (!ok) {
+      counter.inc({ provider, result: 'invalid' })
+      return invalid
+    }
+    counter.inc({ provider, result: 'passed' })
+    grant(ctx)
+    return undefined
+  }
+
+  function checkToken (ctx: RequestContext): Verdict | Promise<Verdict> {
+    const token = valueOf(ctx, cfg.token)
+    if (token === null) {
+      counter.inc({ provider, result: 'missing' })
+      return required
+    }
+    if (token.length > MAX_TOKEN) {
+      counter.inc({ provider, result: 'invalid' })
+      return invalid
+    }
+    const h = createHash('sha256').update(token).digest('base64url')
+    if (spent.has(h)) {
+      counter.inc({ provider, result: 'replayed' })
+      return invalid
+    }
+    if (pow !== null) {
+      const r = verifySolution(pow, token, cfg.difficulty, ctx.now)
+      if (r.result !== 'ok') {
+        counter.inc({ provider, result: r.result === 'expired' ? 'expired' : 'invalid' })
+        return invalid
+      }
+      const ttl = Math.max(1, r.expiresAt - ctx.now)
+      spent.set(h, true, { ttl })
+      return deps.store.setIfAbsent(`pow:${r.nonce}`, '1', ttl).then(
+        (fresh) => {
+          if (!fresh) { counter.inc({ provider, result: 'replayed' }); return invalid }
+          counter.inc({ provider, result: 'passed' })
+          grant(ctx)
+          return undefined
+        },
+        (err: unknown) => {
+          if (storePolicy === 'local') { counter.inc({ provider, result: 'passed' }); grant(ctx); return undefined }
+          const v = onStoreError(deps, id, storePolicy, err, 'setIfAbsent')
+          if (v !== undefined) spent.delete(h)
+          else grant(ctx)
+          return v
+        }
+      )
+    }
+    spent.set(h, true, { ttl: Math.max(1, cfg.tokenTtlMs) }) // in flight: a concurrent replay is refused too
+    return (verifier as CaptchaVerifier).verify(token, ctx.clientIp).then(
+      (r) => judge(ctx, r),
+      (err: unknown) => {
+        spent.delete(h)
+        deps.log('warn', 'captcha provider failed', { guard: id, provider, error: err instanceof Error ? err.message : String(err) })
+        if (providerPolicy === 'fail_open') {
+          counter.inc({ provider, result: 'error_open' })
+          return undefined
+        }
+        counter.inc({ provider, result: 'error_closed' })
+        return unavailable
+      }
+    )
+  }
+
+  return {
+    kind: 'captcha',
+    id,
+    check (ctx: RequestContext): Verdict | Promise<Verdict> {
+      if (clearanceKey !== null) {
+        const c = cookieOf(ctx.req.headers.cookie, cookieName)
+        if (c !== null && verifyClearance(clearanceKey, cookieName, c, deps.identity(ctx) ?? '', ctx.clientIp, ctx.now)) {
+          return undefined
+        }
+      }
+      if (cfg.token.from === 'form') {
+        const v = readForm(ctx, formLimit, tooLarge, bad)
+        if (v === undefined) return checkToken(ctx)
+        if (!(v instanceof Promise)) return v
+        return v.then((r) => r ?? checkToken(ctx))
+      }
+      return checkToken(ctx)
+    },
+    async close () {
+      if (verifier !== null) await verifier.close()
+    }
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * YAML text → a small position-carrying tree (`PNode`) with `${VAR}` / `${VAR:-default}` substituted.
+ *
+ * The loader validates this tree rather than plain JS values so that every key and value keeps the
+ * `FILE:LINE:COL` it came from (1-based), including values that arrived through aliases or env vars.
+ *
+ * Substitution rules (in scalar values only, never in keys):
+ * - `${NAME}` → the variable's value; unset is an error at the `${`'s position (set but empty is empty).
+ * - `${NAME:-default}` → the default when the variable is unset or empty (shell semantics).
+ * - `$${` is a literal `${`.
+ * - A plain (unquoted) scalar made entirely of one substitution is re-typed after substitution, so
+ *   `workers: ${WORKERS}` with WORKERS=4 is the number 4; quoted scalars always stay strings.
+ * - A substituted value is never shown in a message: messages quote the source text (`"${TOKEN}"`).
+ */
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, Scalar } from 'yaml'
+import type { Document, Node as YNode } from 'yaml'
+
+export interface Pos { readonly file: string; readonly line: number; readonly col: number }
+
+export interface PScalar {
+  readonly kind: 'scalar'
+  readonly pos: Pos
+  readonly value: string | number | boolean | null
+  /** True when any `${...}` was substituted: the value may be a secret, show `raw` instead. */
+  readonly fromEnv: boolean
+  /** The source text of the scalar (for messages about substituted values). */
+  readonly raw: string
+}
+export interface PEntry { readonly key: string; readonly keyPos: Pos; readonly value: PNode }
+export interface PMap { readonly kind: 'map'; readonly pos: Pos; readonly entries: readonly PEntry[] }
+export interface PSeq { readonly kind: 'seq'; readonly pos: Pos; readonly items: readonly PNode[] }
+export type PNode = PScalar | PMap | PSeq
+
+export function fmtPos (p: Pos): string { return `${p.file}:${p.line}:${p.col}` }
+
+/** Collects `FILE:LINE:COL: message` problems; sorted by file (in order first seen), line, column. */
+export class Diagnostics {
+  private readonly errs: Array<{ pos: Pos, msg: string }> = []
+  private readonly warns: Array<{ pos: Pos, msg: string }> = []
+  private readonly fileOrder = new Map<string, number>()
+
+  /** Register a file so its problems sort in load order. */
+  file (name: string): void { if (!this.fileOrder.has(name)) this.fileOrder.set(name, this.fileOrder.size) }
+  error (pos: Pos, msg: string): void { this.file(pos.file); this.errs.push({ pos, msg }) }
+  warn (pos: Pos, msg: string): void { this.file(pos.file); this.warns.push({ pos, msg }) }
+  get errorCount (): number { return this.errs.length }
+
+  private lines (list: Array<{ pos: Pos, msg: string }>): string[] {
+    const seen = new Set<string>()
+    const out: string[] = []
+    const sorted = list.map((e, i) => ({ ...e, i })).sort((a, b) =>
+      (this.fileOrder.get(a.pos.file) ?? 0) - (this.fileOrder.get(b.pos.file) ?? 0) ||
+      a.pos.line - b.pos.line || a.pos.col - b.pos.col || a.i - b.i)
+    for (const e of sorted) {
+      const line = `${fmtPos(e.pos)}: ${e.msg}`
+      if (!seen.has(line)) { seen.add(line); out.push(line) }
+    }
+    return out
+  }
+
+  errors (): string[] { return this.lines(this.errs) }
+  warnings (): string[] { return this.lines(this.warns) }
+}
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+
+interface Source { readonly file: string; readonly text: string; readonly lc: LineCounter; readonly env: NodeJS.ProcessEnv; readonly d: Diagnostics; readonly doc: Document }
+
+function posAt (src: Source, offset: number): Pos {
+  const { line, col } = src.lc.linePos(Math.max(0, Math.min(offset, src.text.length)))
+  return { file: src.file, line, col }
+}
+
+/**
+ * Parse one YAML file into a `PNode` (an empty file is an empty map). Syntax errors are reported on `d`
+ * with their positions and `null` is returned.
+ */
+export function parseYaml (text: string, file: string, env: NodeJS.ProcessEnv, d: Diagnostics): PNode | null {
+  d.file(file)
+  const lc = new LineCounter()
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true, keepSourceTokens: false })
+  const src: Source = { file, text, lc, env, d, doc }
+  if (doc.errors.length > 0) {
+    for (const e of doc.errors) d.error(posAt(src, e.pos[0]), `YAML: ${firstLine(e.message)}`)
+    return null
+  }
+  for (const w of doc.warnings) d.warn(posAt(src, w.pos[0]), `YAML: ${firstLine(w.message)}`)
+  if (doc.contents === null) return { kind: 'map', pos: { file, line: 1, col: 1 }, entries: [] }
+  return convert(src, doc.contents as YNode, 0)
+}
+
+function firstLine (s: string): string {
+  const i = s.indexOf('\n')
+  return (i === -1 ? s : s.slice(0, i)).replace(/ at line \d+, column \d+:?$/, '')
+}
+
+function startOf (node: { range?: [number, number, number] | null | undefined }): number {
+  return node.range?.[0] ?? 0
+}
+
+function convert (src: Source, node: YNode, depth: number): PNode {
+  const pos = posAt(src, startOf(node))
+  if (depth > 64) {
+    src.d.error(pos, 'YAML: nesting too deep (alias loop?)')
+    return { kind: 'scalar', pos, value: null, fromEnv: false, raw: '' }
+  }
+  if (isAlias(node)) {
+    const target = node.resolve(src.doc)
+    if (target === undefined) {
+      src.d.error(pos, `YAML: unresolved alias *${node.source}`)
+      return { kind: 'scalar', pos, value: null, fromEnv: false, raw: '' }
+    }
+    return convert(src, target as YNode, depth + 1)
+  }
+  if (isMap(node)) {
+    const entries: PEntry[] = []
+    for (const pair of node.items) {
+      if (!isPair(pair)) continue
+      const k = pair.key as YNode | null
+      const keyPos = k === null ? pos : posAt(src, startOf(k))
+      if (k === null || !isScalar(k) || (typeof k.value !== 'string' && typeof k.value !== 'number' && typeof k.value !== 'boolean')) {
+        src.d.error(keyPos, 'YAML: keys must be plain strings')
+        continue
+      }
+      const v = pair.value as YNode | null
+      const value: PNode = v === null
+        ? { kind: 'scalar', pos: keyPos, value: null, fromEnv: false, raw: '' }
+        : isScalar(v) && v.value === null && v.range?.[0] === v.range?.[1]
+          ? { kind: 'scalar', pos: keyPos, value: null, fromEnv: false, raw: '' } // `key:` with nothing: point at the key
+          : convert(src, v, depth + 1)
+      entries.push({ key: String(k.value), keyPos, value })
+    }
+    return { kind: 'map', pos, entries }
+  }
+  if (isSeq(node)) {
+    const items: PNode[] = []
+    for (const item of node.items) {
+      if (item === null) continue
+      items.push(convert(src, item as YNode, depth + 1))
+    }
+    return { kind: 'seq', pos, items }
+  }
+  if (isScalar(node)) return scalar(src, node, pos)
+  src.d.error(pos, 'YAML: unsupported node')
+  return { kind: 'scalar', pos, value: null, fromEnv: false, raw: '' }
+}
+
+function scalar (src: Source, node: Scalar, pos: Pos): PScalar {
+  const [start, end] = node.range ?? [0, 0, 0]
+  const raw = src.text.slice(start, end)
+  let value = node.value as unknown
+  if (value instanceof Date) value = value.toISOString()
+  if (typeof value === 'bigint') value = Number(value)
+  if (typeof value !== 'string') {
+    return { kind: 'scalar', pos, value: (value ?? null) as string | number | boolean | null, fromEnv: false, raw }
+  }
+  if (!value.includes('${')) return { kind: 'scalar', pos, value, fromEnv: false, raw }
+  const out = substitute(src, value, raw, start)
+  if (out === null) return { kind: 'scalar', pos, value: '', fromEnv: true, raw }
+  let typed: string | number | boolean = out.text
+  if (node.type === Scalar.PLAIN && out.whole) {
+    if (/^-?\d+(\.\d+)?$/.test(out.text)) typed = Number(out.text)
+    else if (out.text === 'true' || out.text === 'false') typed = out.text === 'true'
+  }
+  return { kind: 'scalar', pos, value: typed, fromEnv: out.used, raw }
+}
+
+/** Returns null when a reference failed (already reported). */
+function substitute (src: Source, value: string, raw: string, start: number): { text: string, used: boolean, whole: boolean } | null {
+  let out = ''
+  let used = false
+  let ok = true
+  let refs = 0
+  let rawCursor = 0
+  let i = 0
+  const refPos = (token: string): Pos => {
+    const at = raw.indexOf(token, rawCursor)
+    if (at === -1) return posAt(src, start)
+    rawCursor = at + token.length
+    return posAt(src, start + at)
+  }
+  while (i < value.length) {
+    if (value.startsWith('$${', i)) { out += '${'; i += 3; refPos('$${'); continue }
+    if (!value.startsWith('${', i)) { out += value[i]; i++; continue }
+    const close = value.indexOf('}', i + 2)
+    const body = close === -1 ? value.slice(i + 2) : value.slice(i + 2, close)
+    const token = close === -1 ? value.slice(i) : value.slice(i, close + 1)
+    const p = refPos(token)
+    refs++
+    if (close === -1) { src.d.error(p, 'unterminated ${...} reference (write $${ for a literal ${)'); ok = false; break }
+    const sep = body.indexOf(':-')
+    const name = sep === -1 ? body : body.slice(0, sep)
+    if (!NAME.test(name)) {
+      src.d.error(p, `invalid reference ${JSON.stringify(token.length > 40 ? token.slice(0, 37) + '...' : token)}: expected \${NAME} or \${NAME:-default}`)
+      ok = false
+    } else {
+      const v = src.env[name]
+      if (sep !== -1 && (v === undefined || v === '')) out += body.slice(sep + 2)
+      else if (v === undefined) {
+        src.d.error(p, `environment variable ${name} is not set (write \${${name}:-default} to give a default)`)
+        ok = false
+      } else out += v
+      used = true
+    }
+    i = close + 1
+  }
+  if (!ok) return null
+  const whole = refs === 1 && /^\$\{[^}]*\}$/.test(value)
+  return { text: out, used, whole }
+}

@@ -32,7 +32,8 @@ export interface Store {
 
   /**
    * One GCRA step (a token bucket expressed as a theoretical arrival time): emission interval
-   * `periodMs / count`, burst `burst` requests, `cost` requests now.
+   * `periodMs / count`, burst `burst` requests, `cost` requests now. A negative `cost` gives requests
+   * back (uncommit; always ok). `retryAfterMs` is Infinity when `cost` exceeds `burst`.
    */
   gcra(key: string, now: number, emissionIntervalMs: number, burst: number, cost: number): Promise<GcraResult>
 
@@ -66,5 +67,10 @@ export interface Store {
 
   /** True while the store is believed reachable (breaker closed). */
   readonly healthy: boolean
+  /**
+   * Resolves once the store can answer (a Redis store connects in the background from its
+   * constructor); rejects with a StoreError after `timeoutMs` (default 5 s). Memory: resolves at once.
+   */
+  ready?(timeoutMs?: number): Promise<void>
   close(): Promise<void>
 }

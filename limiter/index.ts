@@ -1,0 +1,28 @@
+/**
+ * The limiter: stores, the `rate_limit` and `quota` guards, and the quota admin API.
+ * Pure algorithms live in token-bucket.ts, leaky-bucket.ts and gcra.ts.
+ */
+import type { StoreConfig } from '../conf/types.js'
+import type { Metrics } from '../gateway/metrics.js'
+import { MemoryStore } from './memory-store.js'
+import { RedisStore } from './redis-store.js'
+import type { Store } from './store.js'
+
+export type { Store } from './store.js'
+export { MemoryStore } from './memory-store.js'
+export { RedisStore } from './redis-store.js'
+
+export interface StoreDeps {
+  readonly metrics: Metrics
+  readonly clock: () => number
+  readonly log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+}
+
+/**
+ * Create the configured store. No I/O is awaited here: a Redis store starts connecting in the
+ * background; `await store.ready?.()` to wait for the first connection (the gateway's /readyz).
+ */
+export function createStore (cfg: StoreConfig, deps: StoreDeps): Store {
+  if (cfg.kind === 'memory') return new MemoryStore({ maxKeys: cfg.maxKeys, clock: deps.clock })
+  return new RedisStore(cfg, { metrics: deps.metrics, clock: deps.clock, log: deps.log })
+}

@@ -1,0 +1,320 @@
+/**
+ * The Redis store (standalone: ioredis `Redis`; cluster: ioredis `Cluster`).
+ *
+ * - One round trip per operation. Operations with more than one step (GCRA, add-if-within) are one Lua
+ *   script registered with `defineCommand` (EVALSHA, EVAL after a restart lost the script cache); the
+ *   single-step ones (INCRBY, GET, SET NX PX, DEL, SADD...) are the native atomic command.
+ * - Time: every time-dependent operation takes `now` from the caller (the gateway's clock), never Redis
+ *   TIME. Why: the memory store and the pure algorithms take the clock as an argument too, so the three
+ *   stores answer identically under the contract suite's fake clock, and a script that calls TIME is
+ *   non-deterministic (it must be replicated by effects). The cost: gateways should run NTP; a node whose
+ *   clock is d ms ahead can take at most d / interval extra requests from a GCRA bucket, and a clock
+ *   going backwards is clamped (the TAT never moves back).
+ * - Cluster: every operation touches one key, so it is on one slot by construction; callers put hash tags
+ *   `{...}` in keys that must share a slot, or differ on purpose (quota segments).
+ * - A slow Redis must not stall requests: `commandTimeout` (config timeoutMs, default 50 ms) rejects a
+ *   late answer as an error, the offline queue is off (a command while disconnected fails at once), an
+ *   in-flight command is not replayed after a reconnect, and a circuit breaker (breaker.ts) stops calling
+ *   a dead store. ioredis reconnects in the background with a capped back-off; when its connection is
+ *   ready again the breaker closes at once (automatic recovery).
+ * - Errors reject with StoreError; every op is timed in flashgate_store_duration_seconds{op} and every
+ *   failure counted in flashgate_store_errors_total{op}.
+ * - publish/subscribe: a separate subscriber connection (a connection in subscriber mode can run no other
+ *   command), opened on the first subscribe and re-subscribed by ioredis after reconnects.
+ */
+import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
+import { performance } from 'node:perf_hooks'
+import { StoreError } from '../gateway/errors.js'
+import type { Metrics } from '../gateway/metrics.js'
+import type { StoreConfig } from '../conf/types.js'
+import { Breaker } from './breaker.js'
+import type { CounterResult, GcraResult, Store } from './store.js'
+
+/** GCRA in µs — a copy of gcra.ts gcraStep (keep the two in step). KEYS[1]; ARGV now, interval, burst, cost. */
+const GCRA_LUA = `
+local tat = tonumber(redis.call('GET', KEYS[1]))
+local now = tonumber(ARGV[1])
+local iv = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local base = now
+if tat and tat > now then base = tat end
+if cost <= 0 then
+  local t = base + cost * iv
+  if t < now then t = now end
+  if t > now then
+    redis.call('SET', KEYS[1], string.format('%.0f', t), 'PX', math.ceil((t - now) / 1000))
+  else
+    redis.call('DEL', KEYS[1])
+  end
+  return {1, math.floor((now + burst * iv - t) / iv), 0, t - now}
+end
+local newTat = base + cost * iv
+local limit = now + burst * iv
+if newTat > limit then
+  local retry = -1
+  if cost <= burst then retry = newTat - limit end
+  local rem = math.floor((limit - base) / iv)
+  if rem < 0 then rem = 0 end
+  return {0, rem, retry, base - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', newTat), 'PX', math.ceil((newTat - now) / 1000))
+return {1, math.floor((limit - newTat) / iv), 0, newTat - now}
+`
+
+/** INCRBY-and-compare: KEYS[1]; ARGV delta, limit → {ok, value}. */
+const ADD_WITHIN_LUA = `
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+local d = tonumber(ARGV[1])
+if v + d > tonumber(ARGV[2]) then return {0, v} end
+return {1, redis.call('INCRBY', KEYS[1], d)}
+`
+
+interface Scripted {
+  fgGcra(key: string, now: number, iv: number, burst: number, cost: number): Promise<[number, number, number, number]>
+  fgAddWithin(key: string, delta: number, limit: number): Promise<[number, number]>
+}
+type Client = (Redis | Cluster) & Scripted
+
+type Op = 'gcra' | 'add_if_within' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish'
+const OPS: readonly Op[] = ['gcra', 'add_if_within', 'add', 'get', 'set', 'set_if_absent', 'del', 'set_add', 'set_remove', 'set_has', 'publish']
+
+export interface RedisStoreDeps {
+  readonly metrics: Metrics
+  /** Used by the breaker's back-off only. */
+  readonly clock: () => number
+  readonly log?: ((level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void) | undefined
+}
+
+function hostPort (url: string): { host: string, port: number, password?: string, username?: string, db?: number } {
+  const u = new URL(url)
+  const out: { host: string, port: number, password?: string, username?: string, db?: number } = { host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port === '' ? 6379 : Number(u.port) }
+  if (u.password !== '') out.password = decodeURIComponent(u.password)
+  if (u.username !== '') out.username = decodeURIComponent(u.username)
+  const db = u.pathname.replace(/^\//, '')
+  if (db !== '' && /^\d+$/.test(db)) out.db = Number(db)
+  return out
+}
+
+export class RedisStore implements Store {
+  readonly kind: 'redis' | 'redis-cluster'
+  private readonly client: Client
+  private sub: Redis | Cluster | null = null
+  private readonly handlers = new Map<string, Set<(m: string) => void>>()
+  private readonly breaker: Breaker
+  private readonly prefix: string
+  private readonly errors: Record<Op, { inc(): void }>
+  private readonly durations: Record<Op, { observe(v: number): void }>
+  private readonly log: NonNullable<RedisStoreDeps['log']>
+  private closed = false
+  private wasDown = false
+
+  constructor (cfg: StoreConfig, deps: RedisStoreDeps) {
+    this.kind = cfg.kind === 'redis-cluster' ? 'redis-cluster' : 'redis'
+    this.prefix = cfg.keyPrefix
+    this.log = deps.log ?? (() => {})
+    const m = deps.metrics
+    this.errors = Object.fromEntries(OPS.map((op) => [op, m.storeErrors.labels(op)])) as unknown as Record<Op, { inc(): void }>
+    this.durations = Object.fromEntries(OPS.map((op) => [op, m.storeDuration.labels(op)])) as unknown as Record<Op, { observe(v: number): void }>
+    this.breaker = new Breaker(cfg.breakerFailures, cfg.breakerBackoffMs, deps.clock, (open) => {
+      m.storeBreakerOpen.set(open ? 1 : 0)
+      this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: this.kind })
+    })
+    const common: RedisOptions = {
+      commandTimeout: cfg.timeoutMs,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      connectTimeout: Math.max(500, cfg.timeoutMs * 10),
+      retryStrategy: (times: number) => Math.min(50 * times, 500)
+    }
+    if (this.kind === 'redis-cluster') {
+      if (cfg.nodes.length === 0) throw new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store.nodes is empty for redis-cluster')
+      const { retryStrategy: _r, enableOfflineQueue: _e, ...redisOptions } = common
+      const opts: ClusterOptions = {
+        enableOfflineQueue: false,
+        enableReadyCheck: true,
+        scaleReads: 'master',
+        maxRedirections: 4,
+        retryDelayOnFailover: 50,
+        retryDelayOnClusterDown: 50,
+        clusterRetryStrategy: (times: number) => Math.min(50 * times, 500),
+        slotsRefreshTimeout: 1000,
+        redisOptions
+      }
+      this.client = new Cluster(cfg.nodes.map(hostPort), opts) as Client
+    } else {
+      if (cfg.url === null) throw new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store.url is missing for redis')
+      this.client = new Redis(cfg.url, common) as Client
+    }
+    this.client.defineCommand('fgGcra', { numberOfKeys: 1, lua: GCRA_LUA })
+    this.client.defineCommand('fgAddWithin', { numberOfKeys: 1, lua: ADD_WITHIN_LUA })
+    this.client.on('ready', () => {
+      if (this.wasDown) this.log('info', 'store connection ready', { store: this.kind })
+      this.wasDown = false
+      this.breaker.reset()
+    })
+    this.client.on('error', (err: Error) => {
+      if (!this.wasDown) this.log('warn', 'store connection error', { store: this.kind, error: err.message })
+      this.wasDown = true
+    })
+    this.client.on('end', () => { this.wasDown = true })
+  }
+
+  get healthy (): boolean {
+    return !this.closed && this.client.status === 'ready' && this.breaker.state === 'closed'
+  }
+
+  /** Resolves once connected (or rejects after `timeoutMs`); the gateway awaits it before /readyz says ready. */
+  ready (timeoutMs = 5000): Promise<void> {
+    if (this.client.status === 'ready') return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error): void => {
+        clearTimeout(timer)
+        this.client.removeListener('ready', onReady)
+        if (err) reject(err); else resolve()
+      }
+      const onReady = (): void => { done() }
+      const timer = setTimeout(() => done(new StoreError('FG_ERR_STORE_UNAVAILABLE', `store not ready after ${timeoutMs}ms`)), timeoutMs)
+      this.client.on('ready', onReady)
+    })
+  }
+
+  private async run<T> (op: Op, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store closed')
+    if (!this.breaker.allow()) {
+      this.errors[op].inc()
+      throw new StoreError('FG_ERR_STORE_BREAKER_OPEN', 'store circuit breaker open')
+    }
+    const t0 = performance.now()
+    try {
+      const r = await fn()
+      this.durations[op].observe((performance.now() - t0) / 1000)
+      this.breaker.success()
+      return r
+    } catch (err) {
+      this.durations[op].observe((performance.now() - t0) / 1000)
+      this.errors[op].inc()
+      const msg = err instanceof Error ? err.message : String(err)
+      // A script or type error is a bug or bad data, not an outage: it does not trip the breaker.
+      if (err instanceof Error && err.name === 'ReplyError' && !/^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY)/.test(msg)) {
+        throw new StoreError('FG_ERR_STORE_SCRIPT', `store ${op}: ${msg}`, { cause: err })
+      }
+      this.breaker.failure()
+      if (/timed out/i.test(msg)) throw new StoreError('FG_ERR_STORE_TIMEOUT', `store ${op} timed out`, { cause: err })
+      throw new StoreError('FG_ERR_STORE_UNAVAILABLE', `store ${op}: ${msg}`, { cause: err })
+    }
+  }
+
+  gcra (key: string, now: number, emissionIntervalMs: number, burst: number, cost: number): Promise<GcraResult> {
+    const iv = Math.max(1, Math.round(emissionIntervalMs * 1000))
+    return this.run('gcra', async () => {
+      const [ok, remaining, retry, reset] = await this.client.fgGcra(this.prefix + key, Math.round(now * 1000), iv, burst, cost)
+      return { ok: ok === 1, remaining, retryAfterMs: retry < 0 ? Infinity : Math.ceil(retry / 1000), resetAfterMs: Math.ceil(reset / 1000) }
+    })
+  }
+
+  addIfWithin (key: string, delta: number, limit: number): Promise<CounterResult> {
+    return this.run('add_if_within', async () => {
+      const [ok, value] = await this.client.fgAddWithin(this.prefix + key, delta, limit)
+      return { ok: ok === 1, value }
+    })
+  }
+
+  add (key: string, delta: number): Promise<number> {
+    return this.run('add', async () => await this.client.incrby(this.prefix + key, delta))
+  }
+
+  get (key: string): Promise<string | null> {
+    return this.run('get', async () => await this.client.get(this.prefix + key))
+  }
+
+  set (key: string, value: string, ttlMs?: number): Promise<void> {
+    return this.run('set', async () => {
+      if (ttlMs !== undefined && ttlMs > 0) await this.client.set(this.prefix + key, value, 'PX', Math.ceil(ttlMs))
+      else await this.client.set(this.prefix + key, value)
+    })
+  }
+
+  setIfAbsent (key: string, value: string, ttlMs: number): Promise<boolean> {
+    return this.run('set_if_absent', async () => (await this.client.set(this.prefix + key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX')) === 'OK')
+  }
+
+  del (key: string): Promise<boolean> {
+    return this.run('del', async () => (await this.client.del(this.prefix + key)) > 0)
+  }
+
+  setAdd (key: string, members: readonly string[]): Promise<number> {
+    if (members.length === 0) return Promise.resolve(0)
+    return this.run('set_add', async () => await this.client.sadd(this.prefix + key, ...members))
+  }
+
+  setRemove (key: string, members: readonly string[]): Promise<number> {
+    if (members.length === 0) return Promise.resolve(0)
+    return this.run('set_remove', async () => await this.client.srem(this.prefix + key, ...members))
+  }
+
+  setHas (key: string, member: string): Promise<boolean> {
+    return this.run('set_has', async () => (await this.client.sismember(this.prefix + key, member)) === 1)
+  }
+
+  publish (channel: string, message: string): Promise<void> {
+    return this.run('publish', async () => { await this.client.publish(this.prefix + channel, message) })
+  }
+
+  subscribe (channel: string, onMessage: (message: string) => void): () => void {
+    const full = this.prefix + channel
+    let set = this.handlers.get(full)
+    if (set === undefined) {
+      set = new Set()
+      this.handlers.set(full, set)
+      const sub = this.subscriber()
+      sub.subscribe(full).catch((err: unknown) => {
+        this.log('warn', 'store subscribe failed (ioredis re-subscribes on reconnect)', { channel, error: err instanceof Error ? err.message : String(err) })
+      })
+    }
+    const fn = (m: string): void => { onMessage(m) }
+    set.add(fn)
+    return () => {
+      const s = this.handlers.get(full)
+      if (s === undefined) return
+      s.delete(fn)
+      if (s.size === 0) {
+        this.handlers.delete(full)
+        this.sub?.unsubscribe(full).catch(() => {})
+      }
+    }
+  }
+
+  private subscriber (): Redis | Cluster {
+    if (this.sub !== null) return this.sub
+    // Its own connection, with the offline queue on: SUBSCRIBE before it is connected is queued.
+    const sub = this.client instanceof Cluster
+      ? this.client.duplicate(undefined, { enableOfflineQueue: true })
+      : this.client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
+    sub.on('error', () => {})
+    sub.on('message', (channel: string, message: string) => {
+      const s = this.handlers.get(channel)
+      if (s === undefined) return
+      for (const fn of [...s]) {
+        try { fn(message) } catch (err) { this.log('error', 'store subscriber threw', { channel, error: err instanceof Error ? err.message : String(err) }) }
+      }
+    })
+    this.sub = sub
+    return sub
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const quit = async (c: Redis | Cluster | null): Promise<void> => {
+      if (c === null) return
+      try {
+        await Promise.race([c.quit(), new Promise((resolve) => setTimeout(resolve, 500).unref())])
+      } catch {}
+      c.disconnect()
+    }
+    await Promise.all([quit(this.client), quit(this.sub)])
+    this.handlers.clear()
+  }
+}

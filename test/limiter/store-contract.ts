@@ -1,0 +1,151 @@
+/**
+ * The store contract: one suite every Store implementation runs (memory, redis, redis-cluster), as
+ * undici's cache-store-test-utils. `make` returns a fresh store (unique key space) and `advance(ms)` moves
+ * the store's notion of time for TTLs (fake clock for memory, a real sleep for Redis).
+ */
+import type { Test } from 'tap'
+import type { Store } from '../../limiter/store.js'
+
+export interface ContractSubject {
+  store: Store
+  /** Let `ms` pass for TTL purposes. */
+  advance(ms: number): Promise<void>
+}
+
+let seq = 0
+const uniq = (p: string): string => `${p}:{t${process.pid}-${Date.now()}-${++seq}}`
+
+export function storeContract (t: Test, make: () => Promise<ContractSubject>): void {
+  let s: ContractSubject
+  t.before(async () => { s = await make() })
+
+  t.test('addIfWithin: applies while within the limit, leaves the counter otherwise', async (t) => {
+    const k = uniq('q')
+    t.same(await s.store.addIfWithin(k, 1, 2), { ok: true, value: 1 })
+    t.same(await s.store.addIfWithin(k, 1, 2), { ok: true, value: 2 })
+    t.same(await s.store.addIfWithin(k, 1, 2), { ok: false, value: 2 })
+    t.same(await s.store.addIfWithin(k, -1, 2), { ok: true, value: 1 })
+    t.same(await s.store.addIfWithin(k, 5, 3), { ok: false, value: 1 }, 'a too large delta is refused whole')
+    t.equal(await s.store.get(k), '1')
+  })
+
+  t.test('addIfWithin: exactly limit admitted under concurrency', async (t) => {
+    const k = uniq('q')
+    const results = await Promise.all(Array.from({ length: 300 }, async () => await s.store.addIfWithin(k, 1, 100)))
+    t.equal(results.filter((r) => r.ok).length, 100)
+    t.equal(await s.store.get(k), '100')
+    const values = results.filter((r) => r.ok).map((r) => r.value).sort((a, b) => a - b)
+    t.same(values, Array.from({ length: 100 }, (_, i) => i + 1), 'each admitted call saw a distinct value')
+  })
+
+  t.test('add: missing is 0, negative deltas', async (t) => {
+    const k = uniq('c')
+    t.equal(await s.store.add(k, 5), 5)
+    t.equal(await s.store.add(k, -7), -2)
+    t.equal(await s.store.get(k), '-2')
+  })
+
+  t.test('get/set/del, ttl', async (t) => {
+    const k = uniq('kv')
+    t.equal(await s.store.get(k), null)
+    await s.store.set(k, 'v1')
+    t.equal(await s.store.get(k), 'v1')
+    t.equal(await s.store.del(k), true)
+    t.equal(await s.store.del(k), false)
+    t.equal(await s.store.get(k), null)
+    await s.store.set(k, 'v2', 150)
+    t.equal(await s.store.get(k), 'v2')
+    await s.advance(400)
+    t.equal(await s.store.get(k), null, 'expired')
+  })
+
+  t.test('setIfAbsent', async (t) => {
+    const k = uniq('nx')
+    t.equal(await s.store.setIfAbsent(k, 'a', 150), true)
+    t.equal(await s.store.setIfAbsent(k, 'b', 150), false)
+    t.equal(await s.store.get(k), 'a')
+    await s.advance(400)
+    t.equal(await s.store.setIfAbsent(k, 'c', 10_000), true, 'free again after the ttl')
+    t.equal(await s.store.get(k), 'c')
+    const k2 = uniq('nx')
+    const wins = await Promise.all(Array.from({ length: 50 }, async (_, i) => await s.store.setIfAbsent(k2, String(i), 10_000)))
+    t.equal(wins.filter(Boolean).length, 1, 'one winner under concurrency')
+  })
+
+  t.test('sets', async (t) => {
+    const k = uniq('set')
+    t.equal(await s.store.setHas(k, 'a'), false)
+    t.equal(await s.store.setAdd(k, ['a', 'b', 'a']), 2)
+    t.equal(await s.store.setAdd(k, ['b', 'c']), 1)
+    t.equal(await s.store.setHas(k, 'c'), true)
+    t.equal(await s.store.setRemove(k, ['a', 'x']), 1)
+    t.equal(await s.store.setHas(k, 'a'), false)
+    t.equal(await s.store.setAdd(k, []), 0)
+  })
+
+  t.test('gcra: burst, refill, retry-after, give back', async (t) => {
+    const k = uniq('rl')
+    const t0 = 1_700_000_000_000
+    // 10/s → interval 100 ms, burst 3
+    const a = []
+    for (let i = 0; i < 4; i++) a.push(await s.store.gcra(k, t0, 100, 3, 1))
+    t.same(a.map((r) => r.ok), [true, true, true, false])
+    t.same(a.map((r) => r.remaining), [2, 1, 0, 0])
+    t.equal(a[3]?.retryAfterMs, 100)
+    t.equal(a[2]?.resetAfterMs, 300)
+    t.equal((await s.store.gcra(k, t0 + 99, 100, 3, 1)).ok, false)
+    const r = await s.store.gcra(k, t0 + 100, 100, 3, 1)
+    t.equal(r.ok, true)
+    t.equal(r.remaining, 0)
+    const back = await s.store.gcra(k, t0 + 100, 100, 3, -1)
+    t.equal(back.ok, true)
+    t.equal(back.remaining, 1, 'giving back restores one')
+    t.equal((await s.store.gcra(k, t0 + 100, 100, 3, 1)).ok, true)
+    t.equal((await s.store.gcra(k, t0 + 100, 100, 3, 5)).retryAfterMs, Infinity, 'cost above burst never fits')
+    t.equal((await s.store.gcra(k, t0 + 50, 100, 3, 1)).ok, false, 'clock going back takes nothing extra')
+    const frac = uniq('rl')
+    // 3/s: fractional interval 333.33 ms
+    t.equal((await s.store.gcra(frac, t0, 1000 / 3, 1, 1)).ok, true)
+    t.equal((await s.store.gcra(frac, t0 + 333, 1000 / 3, 1, 1)).ok, false)
+    t.equal((await s.store.gcra(frac, t0 + 334, 1000 / 3, 1, 1)).ok, true)
+  })
+
+  t.test('gcra: exact under concurrency', async (t) => {
+    const k = uniq('rl')
+    const t0 = 1_700_000_000_000
+    const rs = await Promise.all(Array.from({ length: 200 }, async () => await s.store.gcra(k, t0, 1000, 50, 1)))
+    t.equal(rs.filter((r) => r.ok).length, 50)
+  })
+
+  t.test('publish/subscribe', async (t) => {
+    const ch = uniq('ch')
+    const got: string[] = []
+    const got2: string[] = []
+    const off = s.store.subscribe(ch, (m) => got.push(m))
+    const off2 = s.store.subscribe(ch, (m) => got2.push(m))
+    // Redis: the subscriber connection needs a moment to be subscribed.
+    const until = async (cond: () => boolean): Promise<void> => {
+      for (let i = 0; i < 100 && !cond(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    for (let i = 0; i < 50 && got.length === 0; i++) {
+      await s.store.publish(ch, 'ping')
+      await until(() => got.length > 0)
+    }
+    t.ok(got.length > 0, 'delivered')
+    got.length = 0
+    got2.length = 0
+    await s.store.publish(ch, 'hello')
+    await until(() => got.includes('hello') && got2.includes('hello'))
+    t.ok(got.includes('hello') && got2.includes('hello'), 'both subscribers')
+    off()
+    await s.store.publish(ch, 'after')
+    await until(() => got2.includes('after'))
+    t.ok(got2.includes('after'))
+    t.notOk(got.includes('after'), 'unsubscribed one gets nothing')
+    off2()
+  })
+
+  t.test('healthy', async (t) => {
+    t.equal(s.store.healthy, true)
+  })
+}

@@ -1,0 +1,42 @@
+/** The store contract suite on the memory store, a real redis-server and a real 3-master cluster. */
+import t from 'tap'
+import type { StoreConfig } from '../../conf/types.js'
+import { createMetrics } from '../../gateway/metrics.js'
+import { createStore } from '../../limiter/index.js'
+import { startRedis, startRedisCluster } from '../helpers/redis.js'
+import { storeContract } from './store-contract.js'
+
+const base: StoreConfig = {
+  kind: 'memory', url: null, nodes: [], onError: 'fail_closed', timeoutMs: 200, keyPrefix: 'fg:',
+  breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 10_000
+}
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+t.test('memory', async (t) => {
+  let now = 1_700_000_000_000
+  storeContract(t, async () => {
+    const store = createStore(base, { metrics: createMetrics({ defaultMetrics: false }), clock: () => now })
+    t.teardown(() => store.close())
+    return { store, advance: async (ms) => { now += ms } }
+  })
+})
+
+t.test('redis', async (t) => {
+  storeContract(t, async () => {
+    const r = await startRedis()
+    const store = createStore({ ...base, kind: 'redis', url: r.url }, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now })
+    t.teardown(async () => { await store.close(); await r.stop() })
+    await store.ready?.()
+    return { store, advance: sleep }
+  })
+})
+
+t.test('redis-cluster', async (t) => {
+  storeContract(t, async () => {
+    const c = await startRedisCluster()
+    const store = createStore({ ...base, kind: 'redis-cluster', nodes: c.nodes }, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now })
+    t.teardown(async () => { await store.close(); await c.stop() })
+    await store.ready?.()
+    return { store, advance: sleep }
+  })
+})

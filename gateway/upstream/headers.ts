@@ -1,0 +1,127 @@
+/**
+ * Header rewriting on the proxy path, both directions, as flat `[name, value, ...]` arrays (no object
+ * per request, names keep the case they were sent with).
+ *
+ * Dropped in both directions (RFC 9110 7.6.1 connection-specific fields): `Connection` and every field
+ * it names, `Keep-Alive`, `Proxy-*` (Proxy-Connection, Proxy-Authorization, Proxy-Authenticate: meant
+ * for the hop, not the origin or the client), `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+ * Dropped toward the upstream as well: `Expect` (node:http has already answered 100-continue; undici
+ * refuses it), and the client's `X-Forwarded-*`, which are rebuilt:
+ *
+ * - `X-Forwarded-For`: when the socket peer is a trusted proxy, its incoming chain plus the peer
+ *   address (`a, b, peer`); otherwise the peer address alone (a client cannot plant addresses).
+ * - `X-Forwarded-Proto`: the trusted peer's value when it sent one, else this listener's scheme.
+ * - `X-Forwarded-Host`: the trusted peer's value when it sent one, else the client's `Host`.
+ * - `Host`: the client's Host is passed through unchanged (nginx `proxy_set_header Host $host`), so
+ *   origins see the public name; a request without Host gets the target's `host:port` from undici.
+ */
+import type { IncomingMessage } from 'node:http'
+
+/** Lower-cased names never forwarded upstream (hop-by-hop, or rebuilt here). `proxy-*` is checked apart. */
+const DROP_REQUEST = new Set([
+  'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'host',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'
+])
+
+/** Lower-cased names never forwarded to the client. `proxy-*` is checked apart. */
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
+
+/** Tokens of a Connection header that name no extra field to drop. */
+function connectionTokens (value: string): string[] | null {
+  let out: string[] | null = null
+  for (const raw of value.split(',')) {
+    const t = raw.trim().toLowerCase()
+    if (t === '' || t === 'close' || t === 'keep-alive') continue
+    ;(out ??= []).push(t)
+  }
+  return out
+}
+
+/** Remove the fields a Connection header named (rare: only then is the array walked twice). */
+function dropNamed (headers: string[], names: readonly string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < headers.length; i += 2) {
+    if (!names.includes(headers[i]!.toLowerCase())) out.push(headers[i]!, headers[i + 1]!)
+  }
+  return out
+}
+
+/** `::ffff:127.0.0.1` → `127.0.0.1`, as nginx's `$remote_addr` shows it. */
+export function peerAddress (addr: string | undefined): string {
+  if (addr === undefined) return ''
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr
+}
+
+/**
+ * The headers sent upstream for `req`: its raw headers minus the dropped ones, then Host and
+ * X-Forwarded-For/-Proto/-Host. `peerTrusted` says whether the socket peer is in trusted_proxies.
+ * Only the first Content-Length is kept (node:http has already rejected conflicting ones).
+ */
+export function requestHeaders (req: IncomingMessage, peerTrusted: boolean): string[] {
+  const raw = req.rawHeaders
+  const out: string[] = []
+  let host: string | null = null
+  let xff: string | null = null
+  let xfp: string | null = null
+  let xfh: string | null = null
+  let named: string[] | null = null
+  let sawLength = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    const value = raw[i + 1]!
+    const lower = name.toLowerCase()
+    if (DROP_REQUEST.has(lower)) {
+      switch (lower) {
+        case 'host': host ??= value; break
+        case 'x-forwarded-for': xff = xff === null ? value : `${xff}, ${value}`; break
+        case 'x-forwarded-proto': xfp ??= value; break
+        case 'x-forwarded-host': xfh ??= value; break
+        case 'connection': {
+          const t = connectionTokens(value)
+          if (t !== null) named = named === null ? t : named.concat(t)
+          break
+        }
+      }
+      continue
+    }
+    if (lower.startsWith('proxy-')) continue
+    if (lower === 'content-length') {
+      if (sawLength) continue
+      sawLength = true
+    }
+    out.push(name, value)
+  }
+  const result = named === null ? out : dropNamed(out, named)
+  const peer = peerAddress(req.socket.remoteAddress)
+  if (host !== null) result.push('host', host)
+  result.push('x-forwarded-for', peerTrusted && xff !== null ? `${xff}, ${peer}` : peer)
+  result.push('x-forwarded-proto', peerTrusted && xfp !== null ? xfp : ('encrypted' in req.socket && req.socket.encrypted === true ? 'https' : 'http'))
+  const fwdHost = peerTrusted && xfh !== null ? xfh : host
+  if (fwdHost !== null) result.push('x-forwarded-host', fwdHost)
+  return result
+}
+
+/**
+ * The upstream's raw response headers (Buffers, as undici hands them over) as a flat string array for
+ * `res.writeHead`, hop-by-hop fields dropped, then `extra` (the guards' response headers) appended.
+ */
+export function responseHeaders (raw: readonly Buffer[], extra: readonly string[] | null): string[] {
+  const out: string[] = []
+  let named: string[] | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1')
+    const lower = name.toLowerCase()
+    if (DROP_RESPONSE.has(lower)) {
+      if (lower === 'connection') {
+        const t = connectionTokens(raw[i + 1]!.toString('latin1'))
+        if (t !== null) named = named === null ? t : named.concat(t)
+      }
+      continue
+    }
+    if (lower.startsWith('proxy-')) continue
+    out.push(name, raw[i + 1]!.toString('latin1'))
+  }
+  const result = named === null ? out : dropNamed(out, named)
+  if (extra !== null) for (let i = 0; i < extra.length; i++) result.push(extra[i]!)
+  return result
+}

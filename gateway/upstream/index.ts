@@ -1,0 +1,527 @@
+/**
+ * The upstream side of the gateway: one undici `Pool` per target (keep-alive), peer selection and passive
+ * health from `./balancer.ts`, and one small handler object per request that streams the request body up
+ * and the response body down with backpressure both ways.
+ *
+ * Choices (see also `./balancer.ts` and `./headers.ts`):
+ * - Requests go through `pool.dispatch()` with undici's raw-header handler shape (`onConnect`,
+ *   `onHeaders`, `onData`, `onComplete`, `onError`), the one undici's own `request()`/`stream()` use:
+ *   the response headers arrive as raw Buffers and are filtered once, with no object built per response
+ *   (the newer `onResponseStart` shape would parse them into an object first). No `stream.pipeline()`.
+ * - Failures that count against a target (passive health): connect error, connect timeout, response
+ *   timeout (headers or body), connection reset / premature close. An upstream's 5xx answer is an answer:
+ *   it is passed to the client and is not a failure (nginx's default `proxy_next_upstream error timeout`).
+ *   A client that leaves says nothing about the upstream and is not a failure either.
+ * - Retries: at most `retries` more attempts, each on a target this request has not tried, only for
+ *   idempotent methods (GET HEAD OPTIONS PUT DELETE TRACE) and only when the attempt failed while
+ *   connecting, i.e. before undici wrote any byte of the request (so a streamed body was never read).
+ * - Timeouts are undici's own (one shared coarse timer): `connectTimeout` → UPSTREAM_UNAVAILABLE,
+ *   `headersTimeout`/`bodyTimeout` = the upstream's `timeout` → UPSTREAM_TIMEOUT. No timer per request here.
+ * - Trailers from the upstream are not forwarded (as nginx without `proxy_pass_trailers`); 1xx interim
+ *   responses are swallowed (the client gets the final head once).
+ */
+import { Pool } from 'undici'
+import type { Dispatcher } from 'undici'
+import type { UpstreamConfig } from '../../conf/types.js'
+import type { Metrics } from '../metrics.js'
+import type { Outcome, RequestContext } from '../types.js'
+import {
+  buildRing, hashKey, isUp, newPeer, pickHash, pickLeastConn, pickRoundRobin, recordFailure, recordSuccess
+} from './balancer.js'
+import type { HealthPolicy, PeerState, Ring } from './balancer.js'
+import { requestHeaders, responseHeaders } from './headers.js'
+
+/** Codes `done` reports when no complete upstream answer reached the client. */
+export type ForwardFailure = 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'CLIENT_ABORTED' | 'BAD_REQUEST'
+
+/**
+ * Called exactly once per `forward()`, possibly synchronously, when the exchange is over:
+ * - `{ kind: 'upstream', status }`: the upstream's answer was relayed completely (head and body);
+ * - `{ kind: 'failed', code }`: it was not. If `ctx.res.headersSent` is false the caller answers itself
+ *   (502 UPSTREAM_UNAVAILABLE, 504 UPSTREAM_TIMEOUT, 400 BAD_REQUEST when undici refused the request as
+ *   built) unless the client is gone (CLIENT_ABORTED, or `ctx.res.destroyed`). If the head had already been
+ *   sent, the client response has been destroyed and there is nothing left to write.
+ * `target` is the URL of the last target tried (for the access log), null when none was picked; it is also
+ * stored in `ctx.upstreamTarget` before `done` runs.
+ */
+export type ForwardDone = (outcome: Outcome, target: string | null) => void
+
+export interface UpstreamStatus {
+  readonly upstream: string
+  readonly target: string
+  /** False from the failure that reached max_fails until the next success (`flashgate_upstream_up`). */
+  readonly up: boolean
+  readonly fails: number
+  /** Requests in flight on this target. */
+  readonly active: number
+}
+
+export interface Upstreams {
+  /**
+   * Proxy `ctx.req` to the named upstream and stream the answer into `ctx.res`, with `ctx.extraHeaders`
+   * added to the response head. See {@link ForwardDone} for how it ends. An unknown upstream name ends
+   * at once with UPSTREAM_UNAVAILABLE.
+   */
+  forward(ctx: RequestContext, upstream: string, done: ForwardDone): void
+  /**
+   * Swap to a new config in one step. Targets that remain (same upstream name and URL) keep their Pool,
+   * its keep-alive connections and their health state (a Pool is rebuilt only when its connection
+   * options change: connections, connect_timeout, keepalive). Removed targets' Pools are closed
+   * gracefully: requests in flight on them finish.
+   */
+  update(upstreams: ReadonlyMap<string, UpstreamConfig>): void
+  /** Health snapshot for admin and tests, in config order. */
+  status(): UpstreamStatus[]
+  /** Close every Pool gracefully (in-flight requests finish first). */
+  close(): Promise<void>
+}
+
+export interface UpstreamDeps {
+  readonly metrics: Metrics
+  /** Epoch ms; tests pass a fake clock to drive fail_timeout. */
+  readonly clock: () => number
+  readonly log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
+
+interface Counted { inc(): void }
+
+/** One target of one upstream: its Pool, health state and cached metric children. */
+class Target {
+  readonly url: string
+  readonly peer: PeerState
+  pool: Pool
+  poolKey: string
+  private readonly upstream: string
+  private readonly metrics: Metrics
+  private readonly counters = new Map<string, Counted>()
+
+  constructor (upstream: string, url: string, peer: PeerState, cfg: UpstreamConfig, metrics: Metrics) {
+    this.upstream = upstream
+    this.url = url
+    this.peer = peer
+    this.metrics = metrics
+    this.poolKey = poolKey(cfg)
+    this.pool = makePool(url, cfg)
+  }
+
+  /** Count one attempt under `status` (an HTTP status or an error label). */
+  count (status: string): void {
+    let c = this.counters.get(status)
+    if (c === undefined) {
+      c = this.metrics.upstreamRequests.labels(this.upstream, this.url, status)
+      this.counters.set(status, c)
+    }
+    c.inc()
+  }
+
+  setUp (up: boolean): void {
+    this.metrics.upstreamUp.labels(this.upstream, this.url).set(up ? 1 : 0)
+  }
+
+  removeGauge (): void {
+    this.metrics.upstreamUp.remove(this.upstream, this.url)
+  }
+}
+
+function poolKey (cfg: UpstreamConfig): string {
+  return `${cfg.connections}/${cfg.connectTimeoutMs}/${cfg.keepAliveTimeoutMs}`
+}
+
+function makePool (url: string, cfg: UpstreamConfig): Pool {
+  return new Pool(url, {
+    connections: cfg.connections,
+    pipelining: 1,
+    connectTimeout: cfg.connectTimeoutMs,
+    keepAliveTimeout: cfg.keepAliveTimeoutMs,
+    headersTimeout: cfg.timeoutMs,
+    bodyTimeout: cfg.timeoutMs
+  })
+}
+
+function closePool (pool: Pool): void {
+  pool.close().catch(() => {})
+}
+
+/** One upstream as configured at one moment; replaced (not mutated) by update(). */
+class Group {
+  readonly name: string
+  readonly cfg: UpstreamConfig
+  readonly health: HealthPolicy
+  readonly targets: readonly Target[]
+  readonly peers: readonly PeerState[]
+  readonly ring: Ring | null
+  /** Lower-cased header the hash balancer reads; null for round_robin / least_conn. */
+  readonly hashHeader: string | null
+
+  constructor (cfg: UpstreamConfig, targets: readonly Target[]) {
+    this.name = cfg.name
+    this.cfg = cfg
+    this.health = { maxFails: cfg.maxFails, failTimeoutMs: cfg.failTimeoutMs }
+    this.targets = targets
+    this.peers = targets.map((t) => t.peer)
+    if (cfg.balance.kind === 'hash') {
+      this.hashHeader = cfg.balance.header.toLowerCase()
+      this.ring = buildRing(cfg.targets.map((t) => ({ key: t.url, weight: t.weight })))
+    } else {
+      this.hashHeader = null
+      this.ring = null
+    }
+  }
+
+  pick (ctx: RequestContext, now: number, tried: readonly PeerState[] | null): Target | null {
+    let p: PeerState | null
+    const kind = this.cfg.balance.kind
+    if (kind === 'round_robin') {
+      p = pickRoundRobin(this.peers, this.health, now, tried)
+    } else if (kind === 'least_conn') {
+      p = pickLeastConn(this.peers, this.health, now, tried)
+    } else {
+      const v = ctx.req.headers[this.hashHeader!]
+      const key = v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v
+      p = key === ''
+        ? pickRoundRobin(this.peers, this.health, now, tried)
+        : pickHash(this.peers, this.ring!, hashKey(key), this.health, now, tried)
+    }
+    return p === null ? null : this.targets[p.index]!
+  }
+}
+
+class ClientAbortError extends Error {
+  readonly code = 'FG_ERR_CLIENT_ABORTED'
+  constructor () {
+    super('client closed the connection')
+    this.name = 'ClientAbortError'
+  }
+}
+
+const CONNECT_PHASE_NOT_TARGET = new Set(['UND_ERR_CLOSED', 'UND_ERR_DESTROYED'])
+const REFUSED_AS_BUILT = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED'])
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+function errCode (err: unknown): string {
+  const c = (err as { code?: unknown } | null)?.code
+  return typeof c === 'string' ? c : ''
+}
+
+/**
+ * One proxied request: the undici handler for each of its attempts. Fields are reset per attempt where
+ * they describe the attempt (connected, inFlight, abort).
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  private readonly set: UpstreamSet
+  private readonly group: Group
+  private readonly ctx: RequestContext
+  private readonly done: ForwardDone
+  private readonly opts: Dispatcher.DispatchOptions
+  private target: Target | null = null
+  private tried: PeerState[] | null = null
+  private attempts = 0
+  /** undici's abort for the current attempt, once it is on a socket. */
+  private abortFn: ((err?: Error) => void) | null = null
+  /** The current attempt reached a socket: bytes may have been sent, no retry from here. */
+  private connected = false
+  /** The current attempt is counted in target.peer.active. */
+  private inFlight = false
+  private headWritten = false
+  private status = 0
+  private settled = false
+  private clientGone = false
+  private resumeFn: (() => void) | null = null
+
+  constructor (set: UpstreamSet, group: Group, ctx: RequestContext, done: ForwardDone) {
+    this.set = set
+    this.group = group
+    this.ctx = ctx
+    this.done = done
+    const req = ctx.req
+    const te = req.headers['transfer-encoding']
+    const cl = req.headers['content-length']
+    const body = ctx.body != null
+      ? ctx.body
+      : (te !== undefined || (cl !== undefined && cl !== '0')) ? req : null
+    this.opts = {
+      path: requestPath(ctx),
+      method: ctx.method,
+      headers: requestHeaders(req, ctx.peerTrusted),
+      body,
+      headersTimeout: group.cfg.timeoutMs,
+      bodyTimeout: group.cfg.timeoutMs
+    }
+    if (ctx.body != null) replaceLength(this.opts.headers as string[], ctx.body.length)
+  }
+
+  start (): void {
+    const res = this.ctx.res
+    if (res.destroyed || this.ctx.req.socket.destroyed) {
+      this.settle({ kind: 'failed', code: 'CLIENT_ABORTED' })
+      return
+    }
+    res.on('close', this.onClientClose)
+    this.attempt()
+  }
+
+  private attempt (): void {
+    const target = this.group.pick(this.ctx, this.set.clock(), this.tried)
+    if (target === null) {
+      // Every target has been tried by this request (only reached on a retry).
+      this.settle({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
+      return
+    }
+    this.target = target
+    this.attempts++
+    this.connected = false
+    this.abortFn = null
+    this.inFlight = true
+    target.peer.active++
+    target.pool.dispatch(this.opts, this)
+  }
+
+  private readonly onClientClose = (): void => {
+    if (this.settled) return
+    this.clientGone = true
+    if (this.abortFn !== null) {
+      // onError follows and settles.
+      this.abortFn(new ClientAbortError())
+    } else {
+      // Still queued or connecting: answer now; onConnect aborts the attempt when it gets a socket.
+      this.settle({ kind: 'failed', code: 'CLIENT_ABORTED' })
+    }
+  }
+
+  private readonly onDrain = (): void => {
+    const resume = this.resumeFn
+    this.resumeFn = null
+    if (resume !== null && !this.clientGone) resume()
+  }
+
+  private settle (outcome: Outcome): void {
+    if (this.settled) return
+    this.settled = true
+    const url = this.target === null ? null : this.target.url
+    this.ctx.upstreamTarget = url
+    this.done(outcome, url)
+  }
+
+  private endAttempt (): void {
+    if (this.inFlight) {
+      this.inFlight = false
+      this.target!.peer.active--
+    }
+  }
+
+  // undici handler (raw-header shape)
+
+  onConnect (abort: (err?: Error) => void): void {
+    this.connected = true
+    this.abortFn = abort
+    if (this.clientGone) abort(new ClientAbortError())
+  }
+
+  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (statusCode < 200) return true // 100/103 interim answers: the client gets the final head only
+    if (this.clientGone) return false
+    const target = this.target!
+    const res = this.ctx.res
+    const headers = responseHeaders(rawHeaders, this.ctx.extraHeaders)
+    try {
+      if (statusText !== '') res.writeHead(statusCode, statusText, headers)
+      else res.writeHead(statusCode, headers)
+    } catch (err) {
+      // Header values node:http refuses to send: the upstream answered garbage.
+      this.abortFn?.(err as Error)
+      return false
+    }
+    this.headWritten = true
+    this.status = statusCode
+    target.count(String(statusCode))
+    if (recordSuccess(target.peer, this.group.health)) {
+      target.setUp(true)
+      this.set.log('info', 'upstream target up', { upstream: this.group.name, target: target.url })
+    }
+    this.resumeFn = resume
+    return true
+  }
+
+  onData (chunk: Buffer): boolean {
+    if (this.clientGone) return false
+    const res = this.ctx.res
+    if (res.write(chunk)) return true
+    // Slow client: undici stops reading the upstream socket until the client drains.
+    res.once('drain', this.onDrain)
+    return false
+  }
+
+  onComplete (_trailers: string[] | null): void {
+    this.endAttempt()
+    this.ctx.res.end()
+    this.settle({ kind: 'upstream', status: this.status })
+  }
+
+  onError (err: Error): void {
+    this.endAttempt()
+    const target = this.target
+    const res = this.ctx.res
+    const code = errCode(err)
+    if (this.clientGone || err instanceof ClientAbortError || isClientFailure(this.ctx)) {
+      this.clientGone = true
+      if (target !== null && !this.headWritten) target.count('aborted')
+      if (this.headWritten) res.destroy()
+      this.settle({ kind: 'failed', code: 'CLIENT_ABORTED' })
+      return
+    }
+    if (target === null) return
+    if (!this.connected) {
+      if (REFUSED_AS_BUILT.has(code)) {
+        target.count('invalid_request')
+        this.settle({ kind: 'failed', code: 'BAD_REQUEST' })
+        return
+      }
+      target.count(code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connect_timeout' : 'connect_error')
+      if (!CONNECT_PHASE_NOT_TARGET.has(code)) this.fail(target, err)
+      if (this.attempts <= this.group.cfg.retries && IDEMPOTENT.has(this.ctx.method)) {
+        ;(this.tried ??= []).push(target.peer)
+        this.set.metrics.upstreamRetries.labels(this.group.name).inc()
+        this.attempt()
+        return
+      }
+      this.settle({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
+      return
+    }
+    const timeout = TIMEOUTS.has(code)
+    if (!this.headWritten) target.count(timeout ? 'timeout' : 'error')
+    this.fail(target, err)
+    if (this.headWritten) res.destroy()
+    this.settle({ kind: 'failed', code: timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE' })
+  }
+
+  onUpgrade (): void {
+    // Never asked for: Upgrade is stripped from requests.
+  }
+
+  private fail (target: Target, err: Error): void {
+    if (recordFailure(target.peer, this.group.health, this.set.clock())) {
+      target.setUp(false)
+      this.set.log('warn', 'upstream target down', {
+        upstream: this.group.name, target: target.url, fails: target.peer.fails, error: errCode(err) || err.message
+      })
+    }
+  }
+}
+
+/** The request body stream failed because the client went away mid-upload. */
+function isClientFailure (ctx: RequestContext): boolean {
+  const req = ctx.req
+  return ctx.res.destroyed || req.socket.destroyed || (req.destroyed && !req.complete)
+}
+
+/** Origin-form target: `req.url` when it is one, else the normalised path and query (absolute-form). */
+function requestPath (ctx: RequestContext): string {
+  const url = ctx.req.url ?? ''
+  if (url.charCodeAt(0) === 47 /* / */) return url
+  return ctx.query === '' ? ctx.path : `${ctx.path}?${ctx.query}`
+}
+
+/** A body supplied as bytes replaces the client's framing: one Content-Length matching it. */
+function replaceLength (headers: string[], length: number): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === 'content-length') {
+      headers.splice(i, 2)
+      break
+    }
+  }
+  headers.push('content-length', String(length))
+}
+
+class UpstreamSet implements Upstreams {
+  readonly metrics: Metrics
+  readonly clock: () => number
+  private readonly logFn: UpstreamDeps['log']
+  private groups = new Map<string, Group>()
+
+  constructor (cfg: ReadonlyMap<string, UpstreamConfig>, deps: UpstreamDeps) {
+    this.metrics = deps.metrics
+    this.clock = deps.clock
+    this.logFn = deps.log
+    this.update(cfg)
+  }
+
+  log (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
+    this.logFn?.(level, msg, fields)
+  }
+
+  forward (ctx: RequestContext, upstream: string, done: ForwardDone): void {
+    const group = this.groups.get(upstream)
+    if (group === undefined) {
+      done({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' }, null)
+      return
+    }
+    new Exchange(this, group, ctx, done).start()
+  }
+
+  update (upstreams: ReadonlyMap<string, UpstreamConfig>): void {
+    const old = new Map<string, Target>()
+    for (const g of this.groups.values()) for (const t of g.targets) old.set(`${g.name}\n${t.url}`, t)
+    const next = new Map<string, Group>()
+    for (const [name, cfg] of upstreams) {
+      const prev = this.groups.get(name)
+      const sameWeights = prev !== undefined && prev.cfg.targets.length === cfg.targets.length &&
+        prev.cfg.targets.every((t, i) => cfg.targets[i]!.url === t.url && cfg.targets[i]!.weight === t.weight)
+      const targets = cfg.targets.map((tc, index) => {
+        const key = `${name}\n${tc.url}`
+        let t = old.get(key)
+        if (t !== undefined) {
+          old.delete(key)
+          t.peer.index = index
+          if (!sameWeights) {
+            // New weights or a new set of peers: restart the round robin as nginx does on reload.
+            t.peer.weight = tc.weight
+            t.peer.effectiveWeight = tc.weight
+            t.peer.currentWeight = 0
+          }
+          if (t.poolKey !== poolKey(cfg)) {
+            closePool(t.pool)
+            t.pool = makePool(tc.url, cfg)
+            t.poolKey = poolKey(cfg)
+          }
+        } else {
+          t = new Target(name, tc.url, newPeer(index, tc.weight), cfg, this.metrics)
+        }
+        t.setUp(isUp(t.peer, { maxFails: cfg.maxFails, failTimeoutMs: cfg.failTimeoutMs }))
+        return t
+      })
+      next.set(name, new Group(cfg, targets))
+    }
+    this.groups = next
+    for (const t of old.values()) {
+      closePool(t.pool)
+      t.removeGauge()
+    }
+  }
+
+  status (): UpstreamStatus[] {
+    const out: UpstreamStatus[] = []
+    for (const g of this.groups.values()) {
+      for (const t of g.targets) {
+        out.push({ upstream: g.name, target: t.url, up: isUp(t.peer, g.health), fails: t.peer.fails, active: t.peer.active })
+      }
+    }
+    return out
+  }
+
+  async close (): Promise<void> {
+    const pools: Pool[] = []
+    for (const g of this.groups.values()) for (const t of g.targets) pools.push(t.pool)
+    this.groups = new Map()
+    await Promise.all(pools.map(async (p) => await p.close()))
+  }
+}
+
+/**
+ * Build the upstream side from the normalised config. No I/O happens here: Pools connect lazily on the
+ * first request. `deps.clock` is read for passive health (fail_timeout), never for anything else.
+ */
+export function createUpstreams (cfg: ReadonlyMap<string, UpstreamConfig>, deps: UpstreamDeps): Upstreams {
+  return new UpstreamSet(cfg, deps)
+}

@@ -39,7 +39,7 @@ export interface LinkClaims {
 export type LinkCheck = 'ok' | 'invalid' | 'expired'
 
 const NONCE = /^[A-Za-z0-9_-]{16}$/
-const EXPIRES = /^\d{1,15}$/
+const EXPIRES = /^[1-9]\d{0,14}$/
 
 function field (s: string): string {
   return `${s.length}:${s}|`

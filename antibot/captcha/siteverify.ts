@@ -83,7 +83,7 @@ export class Breaker {
 }
 
 export function createSiteverify (opts: SiteverifyOptions): CaptchaVerifier {
-  const url = new URL(opts.verifyUrl ?? VERIFY_URLS[opts.provider])
+  const url = new URL(opts.verifyUrl != null && opts.verifyUrl !== '' ? opts.verifyUrl : VERIFY_URLS[opts.provider])
   const path = url.pathname + url.search
   const clock = opts.clock ?? Date.now
   const pool = new Pool(url.origin, {

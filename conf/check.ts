@@ -65,6 +65,11 @@ export class MapView {
 
 export type Kind = 'string' | 'number' | 'boolean'
 
+/** A value whose `${...}` substitution failed: already reported, skip it without a second message. */
+export function failed (n: PNode | undefined): n is PScalar {
+  return n !== undefined && n.kind === 'scalar' && n.failed === true
+}
+
 export class Checker {
   readonly d: Diagnostics
   constructor (d: Diagnostics) { this.d = d }
@@ -79,6 +84,7 @@ export class Checker {
 
   /** Run a unit parser and report its RangeError at the node, never revealing an env-substituted value. */
   parseWith<T> (n: PNode | undefined, label: string, fn: (v: string | number) => T, what: string): T | undefined {
+    if (failed(n)) return undefined
     if (n === undefined) return undefined
     if (n.kind !== 'scalar' || (typeof n.value !== 'string' && typeof n.value !== 'number')) {
       return this.error(n.pos, `${label}: expected ${what}, got ${describe(n)}`)
@@ -96,6 +102,7 @@ export class Checker {
   }
 
   map (n: PNode | undefined, label: string, allowed: readonly string[]): MapView | undefined {
+    if (failed(n)) return undefined
     if (n === undefined) return undefined
     if (n.kind !== 'map') return this.error(n.pos, `${label}: expected a map, got ${describe(n)}`)
     for (const e of n.entries) {
@@ -105,6 +112,7 @@ export class Checker {
   }
 
   seq (n: PNode | undefined, label: string): PSeq | undefined {
+    if (failed(n)) return undefined
     if (n === undefined) return undefined
     if (n.kind !== 'seq') return this.error(n.pos, `${label}: expected a list, got ${describe(n)}`)
     return n
@@ -119,6 +127,7 @@ export class Checker {
   }
 
   str (n: PNode | undefined, label: string, opts: { nonEmpty?: boolean, pattern?: RegExp, patternHelp?: string, secret?: boolean } = {}): string | undefined {
+    if (failed(n)) return undefined
     if (n === undefined) return undefined
     if (n.kind !== 'scalar' || typeof n.value !== 'string') {
       if (opts.secret === true && n.kind === 'scalar' && (typeof n.value === 'number' || typeof n.value === 'boolean')) {
@@ -141,12 +150,14 @@ export class Checker {
   }
 
   bool (n: PNode | undefined, label: string): boolean | undefined {
+    if (failed(n)) return undefined
     if (n === undefined) return undefined
     if (n.kind !== 'scalar' || typeof n.value !== 'boolean') return this.error(n.pos, `${label}: expected true or false, got ${describe(n)}`)
     return n.value
   }
 
   num (n: PNode | undefined, label: string, min: number, max: number, integer = true): number | undefined {
+    if (failed(n)) return undefined
     if (n === undefined) return undefined
     if (n.kind !== 'scalar' || typeof n.value !== 'number' || !Number.isFinite(n.value)) {
       return this.error(n.pos, `${label}: expected ${integer ? 'an integer' : 'a number'}, got ${describe(n)}`)
@@ -159,6 +170,7 @@ export class Checker {
   }
 
   oneOf<T extends string> (n: PNode | undefined, label: string, values: readonly T[]): T | undefined {
+    if (failed(n)) return undefined
     if (n === undefined) return undefined
     if (n.kind !== 'scalar' || typeof n.value !== 'string' || !(values as readonly string[]).includes(n.value)) {
       const got = n.kind === 'scalar' && n.value !== null ? this.show(n) : describe(n)

@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { ConfigError } from '../gateway/errors.js'
-import { Checker, didYouMean, MapView } from './check.js'
+import { Checker, didYouMean, failed, MapView } from './check.js'
 import { globSync, hasMagic } from './glob.js'
 import { checkCidr, isLoopbackHost, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration, quote } from './parse.js'
 import { Diagnostics, fmtPos, parseYaml } from './tree.js'
@@ -319,6 +319,7 @@ class Loader {
   }
 
   private rate (n: PNode | undefined, label: string): Rate | undefined {
+    if (failed(n)) return undefined
     if (n !== undefined && n.kind === 'scalar' && typeof n.value === 'number') {
       return this.ck.error(n.pos, `${label}: a rate needs a period, e.g. ${n.value}/s or ${n.value}/m`)
     }
@@ -346,7 +347,7 @@ class Loader {
   /** `header NAME`, `cookie NAME`, ...: the kinds in `kinds`, or (when `literal`) any other single word. */
   private source (n: PNode | undefined, label: string, kinds: ReadonlyArray<'param' | 'header' | 'query' | 'cookie' | 'form'>, literal: boolean): ValueSource | undefined {
     const { ck } = this
-    if (n === undefined) return undefined
+    if (n === undefined || failed(n)) return undefined
     if (n.kind === 'scalar' && typeof n.value === 'number' && literal && Number.isInteger(n.value)) return { from: 'literal', value: String(n.value) }
     const s = ck.str(n, label)
     if (s === undefined) return undefined
@@ -371,7 +372,7 @@ class Loader {
   // --- top-level sections ----------------------------------------------------------------------------------
 
   private readWorkers (n: PNode | undefined): number {
-    if (n === undefined) return DEFAULTS.workers
+    if (n === undefined || failed(n)) return DEFAULTS.workers
     if (n.kind === 'scalar' && n.value === 'auto') return availableParallelism()
     if (n.kind === 'scalar' && typeof n.value === 'number') return this.ck.num(n, 'workers', 1, 1024) ?? 1
     this.ck.error(n.pos, `workers: expected a number or auto, got ${this.ck.show(n as PScalar)}`)
@@ -576,7 +577,7 @@ class Loader {
 
   private instant (n: PNode | undefined, label: string): number | undefined {
     const { ck } = this
-    if (n === undefined) return undefined
+    if (n === undefined || failed(n)) return undefined
     if (n.kind === 'scalar' && typeof n.value === 'number' && Number.isInteger(n.value) && n.value >= 0) return n.value
     const s = ck.str(n, label)
     if (s === undefined) return undefined

@@ -25,6 +25,8 @@ export interface PScalar {
   readonly fromEnv: boolean
   /** The source text of the scalar (for messages about substituted values). */
   readonly raw: string
+  /** A `${...}` reference failed (already reported): readers skip this value silently. */
+  readonly failed?: true
 }
 export interface PEntry { readonly key: string; readonly keyPos: Pos; readonly value: PNode }
 export interface PMap { readonly kind: 'map'; readonly pos: Pos; readonly entries: readonly PEntry[] }
@@ -156,7 +158,7 @@ function scalar (src: Source, node: Scalar, pos: Pos): PScalar {
   }
   if (!value.includes('${')) return { kind: 'scalar', pos, value, fromEnv: false, raw }
   const out = substitute(src, value, raw, start)
-  if (out === null) return { kind: 'scalar', pos, value: '', fromEnv: true, raw }
+  if (out === null) return { kind: 'scalar', pos, value: '', fromEnv: true, raw, failed: true }
   let typed: string | number | boolean = out.text
   if (node.type === Scalar.PLAIN && out.whole) {
     if (/^-?\d+(\.\d+)?$/.test(out.text)) typed = Number(out.text)

@@ -352,7 +352,9 @@ class Loader {
     const s = ck.str(n, label)
     if (s === undefined) return undefined
     const m = /^(\S+)\s+(\S+)$/.exec(s.trim())
-    const expected = kinds.map((k) => `${k} NAME`).join(', ') + (literal ? ' or a literal value' : '')
+    const forms = kinds.map((k) => `${k} NAME`)
+    if (literal) forms.push('a literal value')
+    const expected = forms.length === 1 ? forms[0] as string : `${forms.slice(0, -1).join(', ')} or ${forms[forms.length - 1] as string}`
     if (m === null) {
       if (literal && /^\S+$/.test(s.trim())) return { from: 'literal', value: s.trim() }
       return ck.error(n.pos, `${label}: expected ${expected}, got ${ck.show(n as PScalar)}`)

@@ -26,3 +26,7 @@ export function createStore (cfg: StoreConfig, deps: StoreDeps): Store {
   if (cfg.kind === 'memory') return new MemoryStore({ maxKeys: cfg.maxKeys, clock: deps.clock })
   return new RedisStore(cfg, { metrics: deps.metrics, clock: deps.clock, log: deps.log })
 }
+
+export { rateLimitGuard } from './rate-limit-guard.js'
+export { quotaGuard, createQuotaAdmin, segmentQuota, segmentKey, limitKey, QUOTA_CHANNEL, type QuotaAdmin, type QuotaStatus } from './quota.js'
+export { DelayQueue } from './delay-queue.js'

@@ -1,0 +1,83 @@
+/**
+ * Small pieces the limiter guards share: reading a ValueSource, a stable string hash, the store's 503,
+ * and the failure-policy bookkeeping.
+ */
+import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../conf/types.js'
+import { StoreError } from '../gateway/errors.js'
+import { rejection } from '../gateway/reject.js'
+import type { GuardDeps, Rejection, RequestContext, Settler } from '../gateway/types.js'
+
+/** `<route>#<index>:<kind>` */
+export function guardId (route: RouteConfig, cfg: GuardConfig): string {
+  return `${route.name}#${cfg.index}:${cfg.kind}`
+}
+
+/** The store's 503, built once. */
+export const STORE_UNAVAILABLE: Rejection = rejection('STORE_UNAVAILABLE', 'shared state store unavailable', { headers: ['retry-after', '1'] })
+
+function cookie (header: string | undefined, name: string): string | null {
+  if (header === undefined) return null
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq < 0) continue
+    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim()
+  }
+  return null
+}
+
+/** Compile a ValueSource into a reader; null when the request does not carry it. `form` is not read here (null). */
+export function valueReader (src: ValueSource): (ctx: RequestContext) => string | null {
+  switch (src.from) {
+    case 'literal': { const v = src.value; return () => v }
+    case 'param': { const n = src.name; return (ctx) => ctx.params[n] ?? null }
+    case 'header': {
+      const n = src.name.toLowerCase()
+      return (ctx) => {
+        const v = ctx.req.headers[n]
+        return typeof v === 'string' ? v : Array.isArray(v) ? (v[0] ?? null) : null
+      }
+    }
+    case 'query': {
+      const n = src.name
+      return (ctx) => {
+        if (ctx.queryParams === null) ctx.queryParams = new URLSearchParams(ctx.query)
+        return ctx.queryParams.get(n)
+      }
+    }
+    case 'cookie': { const n = src.name; return (ctx) => cookie(ctx.req.headers.cookie, n) }
+    default: return () => null
+  }
+}
+
+/** FNV-1a 32-bit: a stable, cheap hash (segment choice). */
+export function fnv1a (s: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}
+
+/** Register a settler on the request. */
+export function onSettle (ctx: RequestContext, fn: Settler): void {
+  if (ctx.settlers === null) ctx.settlers = [fn]
+  else ctx.settlers.push(fn)
+}
+
+/** The guard's failure policy: its own `on_error`, else `store.on_error`. */
+export function policyOf (cfgOnError: FailurePolicy | null, deps: GuardDeps): FailurePolicy {
+  return cfgOnError ?? deps.config.store.onError
+}
+
+/** Processes sharing the store: gateway nodes × workers on this node. */
+export function processCount (deps: GuardDeps): number {
+  const nodes = deps.config.store.gatewayNodes ?? 1
+  return Math.max(1, nodes) * Math.max(1, deps.worker.count)
+}
+
+/** Only StoreErrors are handled by a failure policy; anything else is a bug and propagates. */
+export function asStoreError (err: unknown): StoreError {
+  if (err instanceof StoreError) return err
+  throw err
+}

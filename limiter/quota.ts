@@ -1,0 +1,337 @@
+/**
+ * The `quota` guard (per campaign × product) and the quota admin API.
+ *
+ * Store layout (logical keys; the store adds `store.key_prefix`):
+ * - `q:{<campaign>:<product>:<i>}` — admitted count of segment i (i in [0, segments)); different hash tags,
+ *   so on a cluster the segments of a hot product land on different slots.
+ * - `ql:{<campaign>:<product>}` — the quota set through the admin API (absent: the config's quota).
+ * - channel `quota` — `{"c","p","quota"?,"reset"?}` when the admin API changes a product: every node
+ *   clears its sold-out latch and takes the new quota.
+ *
+ * Admission: one `addIfWithin(segment, 1, segmentQuota)` — INCRBY-and-compare in one Lua call, so exactly
+ * `quota` requests are admitted under any concurrency and over any number of gateways. Segment quotas are
+ * the quota split evenly (the first `quota % segments` get one more); a request tries the segment its user
+ * (or address) hashes to, then the others; the total never exceeds the quota. A full segment is skipped
+ * locally for `latch_ttl`; all full → the product is latched SOLD_OUT on this node for `latch_ttl` and
+ * answered synchronously, with no store call. (The latch is a field on the product's state rather than an
+ * lru-cache entry: products come from the config, so the key space is already bounded, and the TTL
+ * follows the gateway's clock — ctx.now — which lru-cache's TTL cannot.)
+ *
+ * Give-back: when the request is not admitted downstream (a later guard rejected it, the upstream failed
+ * or answered 5xx) the unit is returned (`add(segment, -1)`) and the latch cleared.
+ *
+ * Failure policy: fail_closed → 503; fail_open → pass (counted); local → this process's share of what was
+ * left when it last saw the store, `floor(left / (gateway_nodes × workers))`. A process that never saw the
+ * product admits nothing locally. The local admissions are added to the store counter when it answers
+ * again. The bound holds when every node's last view is recent (under a sale, nodes talk to the store on
+ * every admission); a node that has been idle while others sold units may over-estimate what is left —
+ * documented, and the reconciliation then stops further admissions at once.
+ */
+import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
+import type { Metrics } from '../gateway/metrics.js'
+import { rejection } from '../gateway/reject.js'
+import type { Guard, GuardDeps, GuardFactory, Outcome, RequestContext, Verdict } from '../gateway/types.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
+import type { Store } from './store.js'
+
+export const QUOTA_CHANNEL = 'quota'
+
+export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
+export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
+
+/** Quota of segment i when `quota` is split in `n`. */
+export function segmentQuota (quota: number, n: number, i: number): number {
+  return Math.floor(quota / n) + (i < quota % n ? 1 : 0)
+}
+
+/** A product's node-local state; one per process (deps.persistent), shared by every quota guard and kept across reloads. */
+interface Product {
+  readonly campaign: string
+  readonly product: string
+  segments: number
+  configQuota: number
+  /** Quota set via the admin API (from the store), null = none / unknown yet. */
+  override: number | null
+  overrideLoaded: boolean
+  loading: Promise<void> | null
+  /** Per segment: the counter as last seen (-1 = never). */
+  seen: number[]
+  /** Per segment: skip until (ms). */
+  fullUntil: number[]
+  /** Whole product sold out until (ms). */
+  latchUntil: number
+  /** local policy: units this process may still admit (null = not in fallback). */
+  localBudget: number | null
+  localAdmitted: number
+  remainingGauge: { set(v: number): void }
+  admitted: { inc(): void }
+  released: { inc(): void }
+  lastRefresh: number
+}
+
+const quotaOf = (p: Product): number => p.override ?? p.configQuota
+
+interface Registry { products: Map<string, Product>, store: Store | null, off: (() => void) | null }
+
+function registryOf (persistent: Map<string, unknown>): Registry {
+  let r = persistent.get('quota:products') as Registry | undefined
+  if (r === undefined) {
+    r = { products: new Map(), store: null, off: null }
+    persistent.set('quota:products', r)
+  }
+  return r
+}
+
+function clearLatch (p: Product): void {
+  p.latchUntil = 0
+  p.fullUntil.fill(0)
+}
+
+function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics: Metrics): Product {
+  const id = `${c.id}\u0000${pc.id}`
+  let p = reg.products.get(id)
+  if (p === undefined) {
+    p = {
+      campaign: c.id,
+      product: pc.id,
+      segments: pc.segments,
+      configQuota: pc.quota,
+      override: null,
+      overrideLoaded: false,
+      loading: null,
+      seen: new Array<number>(pc.segments).fill(-1),
+      fullUntil: new Array<number>(pc.segments).fill(0),
+      latchUntil: 0,
+      localBudget: null,
+      localAdmitted: 0,
+      remainingGauge: metrics.quotaRemaining.labels(c.id, pc.id),
+      admitted: metrics.quotaAdmitted.labels(c.id, pc.id),
+      released: metrics.quotaReleased.labels(c.id, pc.id),
+      lastRefresh: 0
+    }
+    reg.products.set(id, p)
+    p.remainingGauge.set(pc.quota)
+  } else {
+    // Config reload: a new quota (or segment count) from the config clears the latch.
+    if (p.configQuota !== pc.quota || p.segments !== pc.segments) {
+      p.configQuota = pc.quota
+      if (p.segments !== pc.segments) {
+        p.segments = pc.segments
+        p.seen = new Array<number>(pc.segments).fill(-1)
+        p.fullUntil = new Array<number>(pc.segments).fill(0)
+      }
+      clearLatch(p)
+    }
+  }
+  return p
+}
+
+function ensureSubscribed (reg: Registry, store: Store, log: GuardDeps['log']): void {
+  if (reg.store === store) return
+  reg.off?.()
+  reg.store = store
+  reg.off = store.subscribe(QUOTA_CHANNEL, (msg) => {
+    let m: { c?: unknown, p?: unknown, quota?: unknown, reset?: unknown }
+    try { m = JSON.parse(msg) } catch { return }
+    const p = reg.products.get(`${String(m.c)}\u0000${String(m.p)}`)
+    if (p === undefined) return
+    if (typeof m.quota === 'number') { p.override = m.quota; p.overrideLoaded = true }
+    if (m.reset === true) p.seen.fill(0)
+    clearLatch(p)
+    log('info', 'quota changed', { campaign: p.campaign, product: p.product, quota: quotaOf(p) })
+  })
+}
+
+function leftSeen (p: Product): number {
+  const q = quotaOf(p)
+  let left = 0
+  for (let i = 0; i < p.segments; i++) {
+    const s = p.seen[i] ?? -1
+    if (s < 0) return -1
+    const l = segmentQuota(q, p.segments, i) - s
+    if (l > 0) left += l
+  }
+  return left
+}
+
+export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Guard => {
+  const id = guardId(route, cfg)
+  const store = deps.store
+  const reg = registryOf(deps.persistent)
+  const campaigns = new Map<string, Map<string, Product>>()
+  for (const c of deps.config.campaigns.values()) {
+    const m = new Map<string, Product>()
+    for (const pc of c.products) m.set(pc.id, productOf(reg, c, pc, deps.metrics))
+    campaigns.set(c.id, m)
+  }
+  ensureSubscribed(reg, store, deps.log)
+  const readCampaign = valueReader(cfg.campaign)
+  const readProduct = valueReader(cfg.product)
+  const latchTtl = cfg.latchTtlMs
+  const policy = policyOf(cfg.onError, deps)
+  const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
+  const shareOf = processCount(deps)
+  const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
+  const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
+
+  const loadOverride = (p: Product): Promise<void> => {
+    if (p.loading !== null) return p.loading
+    const l = store.get(limitKey(p.campaign, p.product)).then((v) => {
+      const n = v === null ? NaN : Number(v)
+      p.override = Number.isSafeInteger(n) && n >= 0 ? n : null
+      p.overrideLoaded = true
+    }, () => { /* store down: the config's quota, retried on the next request */ }).finally(() => { p.loading = null })
+    p.loading = l
+    return l
+  }
+
+  const reconcile = (p: Product, seg: number): void => {
+    if (p.localBudget === null) return
+    const n = p.localAdmitted
+    p.localBudget = null
+    p.localAdmitted = 0
+    if (n !== 0) {
+      store.add(segmentKey(p.campaign, p.product, seg), n).catch(() => {
+        p.localAdmitted += n
+        deps.log('warn', 'quota reconcile failed', { campaign: p.campaign, product: p.product, units: n })
+      })
+    }
+  }
+
+  const giveBackFor = (p: Product, seg: number) => (_ctx: RequestContext, o: Outcome): void => {
+    if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
+    p.released.inc()
+    p.latchUntil = 0
+    p.fullUntil[seg] = 0
+    store.add(segmentKey(p.campaign, p.product, seg), -1).catch(() => {
+      deps.log('warn', 'quota give-back failed', { guard: id, campaign: p.campaign, product: p.product })
+    })
+  }
+  const giveBackLocal = (p: Product) => (_ctx: RequestContext, o: Outcome): void => {
+    if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
+    p.released.inc()
+    if (p.localBudget !== null) { p.localBudget++; p.localAdmitted-- } else p.localAdmitted--
+  }
+
+  const onError = (ctx: RequestContext, p: Product, err: unknown): Verdict => {
+    asStoreError(err)
+    fallbacks.inc()
+    if (policy === 'fail_closed') return STORE_UNAVAILABLE
+    if (policy === 'fail_open') return undefined
+    if (p.localBudget === null) {
+      const left = leftSeen(p)
+      p.localBudget = left < 0 ? 0 : Math.floor(left / shareOf)
+    }
+    if (p.localBudget <= 0) return soldOut
+    p.localBudget--
+    p.localAdmitted++
+    p.admitted.inc()
+    onSettle(ctx, giveBackLocal(p))
+    return undefined
+  }
+
+  const admit = async (ctx: RequestContext, p: Product): Promise<Verdict> => {
+    if (!p.overrideLoaded) await loadOverride(p)
+    const n = p.segments
+    const q = quotaOf(p)
+    const now = ctx.now
+    let start = 0
+    if (n > 1) {
+      const who = deps.identity(ctx) ?? ctx.clientIp
+      start = fnv1a(who) % n
+    }
+    for (let j = 0; j < n; j++) {
+      const i = (start + j) % n
+      if ((p.fullUntil[i] ?? 0) > now) continue
+      let r
+      try {
+        r = await store.addIfWithin(segmentKey(p.campaign, p.product, i), 1, segmentQuota(q, n, i))
+      } catch (err) {
+        return onError(ctx, p, err)
+      }
+      if (p.localBudget !== null) reconcile(p, i)
+      p.seen[i] = r.value
+      if (r.ok) {
+        p.admitted.inc()
+        const left = leftSeen(p)
+        if (left >= 0) p.remainingGauge.set(left)
+        onSettle(ctx, giveBackFor(p, i))
+        return undefined
+      }
+      p.fullUntil[i] = now + latchTtl
+    }
+    p.latchUntil = now + latchTtl
+    p.remainingGauge.set(0)
+    // While sold out, re-read an admin-set quota at most once per latch period (a missed publish).
+    if (now - p.lastRefresh >= latchTtl) {
+      p.lastRefresh = now
+      p.overrideLoaded = false
+    }
+    return soldOut
+  }
+
+  return {
+    kind: 'quota',
+    id,
+    check (ctx) {
+      const c = readCampaign(ctx)
+      const pid = readProduct(ctx)
+      const p = c === null || pid === null ? undefined : campaigns.get(c)?.get(pid)
+      if (p === undefined) return notFound
+      if (p.latchUntil > ctx.now) return soldOut
+      return admit(ctx, p)
+    },
+    close () {
+      // The subscription belongs to the process-wide registry and outlives a reload.
+    }
+  }
+}
+
+export interface QuotaStatus { readonly quota: number, readonly admitted: number, readonly remaining: number }
+
+export interface QuotaAdmin {
+  /** null: unknown campaign or product (the admin API answers 404). Store failures reject with StoreError. */
+  get(campaign: string, product: string): Promise<QuotaStatus | null>
+  /** Set the quota (a non-negative integer; RangeError otherwise) on every node: stored, then published. */
+  set(campaign: string, product: string, quota: number): Promise<QuotaStatus | null>
+  /** Admitted back to 0 on every node (the quota stays). */
+  reset(campaign: string, product: string): Promise<QuotaStatus | null>
+}
+
+/** The admin API's quota operations (GET/PUT /admin/quota/:campaign/:product, POST .../reset). */
+export function createQuotaAdmin (deps: { config: Config, store: Store, metrics: Metrics, persistent?: Map<string, unknown> }): QuotaAdmin {
+  const { store } = deps
+  const find = (c: string, p: string): ProductConfig | undefined => deps.config.campaigns.get(c)?.products.find((x) => x.id === p)
+  const get = async (c: string, p: string): Promise<QuotaStatus | null> => {
+    const pc = find(c, p)
+    if (pc === undefined) return null
+    const [lim, ...segs] = await Promise.all([
+      store.get(limitKey(c, p)),
+      ...Array.from({ length: pc.segments }, async (_, i) => await store.get(segmentKey(c, p, i)))
+    ])
+    const n = lim === null ? NaN : Number(lim)
+    const quota = Number.isSafeInteger(n) && n >= 0 ? n : pc.quota
+    let admitted = 0
+    for (const s of segs) admitted += s === null ? 0 : Math.max(0, Number(s))
+    const remaining = Math.max(0, quota - admitted)
+    deps.metrics.quotaRemaining.labels(c, p).set(remaining)
+    return { quota, admitted, remaining }
+  }
+  return {
+    get,
+    async set (c, p, quota) {
+      if (!Number.isSafeInteger(quota) || quota < 0) throw new RangeError('quota must be a non-negative integer')
+      if (find(c, p) === undefined) return null
+      await store.set(limitKey(c, p), String(quota))
+      await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, quota }))
+      return await get(c, p)
+    },
+    async reset (c, p) {
+      const pc = find(c, p)
+      if (pc === undefined) return null
+      await Promise.all(Array.from({ length: pc.segments }, async (_, i) => await store.del(segmentKey(c, p, i))))
+      await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, reset: true }))
+      return await get(c, p)
+    }
+  }
+}

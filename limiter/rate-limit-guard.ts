@@ -1,0 +1,228 @@
+/**
+ * The `rate_limit` guard.
+ *
+ * - `scope: node` (default): a token bucket (or nginx leaky bucket) in this process, its rate and burst
+ *   split evenly between the node's workers. Keyless (the global limit): one bucket, checked
+ *   synchronously — no Promise on the hot path. Keyed: one bucket per key in an lru-cache of `max_keys`,
+ *   so rotating keys evicts old buckets instead of growing memory. Buckets live in deps.persistent under
+ *   `rate_limit:<name>`: the same name on several routes is one zone (as nginx `limit_req_zone`), and a
+ *   config reload keeps the buckets.
+ * - `scope: cluster`: GCRA on the store, exact across every node. On a store failure the policy decides:
+ *   fail_closed → 503, fail_open → pass, local → this process's share (rate / (gateway_nodes × workers)).
+ * - A key part that the request lacks (no user, no header) means the request is not counted by this limit
+ *   (nginx skips empty keys); put an identity check before a per-user limit.
+ * - Combining: a pass registers a settler; when a later guard rejects the request, the token is given
+ *   back (lua-resty-limit-traffic's uncommit), so stacked limits do not leak.
+ * - Leaky bucket delays: the request's check returns a Promise released by one shared DelayQueue timer.
+ * - Rejection: 429 RATE_LIMITED, `Retry-After` in whole seconds rounded up, and IETF
+ *   `RateLimit-Policy: "<name>";q=<count>;w=<seconds>` / `RateLimit: "<name>";r=<remaining>;t=<seconds>`.
+ *   Built once per distinct Retry-After value. Shadow mode is the runner's: this guard just rejects.
+ * - The keyless limiter sets deps.signals.overloaded while it is rejecting (the pow captcha hardens).
+ */
+import { LRUCache } from 'lru-cache'
+import type { RateLimitGuardConfig, RouteConfig } from '../conf/types.js'
+import { ConfigError } from '../gateway/errors.js'
+import { rejection } from '../gateway/reject.js'
+import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../gateway/types.js'
+import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './common.js'
+import { DelayQueue } from './delay-queue.js'
+import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy, type LeakyBucketState } from './leaky-bucket.js'
+import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy, type TokenBucketState } from './token-bucket.js'
+
+type KeyFn = (ctx: RequestContext) => string | null
+
+function compileKey (cfg: RateLimitGuardConfig, route: RouteConfig, deps: GuardDeps): KeyFn | null {
+  if (cfg.key.length === 0) return null
+  const parts: KeyFn[] = cfg.key.map((p): KeyFn => {
+    switch (p.kind) {
+      case 'ip': return (ctx) => ctx.clientIp
+      case 'user': return (ctx) => deps.identity(ctx)
+      case 'route': { const r = route.name; return () => r }
+      case 'header': {
+        const n = p.name.toLowerCase()
+        return (ctx) => {
+          const v = ctx.req.headers[n]
+          const s = typeof v === 'string' ? v : Array.isArray(v) ? v[0] : undefined
+          return s === undefined || s === '' ? null : s
+        }
+      }
+    }
+    return () => null
+  })
+  if (parts.length === 1) return parts[0] as KeyFn
+  return (ctx) => {
+    let k = ''
+    for (let i = 0; i < parts.length; i++) {
+      const v = (parts[i] as KeyFn)(ctx)
+      if (v === null) return null
+      k = i === 0 ? v : k + '\u001f' + v
+    }
+    return k
+  }
+}
+
+/** Node-local state of one limit zone, kept across reloads. */
+interface Zone {
+  single: TokenBucketState | LeakyBucketState | null
+  keyed: LRUCache<string, TokenBucketState | LeakyBucketState> | null
+}
+
+function zoneOf (deps: GuardDeps, name: string, suffix: string, maxKeys: number, keyed: boolean): Zone {
+  const id = `rate_limit:${name}${suffix}`
+  let z = deps.persistent.get(id) as Zone | undefined
+  if (z === undefined) {
+    z = { single: null, keyed: null }
+    deps.persistent.set(id, z)
+  }
+  if (keyed && (z.keyed === null || z.keyed.max !== maxKeys)) {
+    const lru = new LRUCache<string, TokenBucketState | LeakyBucketState>({ max: maxKeys })
+    if (z.keyed !== null) for (const [k, v] of z.keyed.entries()) lru.set(k, v)
+    z.keyed = lru
+  }
+  return z
+}
+
+function delayQueue (deps: GuardDeps): DelayQueue {
+  let q = deps.persistent.get('rate_limit:delay-queue') as DelayQueue | undefined
+  if (q === undefined) {
+    q = new DelayQueue(deps.clock)
+    deps.persistent.set('rate_limit:delay-queue', q)
+  }
+  return q
+}
+
+export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, deps): Guard => {
+  const id = guardId(route, cfg)
+  const keyFn = compileKey(cfg, route, deps)
+  const keyless = keyFn === null
+  const { count, periodMs } = cfg.rate
+  const burst = cfg.burst > 0 ? cfg.burst : count
+  const leaky = cfg.algorithm === 'leaky_bucket'
+  if (leaky && cfg.scope === 'cluster') throw new ConfigError([`route ${route.name}: rate_limit ${cfg.name}: leaky_bucket is node-scoped (nginx limit_req); use the token bucket for scope: cluster`])
+  const policy = policyOf(cfg.onError, deps)
+  const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
+
+  // Node share: the worker split for scope node; the (nodes × workers) split for the local fallback.
+  const share = (n: number): { tb: TokenBucketPolicy, lb: LeakyBucketPolicy | null } => {
+    const b = Math.max(1, Math.round(burst / n))
+    return {
+      tb: tokenBucketPolicy(count, periodMs * n, b),
+      lb: leaky ? leakyBucketPolicy(count, periodMs * n, Math.round(cfg.burst / n), cfg.delay === 'nodelay' ? 'nodelay' : Math.min(cfg.delay, Math.round(cfg.burst / n))) : null
+    }
+  }
+  const local = cfg.scope === 'node' ? share(Math.max(1, deps.worker.count)) : share(processCount(deps))
+  const zone = zoneOf(deps, cfg.name, cfg.scope === 'cluster' ? ':fallback' : '', cfg.maxKeys, !keyless)
+  const queue = leaky ? delayQueue(deps) : null
+
+  // Rejections, one per Retry-After second value (bounded cache).
+  const windowS = Math.max(1, Math.ceil(periodMs / 1000))
+  const policyHeader = `"${cfg.name}";q=${count};w=${windowS}`
+  const rejections = new Map<number, Rejection>()
+  const limited = (retryAfterMs: number, remaining: number): Rejection => {
+    const s = Number.isFinite(retryAfterMs) ? Math.max(1, Math.ceil(retryAfterMs / 1000)) : windowS
+    const cacheable = remaining === 0
+    let r = cacheable ? rejections.get(s) : undefined
+    if (r === undefined) {
+      r = rejection('RATE_LIMITED', 'rate limit exceeded', {
+        override: cfg.reject,
+        headers: ['retry-after', String(s), 'ratelimit-policy', policyHeader, 'ratelimit', `"${cfg.name}";r=${remaining};t=${s}`]
+      })
+      if (cacheable && rejections.size < 4096) rejections.set(s, r)
+    }
+    return r
+  }
+
+  const signals = deps.signals
+
+  // ---- node-local token bucket / leaky bucket (synchronous unless a leaky delay applies)
+  const tb = local.tb
+  const lb = local.lb
+  const localCheck = (ctx: RequestContext, key: string | null): Verdict | Promise<Verdict> => {
+    const lru = zone.keyed
+    const prev = key === null ? zone.single : (lru as LRUCache<string, TokenBucketState | LeakyBucketState>).get(key) ?? null
+    if (lb !== null) {
+      const r = leak(prev as LeakyBucketState | null, ctx.now, lb)
+      if (!r.ok) {
+        if (keyless) signals.overloaded = true
+        return limited(r.retryAfterMs, 0)
+      }
+      if (key === null) zone.single = r.state
+      else (lru as LRUCache<string, TokenBucketState | LeakyBucketState>).set(key, r.state)
+      if (keyless) signals.overloaded = false
+      onSettle(ctx, (_c, o) => { if (o.kind === 'rejected') uncommitLocal(key, 'leaky') })
+      if (r.delayMs > 0) return (queue as DelayQueue).wait(ctx.now + r.delayMs).then(() => undefined)
+      return undefined
+    }
+    const r = take(prev as TokenBucketState | null, ctx.now, tb, 1)
+    if (key === null) zone.single = r.state
+    else (lru as LRUCache<string, TokenBucketState | LeakyBucketState>).set(key, r.state)
+    if (!r.ok) {
+      if (keyless) signals.overloaded = true
+      return limited(r.retryAfterMs, r.remaining)
+    }
+    if (keyless && signals.overloaded) signals.overloaded = false
+    onSettle(ctx, key === null ? settleSingle : (_c, o) => { if (o.kind === 'rejected') uncommitLocal(key, 'token') })
+    return undefined
+  }
+  const uncommitLocal = (key: string | null, kind: 'token' | 'leaky'): void => {
+    const s = key === null ? zone.single : zone.keyed?.get(key) ?? null
+    if (s === null || s === undefined) return
+    const next = kind === 'leaky' ? unleak(s as LeakyBucketState) : giveBack(s as TokenBucketState, tb, 1)
+    if (key === null) zone.single = next
+    else zone.keyed?.set(key, next)
+  }
+  const settleSingle = (_c: RequestContext, o: Outcome): void => { if (o.kind === 'rejected') uncommitLocal(null, 'token') }
+
+  if (cfg.scope === 'node') {
+    return {
+      kind: 'rate_limit',
+      id,
+      check: keyless
+        ? (ctx) => localCheck(ctx, null)
+        : (ctx) => {
+            const k = (keyFn as KeyFn)(ctx)
+            return k === null ? undefined : localCheck(ctx, k)
+          }
+    }
+  }
+
+  // ---- scope: cluster — GCRA on the store
+  const store = deps.store
+  const interval = periodMs / count
+  const storeKey = (k: string | null): string => `rl:{${cfg.name}${k === null ? '' : ':' + k}}`
+  const clusterCheck = async (ctx: RequestContext, key: string | null): Promise<Verdict> => {
+    const sk = storeKey(key)
+    let r
+    try {
+      r = await store.gcra(sk, ctx.now, interval, burst, 1)
+    } catch (err) {
+      asStoreError(err)
+      fallbacks.inc()
+      if (policy === 'fail_closed') return STORE_UNAVAILABLE
+      if (policy === 'fail_open') return undefined
+      return await localCheck(ctx, key)
+    }
+    if (!r.ok) {
+      if (keyless) signals.overloaded = true
+      return limited(r.retryAfterMs, r.remaining)
+    }
+    if (keyless && signals.overloaded) signals.overloaded = false
+    onSettle(ctx, (c, o) => {
+      if (o.kind !== 'rejected') return
+      store.gcra(sk, c.now, interval, burst, -1).catch((err: unknown) => {
+        deps.log('debug', 'rate_limit uncommit failed', { guard: id, error: err instanceof Error ? err.message : String(err) })
+      })
+    })
+    return undefined
+  }
+  return {
+    kind: 'rate_limit',
+    id,
+    check: keyless
+      ? (ctx) => clusterCheck(ctx, null)
+      : (ctx) => {
+          const k = (keyFn as KeyFn)(ctx)
+          return k === null ? undefined : clusterCheck(ctx, k)
+        }
+  }
+}

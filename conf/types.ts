@@ -35,6 +35,12 @@ export interface StoreConfig {
   readonly breakerBackoffMs: number
   /** Memory store: bound on the number of keys (default 1,000,000). */
   readonly maxKeys: number
+  /**
+   * YAML `store.gateway_nodes` (default 1): how many gateway nodes (machines or containers, each with
+   * `workers` processes) share this store. The `local` failure policy divides by it: a node falls back
+   * to its share of a cluster-scope rate and of the quota left when the store was last seen.
+   */
+  readonly gatewayNodes?: number
 }
 
 export interface ServerLimits {

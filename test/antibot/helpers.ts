@@ -149,3 +149,8 @@ export async function codeOf (v: unknown): Promise<string | undefined> {
   const r = await v as { code?: string } | undefined
   return r?.code
 }
+
+/** Wait for a Redis store's first connection (as the gateway does before /readyz). */
+export async function ready (store: unknown): Promise<void> {
+  await (store as { ready?: () => Promise<void> }).ready?.()
+}

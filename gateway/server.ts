@@ -1,0 +1,447 @@
+/**
+ * The public listener: request target and Host checks, routing, the guard pipeline, the body-size
+ * limit, edge endpoints, and handing the request to the upstreams. Everything a request needs is
+ * prepared per config load in a `ServingState`; a reload swaps the one `state` reference, and a request
+ * keeps the state it started with until it is settled.
+ *
+ * Per request on the pass path: one Ctx, one `done` closure for the proxy, a route walk with string
+ * compares, and two metric updates with label objects built once. No regex, no URL objects, no Promise
+ * unless a guard returns one.
+ */
+import { createServer } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
+import type { Config } from '../conf/types.js'
+import type { AccessLog } from './access-log.js'
+import { compileCidrs, type CidrSet } from './cidr.js'
+import { Ctx, clientAddress, normalizeIp, parseHost, parseTarget } from './context.js'
+import { StoreError } from './errors.js'
+import type { Log } from './log.js'
+import type { Metrics } from './metrics.js'
+import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from './pipeline.js'
+import { REJECT_HEADERS, rejection } from './reject.js'
+import { compileRouter, NO_PARAMS, type Router } from './router.js'
+import type { EdgeHandler, Guard, Outcome, Rejection, RequestContext } from './types.js'
+
+/** What the gateway needs from the upstream side (gateway/upstream/index.ts implements it). */
+export interface UpstreamForwarder {
+  forward (ctx: RequestContext, upstream: string, done: (outcome: Outcome, target: string | null) => void): void
+}
+
+/** Rejections the gateway itself answers, built once. */
+export const ANSWERS = {
+  badRequest: rejection('BAD_REQUEST', 'malformed request'),
+  badTarget: rejection('BAD_REQUEST', 'request target not acceptable'),
+  badHost: rejection('BAD_REQUEST', 'missing or invalid Host'),
+  hostMismatch: rejection('BAD_REQUEST', 'absolute-form target does not match Host'),
+  notFound: rejection('NOT_FOUND', 'no route'),
+  methodNotAllowed: rejection('METHOD_NOT_ALLOWED', 'method not allowed on this route'),
+  tooLarge: rejection('PAYLOAD_TOO_LARGE', 'request body too large'),
+  storeUnavailable: rejection('STORE_UNAVAILABLE', 'store unavailable'),
+  internal: rejection('INTERNAL_ERROR', 'internal error'),
+  upstreamUnavailable: rejection('UPSTREAM_UNAVAILABLE', 'upstream unavailable'),
+  upstreamTimeout: rejection('UPSTREAM_TIMEOUT', 'upstream timeout'),
+  overloaded: rejection('OVERLOADED', 'shutting down')
+} as const
+
+/** Metric label objects for one route, built once per (route, outcome) and reused. */
+type Labels = { readonly route: string, readonly outcome: string }
+class LabelCache {
+  private readonly map = new Map<string, Labels>()
+  readonly passed: Labels
+  constructor (readonly route: string) { this.passed = { route, outcome: 'passed' } }
+  get (outcome: string): Labels {
+    if (outcome === 'passed') return this.passed
+    let l = this.map.get(outcome)
+    if (l === undefined) this.map.set(outcome, l = { route: this.route, outcome })
+    return l
+  }
+}
+
+/** Everything one config load prepared for serving. Swapped as one reference on reload. */
+export interface ServingState {
+  readonly config: Config
+  readonly router: Router
+  readonly routes: readonly CompiledRoute[]
+  readonly labels: readonly LabelCache[]
+  readonly trusted: CidrSet
+  readonly guards: readonly Guard[]
+  readonly edge: ReadonlyMap<string, EdgeHandler>
+  /** Requests of this state not yet settled. */
+  inflight: number
+  retired: boolean
+  /** Run when a retired state's last request settles (closes its guards). */
+  onIdle: (() => void) | null
+}
+
+/** Build a serving state from a config and its already-built pipelines. */
+export function createState (config: Config, routes: readonly CompiledRoute[], guards: readonly Guard[], edge: ReadonlyMap<string, EdgeHandler>): ServingState {
+  return {
+    config,
+    router: compileRouter(config.routes),
+    routes,
+    labels: routes.map((r) => new LabelCache(r.name)),
+    trusted: compileCidrs(config.trustedProxies),
+    guards,
+    edge,
+    inflight: 0,
+    retired: false,
+    onIdle: null
+  }
+}
+
+const NONE = new LabelCache('_none')
+const EDGE = new LabelCache('_flashgate')
+const CLIENT_CLOSED = 499
+
+/** Flat header list of a rejection (JSON content type, no-store, length, its own headers), cached per Rejection. */
+const headerCache = new WeakMap<Rejection, string[]>()
+function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close: boolean): string[] {
+  if (extra === null && !close) {
+    let h = headerCache.get(r)
+    if (h === undefined) {
+      h = [...REJECT_HEADERS, 'content-length', String(r.body.length)]
+      if (r.headers !== null) h.push(...r.headers)
+      headerCache.set(r, h)
+    }
+    return h
+  }
+  const h = [...REJECT_HEADERS, 'content-length', String(r.body.length)]
+  if (r.headers !== null) h.push(...r.headers)
+  if (extra !== null) h.push(...extra)
+  if (close) h.push('connection', 'close')
+  return h
+}
+
+/** Write a rejection unless an answer was already started or the client is gone. */
+export function writeRejection (res: ServerResponse, r: Rejection, extra: readonly string[] | null = null, close = false): void {
+  if (res.headersSent || res.destroyed) return
+  res.writeHead(r.status, rejectionHeaders(r, extra, close))
+  res.end(r.body)
+}
+
+function failureRejection (code: string): Rejection {
+  switch (code) {
+    case 'UPSTREAM_TIMEOUT': return ANSWERS.upstreamTimeout
+    case 'BAD_REQUEST': return ANSWERS.badRequest
+    default: return ANSWERS.upstreamUnavailable
+  }
+}
+
+export interface FrontendOptions {
+  readonly state: ServingState
+  readonly upstreams: UpstreamForwarder
+  readonly metrics: Metrics
+  readonly accessLog: AccessLog
+  readonly log: Log
+  readonly clock: () => number
+  /** Guard-close logging target. */
+  readonly guardLog?: Log
+}
+
+/**
+ * The request handler and the sink of the guard runner. One instance per process; `state` is the
+ * reference a reload swaps.
+ */
+export class Frontend implements PipelineSink<Ctx> {
+  state: ServingState
+  draining = false
+  private readonly upstreams: UpstreamForwarder
+  private readonly metrics: Metrics
+  private readonly accessLog: AccessLog
+  private readonly log: Log
+  private readonly clock: () => number
+  /** Every request not yet settled, across states (drain waits on this). */
+  inflight = 0
+  private drainWaiters: Array<() => void> = []
+
+  constructor (opts: FrontendOptions) {
+    this.state = opts.state
+    this.upstreams = opts.upstreams
+    this.metrics = opts.metrics
+    this.accessLog = opts.accessLog
+    this.log = opts.log
+    this.clock = opts.clock
+  }
+
+  /** Swap in a new state; the old one closes its guards once its in-flight requests are settled. */
+  swap (next: ServingState): void {
+    const old = this.state
+    this.state = next
+    old.retired = true
+    const close = (): void => { closeGuards(old.guards, { log: this.log }) }
+    if (old.inflight === 0) close(); else old.onIdle = close
+  }
+
+  /** Resolves when no request is in flight (or at once). */
+  idle (): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve()
+    return new Promise((resolve) => { this.drainWaiters.push(resolve) })
+  }
+
+  /** The `request` listener. */
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const start = performance.now()
+    const state = this.state
+    if (this.draining) res.shouldKeepAlive = false
+    const method = req.method as string
+    const target = parseTarget(req.url as string)
+    if (target === null) { this.early(req, res, ANSWERS.badTarget, start, '/'); return }
+    const path = target.path
+    const hostHeader = req.headers.host
+    let host: string | null = ''
+    if (target.authority !== null) {
+      // Absolute-form: the authority must be the Host we were sent (never act as a forward proxy),
+      // and the request is forwarded in origin-form.
+      host = parseHost(target.authority)
+      if (host === null || hostHeader === undefined || parseHost(hostHeader) !== host) {
+        this.early(req, res, ANSWERS.hostMismatch, start, path)
+        return
+      }
+      req.url = target.query === '' ? path : path + '?' + target.query
+    } else if (hostHeader !== undefined) {
+      host = parseHost(hostHeader)
+      if (host === null) { this.early(req, res, ANSWERS.badHost, start, path); return }
+    }
+    if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
+      this.edge(state, req, res, path, target.query, start)
+      return
+    }
+    const m = state.router.match(host, path, method)
+    if (typeof m === 'number') {
+      if (m === -2) {
+        const allow = state.router.allowed(host, path).join(', ')
+        this.early(req, res, ANSWERS.methodNotAllowed, start, path, ['allow', allow])
+      } else {
+        this.early(req, res, ANSWERS.notFound, start, path)
+      }
+      return
+    }
+    const cr = state.routes[m.index] as CompiledRoute
+    const peer = normalizeIp(req.socket.remoteAddress ?? '')
+    let clientIp = peer
+    let trusted = false
+    if (state.trusted.size > 0 && state.trusted.has(peer)) {
+      trusted = true
+      clientIp = clientAddress(peer, req.headers['x-forwarded-for'], state.trusted)
+    }
+    const ctx = new Ctx(req, res, cr.route, method, path, target.query, host, clientIp, trusted, m.params, this.clock(), start)
+    ctx.routeIndex = m.index
+    ctx.owner = state
+    state.inflight++
+    this.inflight++
+
+    const cl = req.headers['content-length']
+    if (cl !== undefined) {
+      if (Number(cl) > cr.maxBodySize) { this.reject(ctx, ANSWERS.tooLarge); return }
+    } else if (req.headers['transfer-encoding'] !== undefined) {
+      this.watchBody(ctx, cr.maxBodySize)
+    }
+    if (cr.guards === null) this.pass(ctx)
+    else runPipeline(ctx, cr, 0, this)
+  }
+
+  /** Count a streamed (chunked) body as it arrives; past the limit, stop reading it and cut the request. */
+  private watchBody (ctx: Ctx, limit: number): void {
+    const req = ctx.req
+    const push = req.push
+    let seen = 0
+    req.push = function (chunk: unknown, encoding?: BufferEncoding): boolean {
+      if (chunk !== null && chunk !== undefined) {
+        if (ctx.tooLarge) return false
+        seen += (chunk as Buffer).length
+        if (seen > limit) {
+          ctx.tooLarge = true
+          // Already forwarding: cut the exchange (the proxy reports the abort; we log a 413).
+          if (ctx.done !== null && !ctx.settled) req.destroy()
+          return false
+        }
+      }
+      return push.call(this, chunk, encoding)
+    }
+  }
+
+  // ---- PipelineSink ---------------------------------------------------------------------------
+
+  pass (ctx: Ctx): void {
+    if (ctx.tooLarge) { this.reject(ctx, ANSWERS.tooLarge); return }
+    if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
+    const done = ctx.done = (outcome: Outcome): void => { this.upstreamDone(ctx, outcome) }
+    const cr = (ctx.owner as ServingState).routes[ctx.routeIndex] as CompiledRoute
+    this.upstreams.forward(ctx, cr.upstream, done)
+  }
+
+  reject (ctx: Ctx, r: Rejection): void {
+    if (ctx.settled) return
+    ctx.outcome = r.code
+    const tooLarge = r === ANSWERS.tooLarge
+    writeRejection(ctx.res, r, ctx.extraHeaders, tooLarge)
+    this.settle(ctx, { kind: 'rejected', rejection: r }, ctx.res.headersSent ? r.status : CLIENT_CLOSED)
+  }
+
+  fail (ctx: Ctx, guard: Guard, err: unknown): void {
+    if (ctx.settled) return
+    if (err instanceof StoreError) {
+      this.log('warn', 'store error in guard', { guard: guard.id, err })
+      this.reject(ctx, ANSWERS.storeUnavailable)
+    } else {
+      this.log('error', 'guard failed', { guard: guard.id, err, stack: err instanceof Error ? err.stack : undefined })
+      this.reject(ctx, ANSWERS.internal)
+    }
+  }
+
+  shadow (ctx: Ctx, guard: Guard, r: Rejection): void {
+    this.metrics.shadowRejections.inc({ route: ctx.route.name, guard: guard.id, code: r.code })
+  }
+
+  // ---- completion -----------------------------------------------------------------------------
+
+  private upstreamDone (ctx: Ctx, outcome: Outcome): void {
+    if (ctx.settled) return
+    let status: number
+    if (outcome.kind === 'failed') {
+      if (ctx.tooLarge) {
+        ctx.outcome = 'PAYLOAD_TOO_LARGE'
+        writeRejection(ctx.res, ANSWERS.tooLarge, null, true)
+        this.settle(ctx, { kind: 'rejected', rejection: ANSWERS.tooLarge }, 413)
+        return
+      }
+      ctx.outcome = outcome.code
+      if (outcome.code !== 'CLIENT_ABORTED') writeRejection(ctx.res, failureRejection(outcome.code), null, false)
+      status = ctx.res.headersSent ? ctx.res.statusCode : CLIENT_CLOSED
+    } else {
+      status = outcome.kind === 'upstream' ? outcome.status : ctx.res.statusCode
+    }
+    this.settle(ctx, outcome, status)
+  }
+
+  /** Run the settlers once, record metrics and the access log line, release the state. */
+  private settle (ctx: Ctx, outcome: Outcome, status: number): void {
+    if (ctx.settled) return
+    ctx.settled = true
+    const settlers = ctx.settlers
+    if (settlers !== null) {
+      for (let i = 0; i < settlers.length; i++) {
+        try { (settlers[i] as (c: RequestContext, o: Outcome) => void)(ctx, outcome) } catch (err) {
+          this.log('error', 'settler failed', { route: ctx.route.name, err })
+        }
+      }
+    }
+    const state = ctx.owner as ServingState
+    const labels = (state.labels[ctx.routeIndex] as LabelCache).get(ctx.outcome)
+    this.record(labels, ctx.req, ctx.path, status, ctx.start, ctx.clientIp, ctx.route.upstream, ctx.upstreamTarget)
+    if (--state.inflight === 0 && state.onIdle !== null) { const f = state.onIdle; state.onIdle = null; f() }
+    if (--this.inflight === 0 && this.drainWaiters.length > 0) {
+      const w = this.drainWaiters
+      this.drainWaiters = []
+      for (const f of w) f()
+    }
+  }
+
+  private record (labels: Labels, req: IncomingMessage, path: string, status: number, start: number, ip: string, upstream: string | null, target: string | null): void {
+    const seconds = (performance.now() - start) / 1000
+    this.metrics.requests.inc(labels)
+    this.metrics.requestDuration.observe(labels, seconds)
+    if (this.accessLog.enabled) {
+      this.accessLog.log({
+        time: Date.now(), route: labels.route, method: req.method as string, path, status, outcome: labels.outcome,
+        upstream, target, durationMs: seconds * 1000, ip
+      })
+    }
+  }
+
+  /** Answer before any route was chosen (400/404/405), under route `_none`. */
+  private early (req: IncomingMessage, res: ServerResponse, r: Rejection, start: number, path: string, extra: string[] | null = null): void {
+    writeRejection(res, r, extra, r.status === 400)
+    this.record(NONE.get(r.code), req, path, r.status, start, normalizeIp(req.socket.remoteAddress ?? ''), null, null)
+  }
+
+  private edge (state: ServingState, req: IncomingMessage, res: ServerResponse, path: string, query: string, start: number): void {
+    const handler = state.edge.get(path)
+    if (handler === undefined) { this.early(req, res, ANSWERS.notFound, start, path); return }
+    const peer = normalizeIp(req.socket.remoteAddress ?? '')
+    const clientIp = state.trusted.size > 0 && state.trusted.has(peer) ? clientAddress(peer, req.headers['x-forwarded-for'], state.trusted) : peer
+    res.once('close', () => {
+      const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
+      this.record(EDGE.get(status < 400 ? 'passed' : String(status)), req, path, status, start, clientIp, null, null)
+    })
+    const fail = (err: unknown): void => {
+      this.log('error', 'edge handler failed', { path, err })
+      writeRejection(res, ANSWERS.internal)
+    }
+    try {
+      const r = handler(req, res, { clientIp, now: this.clock(), query: new URLSearchParams(query) })
+      if (r !== undefined) r.then(undefined, fail)
+    } catch (err) { fail(err) }
+  }
+}
+
+/** `GET /_flashgate/time`: the edge clock for countdowns. */
+export function timeHandler (clock: () => number): EdgeHandler {
+  return (req, res) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      writeRejection(res, ANSWERS.methodNotAllowed, ['allow', 'GET, HEAD'])
+      return
+    }
+    const body = '{"now":' + clock() + '}'
+    res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(Buffer.byteLength(body))])
+    res.end(body)
+  }
+}
+
+
+const RAW_400 = rawAnswer(400, 'Bad Request', ANSWERS.badRequest)
+const RAW_408 = rawAnswer(408, 'Request Timeout', rejection('BAD_REQUEST', 'request timeout'))
+const RAW_431 = rawAnswer(431, 'Request Header Fields Too Large', rejection('BAD_REQUEST', 'request headers too large'))
+
+function rawAnswer (status: number, text: string, r: Rejection): string {
+  return `HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${r.body.length}\r\nconnection: close\r\n\r\n${r.body.toString()}`
+}
+
+/**
+ * Create the public `node:http` server with the protection limits of `config.server`: header and
+ * request timeouts (slowloris), header size, keep-alive timeout, a connection cap; malformed requests
+ * and `CONNECT` get a JSON 4xx and the connection is closed.
+ */
+export function createPublicServer (config: Config, frontend: Frontend, metrics: Metrics, log: Log): Server {
+  const s = config.server
+  const server = createServer({
+    maxHeaderSize: s.maxHeaderSize,
+    headersTimeout: s.headersTimeoutMs,
+    requestTimeout: s.requestTimeoutMs,
+    keepAliveTimeout: s.keepAliveTimeoutMs,
+    requireHostHeader: true,
+    noDelay: true
+  }, frontend.handle)
+  applyServerLimits(server, config)
+  server.on('connection', (socket: Socket) => {
+    metrics.connections.inc()
+    socket.once('close', () => { metrics.connections.dec() })
+  })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true) {
+      socket.destroy()
+      return
+    }
+    const raw = err.code === 'HPE_HEADER_OVERFLOW' ? RAW_431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? RAW_408 : RAW_400
+    socket.end(raw)
+    log('debug', 'client error', { code: err.code })
+  })
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    // CONNECT (authority-form): flashgate is not a forward proxy.
+    if (socket.writable) socket.end(RAW_400); else socket.destroy()
+  })
+  return server
+}
+
+/** Limits that can change on reload without a new server. */
+export function applyServerLimits (server: Server, config: Config): void {
+  const s = config.server
+  server.headersTimeout = s.headersTimeoutMs
+  server.requestTimeout = s.requestTimeoutMs
+  server.keepAliveTimeout = s.keepAliveTimeoutMs
+  server.maxConnections = s.maxConnections
+}
+
+export { NO_PARAMS }

@@ -651,7 +651,7 @@ class Loader {
     if (m.get('upstream') === undefined) ck.error(m.pos, `route${name === undefined ? '' : ' ' + quote(name)} is missing required key "upstream"`)
     else if (upstream !== undefined && !upstreams.has(upstream)) {
       const known = [...upstreams.keys()]
-      ck.error(m.get('upstream')!.pos, `upstream ${quote(upstream)} is not defined${didYouMean(upstream, known) || (known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no upstreams are defined)')}`)
+      ck.error(m.get('upstream')!.pos, `upstream ${ck.show(m.get('upstream') as PScalar)} is not defined${didYouMean(upstream, known) || (known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no upstreams are defined)')}`)
     }
     const maxBodySize = this.size(m.get('max_body_size'), 'max_body_size') ?? defaultBody
     const params = match.path === null ? null : new Set(match.path.split('/').filter((s) => s.startsWith(':')).map((s) => s.slice(1)))

@@ -40,12 +40,24 @@ export class Diagnostics {
   private readonly errs: Array<{ pos: Pos, msg: string }> = []
   private readonly warns: Array<{ pos: Pos, msg: string }> = []
   private readonly fileOrder = new Map<string, number>()
+  private readonly secrets = new Set<string>()
 
   /** Register a file so its problems sort in load order. */
   file (name: string): void { if (!this.fileOrder.has(name)) this.fileOrder.set(name, this.fileOrder.size) }
   error (pos: Pos, msg: string): void { this.file(pos.file); this.errs.push({ pos, msg }) }
   warn (pos: Pos, msg: string): void { this.file(pos.file); this.warns.push({ pos, msg }) }
   get errorCount (): number { return this.errs.length }
+  /**
+   * A value taken from the environment: whatever message might quote it (an id, a name, a URL), it is
+   * replaced by `***` in the output. Belt and braces: readers already quote `${VAR}` instead of values.
+   */
+  redact (value: string): void { if (value.length >= 4) this.secrets.add(value) }
+
+  private scrub (msg: string): string {
+    let out = msg
+    for (const s of [...this.secrets].sort((a, b) => b.length - a.length)) if (out.includes(s)) out = out.split(s).join('***')
+    return out
+  }
 
   private lines (list: Array<{ pos: Pos, msg: string }>): string[] {
     const seen = new Set<string>()
@@ -54,7 +66,7 @@ export class Diagnostics {
       (this.fileOrder.get(a.pos.file) ?? 0) - (this.fileOrder.get(b.pos.file) ?? 0) ||
       a.pos.line - b.pos.line || a.pos.col - b.pos.col || a.i - b.i)
     for (const e of sorted) {
-      const line = `${fmtPos(e.pos)}: ${e.msg}`
+      const line = `${fmtPos(e.pos)}: ${this.scrub(e.msg)}`
       if (!seen.has(line)) { seen.add(line); out.push(line) }
     }
     return out
@@ -149,7 +161,8 @@ function convert (src: Source, node: YNode, depth: number): PNode {
 
 function scalar (src: Source, node: Scalar, pos: Pos): PScalar {
   const [start, end] = node.range ?? [0, 0, 0]
-  const raw = src.text.slice(start, end)
+  // the source text without its quotes, shown instead of a value that came from the environment
+  const raw = node.type === Scalar.QUOTE_DOUBLE || node.type === Scalar.QUOTE_SINGLE ? src.text.slice(start + 1, end - 1) : src.text.slice(start, end)
   let value = node.value as unknown
   if (value instanceof Date) value = value.toISOString()
   if (typeof value === 'bigint') value = Number(value)
@@ -157,7 +170,7 @@ function scalar (src: Source, node: Scalar, pos: Pos): PScalar {
     return { kind: 'scalar', pos, value: (value ?? null) as string | number | boolean | null, fromEnv: false, raw }
   }
   if (!value.includes('${')) return { kind: 'scalar', pos, value, fromEnv: false, raw }
-  const out = substitute(src, value, raw, start)
+  const out = substitute(src, value, src.text.slice(start, end), start)
   if (out === null) return { kind: 'scalar', pos, value: '', fromEnv: true, raw, failed: true }
   let typed: string | number | boolean = out.text
   if (node.type === Scalar.PLAIN && out.whole) {
@@ -201,7 +214,7 @@ function substitute (src: Source, value: string, raw: string, start: number): { 
       else if (v === undefined) {
         src.d.error(p, `environment variable ${name} is not set (write \${${name}:-default} to give a default)`)
         ok = false
-      } else out += v
+      } else { out += v; src.d.redact(v) }
       used = true
     }
     i = close + 1

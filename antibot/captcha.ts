@@ -150,7 +150,7 @@ export const captchaGuard: GuardFactory<CaptchaGuardConfig> = (cfg, route, deps)
 
   function judge (ctx: RequestContext, r: VerifyResult): Verdict {
     let ok = r.ok
-    if (ok && cfg.hostname !== null && r.hostname !== cfg.hostname) ok = false
+    if (ok && cfg.hostname !== null && r.hostname?.toLowerCase() !== cfg.hostname) ok = false
     if (ok && cfg.action !== null && r.action !== cfg.action) ok = false
     if (ok && cfg.minScore !== null && (r.score === undefined || r.score < cfg.minScore)) ok = false
     if (!ok) {

@@ -1,0 +1,335 @@
+/**
+ * `flashgate bench`: runs a scenario against a self-started (or running) stack, checks correctness,
+ * optionally measures the peers kit in the same interleaved rounds, prints a table and writes
+ * JSON + SVG + markdown. `gateway/cli.ts` imports this module and calls `main(args)`.
+ */
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, isAbsolute, join, resolve } from 'node:path'
+import { loadConfigFile, formatErrors } from '../conf/load.js'
+import { CAMPAIGN, ROOT, flashgateCommand, newSecrets, startGateway, startRedis, throughputConfig } from './flashgate.js'
+import { measure, ratio, summarise } from './measure.js'
+import type { Run, Target, TargetSummary } from './measure.js'
+import { KIT_ORIGIN, KIT_REDIS, PEER_TARGETS, kitMissing, prepareKit, startKit } from './peers.js'
+import { USAGE, UsageError, parseOptions } from './options.js'
+import type { BenchOptions } from './options.js'
+import { canPin, freePort, pinSelf, start, stopAll, waitPort, which } from './proc.js'
+import { createProgress } from './progress.js'
+import type { Progress } from './progress.js'
+import { RedisProbe } from './redis-stats.js'
+import { machineInfo, markdown } from './report.js'
+import type { ComparisonRow, FunnelCost, Report } from './report.js'
+import { runSale } from './sale.js'
+import type { SaleResult } from './sale.js'
+import { startUpstream } from './upstream.js'
+import { COMPARISONS, FUNNEL_STEPS, PEERS_OF, flashgateTargets, peerTargets } from './targets.js'
+import { chart } from './svg.js'
+import type { TimelinePoint } from './load/types.js'
+
+interface Ctx {
+  readonly o: BenchOptions
+  readonly dir: string
+  readonly p: Progress
+  readonly missing: string[]
+  readonly cpus: { server: string | null, load: string | null }
+  readonly serverCpu: number | null
+  generator: 'wrk' | 'autocannon'
+}
+
+/** Entry point; resolves with the exit code. */
+export async function main (args: string[]): Promise<number> {
+  let o: BenchOptions
+  try {
+    o = parseOptions(args)
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`flashgate bench: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+  if (o.help) {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  const p = createProgress(process.stderr, o.quiet)
+  const onSignal = (sig: NodeJS.Signals): void => {
+    p.end()
+    process.stderr.write(`flashgate bench: ${sig}, stopping everything it started\n`)
+    void stopAll().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    return await benchmark(o, p)
+  } catch (err) {
+    p.end()
+    process.stderr.write(`flashgate bench: ${(err as Error).message}\n`)
+    return 1
+  } finally {
+    p.end()
+    await stopAll()
+    process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGTERM', onSignal)
+  }
+}
+
+async function benchmark (o: BenchOptions, p: Progress): Promise<number> {
+  const started = new Date()
+  // The bench, its load generators, Redis and the origins run on the load core; the server under test
+  // is started on the server core. Children inherit this process's affinity.
+  const pinned = canPin && pinSelf(o.loadCpus)
+  const cpus = { server: pinned ? o.serverCpus : null, load: null }
+  const serverCpu = pinned && /^\d+$/.test(o.serverCpus) ? Number(o.serverCpus) : null
+  const dir = mkdtempSync(join(tmpdir(), 'flashgate-bench-'))
+  const missing: string[] = []
+  if (!pinned) missing.push('CPU pinning: taskset missing or fewer than 2 CPUs; server and load generator share the cores, so figures are not comparable with the peers kit\'s')
+  let generator: 'wrk' | 'autocannon' = o.generator === 'auto' ? (which('wrk') !== null ? 'wrk' : 'autocannon') : o.generator
+  if (generator === 'wrk' && which('wrk') === null) { missing.push('wrk is not installed (apt-get install -y wrk): autocannon used instead'); generator = 'autocannon' }
+  const ctx: Ctx = { o, dir, p, missing, cpus, serverCpu, generator }
+  p.line(`bench: scenario ${o.scenario}, logs and configs in ${dir}, flashgate via ${flashgateCommand().how}${pinned ? `, server on CPU ${o.serverCpus}, load on CPU ${o.loadCpus}` : ''}`)
+
+  let sale: SaleResult | null = null
+  let runs: Run[] = []
+  let targets: Target[] = []
+  let timeline: readonly TimelinePoint[] | null = null
+  let timelineOf: string | null = null
+
+  if (o.scenario === 'flash-sale' && o.config === null) {
+    sale = await runSaleScenario(ctx)
+    timeline = sale.users.timeline
+    timelineOf = 'flash-sale crowd, client side'
+    await stopAll()
+  }
+  if (o.scenario !== 'flash-sale' || o.peers || o.config !== null) {
+    const m = await runThroughput(ctx)
+    runs = m.runs
+    targets = m.targets
+    if (timeline === null) {
+      const main = targets.find((t) => t.kind === 'flashgate')
+      const last = [...runs].reverse().find((r) => r.target === main?.name && r.round !== 'warmup')
+      timeline = last?.timeline ?? null
+      timelineOf = last === undefined ? null : `${last.target}, ${generator === 'wrk' ? 'from the gateway\'s metrics' : 'client side'}`
+    }
+    await stopAll()
+  }
+
+  const summaries = summarise(targets, runs)
+  const names = new Set(targets.map((t) => t.name))
+  const comparisons: ComparisonRow[] = COMPARISONS.filter((c) => names.has(c.target) && names.has(c.reference)).map((c) => {
+    const r = ratio(runs, c.target, c.reference)
+    return { ...c, ratio: r, met: c.goal === null || r === null ? null : r >= c.goal }
+  })
+  const funnel = o.scenario === 'funnel' ? funnelCosts(summaries) : null
+  if (o.scenario === 'flash-sale' && !o.peers && o.config === null) missing.push('peer ratios: run with --peers to measure flashgate\'s throughput paths beside the peers kit in the same run')
+
+  const checks: Array<{ name: string, value: number | string | boolean | null, ok: boolean | null }> = []
+  if (sale !== null) {
+    checks.push({ name: 'oversold units (must be 0)', value: sale.correctness.oversold, ok: sale.correctness.oversold === 0 })
+    checks.push({ name: 'users with more than one order (must be 0)', value: sale.correctness.usersWithSeveralOrders, ok: sale.correctness.usersWithSeveralOrders === 0 })
+    checks.push({ name: 'flash-sale requests lost, sent − answered (must be 0)', value: sale.correctness.lost, ok: sale.correctness.lost === 0 })
+    for (const pr of sale.products) {
+      checks.push({ name: `${pr.product}: orders ≤ quota ${pr.quota}`, value: pr.orders, ok: pr.orders <= pr.quota })
+      if (pr.edgeAdmitted !== null) checks.push({ name: `${pr.product}: edge admitted ≤ quota ${pr.quota}`, value: pr.edgeAdmitted, ok: pr.edgeAdmitted <= pr.quota })
+      if (pr.origin !== null) {
+        checks.push({ name: `${pr.product}: origin sale+locked+sold == stock`, value: `${pr.origin.sale}+${pr.origin.locked}+${pr.origin.sold} = ${pr.origin.stock}`, ok: pr.invariantOk })
+        checks.push({ name: `${pr.product}: origin units taken == orders seen`, value: `${pr.origin.locked + pr.origin.sold} / ${pr.orders}`, ok: pr.originMatchesOrders })
+      }
+    }
+  }
+  if (runs.length > 0) {
+    const lost = runs.reduce((a, r) => a + r.load.lost, 0)
+    checks.push({ name: 'throughput runs: requests lost (socket errors, timeouts; must be 0)', value: lost, ok: lost === 0 })
+    for (const t of targets.filter((x) => x.kind === 'flashgate')) {
+      const rs = runs.filter((r) => r.target === t.name)
+      if (t.expectStatus === 200) {
+        const bad = rs.reduce((a, r) => a + r.load.non2xx, 0)
+        checks.push({ name: `${t.name}: answers other than 2xx (must be 0)`, value: bad, ok: bad === 0 })
+      } else {
+        // Rejection targets: every answer should be the expected rejection (a limiter lets the first through).
+        const outs = rs.flatMap((r) => Object.entries(r.outcomes ?? {}))
+        if (outs.length > 0) {
+          const other = outs.filter(([k]) => k !== (t.expectStatus === 429 ? 'RATE_LIMITED' : 'SOLD_OUT')).reduce((a, [, v]) => a + v, 0)
+          checks.push({ name: `${t.name}: answers other than ${t.expectStatus === 429 ? 'RATE_LIMITED' : 'SOLD_OUT'} (≤ 1)`, value: other, ok: other <= 1 })
+        }
+      }
+    }
+  }
+  const ok = checks.every((c) => c.ok !== false)
+  const { machine, versions } = machineInfo()
+  const report: Report = {
+    tool: 'flashgate bench',
+    schema: 1,
+    scenario: o.scenario,
+    date: started.toISOString(),
+    command: `flashgate bench ${process.argv.slice(process.argv.indexOf('bench') + 1).join(' ')}`.trim(),
+    machine,
+    versions,
+    settings: { ...o, products: o.products, serverCpus: pinned ? o.serverCpus : null, loadCpus: pinned ? o.loadCpus : null, flashgate: flashgateCommand().how },
+    generator: sale !== null ? `virtual users (undici)${runs.length > 0 ? ` + ${generator}` : ''}` : generator,
+    sale: sale === null ? null : { ...sale, users: { ...sale.users, orders: sale.users.orders.length } },
+    targets: summaries.length > 0 ? summaries : null,
+    comparisons,
+    funnel,
+    missing,
+    correctness: { ok, checks },
+    runs,
+    timeline,
+    timelineOf
+  }
+  const files = writeReport(report, o)
+  p.end()
+  process.stdout.write(`${markdown(report)}\n`)
+  process.stdout.write(`files: ${files.join(' ')}\n`)
+  return ok ? 0 : 1
+}
+
+function writeReport (r: Report, o: BenchOptions): string[] {
+  const stamp = r.date.replace(/[:]/g, '').replace(/\..*$/, '')
+  const json = o.json !== null ? resolve(o.json) : join(isAbsolute(o.out) ? o.out : join(ROOT, o.out), `${r.scenario}-${stamp}.json`)
+  mkdirSync(dirname(json), { recursive: true })
+  const base = json.replace(/\.json$/, '')
+  writeFileSync(json, JSON.stringify(r, null, 2) + '\n')
+  writeFileSync(`${base}.svg`, chart(r))
+  writeFileSync(`${base}.md`, markdown(r) + '\n')
+  return [json, `${base}.svg`, `${base}.md`]
+}
+
+function funnelCosts (s: readonly TargetSummary[]): FunnelCost[] {
+  const out: FunnelCost[] = []
+  let prev: TargetSummary | undefined
+  const steps = s.filter((t) => /^fg-f\d+$/.test(t.target) || t.target === 'fg-funnel')
+  steps.forEach((t, i) => {
+    out.push({
+      step: t.target,
+      guard: i === 0 ? '(route, no guard)' : FUNNEL_STEPS[i - 1] ?? '',
+      rps: t.rps,
+      cpuUsPerReq: t.cpuUsPerReq,
+      addedUs: prev?.cpuUsPerReq != null && t.cpuUsPerReq !== null ? t.cpuUsPerReq - prev.cpuUsPerReq : null
+    })
+    prev = t
+  })
+  return out
+}
+
+async function runSaleScenario (c: Ctx): Promise<SaleResult> {
+  const { o, p } = c
+  let store: 'memory' | 'redis' = o.store === 'auto' ? (which('redis-server') !== null ? 'redis' : 'memory') : o.store
+  if (store === 'redis' && which('redis-server') === null) { c.missing.push('redis-server is not installed: flash sale ran on the memory store'); store = 'memory' }
+  if (store === 'memory') c.missing.push('Redis commands per request: the flash sale ran on the memory store')
+  const total = o.duration
+  const target = o.target === null ? null : { url: o.target, admin: o.admin, origin: o.origin }
+  p.line(`bench: flash sale, ${o.users} users, ${o.connections} connections, ${o.duration}s, store ${store}`)
+  const r = await runSale({
+    dir: c.dir,
+    users: o.users,
+    connections: o.connections,
+    durationS: o.duration,
+    rampS: Math.min(o.ramp, Math.max(0, o.duration - 2)),
+    products: o.products,
+    store,
+    workers: o.workers,
+    captcha: o.captcha,
+    botShare: o.bots,
+    globalRate: o.globalRate,
+    secrets: newSecrets(),
+    cpus: c.cpus,
+    target,
+    onTick: (s, totals) => {
+      const t = Object.entries(totals).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, v]) => `${k} ${v}`).join(' ')
+      p.update(s, total, `flash sale ${s}/${total}s`, t)
+    },
+    log: (m) => { p.line(m) }
+  })
+  return r
+}
+
+async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] }> {
+  const { o, p } = c
+  const targets: Target[] = []
+  const scenario = o.scenario
+  if (o.target !== null || o.config !== null) {
+    // One custom target: a running gateway's URL, or a gateway started from the user's config.
+    let url: string
+    let pid: number | null = null
+    let admin: string | null = o.admin
+    if (o.config !== null) {
+      const loaded = loadConfigFile(o.config)
+      if (!loaded.ok) throw new Error(`--config ${o.config}:\n${formatErrors(loaded)}`)
+      const cfg = loaded.config
+      const fg = flashgateCommand()
+      const proc = start({ name: 'gateway', cmd: fg.cmd, args: [...fg.pre, 'serve', '--config', resolve(o.config), '--workers', String(o.workers)], cpus: c.cpus.server, logFile: join(c.dir, 'gateway.log'), cwd: ROOT })
+      await waitPort(cfg.listen.port, 'gateway', proc, 30_000)
+      url = `http://127.0.0.1:${cfg.listen.port}${o.path}`
+      pid = proc.pid
+      if (cfg.admin !== null) admin = `http://127.0.0.1:${cfg.admin.port}`
+    } else {
+      url = o.target ?? ''
+    }
+    const u = new URL(url)
+    targets.push({ name: 'target', kind: 'flashgate', role: url, baseUrl: u.origin, requests: [{ method: 'GET', path: u.pathname + u.search }], expectStatus: 200, bodyFragment: '', pid, admin, redis: null, route: null })
+    c.missing.push('custom target: only requests/s, latency and answers are measured; the expected status is not checked')
+  } else {
+    let upstream = ''
+    let redisUrl: string | null = null
+    let kitPid: (server: string) => number | null = () => null
+    let peers = false
+    if (o.peers) {
+      const miss = kitMissing()
+      if (miss.length > 0) {
+        c.missing.push(`peers: prerequisites missing, install with: ${miss.join('; ')}`)
+      } else {
+        const source = o.peersDir ?? process.env.FLASHGATE_PEERS_DIR ?? join(ROOT, '..', 'shared', 'peers')
+        const dir = await prepareKit(source, (m) => { p.line(m) })
+        const wanted = PEER_TARGETS.filter((t) => PEERS_OF[scenario].includes(t.name))
+        p.line(`bench: starting the peers kit from ${dir} (${wanted.map((t) => t.name).join(', ')})`)
+        const kit = await startKit(dir, wanted, c.cpus)
+        kitPid = (s) => kit.servers.get(s)?.pid ?? null
+        upstream = KIT_ORIGIN
+        redisUrl = KIT_REDIS
+        peers = true
+      }
+    }
+    if (!peers) {
+      const up = await startUpstream(join(c.dir, 'upstream'), c.cpus.load)
+      upstream = up.url
+      const wantRedis = o.store !== 'memory' && which('redis-server') !== null
+      if (wantRedis) redisUrl = (await startRedis(c.dir, 'redis-edge', c.cpus.load)).url
+      else c.missing.push('Redis commands per request: no redis-server, the gateway ran on the memory store')
+    }
+    const redis = redisUrl === null ? null : new RedisProbe(redisUrl)
+    const [listen, admin] = [await freePort(), await freePort()]
+    const secrets = newSecrets()
+    const yaml = throughputConfig({
+      listen,
+      admin,
+      upstream,
+      store: redisUrl === null ? { kind: 'memory', url: null } : { kind: 'redis', url: redisUrl },
+      secrets,
+      verifyUrl: 'http://127.0.0.1:9/never-called',
+      workers: o.workers,
+      funnelSteps: FUNNEL_STEPS.length
+    })
+    const gw = await startGateway({ dir: c.dir, name: 'gateway', yaml, listen, admin, workers: o.workers, cpus: c.cpus.server })
+    p.line(`bench: gateway ${gw.url} (admin ${gw.admin}, config ${gw.configFile})`)
+    // More users than requests/s × the dedupe TTL (1 s) on the funnel pass path.
+    const funnelUsers = scenario === 'funnel' || scenario === 'flash-sale' ? 60_000 : 1
+    targets.push(...flashgateTargets(scenario, { baseUrl: gw.url, admin: gw.admin, pid: gw.proc.pid, redis, secrets, funnelUsers }))
+    if (peers) targets.push(...peerTargets(scenario, kitPid, redis))
+    void CAMPAIGN
+  }
+  p.line(`bench: checks, then ${o.warmup > 0 ? `${o.warmup}s warm-up per target and ` : ''}${o.rounds} round(s) of ${o.duration}s per target (${targets.length} targets), ${c.generator}, ${o.connections} connections`)
+  const runs = await measure(targets, {
+    generator: c.generator,
+    connections: o.connections,
+    seconds: o.duration,
+    warmupS: o.warmup,
+    rounds: o.rounds,
+    loadCpus: null,
+    serverCpu: c.serverCpu,
+    log: (l) => { p.line(l) },
+    progress: (d, t, label) => { p.update(d, t, label) }
+  })
+  for (const t of targets) await t.redis?.close()
+  return { runs, targets }
+}

@@ -1,0 +1,87 @@
+/**
+ * wrk as the load generator for the throughput scenarios: a C event loop that drives 100k+ requests/s
+ * from one core, so it never becomes the bottleneck of a Node server pinned to the other core, and it is
+ * the same tool the peers kit measures with (same numbers, same way). One thread (`-t1`), like the kit.
+ * A generated Lua script prints the figures as JSON in `done()` (p99.9 included, which `--latency` lacks)
+ * and, when several request shapes are given, cycles through them (pre-formatted once at init).
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { run } from '../proc.js'
+import type { LoadResult, RequestSpec } from './types.js'
+
+export interface WrkOptions {
+  readonly baseUrl: string
+  readonly requests: readonly RequestSpec[]
+  readonly connections: number
+  readonly seconds: number
+  /** CPU list for wrk (null = inherit). */
+  readonly cpus: string | null
+  /** Per-request timeout in seconds (wrk default 2). */
+  readonly timeoutS?: number
+}
+
+const luaString = (s: string): string => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\r/g, '\\r')}"`
+
+function luaRequest (r: RequestSpec): string {
+  const headers = Object.entries(r.headers ?? {}).map(([k, v]) => `[${luaString(k)}]=${luaString(v)}`).join(',')
+  return `wrk.format(${luaString(r.method)}, ${luaString(r.path)}, {${headers}}, ${r.body === undefined ? 'nil' : luaString(r.body)})`
+}
+
+/** The Lua script: static request (fast path) or a cycled list; figures as one JSON line at the end. */
+export function wrkScript (requests: readonly RequestSpec[]): string {
+  const lines: string[] = []
+  const first = requests[0]
+  if (first === undefined) throw new Error('wrk: no request')
+  if (requests.length === 1) {
+    // Static request: wrk builds it once and never calls into Lua per request.
+    lines.push(`wrk.method = ${luaString(first.method)}`, `wrk.path = ${luaString(first.path)}`)
+    for (const [k, v] of Object.entries(first.headers ?? {})) lines.push(`wrk.headers[${luaString(k)}] = ${luaString(v)}`)
+    if (first.body !== undefined) lines.push(`wrk.body = ${luaString(first.body)}`)
+  } else {
+    lines.push('local reqs = nil', 'local n = 0', 'local i = 0',
+      'init = function(args)', '  reqs = {')
+    for (const r of requests) lines.push(`    ${luaRequest(r)},`)
+    lines.push('  }', '  n = #reqs', 'end',
+      'request = function()', '  i = i % n + 1', '  return reqs[i]', 'end')
+  }
+  lines.push(
+    'done = function(summary, latency, requests)',
+    '  local e = summary.errors',
+    '  io.write(string.format(\'WRKJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50":%.1f,"p90":%.1f,"p99":%.1f,"p999":%.1f,"max":%.1f,"mean":%.1f}\\n\',',
+    '    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,',
+    '    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean))',
+    'end')
+  return lines.join('\n') + '\n'
+}
+
+interface WrkJson { requests: number, duration_us: number, connect: number, read: number, write: number, status: number, timeout: number, p50: number, p90: number, p99: number, p999: number, max: number, mean: number }
+
+export async function runWrk (o: WrkOptions): Promise<LoadResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'fg-wrk-'))
+  const script = join(dir, 'script.lua')
+  writeFileSync(script, wrkScript(o.requests))
+  const first = o.requests[0]
+  const url = o.baseUrl + (first?.path ?? '/')
+  const args = ['-t1', `-c${o.connections}`, `-d${o.seconds}s`, `--timeout`, `${o.timeoutS ?? 2}s`, '-s', script, url]
+  const r = await run('wrk', args, { cpus: o.cpus, timeoutMs: (o.seconds + 30) * 1000 })
+  const line = r.stdout.split('\n').find((l) => l.startsWith('WRKJSON '))
+  if (line === undefined) throw new Error(`wrk gave no result (exit ${String(r.code)}): ${r.stderr.slice(0, 500)} ${r.stdout.slice(0, 500)}`)
+  const j = JSON.parse(line.slice(8)) as WrkJson
+  const seconds = j.duration_us / 1e6
+  const socketErrors = j.connect + j.read + j.write + j.timeout
+  const ms = (us: number): number => Math.round(us) / 1000
+  return {
+    generator: 'wrk',
+    seconds,
+    sent: j.requests + socketErrors,
+    answered: j.requests,
+    lost: socketErrors,
+    rps: j.requests / seconds,
+    latencyMs: { p50: ms(j.p50), p90: ms(j.p90), p99: ms(j.p99), p999: ms(j.p999), max: ms(j.max), mean: ms(j.mean) },
+    statuses: null,
+    non2xx: j.status,
+    timeline: null
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * `flashgate bench` options: from flags, or from a small YAML file (`--file`) with the same names
+ * (flags win). Unknown flags and keys are errors (exit 2).
+ */
+import { readFileSync } from 'node:fs'
+import { parse } from 'yaml'
+import { SCENARIOS } from './targets.js'
+import type { Scenario } from './targets.js'
+import type { ProductSpec } from './flashgate.js'
+
+export interface BenchOptions {
+  scenario: Scenario
+  json: string | null
+  out: string
+  duration: number
+  warmup: number
+  rounds: number
+  connections: number
+  users: number
+  ramp: number
+  products: ProductSpec[]
+  bots: number
+  captcha: boolean
+  globalRate: number
+  workers: number
+  store: 'memory' | 'redis' | 'auto'
+  generator: 'wrk' | 'autocannon' | 'auto'
+  target: string | null
+  admin: string | null
+  origin: string | null
+  peers: boolean
+  peersDir: string | null
+  config: string | null
+  path: string
+  serverCpus: string
+  loadCpus: string
+  quiet: boolean
+  help: boolean
+}
+
+export const USAGE = `flashgate bench — load scenarios with correctness checks, peers side by side
+
+usage: flashgate bench [options]
+
+  --scenario NAME     flash-sale (default) | proxy | reject | funnel
+  --json FILE         write the JSON report there (the SVG chart and markdown go next to it);
+                      default: bench/results/<scenario>-<date>.{json,svg,md}
+  --out DIR           folder for the default file names (default bench/results)
+  --duration S        seconds: the whole flash sale, or each throughput run
+                      (defaults: flash-sale 20, proxy 8, reject 5, funnel 2)
+  --warmup S          warm-up seconds per throughput target (default 2; funnel 1)
+  --rounds N          interleaved rounds (default 1; 3 with --peers)
+  --connections N     client connections (default 64)
+  --users N           flash-sale crowd size (default 2000)
+  --ramp S            flash-sale: seconds over which users arrive before the sale opens (default 4)
+  --products LIST     flash-sale products and quotas, e.g. hot:100,cold:400 (default hot:100,cold:400)
+  --bots SHARE        flash-sale: share of bots (no link / replayed token / hammering), 0..1 (default 0.1)
+  --no-captcha        flash-sale: no captcha guard
+  --global-rate N     flash-sale: global token bucket, requests/s per node (default 20000)
+  --workers N         gateway workers (default 1: one pinned core)
+  --store KIND        memory | redis (default redis when redis-server is installed)
+  --generator NAME    wrk | autocannon (default wrk when installed) for throughput runs
+  --target URL        measure a running gateway instead of starting one: throughput scenarios
+                      GET URL as is; flash-sale plays the crowd against it (campaign "bench", x-user-id)
+  --admin URL         the running gateway's admin listener (metrics, quota) with --target
+  --origin URL        the running origin (stock invariant) with --target
+  --config FILE       start \`flashgate serve --config FILE\` (pinned) and measure GET --path on it
+  --path PATH         path for --config (default /)
+  --peers             also measure the peers kit (nginx, nginx+Lua, fastify, node) in the same rounds
+  --peers-dir DIR     the peers kit (default ../shared/peers next to the checkout, or $FLASHGATE_PEERS_DIR)
+  --server-cpus LIST  CPUs for the server under test (default 0)
+  --load-cpus LIST    CPUs for the bench, load generator, Redis and origins (default 1)
+  --file FILE         read any of these options from a YAML file (keys as above without --)
+  --quiet             no progress output
+  -h, --help          this text
+
+Exit status: 0 when every correctness check holds, 1 when one fails or the run errs, 2 on bad usage.
+Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm ci\`.
+`
+
+export class UsageError extends Error {}
+
+const NUM = new Set(['duration', 'warmup', 'rounds', 'connections', 'users', 'ramp', 'bots', 'global-rate', 'workers'])
+const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
+const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
+
+export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
+  switch (scenario) {
+    case 'flash-sale': return { duration: 20, warmup: 2 }
+    case 'proxy': return { duration: 8, warmup: 2 }
+    case 'reject': return { duration: 5, warmup: 2 }
+    case 'funnel': return { duration: 2, warmup: 1 }
+  }
+}
+
+function parseProducts (s: string): ProductSpec[] {
+  const out: ProductSpec[] = []
+  for (const part of s.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+    const m = /^([A-Za-z0-9_-]{1,64}):(\d{1,12})$/.exec(part)
+    if (m === null) throw new UsageError(`--products: expected id:quota[,id:quota...], got "${part}"`)
+    out.push({ id: m[1] ?? '', quota: Number(m[2]) })
+  }
+  if (out.length === 0) throw new UsageError('--products: at least one product')
+  return out
+}
+
+/** Raw values (strings / booleans) by option name, flags over file. */
+function collect (args: readonly string[]): Map<string, string | boolean> {
+  const flags = new Map<string, string | boolean>()
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? ''
+    if (a === '-h') { flags.set('help', true); continue }
+    if (!a.startsWith('--')) throw new UsageError(`unexpected argument "${a}"`)
+    let name = a.slice(2)
+    let value: string | undefined
+    const eq = name.indexOf('=')
+    if (eq >= 0) { value = name.slice(eq + 1); name = name.slice(0, eq) }
+    if (BOOL.has(name)) {
+      if (value !== undefined) throw new UsageError(`--${name} takes no value`)
+      flags.set(name, true)
+    } else if (NUM.has(name) || STR.has(name)) {
+      if (value === undefined) {
+        value = args[++i]
+        if (value === undefined || value.startsWith('--')) throw new UsageError(`--${name} needs a value`)
+      }
+      flags.set(name, value)
+    } else {
+      throw new UsageError(`unknown option --${name} (see --help)`)
+    }
+  }
+  const file = flags.get('file')
+  if (typeof file !== 'string') return flags
+  let doc: unknown
+  try { doc = parse(readFileSync(file, 'utf8')) } catch (err) { throw new UsageError(`--file ${file}: ${(err as Error).message}`) }
+  if (doc === null || doc === undefined) return flags
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new UsageError(`--file ${file}: expected a map of options`)
+  const merged = new Map<string, string | boolean>()
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    const name = k.replace(/_/g, '-')
+    if (name === 'file') throw new UsageError(`--file ${file}: "file" cannot be nested`)
+    if (name === 'captcha' && typeof v === 'boolean') { if (!v) merged.set('no-captcha', true); continue }
+    if (BOOL.has(name)) {
+      if (typeof v !== 'boolean') throw new UsageError(`--file ${file}: ${k} must be true or false`)
+      if (v) merged.set(name, true)
+    } else if (NUM.has(name) || STR.has(name)) {
+      if (name === 'products' && Array.isArray(v)) { merged.set(name, v.map((p: { id?: unknown, quota?: unknown }) => `${String(p.id)}:${String(p.quota)}`).join(',')); continue }
+      if (typeof v !== 'string' && typeof v !== 'number') throw new UsageError(`--file ${file}: ${k} must be a string or number`)
+      merged.set(name, String(v))
+    } else {
+      throw new UsageError(`--file ${file}: unknown key "${k}"`)
+    }
+  }
+  for (const [k, v] of flags) merged.set(k, v)
+  return merged
+}
+
+function num (m: Map<string, string | boolean>, name: string, min: number, max: number, integer = true): number | undefined {
+  const v = m.get(name)
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+    throw new UsageError(`--${name}: expected ${integer ? 'a whole number' : 'a number'} in ${min}..${max}, got "${String(v)}"`)
+  }
+  return n
+}
+
+function oneOf<T extends string> (m: Map<string, string | boolean>, name: string, allowed: readonly T[]): T | undefined {
+  const v = m.get(name)
+  if (v === undefined) return undefined
+  if (!allowed.includes(v as T)) throw new UsageError(`--${name}: expected one of ${allowed.join(', ')}, got "${String(v)}"`)
+  return v as T
+}
+
+function url (m: Map<string, string | boolean>, name: string): string | null {
+  const v = m.get(name)
+  if (typeof v !== 'string') return null
+  let u: URL
+  try { u = new URL(v) } catch { throw new UsageError(`--${name}: not a URL: "${v}"`) }
+  if (u.protocol !== 'http:') throw new UsageError(`--${name}: only http:// URLs`)
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname)) throw new UsageError(`--${name}: loopback only (127.0.0.1, ::1, localhost)`)
+  return v.replace(/\/$/, u.pathname === '/' && u.search === '' ? '' : '/')
+}
+
+export function parseOptions (args: readonly string[]): BenchOptions {
+  const m = collect(args)
+  const scenario = oneOf(m, 'scenario', SCENARIOS) ?? 'flash-sale'
+  const d = defaultsFor(scenario)
+  const peers = m.get('peers') === true
+  const cpuList = (name: string, def: string): string => {
+    const v = m.get(name)
+    if (v === undefined) return def
+    if (typeof v !== 'string' || !/^\d+([-,]\d+)*$/.test(v)) throw new UsageError(`--${name}: expected a CPU list like 0 or 0-1, got "${String(v)}"`)
+    return v
+  }
+  const str = (name: string): string | null => { const v = m.get(name); return typeof v === 'string' ? v : null }
+  return {
+    scenario,
+    json: str('json'),
+    out: str('out') ?? 'bench/results',
+    duration: num(m, 'duration', 1, 600) ?? d.duration,
+    warmup: num(m, 'warmup', 0, 60) ?? d.warmup,
+    rounds: num(m, 'rounds', 1, 20) ?? (peers ? 3 : 1),
+    connections: num(m, 'connections', 1, 10_000) ?? 64,
+    users: num(m, 'users', 1, 200_000) ?? 2000,
+    ramp: num(m, 'ramp', 0, 120) ?? 4,
+    products: parseProducts(str('products') ?? 'hot:100,cold:400'),
+    bots: num(m, 'bots', 0, 1, false) ?? 0.1,
+    captcha: m.get('no-captcha') !== true,
+    globalRate: num(m, 'global-rate', 1, 10_000_000) ?? 20_000,
+    workers: num(m, 'workers', 1, 64) ?? 1,
+    store: oneOf(m, 'store', ['memory', 'redis'] as const) ?? 'auto',
+    generator: oneOf(m, 'generator', ['wrk', 'autocannon'] as const) ?? 'auto',
+    target: url(m, 'target'),
+    admin: url(m, 'admin'),
+    origin: url(m, 'origin'),
+    peers,
+    peersDir: str('peers-dir'),
+    config: str('config'),
+    path: str('path') ?? '/',
+    serverCpus: cpuList('server-cpus', '0'),
+    loadCpus: cpuList('load-cpus', '1'),
+    quiet: m.get('quiet') === true,
+    help: m.get('help') === true
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * The flash-sale scenario: a self-started stack (edge Redis, origin Redis, `flashgate origin`,
+ * `flashgate serve` with the full funnel, a local siteverify server standing in for Turnstile), a crowd
+ * of virtual users, and the correctness checks that must hold in every run.
+ */
+import { createServer } from 'node:http'
+import type { Server } from 'node:http'
+import { request } from 'undici'
+import { CAMPAIGN, CAPTCHA_HEADER, USER_HEADER, saleConfigs, startGateway, startOrigin, startRedis } from './flashgate.js'
+import type { ProductSpec, Secrets } from './flashgate.js'
+import { runUsers } from './load/users.js'
+import type { UsersResult } from './load/users.js'
+import { byOutcome, deltaMap, scrape } from './prom.js'
+import { cpuMicros, freePort } from './proc.js'
+import { RedisProbe, commandDelta, scriptCalls, sumCommands } from './redis-stats.js'
+
+export interface SaleOptions {
+  readonly dir: string
+  readonly users: number
+  readonly connections: number
+  readonly durationS: number
+  readonly rampS: number
+  readonly products: readonly ProductSpec[]
+  readonly store: 'memory' | 'redis'
+  readonly workers: number
+  readonly captcha: boolean
+  readonly botShare: number
+  readonly globalRate: number
+  readonly secrets: Secrets
+  readonly cpus: { server: string | null, load: string | null }
+  /** Target an already running gateway instead (its config must match: campaign `bench`, header identity). */
+  readonly target: { url: string, admin: string | null, origin: string | null } | null
+  readonly onTick: (s: number, totals: Readonly<Record<string, number>>) => void
+  readonly log: (m: string) => void
+}
+
+export interface ProductCheck {
+  readonly product: string
+  readonly quota: number
+  /** Buys the crowd saw accepted (2xx) for this product. */
+  readonly orders: number
+  /** The edge's own count (admin API), null when unavailable. */
+  readonly edgeAdmitted: number | null
+  /** Units beyond stock: max(0, orders − quota). Must be 0. */
+  readonly oversold: number
+  readonly origin: { stock: number, sale: number, locked: number, sold: number } | null
+  /** sale + locked + sold == stock at the origin. */
+  readonly invariantOk: boolean | null
+  /** Units the origin handed out (locked + sold) equal the orders the crowd saw. */
+  readonly originMatchesOrders: boolean | null
+}
+
+export interface SaleResult {
+  readonly users: UsersResult
+  readonly products: readonly ProductCheck[]
+  readonly gatewayOutcomes: Record<string, number> | null
+  readonly gatewayRequests: number | null
+  readonly cpuUsPerReq: number | null
+  readonly redisCommands: Record<string, number> | null
+  readonly redisCommandsPerReq: number | null
+  readonly redisScriptsPerReq: number | null
+  readonly storeOpsPerReq: number | null
+  readonly correctness: { oversold: number, usersWithSeveralOrders: number, lost: number, invariantOk: boolean | null, ok: boolean }
+  readonly stack: Record<string, string>
+}
+
+/** A local server speaking Turnstile's siteverify protocol: every token is valid (the edge refuses replays itself). */
+async function startSiteverify (): Promise<{ url: string, server: Server, calls: () => number }> {
+  let calls = 0
+  const server = createServer((req, res) => {
+    let body = ''
+    req.on('data', (d: Buffer) => { body += d.toString('utf8') })
+    req.on('end', () => {
+      calls++
+      const ok = /(^|&|")response"?[=:]/.test(body) || body.includes('response')
+      const out = JSON.stringify(ok ? { success: true, challenge_ts: new Date().toISOString(), hostname: 'localhost', 'error-codes': [], action: '', cdata: '' } : { success: false, 'error-codes': ['missing-input-response'] })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) })
+      res.end(out)
+    })
+  })
+  server.keepAliveTimeout = 60_000
+  const port = await freePort()
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  return { url: `http://127.0.0.1:${port}/turnstile/v0/siteverify`, server, calls: () => calls }
+}
+
+async function getJson (url: string): Promise<Record<string, unknown> | null> {
+  try {
+    const r = await request(url, { headersTimeout: 5000, bodyTimeout: 5000 })
+    const text = await r.body.text()
+    if (r.statusCode !== 200) return null
+    return JSON.parse(text) as Record<string, unknown>
+  } catch { return null }
+}
+
+export async function runSale (o: SaleOptions): Promise<SaleResult> {
+  const stack: Record<string, string> = {}
+  let gatewayUrl: string
+  let admin: string | null
+  let originUrl: string | null
+  let gwPid: number | null = null
+  let edgeRedis: RedisProbe | null = null
+  let verify: Awaited<ReturnType<typeof startSiteverify>> | null = null
+  // The sale opens after the ramp: users arrive, sync clocks and fetch links first, then the spike.
+  const startsAt = Date.now() + (o.rampS + 3) * 1000
+  if (o.target === null) {
+    const edge = o.store === 'redis' ? await startRedis(o.dir, 'redis-edge', o.cpus.load) : null
+    const originRedis = o.store === 'redis' ? await startRedis(o.dir, 'redis-origin', o.cpus.load) : null
+    if (o.captcha) verify = await startSiteverify()
+    const [listen, adminPort, originPort] = [await freePort(), await freePort(), await freePort()]
+    const cfg = saleConfigs({
+      listen,
+      admin: adminPort,
+      origin: `http://127.0.0.1:${originPort}`,
+      originListen: originPort,
+      store: edge === null ? { kind: 'memory', url: null } : { kind: 'redis', url: edge.url },
+      originStore: originRedis === null ? { kind: 'memory', url: null } : { kind: 'redis', url: originRedis.url },
+      secrets: o.secrets,
+      verifyUrl: verify?.url ?? null,
+      workers: o.workers,
+      startsAt,
+      endsAt: startsAt + 3600_000,
+      products: o.products,
+      globalRate: o.globalRate,
+      globalBurst: Math.max(1, Math.round(o.globalRate / 5)),
+      perUserRate: '5/s',
+      orderRate: 5000
+    })
+    const origin = await startOrigin({ dir: o.dir, yaml: cfg.origin, listen: originPort, cpus: o.cpus.load })
+    const gw = await startGateway({ dir: o.dir, name: 'gateway-sale', yaml: cfg.gateway, listen, admin: adminPort, workers: o.workers, cpus: o.cpus.server })
+    gatewayUrl = gw.url
+    admin = gw.admin
+    originUrl = origin.url
+    gwPid = gw.proc.pid
+    edgeRedis = edge === null ? null : new RedisProbe(edge.url)
+    stack.gateway = `${gw.url} (config ${gw.configFile}, ${o.workers} worker(s), store ${o.store})`
+    stack.origin = `${origin.url} (config ${origin.configFile})`
+    if (edge !== null) stack.redisEdge = edge.url
+    if (originRedis !== null) stack.redisOrigin = originRedis.url
+    if (verify !== null) stack.siteverify = verify.url
+  } else {
+    gatewayUrl = o.target.url
+    admin = o.target.admin
+    originUrl = o.target.origin
+    stack.gateway = `${gatewayUrl} (running; not started by the bench)`
+  }
+
+  const metA = admin === null ? null : await scrape(admin)
+  const redisA = edgeRedis === null ? null : await edgeRedis.commandStats()
+  const cpuA = gwPid === null ? null : cpuMicros(gwPid)
+  const users = await runUsers({
+    baseUrl: gatewayUrl,
+    users: o.users,
+    connections: o.connections,
+    campaign: CAMPAIGN,
+    products: o.products.map((p, i) => ({ id: p.id, weight: i === 0 ? 3 : 1 })),
+    startsAt,
+    rampS: o.rampS,
+    durationS: o.durationS,
+    identityHeader: USER_HEADER,
+    captcha: o.captcha ? { kind: 'token', header: CAPTCHA_HEADER } : { kind: 'none' },
+    botShare: o.botShare,
+    maxAttempts: 40,
+    thinkMs: [200, 800],
+    spikeJitterMs: 300,
+    signedLinks: true,
+    buyPath: (c, p) => `/buy/${c}/${p}`,
+    timeoutMs: 10_000,
+    onTick: o.onTick
+  })
+  const cpuB = gwPid === null ? null : cpuMicros(gwPid)
+  const redisB = edgeRedis === null ? null : await edgeRedis.commandStats()
+  const metB = admin === null ? null : await scrape(admin)
+  await edgeRedis?.close()
+  if (verify !== null) {
+    stack.siteverifyCalls = String(verify.calls())
+    await new Promise((resolve) => verify?.server.close(resolve))
+  }
+
+  let gatewayOutcomes: Record<string, number> | null = null
+  let gatewayRequests: number | null = null
+  let storeOps: number | null = null
+  if (metA !== null && metB !== null) {
+    gatewayOutcomes = byOutcome(deltaMap(metA.requests, metB.requests))
+    gatewayRequests = Object.values(gatewayOutcomes).reduce((a, b) => a + b, 0)
+    storeOps = [...deltaMap(metA.storeOps, metB.storeOps).values()].reduce((a, b) => a + b, 0)
+  }
+  const n = gatewayRequests ?? users.answered
+  const cmds = commandDelta(redisA, redisB)
+  const cmdSum = sumCommands(cmds)
+
+  const products: ProductCheck[] = []
+  for (const p of o.products) {
+    const orders = users.ordersByProduct[p.id] ?? 0
+    const q = admin === null ? null : await getJson(`${admin}/admin/quota/${CAMPAIGN}/${p.id}`)
+    const s = originUrl === null ? null : await getJson(`${originUrl}/stock/${CAMPAIGN}/${p.id}`)
+    const origin = s === null ? null : { stock: Number(s.stock), sale: Number(s.sale), locked: Number(s.locked), sold: Number(s.sold) }
+    products.push({
+      product: p.id,
+      quota: p.quota,
+      orders,
+      edgeAdmitted: typeof q?.admitted === 'number' ? q.admitted : null,
+      oversold: Math.max(0, orders - p.quota),
+      origin,
+      invariantOk: origin === null ? null : origin.sale + origin.locked + origin.sold === origin.stock,
+      originMatchesOrders: origin === null ? null : origin.locked + origin.sold === orders
+    })
+  }
+  const oversold = products.reduce((a, p) => a + p.oversold, 0)
+  const inv = products.every((p) => p.invariantOk === null) ? null : products.every((p) => p.invariantOk !== false && p.originMatchesOrders !== false)
+  return {
+    users,
+    products,
+    gatewayOutcomes,
+    gatewayRequests,
+    cpuUsPerReq: cpuA !== null && cpuB !== null && n > 0 ? (cpuB - cpuA) / n : null,
+    redisCommands: cmds,
+    redisCommandsPerReq: cmdSum !== null && n > 0 ? cmdSum / n : null,
+    redisScriptsPerReq: cmds !== null && n > 0 ? scriptCalls(cmds) / n : null,
+    storeOpsPerReq: storeOps !== null && n > 0 ? storeOps / n : null,
+    correctness: {
+      oversold,
+      usersWithSeveralOrders: users.usersWithSeveralOrders,
+      lost: users.lost,
+      invariantOk: inv,
+      ok: oversold === 0 && users.usersWithSeveralOrders === 0 && users.lost === 0 && inv !== false
+    },
+    stack
+  }
+}

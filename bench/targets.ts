@@ -1,0 +1,115 @@
+/**
+ * The throughput targets of each scenario (flashgate's routes and the peers they are compared with) and
+ * the comparisons the issues ask for, with their goals.
+ */
+import { signClearance } from '../antibot/captcha/clearance.js'
+import { signLinkQuery } from '../antibot/signed-link.js'
+import { CAMPAIGN, CLEARANCE_COOKIE, USER_HEADER, funnelGuards } from './flashgate.js'
+import type { Secrets } from './flashgate.js'
+import type { RequestSpec } from './load/types.js'
+import type { Target } from './measure.js'
+import { PEER_TARGETS } from './peers.js'
+import type { RedisProbe } from './redis-stats.js'
+
+export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel'
+export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel']
+
+export const FUNNEL_STEPS = funnelGuards({ verifyUrl: '', dedupeTtl: '1s' }).map((s) => s.name)
+
+/** Which peers each scenario is compared with. */
+export const PEERS_OF: Readonly<Record<Scenario, readonly string[]>> = {
+  proxy: ['node-hello', 'node-undici-proxy', 'nginx-proxy', 'fastify-proxy'],
+  reject: ['node-hello', 'nginx-limit-req-reject', 'lua-bucket-reject', 'lua-redis-soldout', 'lua-redis-pass', 'fastify-rl-reject'],
+  funnel: ['node-undici-proxy', 'nginx-proxy'],
+  'flash-sale': PEER_TARGETS.map((p) => p.name)
+}
+
+export interface Comparison {
+  readonly target: string
+  readonly reference: string
+  /** The ratio the issue asks for (≥), or null when it only asks to report it. */
+  readonly goal: number | null
+  readonly what: string
+}
+
+export const COMPARISONS: readonly Comparison[] = [
+  { target: 'fg-proxy', reference: 'node-undici-proxy', goal: 0.85, what: 'plain proxy path (issue 2)' },
+  { target: 'fg-proxy', reference: 'nginx-proxy', goal: null, what: 'plain proxy path (issue 2)' },
+  { target: 'fg-proxy', reference: 'fastify-proxy', goal: null, what: 'plain proxy path' },
+  { target: 'fg-reject-429', reference: 'node-hello', goal: 0.8, what: 'reject path: global 429 (issue 3a)' },
+  { target: 'fg-soldout', reference: 'node-hello', goal: 0.8, what: 'reject path: sold-out latch (issue 3a)' },
+  { target: 'fg-reject-429', reference: 'nginx-limit-req-reject', goal: null, what: 'reject path vs nginx limit_req' },
+  { target: 'fg-reject-429', reference: 'lua-bucket-reject', goal: null, what: 'reject path vs OpenResty bucket' },
+  { target: 'fg-soldout', reference: 'lua-redis-soldout', goal: null, what: 'sold out vs OpenResty INCRBY' },
+  { target: 'fg-quota-redis', reference: 'lua-redis-pass', goal: null, what: 'quota path on Redis (issue 3b)' },
+  { target: 'fg-funnel', reference: 'fg-proxy', goal: 0.6, what: 'whole funnel vs plain proxy, pass path (issue 4)' },
+  { target: 'fg-funnel', reference: 'node-undici-proxy', goal: null, what: 'whole funnel vs smallest Node proxy' }
+]
+
+interface FgCtx {
+  readonly baseUrl: string
+  readonly admin: string
+  readonly pid: number | null
+  readonly redis: RedisProbe | null
+  readonly secrets: Secrets
+  /** Users cycled on the funnel pass path: more than requests/s × the dedupe TTL (1 s). */
+  readonly funnelUsers: number
+}
+
+function fg (c: FgCtx, name: string, role: string, route: string, requests: RequestSpec[], expectStatus: number, bodyFragment: string): Target {
+  return { name, kind: 'flashgate', role, baseUrl: c.baseUrl, requests, expectStatus, bodyFragment, pid: c.pid, admin: c.admin, redis: c.redis, route }
+}
+
+/** Requests for funnel step n (its first n guards): one per user, each with what the guards need to pass. */
+export function funnelRequests (c: FgCtx, n: number): RequestSpec[] {
+  const path = `/f${n}/buy/${CAMPAIGN}/big`
+  const linkKey = Buffer.from(c.secrets.linkKey, 'utf8')
+  const sessionKey = Buffer.from(c.secrets.session, 'utf8')
+  const expiresAt = Date.now() + 6 * 3600_000
+  const users = n >= 4 ? c.funnelUsers : 1
+  const out: RequestSpec[] = []
+  for (let i = 0; i < users; i++) {
+    const user = `fu${i}`
+    const headers: Record<string, string> = { [USER_HEADER]: user }
+    if (n >= 5) headers.cookie = `${CLEARANCE_COOKIE}=${signClearance(sessionKey, CLEARANCE_COOKIE, user, '127.0.0.1', expiresAt)}`
+    const q = n >= 6 ? '?' + signLinkQuery('k1', linkKey, { method: '*', path, user, campaign: CAMPAIGN, product: 'big', expiresAt }) : ''
+    out.push({ method: 'GET', path: path + q, headers })
+  }
+  return out
+}
+
+export function flashgateTargets (scenario: Scenario, c: FgCtx): Target[] {
+  const proxy = fg(c, 'fg-proxy', 'flashgate plain proxy', 'proxy', [{ method: 'GET', path: '/' }], 200, '"ok":true')
+  const reject = fg(c, 'fg-reject-429', 'global rate_limit rejecting (no store call)', 'reject', [{ method: 'GET', path: '/deny' }], 429, 'RATE_LIMITED')
+  const soldout = fg(c, 'fg-soldout', 'quota sold out, answered from the latch', 'soldout', [{ method: 'GET', path: `/soldout/${CAMPAIGN}/soldout` }], 409, 'SOLD_OUT')
+  const quota = fg(c, 'fg-quota-redis', 'bucket + quota (INCRBY-and-compare) then proxy', 'quota', [{ method: 'GET', path: `/quota/${CAMPAIGN}/big` }], 200, '"ok":true')
+  const last = FUNNEL_STEPS.length
+  const funnel = fg(c, 'fg-funnel', `all ${last} guards passing, then proxy`, `f${last}`, funnelRequests(c, last), 200, '"ok":true')
+  switch (scenario) {
+    case 'proxy': return [proxy]
+    case 'reject': return [reject, soldout, quota]
+    case 'funnel': {
+      const steps: Target[] = []
+      for (let n = 0; n < last; n++) steps.push(fg(c, `fg-f${n}`, n === 0 ? 'route with params, no guard' : `+ ${FUNNEL_STEPS[n - 1] ?? ''}`, `f${n}`, funnelRequests(c, n), 200, '"ok":true'))
+      return [proxy, ...steps, { ...funnel, role: `+ ${FUNNEL_STEPS[last - 1] ?? ''} (whole funnel)` }]
+    }
+    case 'flash-sale': return [proxy, reject, soldout, quota, funnel]
+  }
+}
+
+export function peerTargets (scenario: Scenario, kitPid: (server: string) => number | null, redis: RedisProbe | null): Target[] {
+  const names = PEERS_OF[scenario]
+  return PEER_TARGETS.filter((p) => names.includes(p.name)).map((p) => ({
+    name: p.name,
+    kind: 'peer' as const,
+    role: p.role,
+    baseUrl: `http://127.0.0.1:${p.port}`,
+    requests: [p.request],
+    expectStatus: p.expectStatus,
+    bodyFragment: p.bodyFragment,
+    pid: kitPid(p.server),
+    admin: null,
+    redis: p.server === 'lua' || p.server === 'fastify-rl-redis' ? redis : null,
+    route: null
+  }))
+}

@@ -66,7 +66,7 @@ export class MapView {
 export type Kind = 'string' | 'number' | 'boolean'
 
 /** A value whose `${...}` substitution failed: already reported, skip it without a second message. */
-export function failed (n: PNode | undefined): n is PScalar {
+export function failed (n: PNode | undefined): boolean {
   return n !== undefined && n.kind === 'scalar' && n.failed === true
 }
 

@@ -1,6 +1,7 @@
 // The loader end to end: defaults, normalised shapes, includes and route order, env substitution,
 // secrets never echoed, many problems at once, warnings, and a frozen result.
 import t from 'tap'
+import type { Test } from 'tap'
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join, relative, resolve } from 'node:path'
@@ -17,7 +18,7 @@ upstreams:
   u: { targets: [{ url: http://127.0.0.1:7001 }] }
 `
 
-function ok (t: Tap.Test, r: LoadResult): Config {
+function ok (t: Test, r: LoadResult): Config {
   if (!r.ok) { t.fail(`expected ok, got:\n${r.errors.join('\n')}`); throw new Error('not ok') }
   return r.config
 }

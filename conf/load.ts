@@ -37,7 +37,7 @@ export type LoadResult =
 export const DEFAULTS = Object.freeze({
   listen: '0.0.0.0:8080',
   workers: 1,
-  store: { kind: 'memory', url: 'redis://127.0.0.1:6379', onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000 },
+  store: { kind: 'memory', url: 'redis://127.0.0.1:6379', onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000, gatewayNodes: 1 },
   server: { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000, maxBodySize: 1024 * 1024, drainTimeoutMs: 10_000 },
   accessLog: { enabled: true, path: 'stdout' },
   upstream: { maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1_000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4_000, weight: 1 },
@@ -384,7 +384,7 @@ class Loader {
   private readStore (n: PNode | undefined): StoreConfig {
     const { ck } = this
     const D = DEFAULTS.store
-    const m = ck.map(n, 'store', ['kind', 'url', 'nodes', 'on_error', 'timeout', 'key_prefix', 'breaker_failures', 'breaker_backoff', 'max_keys'])
+    const m = ck.map(n, 'store', ['kind', 'url', 'nodes', 'on_error', 'timeout', 'key_prefix', 'breaker_failures', 'breaker_backoff', 'max_keys', 'gateway_nodes'])
     const kind = ck.oneOf(m?.get('kind'), 'kind', ['memory', 'redis', 'redis-cluster'] as const) ?? 'memory'
     const redisUrl = (it: PNode | undefined, label: string): string | undefined => {
       const s = ck.str(it, label, { secret: true })
@@ -418,7 +418,8 @@ class Loader {
       keyPrefix,
       breakerFailures: ck.num(m?.get('breaker_failures'), 'breaker_failures', 1, 1_000_000) ?? D.breakerFailures,
       breakerBackoffMs: this.duration(m?.get('breaker_backoff'), 'breaker_backoff', { min: 1 }) ?? D.breakerBackoffMs,
-      maxKeys: ck.num(m?.get('max_keys'), 'max_keys', 1, 1e9) ?? D.maxKeys
+      maxKeys: ck.num(m?.get('max_keys'), 'max_keys', 1, 1e9) ?? D.maxKeys,
+      gatewayNodes: ck.num(m?.get('gateway_nodes'), 'gateway_nodes', 1, 10_000) ?? D.gatewayNodes
     }
   }
 

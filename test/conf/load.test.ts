@@ -31,7 +31,7 @@ t.test('an empty file is a valid config of defaults', async (t) => {
   t.equal(c.adminToken, null)
   t.equal(c.workers, 1)
   t.equal(c.file, resolve('empty.yaml'))
-  t.same(c.store, { kind: 'memory', url: null, nodes: [], onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000 })
+  t.same(c.store, { kind: 'memory', url: null, nodes: [], onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000, gatewayNodes: 1 })
   t.same(c.server, { maxHeaderSize: 16384, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxBodySize: 1_048_576, drainTimeoutMs: 10_000 })
   t.same(c.accessLog, { enabled: true, path: 'stdout' })
   t.same(c.origin, { listen: { host: '127.0.0.1', port: 7001 }, orderRate: 1000, paymentTimeoutMs: 600_000 })
@@ -148,7 +148,8 @@ t.test('workers: auto is the CPU count; order_rate as a rate', async (t) => {
 t.test('store kinds', async (t) => {
   const r = ok(t, loadConfigText('store: { kind: redis }', 's.yaml', {}))
   t.equal(r.store.url, 'redis://127.0.0.1:6379', 'redis url defaults to localhost')
-  const cl = ok(t, loadConfigText('store: { kind: redis-cluster, nodes: [redis://127.0.0.1:7000, redis://127.0.0.1:7001], key_prefix: "fs:" }', 's.yaml', {}))
+  const cl = ok(t, loadConfigText('store: { kind: redis-cluster, nodes: [redis://127.0.0.1:7000, redis://127.0.0.1:7001], key_prefix: "fs:", gateway_nodes: 3 }', 's.yaml', {}))
+  t.equal(cl.store.gatewayNodes, 3)
   t.same(cl.store.nodes, ['redis://127.0.0.1:7000', 'redis://127.0.0.1:7001'])
   t.equal(cl.store.keyPrefix, 'fs:')
   t.same(errs(loadConfigText('store: { kind: redis-cluster }', 's.yaml', {})), ['s.yaml:1:8: store: kind redis-cluster needs nodes: [redis://HOST:PORT, ...] (seed nodes)'])

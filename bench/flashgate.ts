@@ -16,6 +16,12 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 
 /** The command that runs `flashgate ARGS...`. */
 export function flashgateCommand (): { cmd: string, pre: string[], how: string } {
+  // FLASHGATE_BENCH_CMD="node /path/to/other/bin/flashgate.js" measures another build (split on spaces).
+  const custom = process.env.FLASHGATE_BENCH_CMD?.trim()
+  if (custom !== undefined && custom !== '') {
+    const [cmd = 'node', ...pre] = custom.split(/\s+/)
+    return { cmd, pre, how: custom }
+  }
   const dist = join(ROOT, 'dist', 'gateway', 'cli.js')
   if (existsSync(dist)) return { cmd: process.execPath, pre: [join(ROOT, 'bin', 'flashgate.js')], how: 'node bin/flashgate.js (compiled)' }
   return { cmd: process.execPath, pre: ['--import', 'tsx', join(ROOT, 'gateway', 'cli.ts')], how: 'node --import tsx gateway/cli.ts (sources)' }
@@ -39,8 +45,12 @@ const iso = (ms: number): string => new Date(ms).toISOString()
 
 export interface StoreSpec { readonly kind: 'memory' | 'redis', readonly url: string | null }
 
-function storeYaml (s: StoreSpec): Record<string, unknown> {
-  return s.kind === 'memory' ? { kind: 'memory' } : { kind: 'redis', url: s.url, on_error: 'fail_closed' }
+/**
+ * Redis per-operation timeout: the throughput config uses 1s, as the nginx + Lua peer does
+ * (`set_timeouts(1000, ...)`), so both do the same work when the load core is saturated; the sale uses 250ms.
+ */
+function storeYaml (s: StoreSpec, timeout = '250ms'): Record<string, unknown> {
+  return s.kind === 'memory' ? { kind: 'memory' } : { kind: 'redis', url: s.url, on_error: 'fail_closed', timeout }
 }
 
 /** Guard lists, in funnel order; each step adds one guard (the funnel scenario measures them one by one). */
@@ -95,7 +105,7 @@ export function throughputConfig (c: ThroughputConfig): string {
     listen: `127.0.0.1:${c.listen}`,
     admin: `127.0.0.1:${c.admin}`,
     workers: c.workers,
-    store: storeYaml(c.store),
+    store: storeYaml(c.store, '1s'),
     identity: { user: `header ${USER_HEADER}` },
     secrets: { link_keys: { k1: c.secrets.linkKey }, session: c.secrets.session },
     access_log: { enabled: false },

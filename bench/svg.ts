@@ -38,7 +38,7 @@ function lineChart (title: string, unit: string, series: readonly Series[], x0: 
   for (let t = 0; t <= tMax + 1e-9; t += step) {
     out.push(`<text x="${X(t).toFixed(1)}" y="${y0 + h + 16}" ${FONT} font-size="11" fill="#6b7280" text-anchor="middle">${t}s</text>`)
   }
-  out.push(`<text x="${x0 + w}" y="${y0 - 12}" ${FONT} font-size="11" fill="#6b7280" text-anchor="end">${esc(unit)}</text>`)
+  out.push(`<text x="${x0 - 8}" y="${y0 - 2}" ${FONT} font-size="10" fill="#6b7280" text-anchor="end">${esc(unit)}</text>`)
   out.push(`<line x1="${x0}" y1="${y0 + h}" x2="${x0 + w}" y2="${y0 + h}" stroke="#9ca3af" stroke-width="1"/>`)
   for (const s of series) {
     if (s.points.length === 0) continue
@@ -54,7 +54,7 @@ function legend (series: readonly Series[], x: number, y: number, maxW: number):
   let cx = x
   let cy = y
   for (const s of series) {
-    const wItem = 26 + s.name.length * 7.2
+    const wItem = 34 + s.name.length * 7.6
     if (cx + wItem > x + maxW) { cx = x; cy += 18 }
     out.push(`<rect x="${cx}" y="${cy - 9}" width="14" height="10" rx="2" fill="${s.color}"/>`)
     out.push(`<text x="${cx + 19}" y="${cy}" ${FONT} font-size="12" fill="#374151">${esc(s.name)}</text>`)
@@ -99,7 +99,7 @@ export function chart (r: Report): string {
     const cw = (W - 2 * PAD - 60) / 2
     const ch = 240
     const of = r.timelineOf === null ? '' : ` (${r.timelineOf})`
-    parts.push(lineChart(`answers per second by outcome${of}`, 'requests/s', rpsSeries, PAD, y, cw, ch, tMax))
+    parts.push(lineChart(`answers/s by outcome${of}`, 'requests/s', rpsSeries, PAD, y, cw, ch, tMax))
     parts.push(lineChart('p99 latency by outcome', 'ms', p99Series, PAD + cw + 60, y, cw, ch, tMax))
     y += ch + 50
   }

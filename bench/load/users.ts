@@ -136,7 +136,7 @@ export async function runUsers (o: UsersOptions): Promise<UsersResult> {
       let json: Record<string, unknown> | null = null
       try { json = JSON.parse(text) as Record<string, unknown> } catch {}
       const code = res.statusCode < 300 ? 'passed' : (typeof json?.code === 'string' ? json.code : `HTTP_${res.statusCode}`)
-      const outcome = kind === 'buy' ? code : `${kind}:${code}`
+      const outcome = kind === 'buy' ? code : `${kind} ${code === 'passed' ? 'ok' : code}`
       outcomes[outcome] = (outcomes[outcome] ?? 0) + 1
       total.record(us)
       if (kind === 'buy') {

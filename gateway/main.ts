@@ -66,6 +66,8 @@ export interface Gateway {
   reload (next?: Config): Promise<ReloadResult>
   /** Config loaded, store usable, not draining. */
   ready (): boolean
+  /** The quota admin for the config in force (the admin API and cluster workers use it). */
+  quotaAdmin (): QuotaAdmin | null
   /** Stop accepting, let in-flight requests finish (up to `server.drainTimeoutMs`), release everything. */
   close (): Promise<void>
 }
@@ -291,6 +293,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     config: () => config,
     reload,
     ready,
+    quotaAdmin: () => quotaAdmin,
     close
   }
 }

@@ -1,0 +1,224 @@
+/**
+ * Running the gateway: one process, or a node:cluster primary with N workers. The primary validates
+ * the config, owns the admin port (metrics aggregated from every worker over IPC with prom-client's
+ * AggregatorRegistry), coordinates reloads (validate first, then every worker reloads), restarts a
+ * worker that dies, and on SIGTERM/SIGINT has every worker drain before it exits 0.
+ */
+import cluster from 'node:cluster'
+import type { Worker } from 'node:cluster'
+import type { AddressInfo } from 'node:net'
+import { AggregatorRegistry } from 'prom-client'
+import { loadConfigFile } from '../conf/load.js'
+import type { Config } from '../conf/types.js'
+import { createAdminServer, type QuotaView, type ReloadResult } from './admin.js'
+import { ConfigError } from './errors.js'
+import type { Log } from './log.js'
+import { startGateway, type Gateway } from './main.js'
+import { createMetrics } from './metrics.js'
+
+/** Messages between primary and workers (all carry `fg: true`). */
+type ToWorker =
+  | { fg: true, type: 'metrics', id: number }
+  | { fg: true, type: 'reload', id: number }
+  | { fg: true, type: 'quota', id: number, op: 'get' | 'set' | 'reset', campaign: string, product: string, quota?: number }
+  | { fg: true, type: 'shutdown' }
+type FromWorker =
+  | { fg: true, type: 'ready', url: string }
+  | { fg: true, type: 'reply', id: number, ok: boolean, value?: unknown, error?: string, code?: string }
+  | { fg: true, type: 'failed', error: string }
+
+function installShutdown (close: () => Promise<void>, log: Log): void {
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log('info', 'draining', { signal })
+    close().then(() => { log('info', 'stopped'); process.exit(0) }, (err: unknown) => { log('error', 'shutdown failed', { err }); process.exit(1) })
+  }
+  process.on('SIGTERM', () => { stop('SIGTERM') })
+  process.on('SIGINT', () => { stop('SIGINT') })
+}
+
+/** Single-process `serve`: the gateway with its admin listener; SIGHUP reloads, SIGTERM/SIGINT drain. */
+export async function serveSingle (configFile: string, log: Log): Promise<Gateway> {
+  const gw = await startGateway({ configFile, log })
+  process.on('SIGHUP', () => {
+    gw.reload().then((r) => { if (!r.ok) log('warn', 'SIGHUP reload rejected', { errors: r.errors }) }, (err: unknown) => { log('error', 'reload failed', { err }) })
+  })
+  installShutdown(gw.close, log)
+  return gw
+}
+
+/** A cluster worker: no admin listener (the primary owns it), answers the primary's IPC requests. */
+export async function serveWorker (configFile: string, index: number, count: number, log: Log): Promise<void> {
+  let gw: Gateway
+  try {
+    gw = await startGateway({ configFile, log, admin: null, worker: { index, count } })
+  } catch (err) {
+    const msg = err instanceof ConfigError ? err.problems.join('\n') : err instanceof Error ? err.message : String(err)
+    process.send?.({ fg: true, type: 'failed', error: msg } satisfies FromWorker)
+    process.exit(1)
+  }
+  const reply = (id: number, p: Promise<unknown>): void => {
+    p.then((value) => { process.send?.({ fg: true, type: 'reply', id, ok: true, value } satisfies FromWorker) },
+      (err: unknown) => {
+        process.send?.({ fg: true, type: 'reply', id, ok: false, error: err instanceof Error ? err.message : String(err), code: (err as { code?: string }).code ?? '' } satisfies FromWorker)
+      })
+  }
+  process.on('message', (m: ToWorker) => {
+    if (typeof m !== 'object' || m === null || m.fg !== true) return
+    switch (m.type) {
+      case 'metrics': reply(m.id, gw.metrics.registry.getMetricsAsJSON()); break
+      case 'reload': reply(m.id, gw.reload()); break
+      case 'quota': {
+        const q = gw.quotaAdmin()
+        if (q === null) { reply(m.id, Promise.resolve(null)); break }
+        reply(m.id, m.op === 'get' ? q.get(m.campaign, m.product) : m.op === 'reset' ? q.reset(m.campaign, m.product) : q.set(m.campaign, m.product, m.quota ?? 0))
+        break
+      }
+      case 'shutdown': process.kill(process.pid, 'SIGTERM'); break
+    }
+  })
+  // The primary coordinates reloads; a SIGHUP sent to the whole process group must not kill a worker.
+  process.on('SIGHUP', () => {})
+  installShutdown(gw.close, log)
+  process.send?.({ fg: true, type: 'ready', url: gw.url } satisfies FromWorker)
+}
+
+/**
+ * The cluster primary. Resolves once every worker is listening; the process then lives until
+ * SIGTERM/SIGINT. Rejects (ConfigError) when the config is invalid.
+ */
+export async function servePrimary (configFile: string, workers: number, log: Log): Promise<{ url: string, adminUrl: string | null }> {
+  const first = loadConfigFile(configFile)
+  if (!first.ok) throw new ConfigError(first.errors)
+  let config: Config = first.config
+  const metrics = createMetrics()
+  const slots: Array<Worker | null> = new Array<Worker | null>(workers).fill(null)
+  const ready: boolean[] = new Array<boolean>(workers).fill(false)
+  let stopping = false
+  let nextId = 1
+  const pending = new Map<number, { resolve: (v: unknown) => void, reject: (e: Error) => void }>()
+  let firstUrl = ''
+  let readyResolve: (() => void) | null = null
+  let readyReject: ((e: Error) => void) | null = null
+  const allReady = new Promise<void>((resolve, reject) => { readyResolve = resolve; readyReject = reject })
+
+  function ask (w: Worker, msg: Omit<Extract<ToWorker, { id: number }>, 'id' | 'fg'>, timeoutMs = 10_000): Promise<unknown> {
+    const id = nextId++
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { pending.delete(id); reject(new Error('worker did not answer')) }, timeoutMs)
+      pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v) },
+        reject: (e) => { clearTimeout(timer); reject(e) }
+      })
+      w.send({ fg: true, id, ...msg })
+    })
+  }
+
+  function fork (index: number): void {
+    const w = cluster.fork({ FLASHGATE_WORKER_INDEX: String(index), FLASHGATE_WORKER_COUNT: String(workers) })
+    slots[index] = w
+    ready[index] = false
+    w.on('message', (m: FromWorker) => {
+      if (typeof m !== 'object' || m === null || m.fg !== true) return
+      if (m.type === 'ready') {
+        ready[index] = true
+        if (firstUrl === '') firstUrl = m.url
+        if (ready.every(Boolean) && readyResolve !== null) { readyResolve(); readyResolve = null }
+      } else if (m.type === 'failed') {
+        if (readyReject !== null && !ready.some(Boolean)) { readyReject(new Error(m.error)); readyReject = null }
+      } else if (m.type === 'reply') {
+        const p = pending.get(m.id)
+        if (p === undefined) return
+        pending.delete(m.id)
+        if (m.ok) p.resolve(m.value)
+        else p.reject(Object.assign(new Error(m.error), { code: m.code }))
+      }
+    })
+    w.on('exit', (code, signal) => {
+      ready[index] = false
+      if (slots[index] === w) slots[index] = null
+      if (stopping) return
+      log('error', 'worker died; restarting', { index, code, signal })
+      setTimeout(() => { if (!stopping) fork(index) }, 200).unref()
+    })
+  }
+
+  const live = (): Worker[] => slots.filter((w, i): w is Worker => w !== null && ready[i] === true)
+
+  async function reloadAll (): Promise<ReloadResult> {
+    const r = loadConfigFile(configFile)
+    if (!r.ok) {
+      metrics.configReloads.inc({ result: 'failure' })
+      log('warn', 'reload rejected', { errors: r.errors })
+      return { ok: false, errors: r.errors }
+    }
+    const answers = await Promise.all(live().map(async (w) => await ask(w, { type: 'reload' }) as ReloadResult))
+    const bad = answers.find((a) => !a.ok)
+    if (bad !== undefined) return bad
+    config = r.config
+    return { ok: true }
+  }
+
+  async function quota (op: 'get' | 'set' | 'reset', campaign: string, product: string, q?: number): Promise<QuotaView | null> {
+    const ws = live()
+    if (ws.length === 0) throw Object.assign(new Error('no worker ready'), { code: 'FG_ERR_STORE_UNAVAILABLE' })
+    const targets = op === 'get' ? ws.slice(0, 1) : ws
+    const msg = q === undefined ? { type: 'quota' as const, op, campaign, product } : { type: 'quota' as const, op, campaign, product, quota: q }
+    const answers = await Promise.all(targets.map(async (w) => await ask(w, msg) as QuotaView | null))
+    return answers[0] ?? null
+  }
+
+  async function aggregated (): Promise<{ contentType: string, body: string }> {
+    const jsons = await Promise.all(live().map(async (w) => await ask(w, { type: 'metrics' }) as Awaited<ReturnType<typeof metrics.registry.getMetricsAsJSON>>))
+    jsons.push(await metrics.registry.getMetricsAsJSON())
+    const reg = AggregatorRegistry.aggregate(jsons)
+    return { contentType: reg.contentType, body: await reg.metrics() }
+  }
+
+  for (let i = 0; i < workers; i++) fork(i)
+  await allReady
+
+  let adminUrl: string | null = null
+  let admin: ReturnType<typeof createAdminServer> | null = null
+  if (config.admin !== null) {
+    admin = createAdminServer(config.admin.host, config.adminToken, {
+      metrics: aggregated,
+      ready: () => !stopping && ready.every(Boolean),
+      reload: reloadAll,
+      config: () => config,
+      quota: () => ({
+        get: async (c, p) => await quota('get', c, p),
+        set: async (c, p, q) => await quota('set', c, p, q),
+        reset: async (c, p) => await quota('reset', c, p)
+      })
+    }, log)
+    const at = config.admin
+    await new Promise<void>((resolve, reject) => {
+      admin?.once('error', reject)
+      admin?.listen(at.port, at.host, () => { resolve() })
+    })
+    const a = admin.address() as AddressInfo
+    adminUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`
+  }
+
+  process.on('SIGHUP', () => {
+    reloadAll().then((r) => { if (r.ok) log('info', 'config reloaded on every worker'); else log('warn', 'SIGHUP reload rejected', { errors: r.errors }) },
+      (err: unknown) => { log('error', 'reload failed', { err }) })
+  })
+  installShutdown(async () => {
+    stopping = true
+    const exits = slots.filter((w): w is Worker => w !== null).map(async (w) => await new Promise<void>((resolve) => {
+      if (w.isDead()) { resolve(); return }
+      w.once('exit', () => { resolve() })
+      w.process.kill('SIGTERM')
+    }))
+    const grace = setTimeout(() => { for (const w of slots) w?.process.kill('SIGKILL') }, config.server.drainTimeoutMs + 5000)
+    await Promise.all(exits)
+    clearTimeout(grace)
+    if (admin !== null) { admin.closeAllConnections(); await new Promise<void>((resolve) => admin?.close(() => { resolve() })) }
+  }, log)
+  log('info', 'listening', { url: firstUrl, admin: adminUrl, workers })
+  return { url: firstUrl, adminUrl }
+}

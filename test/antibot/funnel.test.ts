@@ -6,6 +6,7 @@
  * users must reach the upstream, and every other answer must carry its right code.
  */
 import t from 'tap'
+import type { Test } from 'tap'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { startRedis } from '../helpers/redis.js'
@@ -30,7 +31,7 @@ function kindOf (i: number): Kind {
   return 'honest'
 }
 
-async function runFunnel (t: Tap, storeYaml: string): Promise<void> {
+async function runFunnel (t: Test, storeYaml: string): Promise<void> {
   // the upstream records who reached it
   const reached: string[] = []
   const upstream = createServer((req, res) => {
@@ -176,8 +177,6 @@ routes:
   t.equal(passed, QUOTA, 'and the crowd saw exactly that many 202s')
   t.comment(JSON.stringify(Object.fromEntries([...outcomes].map(([k, m]) => [k, Object.fromEntries(m)]))))
 }
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 t.test('memory store', async (t) => {
   await runFunnel(t, 'store: { kind: memory }')

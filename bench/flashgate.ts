@@ -5,7 +5,7 @@
  * TypeScript sources through tsx (a devDependency).
  */
 import { randomBytes } from 'node:crypto'
-import { existsSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
@@ -23,8 +23,27 @@ export function flashgateCommand (): { cmd: string, pre: string[], how: string }
     return { cmd, pre, how: custom }
   }
   const dist = join(ROOT, 'dist', 'gateway', 'cli.js')
-  if (existsSync(dist)) return { cmd: process.execPath, pre: [join(ROOT, 'bin', 'flashgate.js')], how: 'node bin/flashgate.js (compiled)' }
+  if (existsSync(dist) && statSync(dist).mtimeMs >= newestSource()) return { cmd: process.execPath, pre: [join(ROOT, 'bin', 'flashgate.js')], how: 'node bin/flashgate.js (compiled)' }
+  // No build, or a build older than the sources: run the sources (tsx transpiles once at load).
   return { cmd: process.execPath, pre: ['--import', 'tsx', join(ROOT, 'gateway', 'cli.ts')], how: 'node --import tsx gateway/cli.ts (sources)' }
+}
+
+/** mtime of the newest .ts file the gateway and origin are built from. */
+function newestSource (): number {
+  let newest = 0
+  for (const d of ['gateway', 'limiter', 'antibot', 'conf', 'origin-stub']) {
+    const walk = (dir: string): void => {
+      let entries: string[] = []
+      try { entries = readdirSync(dir) } catch { return }
+      for (const e of entries) {
+        const p = join(dir, e)
+        if (e.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs)
+        else if (!e.includes('.')) walk(p)
+      }
+    }
+    walk(join(ROOT, d))
+  }
+  return newest
 }
 
 export interface Secrets { readonly linkKey: string, readonly session: string }

@@ -3,11 +3,12 @@
  * kit's own servers with the kit's own configs, pinned the kit's way (measured servers on CPU 0; redis and
  * the nginx origin on CPU 1), and measures them with the same generator, in the same interleaved rounds
  * as flashgate's targets. The kit folder may be read-only (it is here), and nginx writes pid and temp
- * files below its prefix and Node needs the kit's packages: so the kit is copied to a scratch folder once
- * and `npm ci` runs there when its node_modules are missing.
+ * files below its prefix and Node needs the kit's packages: so the kit is always copied to a scratch folder
+ * ($TMPDIR/flashgate-peers) and `npm ci` runs there when its node_modules are missing; the kit's own
+ * folder is never written.
  */
 import { spawnSync } from 'node:child_process'
-import { accessSync, constants, cpSync, existsSync, mkdirSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { portOpen, run, start, waitPort, which } from './proc.js'
@@ -72,9 +73,10 @@ export function kitMissing (): string[] {
 export async function prepareKit (source: string, log: (m: string) => void): Promise<string> {
   const src = resolve(source)
   if (!existsSync(join(src, 'run-peers.sh'))) throw new Error(`no peers kit at ${src} (set --peers-dir)`)
-  let dir = src
-  try { accessSync(src, constants.W_OK) } catch { dir = join(tmpdir(), 'flashgate-peers') }
-  if (dir !== src) {
+  // Always work on a copy: the kit is shared (read-only by intent even when root could write there), and
+  // running it writes tmp/ and node_modules/ below its folder.
+  const dir = join(tmpdir(), 'flashgate-peers')
+  {
     // Refresh the kit's files but keep an existing node_modules (npm ci takes a while).
     cpSync(src, dir, { recursive: true, force: true, filter: (p) => !p.includes('node_modules') && !p.endsWith('/tmp') })
     spawnSync('chmod', ['-R', 'u+w', dir])

@@ -479,8 +479,11 @@ class Loader {
       maxBodySize: this.size(m?.get('max_body_size'), 'max_body_size') ?? D.maxBodySize,
       drainTimeoutMs: this.duration(m?.get('drain_timeout'), 'drain_timeout') ?? D.drainTimeoutMs
     }
-    if (m !== undefined && s.requestTimeoutMs !== 0 && s.headersTimeoutMs > s.requestTimeoutMs && m.get('headers_timeout') !== undefined) {
-      ck.error(m.get('headers_timeout')!.pos, 'headers_timeout: must not be longer than request_timeout')
+    // node:http refuses headersTimeout > requestTimeout (when the latter is not 0) at server creation
+    if (m !== undefined && s.requestTimeoutMs !== 0 && s.headersTimeoutMs > s.requestTimeoutMs) {
+      const h = m.get('headers_timeout')
+      if (h !== undefined) ck.error(h.pos, 'headers_timeout: must not be longer than request_timeout')
+      else ck.error(m.get('request_timeout')!.pos, `request_timeout: must be at least headers_timeout (${s.headersTimeoutMs}ms by default), or 0`)
     }
     return s
   }

@@ -334,6 +334,12 @@ routes:
   t.same(fine.admin, { host: '10.0.0.5', port: 9090 }, 'a non-loopback admin with a token is fine')
 })
 
+t.test('server timeouts node:http would refuse are caught at load', async (t) => {
+  t.same(errs(loadConfigText('server: { request_timeout: 5s }', 't.yaml', {})), ['t.yaml:1:28: request_timeout: must be at least headers_timeout (10000ms by default), or 0'])
+  t.same(errs(loadConfigText('server: { request_timeout: 5s, headers_timeout: 6s }', 't.yaml', {})), ['t.yaml:1:49: headers_timeout: must not be longer than request_timeout'])
+  t.equal(loadConfigText('server: { request_timeout: 0 }', 't.yaml', {}).ok, true, '0 disables the request timeout')
+})
+
 t.test('loadConfigOrThrow throws a ConfigError with the problems', async (t) => {
   const err = t.throws(() => loadConfigOrThrow(`${F}/admin-no-token.yaml`, {})) as unknown
   t.ok(err instanceof ConfigError)

@@ -8,7 +8,18 @@
  * keys are written: if `include:` comes before `routes:`, the included routes come first, else after.
  * Within `include:`, patterns are taken in list order and each glob's matches in alphabetical order.
  *
- * Durations need a unit (`250ms 10s 5m 24h`; a bare `0` is allowed); see `conf/parse.ts`.
+ * Units (see `conf/parse.ts`): durations need a unit (`250ms 10s 5m 24h`; a bare number is refused as
+ * ambiguous, except `0`); rates are `COUNT/PERIOD` (`25000/s 600/m 100/10s`); sizes are bytes or
+ * `16kb 1mb` (powers of 1024). `origin.order_rate` takes a number (per second) or a rate.
+ *
+ * Environment (see `conf/tree.ts`): `${VAR}` (unset is an error at its position), `${VAR:-default}`
+ * (unset or empty), `$${` for a literal `${`. No message ever contains a substituted value.
+ *
+ * Relative paths (`include:`, `ip_files`, `access_log.path`) are relative to the file that names them.
+ * `include:` files may hold only `routes`, `upstreams` and `campaigns`; no nested includes.
+ *
+ * Problems are errors (the config is refused) or warnings (it loads): e.g. a secret shorter than 16 bytes,
+ * a route that can never match, an include pattern that matches nothing.
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'

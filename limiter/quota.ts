@@ -222,6 +222,9 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
       const left = leftSeen(p)
       p.localBudget = left < 0 ? 0 : Math.floor(left / shareOf)
     }
+    // A timed-out or cut-off call may still have been applied by Redis (e.g. it was only slow): count it
+    // against the local budget as if it had been. Only a breaker fast-fail certainly sent nothing.
+    if ((err as { code?: string }).code !== 'FG_ERR_STORE_BREAKER_OPEN' && p.localBudget > 0) p.localBudget--
     if (p.localBudget <= 0) return soldOut
     p.localBudget--
     p.localAdmitted++

@@ -258,17 +258,16 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.settle({ kind: 'failed', code: 'CLIENT_ABORTED' })
       return
     }
-    res.on('close', this.onClientClose)
-    this.attempt()
-  }
-
-  private attempt (): void {
-    const target = this.group.pick(this.ctx, this.set.clock(), this.tried)
+    const target = this.group.pick(this.ctx, this.set.clock(), null)
     if (target === null) {
-      // Every target has been tried by this request (only reached on a retry).
-      this.settle({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
+      this.settle({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' }) // an upstream without targets
       return
     }
+    res.on('close', this.onClientClose)
+    this.attempt(target)
+  }
+
+  private attempt (target: Target): void {
     this.target = target
     this.attempts++
     this.connected = false
@@ -291,9 +290,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private readonly onDrain = (): void => {
-    const resume = this.resumeFn
-    this.resumeFn = null
-    if (resume !== null && !this.clientGone) resume()
+    if (this.resumeFn !== null && !this.clientGone) this.resumeFn()
   }
 
   private settle (outcome: Outcome): void {
@@ -382,9 +379,12 @@ class Exchange implements Dispatcher.DispatchHandler {
       if (!CONNECT_PHASE_NOT_TARGET.has(code)) this.fail(target, err)
       if (this.attempts <= this.group.cfg.retries && IDEMPOTENT.has(this.ctx.method)) {
         ;(this.tried ??= []).push(target.peer)
-        this.set.metrics.upstreamRetries.labels(this.group.name).inc()
-        this.attempt()
-        return
+        const next = this.group.pick(this.ctx, this.set.clock(), this.tried)
+        if (next !== null) {
+          this.set.metrics.upstreamRetries.labels(this.group.name).inc()
+          this.attempt(next)
+          return
+        }
       }
       this.settle({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
       return

@@ -180,8 +180,18 @@ export class Frontend implements PipelineSink<Ctx> {
     return new Promise((resolve) => { this.drainWaiters.push(resolve) })
   }
 
-  /** The `request` listener. */
+  /** The `request` listener. A bug must cost one request a 500, never the process. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    try {
+      this.route(req, res)
+    } catch (err) {
+      this.log('error', 'request handler failed', { err, stack: err instanceof Error ? err.stack : undefined })
+      if (!res.headersSent && !res.destroyed) writeRejection(res, ANSWERS.internal, null, true)
+      else res.destroy()
+    }
+  }
+
+  private route (req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now()
     const state = this.state
     if (this.draining) res.shouldKeepAlive = false
@@ -269,7 +279,12 @@ export class Frontend implements PipelineSink<Ctx> {
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
     const done = ctx.done = (outcome: Outcome): void => { this.upstreamDone(ctx, outcome) }
     const cr = (ctx.owner as ServingState).routes[ctx.routeIndex] as CompiledRoute
-    this.upstreams.forward(ctx, cr.upstream, done)
+    try {
+      this.upstreams.forward(ctx, cr.upstream, done)
+    } catch (err) {
+      this.log('error', 'forward failed', { route: cr.name, err })
+      this.upstreamDone(ctx, { kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
+    }
   }
 
   reject (ctx: Ctx, r: Rejection): void {

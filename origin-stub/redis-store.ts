@@ -225,13 +225,26 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
   const cmd = client as unknown as Record<keyof typeof scripts, ScriptFn>
 
   let closed = false
-  let connecting: Promise<void> | null = null
+  // Waits for 'ready' (bounded) rather than trusting connect()'s promise, which was seen to stay
+  // pending for a Cluster that had become ready.
+  const connectTimeoutMs = Math.max(commandTimeout, 1000) * 5
   const connect = async (): Promise<void> => {
     if (client.status === 'ready') return
-    if (client.status === 'wait') {
-      connecting ??= client.connect().finally(() => { connecting = null })
-    }
-    if (connecting !== null) await connecting
+    if (client.status === 'wait') client.connect().catch(() => {}) // failures also arrive as 'error' events
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error): void => {
+        clearTimeout(timer)
+        client.off('ready', onReady)
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      const onReady = (): void => { done() }
+      const timer = setTimeout(() => {
+        done(new StoreError('FG_ERR_STORE_UNAVAILABLE', `origin store: not ready after ${connectTimeoutMs} ms (status ${client.status})`))
+      }, connectTimeoutMs)
+      client.on('ready', onReady)
+      if (client.status === 'ready') done()
+    })
   }
 
   const run = async <T>(fn: () => Promise<T>): Promise<T> => {

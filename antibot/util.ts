@@ -77,15 +77,17 @@ export function valueOf (ctx: RequestContext, src: ValueSource): string | null {
 export const FORM_FIELDS = 'flashgate.form'
 
 const B64URL = /^[A-Za-z0-9_-]*$/
+const B64URL_INDEX = new Uint8Array(128)
+for (let i = 0; i < 64; i++) B64URL_INDEX['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'.charCodeAt(i)] = i
 
 /** Decode strict, unpadded base64url of exactly `bytes` bytes; null on any other input. */
 export function decodeB64url (s: string, bytes: number): Buffer | null {
   if (s.length !== Math.ceil(bytes * 4 / 3) || !B64URL.test(s)) return null
+  // Reject non-canonical encodings: the unused low bits of the last character must be zero.
+  const unused = s.length * 6 - bytes * 8
+  if (unused > 0 && ((B64URL_INDEX[s.charCodeAt(s.length - 1)] ?? 0) & ((1 << unused) - 1)) !== 0) return null
   const buf = Buffer.from(s, 'base64url')
-  if (buf.length !== bytes) return null
-  // Reject non-canonical encodings (trailing bits set): re-encode and compare.
-  if (buf.toString('base64url') !== s) return null
-  return buf
+  return buf.length === bytes ? buf : null
 }
 
 /** HMAC-SHA256 of `msg` with `key`. */

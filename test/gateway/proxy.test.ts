@@ -385,3 +385,29 @@ t.test('update() keeps Pools and keep-alive connections of remaining targets, cl
   gw.upstreams.update(new Map())
   t.equal((await call(gw.url)).status, 502)
 })
+
+t.test('a request undici refuses as built (OPTIONS *) is a 400 BAD_REQUEST, not a target failure', async (t) => {
+  const o = await origin(t, 'o')
+  const gw = await gateway(t, [upstreamConfig('u', [o.url], { retries: 3 })])
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port: gw.port, method: 'OPTIONS', path: '*', agent: false }, (res) => { res.resume(); resolve(res.statusCode!) })
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(status, 400)
+  t.same(gw.outcomes[0]?.outcome, { kind: 'failed', code: 'BAD_REQUEST' })
+  t.equal(o.seen.length, 0)
+  t.match(gw.upstreams.status()[0], { up: true, fails: 0 })
+  t.equal(await metricValue(gw.metrics, 'flashgate_upstream_retries_total', { upstream: 'u' }), undefined, 'not retried')
+})
+
+t.test('a body already read into ctx.body is sent instead of the stream, with its own Content-Length', async (t) => {
+  const o = await origin(t, 'o', (req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => res.end(JSON.stringify({ body: Buffer.concat(chunks).toString(), cl: req.headers['content-length'] ?? null, te: req.headers['transfer-encoding'] ?? null })))
+  })
+  const gw = await gateway(t, [upstreamConfig('u', [o.url])], { bufferBody: true })
+  const r = await call(gw.url, { method: 'POST', headers: { 'transfer-encoding': 'chunked' }, body: 'captcha=tok&qty=1' })
+  t.same(JSON.parse(r.body), { body: 'captcha=tok&qty=1', cl: '17', te: null })
+})

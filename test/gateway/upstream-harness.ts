@@ -118,10 +118,10 @@ const ROUTE: RouteConfig = { name: 'test', match: { host: null, path: null, path
 
 /**
  * A minimal gateway in front of `forward()`: one upstream named by `upstream` (default: the first),
- * `peerTrusted` for every request, the 502/504 answers written as the real gateway writes them, and
- * `extra` response headers as a guard would add.
+ * `peerTrusted` for every request, the 502/504 answers written as the real gateway writes them,
+ * `extra` response headers as a guard would add, and with `bufferBody` the body read into ctx.body first.
  */
-export async function gateway (t: Teardown, cfgs: readonly UpstreamConfig[], opts: { peerTrusted?: boolean, extra?: string[], upstream?: string } = {}): Promise<Gateway> {
+export async function gateway (t: Teardown, cfgs: readonly UpstreamConfig[], opts: { peerTrusted?: boolean, extra?: string[], upstream?: string, bufferBody?: boolean } = {}): Promise<Gateway> {
   const metrics = createMetrics({ defaultMetrics: false })
   const clock = new FakeClock()
   const upstreams = createUpstreams(new Map(cfgs.map((c) => [c.name, c])), { metrics, clock: clock.fn })
@@ -150,7 +150,7 @@ export async function gateway (t: Teardown, cfgs: readonly UpstreamConfig[], opt
       settlers: null,
       locals: null
     }
-    upstreams.forward(ctx, name, (outcome, target) => {
+    const go = (): void => upstreams.forward(ctx, name, (outcome, target) => {
       outcomes.push({ outcome, target, path: url })
       if (outcome.kind === 'failed' && !res.headersSent && !res.destroyed && outcome.code !== 'CLIENT_ABORTED') {
         const status = outcome.code === 'UPSTREAM_TIMEOUT' ? 504 : outcome.code === 'BAD_REQUEST' ? 400 : 502
@@ -158,6 +158,11 @@ export async function gateway (t: Teardown, cfgs: readonly UpstreamConfig[], opt
       }
       for (const w of waiters.splice(0)) w()
     })
+    if (opts.bufferBody !== true) return go()
+    // As a guard that reads a form field does: the whole body first, then ctx.body.
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => { ctx.body = Buffer.concat(chunks); go() })
   })
   const port = await listen(t, server)
   return {

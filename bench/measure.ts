@@ -67,10 +67,12 @@ export interface MeasureOptions {
 
 /** Check a target answers as expected (a limiter may let its first requests through: 3 tries). */
 export async function checkTarget (t: Target): Promise<string | null> {
-  const r = t.requests[0]
-  if (r === undefined) return 'no request'
   let last = ''
   for (let i = 0; i < 3; i++) {
+    // From the end of the list: a run starts from its head, and a user checked here (dedupe mark) must
+    // not be the run's first.
+    const r = t.requests[Math.max(0, t.requests.length - 1 - i)]
+    if (r === undefined) return 'no request'
     try {
       const res = await request(t.baseUrl + r.path, { method: r.method as 'GET', headers: r.headers ?? {}, body: r.body ?? null, headersTimeout: 5000, bodyTimeout: 5000 })
       const text = await res.body.text()

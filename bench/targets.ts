@@ -69,7 +69,8 @@ export function funnelRequests (c: FgCtx, n: number): RequestSpec[] {
   const users = n >= 4 ? c.funnelUsers : 1
   const out: RequestSpec[] = []
   for (let i = 0; i < users; i++) {
-    const user = `fu${i}`
+    // Users are distinct per step: dedupe marks are per campaign × product × user, shared by all routes.
+    const user = `f${n}u${i}`
     const headers: Record<string, string> = { [USER_HEADER]: user }
     if (n >= 5) headers.cookie = `${CLEARANCE_COOKIE}=${signClearance(sessionKey, CLEARANCE_COOKIE, user, '127.0.0.1', expiresAt)}`
     const q = n >= 6 ? '?' + signLinkQuery('k1', linkKey, { method: '*', path, user, campaign: CAMPAIGN, product: 'big', expiresAt }) : ''

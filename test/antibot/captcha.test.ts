@@ -151,12 +151,10 @@ t.test('provider timeout, down, 5xx, garbage: on_error fail_closed (503 OVERLOAD
   t.teardown(async () => { await closed.guard.close?.(); await open.guard.close?.() })
   p.state.mode = 'slow'
   p.state.delayMs = 400
-  const started = Date.now()
   const r = await closed.guard.check(ctxWith({ 'h-captcha-response': 'a' }))
-  t.equal(r?.code, 'OVERLOADED', 'timeout → fail_closed')
+  t.equal(r?.code, 'OVERLOADED', 'timeout → fail_closed (the slow provider would have said success)')
   t.equal(r?.status, 503)
   t.same(r?.headers, ['retry-after', '1'])
-  t.ok(Date.now() - started < 390, 'the guard did not wait for the slow provider')
   t.equal(await codeOf(open.guard.check(ctxWith({ 'h-captcha-response': 'b' }))), undefined, 'timeout → fail_open passes')
   p.state.mode = 'garbage'
   t.equal(await codeOf(closed.guard.check(ctxWith({ 'h-captcha-response': 'c' }))), 'OVERLOADED', 'non-JSON answer is a provider failure')

@@ -323,11 +323,12 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     if (peers) targets.push(...peerTargets(scenario, kitPid, redis))
     void CAMPAIGN
   }
-  p.line(`bench: checks, then ${o.warmup > 0 ? `${o.warmup}s warm-up per target and ` : ''}${o.rounds} round(s) of ${o.duration}s per target (${targets.length} targets), ${c.generator}, ${o.connections} connections`)
+  const seconds = scenario === 'flash-sale' ? o.runDuration : o.duration
+  p.line(`bench: checks, then ${o.warmup > 0 ? `${o.warmup}s warm-up per target and ` : ''}${o.rounds} round(s) of ${seconds}s per target (${targets.length} targets), ${c.generator}, ${o.connections} connections`)
   const runs = await measure(targets, {
     generator: c.generator,
     connections: o.connections,
-    seconds: o.duration,
+    seconds,
     warmupS: o.warmup,
     rounds: o.rounds,
     loadCpus: null,

@@ -13,6 +13,8 @@ export interface BenchOptions {
   json: string | null
   out: string
   duration: number
+  /** Seconds per throughput run in flash-sale --peers (the crowd uses --duration). */
+  runDuration: number
   warmup: number
   rounds: number
   connections: number
@@ -48,6 +50,7 @@ usage: flashgate bench [options]
   --out DIR           folder for the default file names (default bench/results)
   --duration S        seconds: the whole flash sale, or each throughput run
                       (defaults: flash-sale 20, proxy 8, reject 5, funnel 2)
+  --run-duration S    flash-sale --peers: seconds per throughput run after the crowd (default 5)
   --warmup S          warm-up seconds per throughput target (default 2; funnel 1)
   --rounds N          interleaved rounds (default 1; 3 with --peers)
   --connections N     client connections (default 64)
@@ -80,7 +83,7 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 
 export class UsageError extends Error {}
 
-const NUM = new Set(['duration', 'warmup', 'rounds', 'connections', 'users', 'ramp', 'bots', 'global-rate', 'workers'])
+const NUM = new Set(['duration', 'run-duration', 'warmup', 'rounds', 'connections', 'users', 'ramp', 'bots', 'global-rate', 'workers'])
 const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
@@ -198,6 +201,7 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     json: str('json'),
     out: str('out') ?? 'bench/results',
     duration: num(m, 'duration', 1, 600) ?? d.duration,
+    runDuration: num(m, 'run-duration', 1, 600) ?? 5,
     warmup: num(m, 'warmup', 0, 60) ?? d.warmup,
     rounds: num(m, 'rounds', 1, 20) ?? (peers ? 3 : 1),
     connections: num(m, 'connections', 1, 10_000) ?? 64,

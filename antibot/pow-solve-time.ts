@@ -3,12 +3,12 @@
  * solver (node:crypto) and the browser solver (antibot/pow-solver.js on WebCrypto, run here under
  * Node's globalThis.crypto.subtle — a browser's WebCrypto is in the same range or slower).
  *
- *   npx tsx antibot/pow-solve-time.ts [difficulty=18] [n=20]
+ *   npx tsx antibot/pow-solve-time.ts [difficulty=16] [n=20]
  */
 import { randomBytes } from 'node:crypto'
 import { issueChallenge, solveChallenge } from './captcha/pow.js'
 
-const difficulty = Number(process.argv[2] ?? 18)
+const difficulty = Number(process.argv[2] ?? 16)
 const n = Number(process.argv[3] ?? 20)
 const key = randomBytes(32)
 

@@ -55,7 +55,7 @@ export const DEFAULTS = Object.freeze({
   campaign: { linkRevealMs: 60_000, linkGraceMs: 60_000 },
   product: { segments: 1 },
   rateLimit: { maxKeys: 100_000 },
-  captcha: { timeoutMs: 2_000, tokenTtlMs: 300_000, clearanceCookie: 'fg_clearance', difficulty: 18, challengeTtlMs: 60_000 },
+  captcha: { timeoutMs: 2_000, tokenTtlMs: 300_000, clearanceCookie: 'fg_clearance', difficulty: 16, challengeTtlMs: 60_000 },
   dedupe: { ttlMs: 86_400_000 },
   quota: { latchTtlMs: 1_000 },
   origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 }

@@ -107,7 +107,7 @@ routes:
   t.equal(rc.clearanceCookie, 'fg_clearance')
   const pow = pick(4, 'captcha')
   t.equal(pow.secret, null)
-  t.equal(pow.difficulty, 18)
+  t.equal(pow.difficulty, 16)
   t.equal(pow.difficultyUnderLoad, null)
   t.equal(pow.challengeTtlMs, 60_000)
   t.same(pick(5, 'signed_link'), { kind: 'signed_link', index: 5, shadow: false, reject: null, mode: 'hmac', singleUse: false, secureLink: '$arg_md5,$arg_expires', secureLinkMd5: '', campaign: { from: 'param', name: 'campaign' }, product: { from: 'param', name: 'product' } })

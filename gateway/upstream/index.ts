@@ -13,8 +13,10 @@
  *   it is passed to the client and is not a failure (nginx's default `proxy_next_upstream error timeout`).
  *   A client that leaves says nothing about the upstream and is not a failure either.
  * - Retries: at most `retries` more attempts, each on a target this request has not tried, only for
- *   idempotent methods (GET HEAD OPTIONS PUT DELETE TRACE) and only when the attempt failed while
- *   connecting, i.e. before undici wrote any byte of the request (so a streamed body was never read).
+ *   idempotent methods (GET HEAD OPTIONS PUT DELETE TRACE), and only when nothing can have been consumed:
+ *   the attempt failed while connecting (undici wrote no byte, so a streamed body was never read), or a
+ *   request without a body lost its connection before any response byte (the keep-alive race nginx's
+ *   `proxy_next_upstream error` covers). Never after a timeout, never once a body started streaming.
  * - Timeouts are undici's own (one shared coarse timer): `connectTimeout` → UPSTREAM_UNAVAILABLE,
  *   `headersTimeout`/`bodyTimeout` = the upstream's `timeout` → UPSTREAM_TIMEOUT. No timer per request here.
  * - Trailers from the upstream are not forwarded (as nginx without `proxy_pass_trailers`); 1xx interim
@@ -254,7 +256,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   start (): void {
     const res = this.ctx.res
-    if (res.destroyed || this.ctx.req.socket.destroyed) {
+    if (res.destroyed || isClientFailure(this.ctx)) {
       this.settle({ kind: 'failed', code: 'CLIENT_ABORTED' })
       return
     }
@@ -377,19 +379,20 @@ class Exchange implements Dispatcher.DispatchHandler {
       }
       target.count(code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connect_timeout' : 'connect_error')
       if (!CONNECT_PHASE_NOT_TARGET.has(code)) this.fail(target, err)
-      if (this.attempts <= this.group.cfg.retries && IDEMPOTENT.has(this.ctx.method)) {
-        ;(this.tried ??= []).push(target.peer)
-        const next = this.group.pick(this.ctx, this.set.clock(), this.tried)
-        if (next !== null) {
-          this.set.metrics.upstreamRetries.labels(this.group.name).inc()
-          this.attempt(next)
-          return
-        }
-      }
+      if (this.retry(target)) return
       this.settle({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
       return
     }
     const timeout = TIMEOUTS.has(code)
+    if (!timeout && !this.headWritten && this.opts.body == null) {
+      // The connection broke before any answer (typically a keep-alive connection the upstream closed
+      // as we reused it). Nothing but headers was sent, so an idempotent request can go elsewhere.
+      target.count('error')
+      this.fail(target, err)
+      if (this.retry(target)) return
+      this.settle({ kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
+      return
+    }
     if (!this.headWritten) target.count(timeout ? 'timeout' : 'error')
     this.fail(target, err)
     if (this.headWritten) res.destroy()
@@ -398,6 +401,17 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onUpgrade (): void {
     // Never asked for: Upgrade is stripped from requests.
+  }
+
+  /** Try the next untried target if the rules allow (idempotent, retries left). */
+  private retry (target: Target): boolean {
+    if (this.attempts > this.group.cfg.retries || !IDEMPOTENT.has(this.ctx.method)) return false
+    ;(this.tried ??= []).push(target.peer)
+    const next = this.group.pick(this.ctx, this.set.clock(), this.tried)
+    if (next === null) return false
+    this.set.metrics.upstreamRetries.labels(this.group.name).inc()
+    this.attempt(next)
+    return true
   }
 
   private fail (target: Target, err: Error): void {
@@ -413,7 +427,9 @@ class Exchange implements Dispatcher.DispatchHandler {
 /** The request body stream failed because the client went away mid-upload. */
 function isClientFailure (ctx: RequestContext): boolean {
   const req = ctx.req
-  return ctx.res.destroyed || req.socket.destroyed || (req.destroyed && !req.complete)
+  // req.socket is typed non-null but node:http clears it on some error paths.
+  const socket = req.socket as typeof req.socket | null
+  return ctx.res.destroyed || (socket !== null && socket.destroyed) || (req.destroyed && !req.complete)
 }
 
 /** Origin-form target: `req.url` when it is one, else the normalised path and query (absolute-form). */

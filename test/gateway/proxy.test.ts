@@ -411,3 +411,17 @@ t.test('a body already read into ctx.body is sent instead of the stream, with it
   const r = await call(gw.url, { method: 'POST', headers: { 'transfer-encoding': 'chunked' }, body: 'captcha=tok&qty=1' })
   t.same(JSON.parse(r.body), { body: 'captcha=tok&qty=1', cl: '17', te: null })
 })
+
+t.test('a connection lost before any answer: bodyless idempotent requests go to the next target', async (t) => {
+  const drop = await origin(t, 'drop', (req) => { req.socket.destroy() })
+  const good = await origin(t, 'good')
+  const gw = await gateway(t, [upstreamConfig('u', [drop.url, good.url], { maxFails: 0, retries: 1 })])
+  const gets = [await call(gw.url), await call(gw.url)]
+  t.same(gets.map((r) => r.body), ['good', 'good'], 'GET retried after the reset')
+  t.equal(drop.seen.length, 1)
+  t.equal(await metricValue(gw.metrics, 'flashgate_upstream_requests_total', { upstream: 'u', target: drop.url, status: 'error' }), 1)
+  const posts = [await call(gw.url, { method: 'POST' }), await call(gw.url, { method: 'POST' })]
+  t.same(posts.map((r) => r.status).sort(), [200, 502], 'POST not retried')
+  const puts = [await call(gw.url, { method: 'PUT', body: 'b' }), await call(gw.url, { method: 'PUT', body: 'b' })]
+  t.same(puts.map((r) => r.status).sort(), [200, 502], 'PUT whose body was sent is not retried')
+})

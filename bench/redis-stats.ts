@@ -25,6 +25,8 @@ export class RedisProbe {
   private readonly client: Redis
   constructor (readonly url: string) {
     this.client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: true, connectTimeout: 2000 })
+    // A probe must never crash or spam the bench: failures show as missing figures (null).
+    this.client.on('error', () => {})
   }
 
   async commandStats (): Promise<CommandStats | null> {

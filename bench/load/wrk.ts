@@ -24,26 +24,38 @@ export interface WrkOptions {
 
 const luaString = (s: string): string => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n').replace(/\r/g, '\\r')}"`
 
-function luaRequest (r: RequestSpec): string {
-  const headers = Object.entries(r.headers ?? {}).map(([k, v]) => `[${luaString(k)}]=${luaString(v)}`).join(',')
-  return `wrk.format(${luaString(r.method)}, ${luaString(r.path)}, {${headers}}, ${r.body === undefined ? 'nil' : luaString(r.body)})`
+/**
+ * One request per line for the Lua side: method, path, then header name/value pairs, tab-separated
+ * (a list inline in the script would hit Lua's 65536-constants limit per function).
+ */
+export function wrkRequestLines (requests: readonly RequestSpec[]): string {
+  const clean = (x: string): string => x.replace(/[\t\r\n]/g, ' ')
+  return requests.map((r) => [r.method, r.path, ...Object.entries(r.headers ?? {}).flat()].map(clean).join('\t')).join('\n') + '\n'
 }
 
-/** The Lua script: static request (fast path) or a cycled list; figures as one JSON line at the end. */
-export function wrkScript (requests: readonly RequestSpec[]): string {
+/** The Lua script: static request (fast path) or a cycled list read from a file; figures as one JSON line at the end. */
+export function wrkScript (requests: readonly RequestSpec[], listFile: string | null): string {
   const lines: string[] = []
   const first = requests[0]
   if (first === undefined) throw new Error('wrk: no request')
-  if (requests.length === 1) {
+  if (requests.length === 1 || listFile === null) {
     // Static request: wrk builds it once and never calls into Lua per request.
     lines.push(`wrk.method = ${luaString(first.method)}`, `wrk.path = ${luaString(first.path)}`)
     for (const [k, v] of Object.entries(first.headers ?? {})) lines.push(`wrk.headers[${luaString(k)}] = ${luaString(v)}`)
     if (first.body !== undefined) lines.push(`wrk.body = ${luaString(first.body)}`)
   } else {
-    lines.push('local reqs = nil', 'local n = 0', 'local i = 0',
-      'init = function(args)', '  reqs = {')
-    for (const r of requests) lines.push(`    ${luaRequest(r)},`)
-    lines.push('  }', '  n = #reqs', 'end',
+    // Bodies are not supported in lists (the bench's lists are GETs); each request is formatted once here.
+    lines.push('local reqs = {}', 'local n = 0', 'local i = 0',
+      'init = function(args)',
+      `  for line in io.lines(${luaString(listFile)}) do`,
+      '    local f = {}',
+      '    for x in string.gmatch(line, "[^\t]+") do f[#f + 1] = x end',
+      '    local h = {}',
+      '    for j = 3, #f - 1, 2 do h[f[j]] = f[j + 1] end',
+      '    reqs[#reqs + 1] = wrk.format(f[1], f[2], h, nil)',
+      '  end',
+      '  n = #reqs',
+      'end',
       'request = function()', '  i = i % n + 1', '  return reqs[i]', 'end')
   }
   lines.push(
@@ -61,7 +73,12 @@ interface WrkJson { requests: number, duration_us: number, connect: number, read
 export async function runWrk (o: WrkOptions): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), 'fg-wrk-'))
   const script = join(dir, 'script.lua')
-  writeFileSync(script, wrkScript(o.requests))
+  let list: string | null = null
+  if (o.requests.length > 1) {
+    list = join(dir, 'requests.tsv')
+    writeFileSync(list, wrkRequestLines(o.requests))
+  }
+  writeFileSync(script, wrkScript(o.requests, list))
   const first = o.requests[0]
   const url = o.baseUrl + (first?.path ?? '/')
   const args = ['-t1', `-c${o.connections}`, `-d${o.seconds}s`, `--timeout`, `${o.timeoutS ?? 2}s`, '-s', script, url]

@@ -28,6 +28,9 @@ const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'te', 'trailer', 'tra
 
 /** Tokens of a Connection header that name no extra field to drop. */
 function connectionTokens (value: string): string[] | null {
+  // Fast path: nearly every Connection header is exactly one of these (the profile showed the split).
+  const v = value.length <= 10 ? value.toLowerCase() : ''
+  if (v === 'keep-alive' || v === 'close') return null
   let out: string[] | null = null
   for (const raw of value.split(',')) {
     const t = raw.trim().toLowerCase()

@@ -11,7 +11,7 @@
  */
 import { LRUCache } from 'lru-cache'
 import { gcraStep } from './gcra.js'
-import type { CounterResult, GcraResult, Store } from './store.js'
+import type { AddOptions, CounterResult, GcraResult, Store } from './store.js'
 
 type Value = number | string | Set<string>
 interface Entry { v: Value, exp: number }
@@ -73,9 +73,9 @@ export class MemoryStore implements Store {
     return { ok: s.ok, remaining: s.remaining, retryAfterMs: Math.ceil(s.retryAfter / 1000), resetAfterMs: Math.ceil(s.resetAfter / 1000) }
   }
 
-  async addIfWithin (key: string, delta: number, limit: number): Promise<CounterResult> {
+  async addIfWithin (key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult> {
     const { n, e } = this.num(key)
-    if (n + delta > limit) return { ok: false, value: n }
+    if (n + delta > limit || (opts?.min !== undefined && n + delta < opts.min)) return { ok: false, value: n }
     if (e !== undefined) e.v = n + delta
     else this.write(key, n + delta, undefined)
     return { ok: true, value: n + delta }

@@ -18,7 +18,18 @@
  * follows the gateway's clock — ctx.now — which lru-cache's TTL cannot.)
  *
  * Give-back: when the request is not admitted downstream (a later guard rejected it, the upstream failed
- * or answered 5xx) the unit is returned (`add(segment, -1)`) and the latch cleared.
+ * or answered 5xx) the unit is returned and the latch cleared. The give-back is `addIfWithin(segment, -1,
+ * ∞, {min: 0})`, so it can never take a counter below zero, and it is dropped when the product was reset
+ * (admin `reset`) since the admission: each node counts resets it hears of (an epoch) and a settler from
+ * an older epoch gives nothing back — its unit went with the reset. (Without both, a give-back landing
+ * after a reset took the counter to -1 and let one unit too many through.) The one window left is a
+ * give-back sent by a node between the reset's DEL and that node receiving the reset message (on
+ * loopback well under a millisecond); the floor at 0 still holds there.
+ *
+ * A store call that timed out may still have been applied by Redis. When its answer arrives late and
+ * says applied for a request this node already answered with a rejection (fail_closed's 503, or local's
+ * SOLD_OUT), the unit is given back the same way, so a slow moment does not leave units admitted that
+ * nobody bought.
  *
  * Failure policy: fail_closed → 503; fail_open → pass (counted); local → this process's share of what was
  * left when it last saw the store, `floor(left / (gateway_nodes × workers))`. A process that never saw the
@@ -67,6 +78,8 @@ interface Product {
   admitted: { inc(): void }
   released: { inc(): void }
   lastRefresh: number
+  /** Resets heard of (admin reset); a give-back from an older epoch is dropped. */
+  epoch: number
 }
 
 const quotaOf = (p: Product): number => p.override ?? p.configQuota
@@ -107,7 +120,8 @@ function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics
       remainingGauge: metrics.quotaRemaining.labels(c.id, pc.id),
       admitted: metrics.quotaAdmitted.labels(c.id, pc.id),
       released: metrics.quotaReleased.labels(c.id, pc.id),
-      lastRefresh: 0
+      lastRefresh: 0,
+      epoch: 0
     }
     reg.products.set(id, p)
     p.remainingGauge.set(pc.quota)
@@ -136,7 +150,7 @@ function ensureSubscribed (reg: Registry, store: Store, log: GuardDeps['log']): 
     const p = reg.products.get(`${String(m.c)}\u0000${String(m.p)}`)
     if (p === undefined) return
     if (typeof m.quota === 'number') { p.override = m.quota; p.overrideLoaded = true }
-    if (m.reset === true) p.seen.fill(0)
+    if (m.reset === true) { p.seen.fill(0); p.epoch++ }
     clearLatch(p)
     log('info', 'quota changed', { campaign: p.campaign, product: p.product, quota: quotaOf(p) })
   })
@@ -198,14 +212,19 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
     }
   }
 
-  const giveBackFor = (p: Product, seg: number) => (_ctx: RequestContext, o: Outcome): void => {
-    if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
+  /** Return one unit to segment `seg` unless the product was reset since `epoch`; never below 0. */
+  const giveBack = (p: Product, seg: number, epoch: number): void => {
+    if (p.epoch !== epoch) return
     p.released.inc()
     p.latchUntil = 0
     p.fullUntil[seg] = 0
-    store.add(segmentKey(p.campaign, p.product, seg), -1).catch(() => {
+    store.addIfWithin(segmentKey(p.campaign, p.product, seg), -1, Number.MAX_SAFE_INTEGER, { min: 0 }).catch(() => {
       deps.log('warn', 'quota give-back failed', { guard: id, campaign: p.campaign, product: p.product })
     })
+  }
+  const giveBackFor = (p: Product, seg: number, epoch: number) => (_ctx: RequestContext, o: Outcome): void => {
+    if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
+    giveBack(p, seg, epoch)
   }
   const giveBackLocal = (p: Product) => (_ctx: RequestContext, o: Outcome): void => {
     if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
@@ -213,11 +232,18 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
     if (p.localBudget !== null) { p.localBudget++; p.localAdmitted-- } else p.localAdmitted--
   }
 
-  const onError = (ctx: RequestContext, p: Product, err: unknown): Verdict => {
+  /** For a timed-out admission call: set by onError when this request is answered with a rejection. */
+  const lateGiveBack = (p: Product, seg: number, epoch: number, state: { rejected: boolean }) => (r: { ok: boolean }): void => {
+    if (r.ok && state.rejected) giveBack(p, seg, epoch)
+  }
+
+  const onError = (ctx: RequestContext, p: Product, err: unknown, late: { rejected: boolean }): Verdict => {
     asStoreError(err)
     fallbacks.inc()
-    if (policy === 'fail_closed') return STORE_UNAVAILABLE
     if (policy === 'fail_open') return undefined
+    // Answered with a rejection from here on (unless admitted locally below): a late "applied" gives the unit back.
+    late.rejected = true
+    if (policy === 'fail_closed') return STORE_UNAVAILABLE
     if (p.localBudget === null) {
       const left = leftSeen(p)
       p.localBudget = left < 0 ? 0 : Math.floor(left / shareOf)
@@ -228,6 +254,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
     if (p.localBudget <= 0) return soldOut
     p.localBudget--
     p.localAdmitted++
+    late.rejected = false
     p.admitted.inc()
     onSettle(ctx, giveBackLocal(p))
     return undefined
@@ -247,10 +274,12 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
       const i = (start + j) % n
       if ((p.fullUntil[i] ?? 0) > now) continue
       let r
+      const epoch = p.epoch
+      const late = { rejected: false }
       try {
-        r = await store.addIfWithin(segmentKey(p.campaign, p.product, i), 1, segmentQuota(q, n, i))
+        r = await store.addIfWithin(segmentKey(p.campaign, p.product, i), 1, segmentQuota(q, n, i), { onLate: lateGiveBack(p, i, epoch, late) })
       } catch (err) {
-        return onError(ctx, p, err)
+        return onError(ctx, p, err, late)
       }
       if (p.localBudget !== null) reconcile(p, i)
       p.seen[i] = r.value
@@ -258,7 +287,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
         p.admitted.inc()
         const left = leftSeen(p)
         if (left >= 0) p.remainingGauge.set(left)
-        onSettle(ctx, giveBackFor(p, i))
+        onSettle(ctx, giveBackFor(p, i, epoch))
         return undefined
       }
       p.fullUntil[i] = now + latchTtl

@@ -12,11 +12,19 @@
  *   going backwards is clamped (the TAT never moves back).
  * - Cluster: every operation touches one key, so it is on one slot by construction; callers put hash tags
  *   `{...}` in keys that must share a slot, or differ on purpose (quota segments).
- * - A slow Redis must not stall requests: `commandTimeout` (config timeoutMs, default 50 ms) rejects a
- *   late answer as an error, the offline queue is off (a command while disconnected fails at once), an
- *   in-flight command is not replayed after a reconnect, and a circuit breaker (breaker.ts) stops calling
- *   a dead store. ioredis reconnects in the background with a capped back-off; when its connection is
- *   ready again the breaker closes at once (automatic recovery).
+ * - A slow Redis must not stall requests: a per-operation timer (config timeoutMs, default 50 ms) rejects a
+ *   late answer as FG_ERR_STORE_TIMEOUT, the offline queue is off (a command while disconnected fails at
+ *   once), an in-flight command is not replayed after a reconnect, and a circuit breaker (breaker.ts) stops
+ *   calling a dead store. ioredis reconnects in the background with a capped back-off; when its connection
+ *   is ready again the breaker closes at once (automatic recovery).
+ * - The timer does not count this process's own event-loop lag against Redis: when it fires it lets the
+ *   poll phase run once (setImmediate) before deciding, so an answer that arrived in time but sat unread
+ *   in the socket while JavaScript was busy is taken, as nginx handles ready events before expired
+ *   timers. (ioredis's commandTimeout fires in the timers phase, before the socket is read: on a loaded
+ *   2-core box it turned in-time answers into 503s and into admitted-but-unsold quota units.) ioredis's
+ *   own commandTimeout stays as a backstop (20× the timeout, ≥ 1 s) so that a command to a hung server is
+ *   eventually dropped from its queue. A late answer is handed to `onLate` (addIfWithin) so that the quota
+ *   can give back a unit that was applied for a request already answered with an error.
  * - Errors reject with StoreError; every op is timed in flashgate_store_duration_seconds{op} and every
  *   failure counted in flashgate_store_errors_total{op}.
  * - publish/subscribe: a separate subscriber connection (a connection in subscriber mode can run no other
@@ -28,7 +36,7 @@ import { StoreError } from '../gateway/errors.js'
 import type { Metrics } from '../gateway/metrics.js'
 import type { StoreConfig } from '../conf/types.js'
 import { Breaker } from './breaker.js'
-import type { CounterResult, GcraResult, Store } from './store.js'
+import type { AddOptions, CounterResult, GcraResult, Store } from './store.js'
 
 /** GCRA in µs — a copy of gcra.ts gcraStep (keep the two in step). KEYS[1]; ARGV now, interval, burst, cost. */
 const GCRA_LUA = `
@@ -62,17 +70,19 @@ redis.call('SET', KEYS[1], string.format('%.0f', newTat), 'PX', math.ceil((newTa
 return {1, math.floor((limit - newTat) / iv), 0, newTat - now}
 `
 
-/** INCRBY-and-compare: KEYS[1]; ARGV delta, limit → {ok, value}. */
+/** INCRBY-and-compare: KEYS[1]; ARGV delta, limit[, min] → {ok, value}. */
 const ADD_WITHIN_LUA = `
 local v = tonumber(redis.call('GET', KEYS[1]) or '0')
 local d = tonumber(ARGV[1])
 if v + d > tonumber(ARGV[2]) then return {0, v} end
+local mn = tonumber(ARGV[3])
+if mn and v + d < mn then return {0, v} end
 return {1, redis.call('INCRBY', KEYS[1], d)}
 `
 
 interface Scripted {
   fgGcra(key: string, now: number, iv: number, burst: number, cost: number): Promise<[number, number, number, number]>
-  fgAddWithin(key: string, delta: number, limit: number): Promise<[number, number]>
+  fgAddWithin(key: string, delta: number, limit: number, min?: number): Promise<[number, number]>
 }
 type Client = (Redis | Cluster) & Scripted
 
@@ -103,6 +113,7 @@ export class RedisStore implements Store {
   private readonly handlers = new Map<string, Set<(m: string) => void>>()
   private readonly breaker: Breaker
   private readonly prefix: string
+  private readonly timeoutMs: number
   private readonly errors: Record<Op, { inc(): void }>
   private readonly durations: Record<Op, { observe(v: number): void }>
   private readonly log: NonNullable<RedisStoreDeps['log']>
@@ -112,6 +123,7 @@ export class RedisStore implements Store {
   constructor (cfg: StoreConfig, deps: RedisStoreDeps) {
     this.kind = cfg.kind === 'redis-cluster' ? 'redis-cluster' : 'redis'
     this.prefix = cfg.keyPrefix
+    this.timeoutMs = cfg.timeoutMs
     this.log = deps.log ?? (() => {})
     const m = deps.metrics
     this.errors = Object.fromEntries(OPS.map((op) => [op, m.storeErrors.labels(op)])) as unknown as Record<Op, { inc(): void }>
@@ -121,7 +133,7 @@ export class RedisStore implements Store {
       this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: this.kind })
     })
     const common: RedisOptions = {
-      commandTimeout: cfg.timeoutMs,
+      commandTimeout: Math.max(1000, cfg.timeoutMs * 20),
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
@@ -180,7 +192,35 @@ export class RedisStore implements Store {
     })
   }
 
-  private async run<T> (op: Op, fn: () => Promise<T>): Promise<T> {
+  /**
+   * `p`, or FG_ERR_STORE_TIMEOUT after timeoutMs — decided after one more poll phase (see the header), so
+   * an answer already in the socket wins. A settlement after the timeout goes to `onLate` (once).
+   */
+  private timed<T> (p: Promise<T>, onLate?: (v: T) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let done = false
+      const timer = setTimeout(() => {
+        setImmediate(() => {
+          if (done) return
+          done = true
+          reject(new StoreError('FG_ERR_STORE_TIMEOUT', `timed out after ${this.timeoutMs}ms`))
+        })
+      }, this.timeoutMs)
+      p.then((v) => {
+        if (done) { if (onLate !== undefined) { try { onLate(v) } catch {} } return }
+        done = true
+        clearTimeout(timer)
+        resolve(v)
+      }, (err: unknown) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        reject(err)
+      })
+    })
+  }
+
+  private async run<T> (op: Op, fn: () => Promise<T>, onLate?: (v: T) => void): Promise<T> {
     if (this.closed) throw new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store closed')
     if (!this.breaker.allow()) {
       this.errors[op].inc()
@@ -188,13 +228,17 @@ export class RedisStore implements Store {
     }
     const t0 = performance.now()
     try {
-      const r = await fn()
+      const r = await this.timed(fn(), onLate)
       this.durations[op].observe((performance.now() - t0) / 1000)
       this.breaker.success()
       return r
     } catch (err) {
       this.durations[op].observe((performance.now() - t0) / 1000)
       this.errors[op].inc()
+      if (err instanceof StoreError && err.code === 'FG_ERR_STORE_TIMEOUT') {
+        this.breaker.failure()
+        throw new StoreError('FG_ERR_STORE_TIMEOUT', `store ${op} timed out`)
+      }
       const msg = err instanceof Error ? err.message : String(err)
       // A script or type error is a bug or bad data, not an outage: it does not trip the breaker.
       if (err instanceof Error && err.name === 'ReplyError' && !/^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY)/.test(msg)) {
@@ -214,11 +258,13 @@ export class RedisStore implements Store {
     })
   }
 
-  addIfWithin (key: string, delta: number, limit: number): Promise<CounterResult> {
+  addIfWithin (key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult> {
+    const k = this.prefix + key
+    const min = opts?.min
     return this.run('add_if_within', async () => {
-      const [ok, value] = await this.client.fgAddWithin(this.prefix + key, delta, limit)
+      const [ok, value] = min === undefined ? await this.client.fgAddWithin(k, delta, limit) : await this.client.fgAddWithin(k, delta, limit, min)
       return { ok: ok === 1, value }
-    })
+    }, opts?.onLate)
   }
 
   add (key: string, delta: number): Promise<number> {

@@ -27,6 +27,21 @@ export interface CounterResult {
   readonly value: number
 }
 
+/** Options of `addIfWithin` (both optional; the plain call is the admission). */
+export interface AddOptions {
+  /**
+   * Apply only if `value + delta >= min` as well (else ok=false, counter unchanged). A give-back passes
+   * `min: 0` so that it can never take a counter below zero (e.g. one reset by an operator meanwhile).
+   */
+  readonly min?: number
+  /**
+   * Called once if the call already rejected with FG_ERR_STORE_TIMEOUT and the store's answer arrives
+   * after all: the caller learns whether the timed-out call was applied (and can give the unit back).
+   * Not called when the answer never comes. Memory store: never (it cannot time out).
+   */
+  readonly onLate?: (r: CounterResult) => void
+}
+
 export interface Store {
   readonly kind: 'memory' | 'redis' | 'redis-cluster'
 
@@ -37,8 +52,11 @@ export interface Store {
    */
   gcra(key: string, now: number, emissionIntervalMs: number, burst: number, cost: number): Promise<GcraResult>
 
-  /** Atomically: if value + delta <= limit then apply and ok=true, else leave it and ok=false. A missing counter is 0. */
-  addIfWithin(key: string, delta: number, limit: number): Promise<CounterResult>
+  /**
+   * Atomically: if value + delta <= limit (and >= opts.min when given) then apply and ok=true, else leave
+   * it and ok=false. A missing counter is 0.
+   */
+  addIfWithin(key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult>
 
   /** Atomically add delta (may be negative) and return the new value. */
   add(key: string, delta: number): Promise<number>

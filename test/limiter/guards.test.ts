@@ -154,6 +154,42 @@ t.test('quota: give back on later rejection, upstream failure and 5xx; not on 2x
   t.equal(((await g.check(c)) as Rejection).code, 'SOLD_OUT')
 })
 
+t.test('quota: a give-back that lands after an admin reset gives nothing back (no unit too many)', async (t) => {
+  const store = mem(() => T0)
+  const cfg = config(storeCfg, [campaign('c1', [['p1', 2]])])
+  const d = deps(store, { config: cfg })
+  // a second node on the same store (its own process-local state), which hears the reset too
+  const d2 = deps(store, { config: cfg })
+  const g = quotaGuard(qg(), route(), d)
+  const g2 = quotaGuard(qg(), route(), d2)
+  const admin = createQuotaAdmin({ config: cfg, store, metrics: d.metrics })
+  const tick = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
+
+  // A admitted on node 1, B on node 2; the operator resets; both fail upstream afterwards
+  const a = ctx(T0, params('c1', 'p1'))
+  const b = ctx(T0, params('c1', 'p1'))
+  t.equal(await g.check(a), undefined)
+  t.equal(await g2.check(b), undefined)
+  t.same(await admin.reset('c1', 'p1'), { quota: 2, admitted: 0, remaining: 2 })
+  settle(b, { kind: 'upstream', status: 502 })
+  await tick()
+  t.equal(await store.get('q:{c1:p1:0}'), null, 'counter not taken below zero (nor recreated)')
+  // two new buyers take the whole quota after the reset; then A's failure settles
+  const c1 = ctx(T0, params('c1', 'p1'))
+  t.equal(await g.check(c1), undefined)
+  t.equal(await g2.check(ctx(T0, params('c1', 'p1'))), undefined)
+  settle(a, { kind: 'failed', code: 'X' })
+  await tick()
+  t.same(await admin.get('c1', 'p1'), { quota: 2, admitted: 2, remaining: 0 }, 'a pre-reset unit is not given back into the new count')
+  const after = await Promise.all(Array.from({ length: 5 }, async (_, i) => await (i % 2 === 0 ? g : g2).check(ctx(T0, params('c1', 'p1')))))
+  t.same(after.map((r) => r?.code), Array(5).fill('SOLD_OUT'), 'exactly the quota after the reset')
+  // a post-reset admission still gives back normally
+  settle(c1, { kind: 'upstream', status: 500 })
+  await tick()
+  t.equal((await admin.get('c1', 'p1'))?.admitted, 1, 'post-reset give-back applies')
+  t.equal(await g.check(ctx(T0, params('c1', 'p1'))), undefined, 'and the latch is cleared for it')
+})
+
 t.test('quota: segments never exceed the quota; users spread over segments', async (t) => {
   const store = mem(() => T0)
   const cfg = config(storeCfg, [campaign('c1', [['hot', 100, 3]])])

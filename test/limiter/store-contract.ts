@@ -38,6 +38,24 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     t.same(values, Array.from({ length: 100 }, (_, i) => i + 1), 'each admitted call saw a distinct value')
   })
 
+  t.test('addIfWithin with min: a give-back never takes a counter below the floor', async (t) => {
+    const k = uniq('q')
+    const big = Number.MAX_SAFE_INTEGER
+    t.same(await s.store.addIfWithin(k, -1, big, { min: 0 }), { ok: false, value: 0 }, 'missing counter: nothing to give back')
+    t.equal(await s.store.get(k), null, 'and nothing written')
+    t.same(await s.store.addIfWithin(k, 2, 5), { ok: true, value: 2 })
+    t.same(await s.store.addIfWithin(k, -1, big, { min: 0 }), { ok: true, value: 1 })
+    t.same(await s.store.addIfWithin(k, -1, big, { min: 0 }), { ok: true, value: 0 })
+    t.same(await s.store.addIfWithin(k, -1, big, { min: 0 }), { ok: false, value: 0 }, 'floor holds')
+    t.same(await s.store.addIfWithin(k, 3, 5, { min: 4 }), { ok: false, value: 0 }, 'below min refused even within the limit')
+    t.same(await s.store.addIfWithin(k, 4, 5, { min: 4 }), { ok: true, value: 4 })
+    const k2 = uniq('q')
+    await s.store.addIfWithin(k2, 10, 10)
+    const rs = await Promise.all(Array.from({ length: 30 }, async () => await s.store.addIfWithin(k2, -1, big, { min: 0 })))
+    t.equal(rs.filter((r) => r.ok).length, 10, 'exactly the counter given back under concurrency')
+    t.equal(await s.store.get(k2), '0')
+  })
+
   t.test('add: missing is 0, negative deltas', async (t) => {
     const k = uniq('c')
     t.equal(await s.store.add(k, 5), 5)

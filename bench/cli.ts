@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { loadConfigFile, formatErrors } from '../conf/load.js'
-import { CAMPAIGN, ROOT, flashgateCommand, newSecrets, startGateway, startRedis, throughputConfig } from './flashgate.js'
+import { ROOT, flashgateCommand, newSecrets, startGateway, startRedis, throughputConfig } from './flashgate.js'
 import { measure, ratio, summarise } from './measure.js'
 import type { Run, Target, TargetSummary } from './measure.js'
 import { KIT_ORIGIN, KIT_REDIS, PEER_TARGETS, kitMissing, prepareKit, startKit } from './peers.js'
@@ -321,7 +321,6 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     const funnelUsers = scenario === 'funnel' || scenario === 'flash-sale' ? 60_000 : 1
     targets.push(...flashgateTargets(scenario, { baseUrl: gw.url, admin: gw.admin, pid: gw.proc.pid, redis, secrets, funnelUsers }))
     if (peers) targets.push(...peerTargets(scenario, kitPid, redis))
-    void CAMPAIGN
   }
   const seconds = scenario === 'flash-sale' ? o.runDuration : o.duration
   p.line(`bench: checks, then ${o.warmup > 0 ? `${o.warmup}s warm-up per target and ` : ''}${o.rounds} round(s) of ${seconds}s per target (${targets.length} targets), ${c.generator}, ${o.connections} connections`)

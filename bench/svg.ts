@@ -15,7 +15,7 @@ const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 function niceMax (v: number): number {
   if (v <= 0) return 1
   const p = 10 ** Math.floor(Math.log10(v))
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p
+  for (const m of [1, 1.2, 1.6, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p
   return 10 * p
 }
 
@@ -38,7 +38,7 @@ function lineChart (title: string, unit: string, series: readonly Series[], x0: 
   for (let t = 0; t <= tMax + 1e-9; t += step) {
     out.push(`<text x="${X(t).toFixed(1)}" y="${y0 + h + 16}" ${FONT} font-size="11" fill="#6b7280" text-anchor="middle">${t}s</text>`)
   }
-  out.push(`<text x="${x0 - 8}" y="${y0 - 2}" ${FONT} font-size="10" fill="#6b7280" text-anchor="end">${esc(unit)}</text>`)
+  out.push(`<text x="${x0 - 8}" y="${y0 - 12}" ${FONT} font-size="10" fill="#6b7280" text-anchor="end">${esc(unit)}</text>`)
   out.push(`<line x1="${x0}" y1="${y0 + h}" x2="${x0 + w}" y2="${y0 + h}" stroke="#9ca3af" stroke-width="1"/>`)
   for (const s of series) {
     if (s.points.length === 0) continue

@@ -46,6 +46,8 @@ import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, pr
 import type { Store } from './store.js'
 
 export const QUOTA_CHANNEL = 'quota'
+/** How often a give-back refused by the open breaker is tried (half a back-off apart). */
+const GIVE_BACK_TRIES = 10
 
 export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
 export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
@@ -185,6 +187,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
   const policy = policyOf(cfg.onError, deps)
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
   const shareOf = processCount(deps)
+  const retryMs = Math.max(20, Math.ceil(deps.config.store.breakerBackoffMs / 2))
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
 
@@ -212,13 +215,22 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
     }
   }
 
-  /** Return one unit to segment `seg` unless the product was reset since `epoch`; never below 0. */
-  const giveBack = (p: Product, seg: number, epoch: number): void => {
+  /**
+   * Return one unit to segment `seg` unless the product was reset since `epoch`; never below 0. A call the
+   * open breaker refused was certainly not sent, so it is tried again after half a back-off (up to
+   * GIVE_BACK_TRIES times; a unit still not returned is lost — the safe direction, never an oversell). A
+   * give-back that timed out may have been applied: it is not repeated.
+   */
+  const giveBack = (p: Product, seg: number, epoch: number, attempt = 0): void => {
     if (p.epoch !== epoch) return
-    p.released.inc()
+    if (attempt === 0) p.released.inc()
     p.latchUntil = 0
     p.fullUntil[seg] = 0
-    store.addIfWithin(segmentKey(p.campaign, p.product, seg), -1, Number.MAX_SAFE_INTEGER, { min: 0 }).catch(() => {
+    store.addIfWithin(segmentKey(p.campaign, p.product, seg), -1, Number.MAX_SAFE_INTEGER, { min: 0 }).catch((err: unknown) => {
+      if ((err as { code?: string }).code === 'FG_ERR_STORE_BREAKER_OPEN' && attempt + 1 < GIVE_BACK_TRIES) {
+        setTimeout(() => { giveBack(p, seg, epoch, attempt + 1) }, retryMs).unref()
+        return
+      }
       deps.log('warn', 'quota give-back failed', { guard: id, campaign: p.campaign, product: p.product })
     })
   }

@@ -16,6 +16,7 @@ import { LRUCache } from 'lru-cache'
 import type { DedupeGuardConfig } from '../conf/types.js'
 import type { Guard, GuardFactory, Outcome, RequestContext, Settler, Verdict } from '../gateway/types.js'
 import { rejection } from '../gateway/reject.js'
+import { onSettle } from '../gateway/settle.js'
 import { guardId, onStoreError } from './common.js'
 import { valueOf } from './util.js'
 
@@ -52,11 +53,6 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
     }
   }
 
-  function addSettler (ctx: RequestContext, s: Settler): void {
-    if (ctx.settlers === null) ctx.settlers = [s]
-    else ctx.settlers.push(s)
-  }
-
   return {
     kind: 'dedupe',
     id,
@@ -70,7 +66,7 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
       return store.setIfAbsent(key, String(ctx.now), cfg.ttlMs).then(
         (fresh) => {
           if (!fresh) return duplicate
-          addSettler(ctx, releaser(key, false))
+          onSettle(ctx, releaser(key, false))
           return undefined
         },
         (err: unknown) => {
@@ -78,7 +74,7 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
             deps.metrics.storeFallbacks.inc({ guard: id, policy })
             if (local.has(key)) return duplicate
             local.set(key, true)
-            addSettler(ctx, releaser(key, true))
+            onSettle(ctx, releaser(key, true))
             return undefined
           }
           return onStoreError(deps, id, policy, err, 'setIfAbsent')

@@ -5,7 +5,7 @@
 import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../conf/types.js'
 import { StoreError } from '../gateway/errors.js'
 import { rejection } from '../gateway/reject.js'
-import type { GuardDeps, Rejection, RequestContext, Settler } from '../gateway/types.js'
+import type { GuardDeps, Rejection, RequestContext } from '../gateway/types.js'
 
 /** `<route>#<index>:<kind>` */
 export function guardId (route: RouteConfig, cfg: GuardConfig): string {
@@ -59,11 +59,7 @@ export function fnv1a (s: string): number {
   return h >>> 0
 }
 
-/** Register a settler on the request. */
-export function onSettle (ctx: RequestContext, fn: Settler): void {
-  if (ctx.settlers === null) ctx.settlers = [fn]
-  else ctx.settlers.push(fn)
-}
+export { onSettle } from '../gateway/settle.js'
 
 /** The guard's failure policy: its own `on_error`, else `store.on_error`. */
 export function policyOf (cfgOnError: FailurePolicy | null, deps: GuardDeps): FailurePolicy {

@@ -237,6 +237,8 @@ routes:
 
   const warnings = procs.flatMap((p, i) => p.lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => ({ gw: i, ...l })))
   if (warnings.length > 0) t.comment(`gateway warnings: ${JSON.stringify(warnings.slice(0, 20))}`)
+  // store warm-up, breaker, give-back: none of it should have been needed
+  t.same(warnings.filter((w) => /store|quota/.test(String(w.msg))), [], 'no store or quota warning in either gateway log')
   for (const p of procs) p.child.kill('SIGTERM')
   const codes = await Promise.all(procs.map(async (p) => await p.exited))
   t.same(codes, [0, 0], 'both gateways drained and exited 0')

@@ -235,7 +235,7 @@ routes:
     `${calls} quota store calls = ${evalsha} EVALSHA + ${evals} EVAL for ${QUOTA} admissions (${perAdmitted.toFixed(3)} per admitted request, ` +
     `${((calls - QUOTA) / (REQUESTS - QUOTA)).toFixed(4)} per rejected request); after sell-out ${afterCmds} commands for ${AFTER} requests`)
 
-  const warnings = procs.flatMap((p, i) => p.lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => ({ gw: i, ...l })))
+  const warnings: Array<Record<string, unknown>> = procs.flatMap((p, i) => p.lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => ({ gw: i, ...l })))
   if (warnings.length > 0) t.comment(`gateway warnings: ${JSON.stringify(warnings.slice(0, 20))}`)
   // store warm-up, breaker, give-back: none of it should have been needed
   t.same(warnings.filter((w) => /store|quota/.test(String(w.msg))), [], 'no store or quota warning in either gateway log')

@@ -18,7 +18,7 @@ import { compileCidrs, type CidrSet } from './cidr.js'
 import { Ctx, clientAddress, normalizeIp, parseHost, parseTarget } from './context.js'
 import { StoreError } from './errors.js'
 import type { Log } from './log.js'
-import type { Metrics } from './metrics.js'
+import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from './metrics.js'
 import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from './pipeline.js'
 import { REJECT_HEADERS, rejection } from './reject.js'
 import { compileRouter, NO_PARAMS, type Router } from './router.js'
@@ -47,14 +47,38 @@ export const ANSWERS = {
 
 /** Metric label objects for one route, built once per (route, outcome) and reused. */
 type Labels = { readonly route: string, readonly outcome: string }
+
+/**
+ * One (route, outcome) series of the request counter and the duration histogram. Performance: the
+ * cells are bound once per Metrics instance (a frontend's registry) and then updated with a few
+ * property writes instead of prom-client's per-call label hashing and validation (≈1.7 µs a request
+ * here for the two updates).
+ */
+class Series {
+  readonly labels: Labels
+  private metrics: Metrics | null = null
+  private count: CounterCell | null = null
+  private duration: HistogramCell | null = null
+  constructor (route: string, outcome: string) { this.labels = { route, outcome } }
+  record (metrics: Metrics, seconds: number): void {
+    if (this.metrics !== metrics) {
+      this.metrics = metrics
+      this.count = new CounterCell(metrics.requests, this.labels)
+      this.duration = new HistogramCell(metrics.requestDuration, this.labels, REQUEST_DURATION_BUCKETS)
+    }
+    ;(this.count as CounterCell).inc()
+    ;(this.duration as HistogramCell).observe(seconds)
+  }
+}
+
 class LabelCache {
-  private readonly map = new Map<string, Labels>()
-  readonly passed: Labels
-  constructor (readonly route: string) { this.passed = { route, outcome: 'passed' } }
-  get (outcome: string): Labels {
+  private readonly map = new Map<string, Series>()
+  readonly passed: Series
+  constructor (readonly route: string) { this.passed = new Series(route, 'passed') }
+  get (outcome: string): Series {
     if (outcome === 'passed') return this.passed
     let l = this.map.get(outcome)
-    if (l === undefined) this.map.set(outcome, l = { route: this.route, outcome })
+    if (l === undefined) this.map.set(outcome, l = new Series(this.route, outcome))
     return l
   }
 }
@@ -354,11 +378,11 @@ export class Frontend implements PipelineSink<Ctx> {
     }
   }
 
-  private record (labels: Labels, req: IncomingMessage, path: string, status: number, start: number, ip: string, upstream: string | null, target: string | null): void {
+  private record (series: Series, req: IncomingMessage, path: string, status: number, start: number, ip: string, upstream: string | null, target: string | null): void {
     const seconds = (performance.now() - start) / 1000
-    this.metrics.requests.inc(labels)
-    this.metrics.requestDuration.observe(labels, seconds)
+    series.record(this.metrics, seconds)
     if (this.accessLog.enabled) {
+      const labels = series.labels
       this.accessLog.log({
         time: Date.now(), route: labels.route, method: req.method as string, path, status, outcome: labels.outcome,
         upstream, target, durationMs: seconds * 1000, ip

@@ -25,7 +25,7 @@
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { UpstreamConfig } from '../../conf/types.js'
-import type { Metrics } from '../metrics.js'
+import { CounterCell, type Metrics } from '../metrics.js'
 import type { Outcome, RequestContext } from '../types.js'
 import {
   buildRing, hashKey, isUp, newPeer, pickHash, pickLeastConn, pickRoundRobin, recordFailure, recordSuccess
@@ -87,8 +87,6 @@ export interface UpstreamDeps {
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
-interface Counted { inc(): void }
-
 /** One target of one upstream: its Pool, health state and cached metric children. */
 class Target {
   readonly url: string
@@ -97,7 +95,7 @@ class Target {
   poolKey: string
   private readonly upstream: string
   private readonly metrics: Metrics
-  private readonly counters = new Map<string, Counted>()
+  private readonly counters = new Map<string, CounterCell>()
 
   constructor (upstream: string, url: string, peer: PeerState, cfg: UpstreamConfig, metrics: Metrics) {
     this.upstream = upstream
@@ -108,11 +106,14 @@ class Target {
     this.pool = makePool(url, cfg)
   }
 
-  /** Count one attempt under `status` (an HTTP status or an error label). */
+  /**
+   * Count one attempt under `status` (an HTTP status or an error label). Performance: a CounterCell per
+   * status (prom-client's `labels(...).inc()` hashes and validates the labels on every call).
+   */
   count (status: string): void {
     let c = this.counters.get(status)
     if (c === undefined) {
-      c = this.metrics.upstreamRequests.labels(this.upstream, this.url, status)
+      c = new CounterCell(this.metrics.upstreamRequests, { upstream: this.upstream, target: this.url, status })
       this.counters.set(status, c)
     }
     c.inc()

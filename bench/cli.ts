@@ -145,17 +145,32 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
       if (t.expectStatus === 200) {
         const bad = rs.reduce((a, r) => a + r.load.non2xx, 0)
         checks.push({ name: `${t.name}: answers other than 2xx (must be 0)`, value: bad, ok: bad === 0 })
+        if (t.repeatAfterS !== undefined) {
+          // A run that answered more requests than its list came back to its first users after about
+          // n / rps seconds: dedupe refuses them if that is sooner than its TTL.
+          const n = t.requests.length
+          const back = rs.filter((r) => r.load.answered > n && r.load.rps > 0).map((r) => n / r.load.rps)
+          const soonest = back.length > 0 ? Math.min(...back) : null
+          checks.push({
+            name: `${t.name}: its ${n} users come back no sooner than the dedupe TTL, ${t.repeatAfterS} s (else raise --requests-per-step)`,
+            value: soonest === null ? 'never' : `after ${soonest.toFixed(2)} s`,
+            ok: soonest === null || soonest >= t.repeatAfterS
+          })
+        }
       } else {
         // Rejection targets: every answer is the expected rejection, except what the limit lets through
         // (the 1/s bucket: about one per second of load; the sold-out product: its quota of 1, once).
         const code = t.expectStatus === 429 ? 'RATE_LIMITED' : 'SOLD_OUT'
         const outs = rs.flatMap((r) => Object.entries(r.outcomes ?? {}))
         if (outs.length > 0) {
-          const other = outs.filter(([k]) => k !== code && k !== 'passed').reduce((a, [, v]) => a + v, 0)
-          const passed = outs.filter(([k]) => k === 'passed').reduce((a, [, v]) => a + v, 0)
+          // A request the limit let through is proxied; when the generator closes its connections at the
+          // end of a run while one is, the gateway counts it CLIENT_ABORTED: let through all the same.
+          const through = (k: string): boolean => k === 'passed' || k === 'CLIENT_ABORTED'
+          const other = outs.filter(([k]) => k !== code && !through(k)).reduce((a, [, v]) => a + v, 0)
+          const passed = outs.filter(([k]) => through(k)).reduce((a, [, v]) => a + v, 0)
           const allowed = t.expectStatus === 429 ? rs.reduce((a, r) => a + Math.ceil(r.load.seconds) + 2, 0) : 1
           checks.push({ name: `${t.name}: answers other than ${code} or passed (must be 0)`, value: other, ok: other === 0 })
-          checks.push({ name: `${t.name}: passed (≤ ${allowed}, what the limit allows)`, value: passed, ok: passed <= allowed })
+          checks.push({ name: `${t.name}: passed, or proxied when the client hung up (≤ ${allowed}, what the limit allows)`, value: passed, ok: passed <= allowed })
         }
       }
     }
@@ -315,11 +330,15 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
       workers: o.workers,
       funnelSteps: FUNNEL_STEPS.length
     })
-    const gw = await startGateway({ dir: c.dir, name: 'gateway', yaml, listen, admin, workers: o.workers, cpus: c.cpus.server })
+    // The gateway process is spawned here and loads its code on the server core while this process
+    // builds the request lists on the load core (the funnel's are tens of thousands of signed requests).
+    const starting = startGateway({ dir: c.dir, name: 'gateway', yaml, listen, admin, workers: o.workers, cpus: c.cpus.server })
+    // More users than requests/s × the dedupe TTL (1 s) on the funnel pass path (checked after the run).
+    const funnelUsers = scenario === 'funnel' || scenario === 'flash-sale' ? o.requestsPerStep : 1
+    const mine = flashgateTargets(scenario, { baseUrl: `http://127.0.0.1:${listen}`, admin: `http://127.0.0.1:${admin}`, pid: null, redis, secrets, funnelUsers })
+    const gw = await starting
     p.line(`bench: gateway ${gw.url} (admin ${gw.admin}, config ${gw.configFile})`)
-    // More users than requests/s × the dedupe TTL (1 s) on the funnel pass path.
-    const funnelUsers = scenario === 'funnel' || scenario === 'flash-sale' ? 60_000 : 1
-    targets.push(...flashgateTargets(scenario, { baseUrl: gw.url, admin: gw.admin, pid: gw.proc.pid, redis, secrets, funnelUsers }))
+    targets.push(...mine.map((t) => ({ ...t, baseUrl: gw.url, admin: gw.admin, pid: gw.proc.pid })))
     if (peers) targets.push(...peerTargets(scenario, kitPid, redis))
   }
   const seconds = scenario === 'flash-sale' ? o.runDuration : o.duration
@@ -330,6 +349,7 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     seconds,
     warmupS: o.warmup,
     rounds: o.rounds,
+    pauseMs: Math.round(o.pause * 1000),
     loadCpus: null,
     serverCpu: c.serverCpu,
     log: (l) => { p.line(l) },

@@ -72,6 +72,12 @@ function storeYaml (s: StoreSpec, timeout = '250ms'): Record<string, unknown> {
   return s.kind === 'memory' ? { kind: 'memory' } : { kind: 'redis', url: s.url, on_error: 'fail_closed', timeout }
 }
 
+/**
+ * The dedupe TTL of the throughput config's funnel routes (one attempt per user per second): a user of a
+ * funnel request list may come back only after it, so a list must last at least this long at the run's rate.
+ */
+export const DEDUPE_TTL_S = 1
+
 /** Guard lists, in funnel order; each step adds one guard (the funnel scenario measures them one by one). */
 export function funnelGuards (opts: { verifyUrl: string, dedupeTtl: string }): Array<{ name: string, guard: Record<string, unknown> }> {
   return [
@@ -110,7 +116,7 @@ export interface ThroughputConfig {
  */
 export function throughputConfig (c: ThroughputConfig): string {
   const now = Date.now()
-  const steps = funnelGuards({ verifyUrl: c.verifyUrl, dedupeTtl: '1s' })
+  const steps = funnelGuards({ verifyUrl: c.verifyUrl, dedupeTtl: `${DEDUPE_TTL_S}s` })
   const routes: Array<Record<string, unknown>> = [
     { name: 'reject', match: { path: '/deny' }, guards: [{ rate_limit: { name: 'deny', rate: '1/s', burst: 1 } }], upstream: 'origin' },
     { name: 'soldout', match: { path: '/soldout/:campaign/:product' }, guards: [{ quota: {} }], upstream: 'origin' },

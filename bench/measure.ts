@@ -31,6 +31,11 @@ export interface Target {
   readonly redis: RedisProbe | null
   /** Route name in flashgate's metrics (to pick this target's answers from /metrics). */
   readonly route: string | null
+  /**
+   * A request of the list may be sent again only after this many seconds (the dedupe TTL of the funnel
+   * steps with dedupe); unset when repeats are harmless. The run checks its list lasted that long.
+   */
+  readonly repeatAfterS?: number
 }
 
 export interface Run {
@@ -57,6 +62,8 @@ export interface MeasureOptions {
   readonly seconds: number
   readonly warmupS: number
   readonly rounds: number
+  /** Pause after every run, ms, for the server to settle (connections closed, timers fired). */
+  readonly pauseMs: number
   /** CPU list for wrk. */
   readonly loadCpus: string | null
   /** CPU whose busy share is reported (the server core), or null. */
@@ -93,11 +100,16 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
   // Per-second samples of flashgate's metrics while the load runs (wrk has no per-second output).
   const samples: Array<{ t: number, c: GatewayCounters }> = []
   let sampling = t.admin !== null && o.generator === 'wrk'
+  // Ends the sampler's wait at once when the load is done (else a 1 s run would take 2 s).
+  let wake = (): void => {}
+  const done = new Promise<void>((resolve) => { wake = resolve })
   const t0 = performance.now()
   const sampler = (async () => {
     let prevTick = 0
     while (sampling) {
-      await sleep(1000 - ((performance.now() - t0) % 1000))
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([done, new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000 - ((performance.now() - t0) % 1000)) })])
+      clearTimeout(timer)
       if (!sampling || t.admin === null) break
       const c = await scrape(t.admin)
       const el = (performance.now() - t0) / 1000
@@ -112,6 +124,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
       : await runAutocannon({ baseUrl: t.baseUrl, requests: t.requests, connections: o.connections, seconds, onTick })
   } finally {
     sampling = false
+    wake()
     await sampler
   }
   const cpuB = t.pid === null ? null : cpuMicros(t.pid)
@@ -174,8 +187,8 @@ export async function measure (targets: readonly Target[], o: MeasureOptions): P
   }
   if (failed.length > 0) throw new Error(`targets failed their check, nothing measured:\n  ${failed.join('\n  ')}`)
   const runs: Run[] = []
-  const perRun = o.seconds + 1
-  const total = targets.length * ((o.warmupS > 0 ? o.warmupS + 1 : 0) + o.rounds * perRun)
+  const pauseS = o.pauseMs / 1000
+  const total = targets.length * ((o.warmupS > 0 ? o.warmupS + pauseS : 0) + o.rounds * (o.seconds + pauseS))
   let done = 0
   const one = async (t: Target, round: number | 'warmup', secs: number): Promise<void> => {
     const base = done
@@ -183,11 +196,11 @@ export async function measure (targets: readonly Target[], o: MeasureOptions): P
     o.progress(base, total, label)
     const r = await measureOnce(t, o, round, secs, (s) => { o.progress(base + s, total, label) })
     runs.push(r)
-    done = base + secs + 1
+    done = base + secs + pauseS
     o.progress(done, total, label)
     const f = (x: number | null, d = 1): string => x === null ? '–' : x.toFixed(d)
     o.log(`  ${String(round).padEnd(7)} ${t.name.padEnd(28)} ${r.load.rps.toFixed(0).padStart(7)} rps  p50 ${f(r.load.latencyMs.p50, 2).padStart(7)} ms  p99 ${f(r.load.latencyMs.p99, 2).padStart(7)} ms  non-2xx ${String(r.load.non2xx).padStart(8)}  lost ${r.load.lost}  cpu ${f(r.cpuUsPerReq)} µs/req${r.redisCommandsPerReq !== null ? `  redis ${f(r.redisCommandsPerReq, 3)} cmd/req` : ''}`)
-    await sleep(1000) // let the server settle before the next target
+    if (o.pauseMs > 0) await sleep(o.pauseMs) // let the server settle before the next target
   }
   if (o.warmupS > 0) for (const t of targets) await one(t, 'warmup', o.warmupS)
   for (let r = 1; r <= o.rounds; r++) for (const t of targets) await one(t, r, o.seconds)

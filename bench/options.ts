@@ -16,7 +16,14 @@ export interface BenchOptions {
   /** Seconds per throughput run in flash-sale --peers (the crowd uses --duration). */
   runDuration: number
   warmup: number
+  /** Seconds between two runs, for the server to settle (default 1; 0 for smoke runs). */
+  pause: number
   rounds: number
+  /**
+   * Funnel steps with per-user guards (f4 … f9): distinct users, i.e. signed requests pre-generated
+   * per step and cycled by the load generator. Must outlast the dedupe TTL at the measured rate.
+   */
+  requestsPerStep: number
   connections: number
   users: number
   ramp: number
@@ -52,9 +59,15 @@ usage: flashgate bench [options]
                       (defaults: flash-sale 20, proxy 8, reject 5, funnel 2)
   --run-duration S    flash-sale --peers: seconds per throughput run after the crowd (default 5)
   --warmup S          warm-up seconds per throughput target (default 2; funnel 1)
+  --pause S           seconds between two runs, for the server to settle (default 1; may be 0 or 0.2)
   --rounds N          interleaved rounds (default 1; 3 with --peers)
   --connections N     client connections (default 64)
   --users N           flash-sale crowd size (default 2000)
+  --requests-per-step N
+                      funnel steps f4 … f9 (and fg-funnel with flash-sale --peers): distinct users,
+                      each a signed request generated before the run (default 60000). A user may come
+                      back only after the dedupe TTL (1 s): N must exceed requests/s × 1 s, which the
+                      run checks; a short run on a small machine needs far fewer (e.g. 20000)
   --ramp S            flash-sale: seconds over which users arrive before the sale opens (default 4)
   --products LIST     flash-sale products and quotas, e.g. hot:100,cold:400 (default hot:100,cold:400)
   --bots SHARE        flash-sale: share of bots (no link / replayed token / hammering), 0..1 (default 0.1)
@@ -83,7 +96,7 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 
 export class UsageError extends Error {}
 
-const NUM = new Set(['duration', 'run-duration', 'warmup', 'rounds', 'connections', 'users', 'ramp', 'bots', 'global-rate', 'workers'])
+const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers'])
 const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
@@ -203,9 +216,11 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     duration: num(m, 'duration', 1, 600) ?? d.duration,
     runDuration: num(m, 'run-duration', 1, 600) ?? 5,
     warmup: num(m, 'warmup', 0, 60) ?? d.warmup,
+    pause: num(m, 'pause', 0, 60, false) ?? 1,
     rounds: num(m, 'rounds', 1, 20) ?? (peers ? 3 : 1),
     connections: num(m, 'connections', 1, 10_000) ?? 64,
     users: num(m, 'users', 1, 200_000) ?? 2000,
+    requestsPerStep: num(m, 'requests-per-step', 10, 1_000_000) ?? 60_000,
     ramp: num(m, 'ramp', 0, 120) ?? 4,
     products: parseProducts(str('products') ?? 'hot:100,cold:400'),
     bots: num(m, 'bots', 0, 1, false) ?? 0.1,

@@ -126,8 +126,12 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
       perUserRate: '5/s',
       orderRate: 5000
     })
-    const origin = await startOrigin({ dir: o.dir, yaml: cfg.origin, listen: originPort, cpus: o.cpus.load })
-    const gw = await startGateway({ dir: o.dir, name: 'gateway-sale', yaml: cfg.gateway, listen, admin: adminPort, workers: o.workers, cpus: o.cpus.server })
+    // Both start at once (each loads its code for a second or two); the gateway connects to the origin
+    // on its first proxied request, and nobody sends one before both listen.
+    const [origin, gw] = await Promise.all([
+      startOrigin({ dir: o.dir, yaml: cfg.origin, listen: originPort, cpus: o.cpus.load }),
+      startGateway({ dir: o.dir, name: 'gateway-sale', yaml: cfg.gateway, listen, admin: adminPort, workers: o.workers, cpus: o.cpus.server })
+    ])
     gatewayUrl = gw.url
     admin = gw.admin
     originUrl = origin.url

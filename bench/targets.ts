@@ -2,9 +2,10 @@
  * The throughput targets of each scenario (flashgate's routes and the peers they are compared with) and
  * the comparisons the issues ask for, with their goals.
  */
+import { createSecretKey } from 'node:crypto'
 import { signClearance } from '../antibot/captcha/clearance.js'
 import { signLinkQuery } from '../antibot/signed-link.js'
-import { CAMPAIGN, CLEARANCE_COOKIE, USER_HEADER, funnelGuards } from './flashgate.js'
+import { CAMPAIGN, CLEARANCE_COOKIE, DEDUPE_TTL_S, USER_HEADER, funnelGuards } from './flashgate.js'
 import type { Secrets } from './flashgate.js'
 import type { RequestSpec } from './load/types.js'
 import type { Target } from './measure.js'
@@ -14,7 +15,9 @@ import type { RedisProbe } from './redis-stats.js'
 export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel'
 export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel']
 
-export const FUNNEL_STEPS = funnelGuards({ verifyUrl: '', dedupeTtl: '1s' }).map((s) => s.name)
+export const FUNNEL_STEPS = funnelGuards({ verifyUrl: '', dedupeTtl: `${DEDUPE_TTL_S}s` }).map((s) => s.name)
+/** The first funnel step with the dedupe guard (route fN has the first N guards). */
+const DEDUPE_STEP = FUNNEL_STEPS.indexOf('dedupe') + 1
 
 /** Which peers each scenario is compared with. */
 export const PEERS_OF: Readonly<Record<Scenario, readonly string[]>> = {
@@ -52,7 +55,7 @@ interface FgCtx {
   readonly pid: number | null
   readonly redis: RedisProbe | null
   readonly secrets: Secrets
-  /** Users cycled on the funnel pass path: more than requests/s × the dedupe TTL (1 s). */
+  /** Users cycled on the funnel pass path (`--requests-per-step`): more than requests/s × the dedupe TTL (1 s). */
   readonly funnelUsers: number
 }
 
@@ -60,11 +63,18 @@ function fg (c: FgCtx, name: string, role: string, route: string, requests: Requ
   return { name, kind: 'flashgate', role, baseUrl: c.baseUrl, requests, expectStatus, bodyFragment, pid: c.pid, admin: c.admin, redis: c.redis, route }
 }
 
+/** Funnel step n as a target: its request list, and the dedupe TTL its users must not come back within. */
+function step (c: FgCtx, name: string, role: string, n: number): Target {
+  const t = fg(c, name, role, `f${n}`, funnelRequests(c, n), 200, '"ok":true')
+  return n >= DEDUPE_STEP ? { ...t, repeatAfterS: DEDUPE_TTL_S } : t
+}
+
 /** Requests for funnel step n (its first n guards): one per user, each with what the guards need to pass. */
 export function funnelRequests (c: FgCtx, n: number): RequestSpec[] {
   const path = `/f${n}/buy/${CAMPAIGN}/big`
-  const linkKey = Buffer.from(c.secrets.linkKey, 'utf8')
-  const sessionKey = Buffer.from(c.secrets.session, 'utf8')
+  // Key objects: the key is imported once, not at every HMAC (the lists are tens of thousands long).
+  const linkKey = createSecretKey(Buffer.from(c.secrets.linkKey, 'utf8'))
+  const sessionKey = createSecretKey(Buffer.from(c.secrets.session, 'utf8'))
   const expiresAt = Date.now() + 6 * 3600_000
   const users = n >= 4 ? c.funnelUsers : 1
   const out: RequestSpec[] = []
@@ -85,16 +95,17 @@ export function flashgateTargets (scenario: Scenario, c: FgCtx): Target[] {
   const soldout = fg(c, 'fg-soldout', 'quota sold out, answered from the latch', 'soldout', [{ method: 'GET', path: `/soldout/${CAMPAIGN}/soldout` }], 409, 'SOLD_OUT')
   const quota = fg(c, 'fg-quota-redis', 'bucket + quota (INCRBY-and-compare) then proxy', 'quota', [{ method: 'GET', path: `/quota/${CAMPAIGN}/big` }], 200, '"ok":true')
   const last = FUNNEL_STEPS.length
-  const funnel = fg(c, 'fg-funnel', `all ${last} guards passing, then proxy`, `f${last}`, funnelRequests(c, last), 200, '"ok":true')
+  // Built only where measured: its list is --requests-per-step signed requests.
+  const funnel = (role: string): Target => step(c, 'fg-funnel', role, last)
   switch (scenario) {
     case 'proxy': return [proxy]
     case 'reject': return [reject, soldout, quota]
     case 'funnel': {
       const steps: Target[] = []
-      for (let n = 0; n < last; n++) steps.push(fg(c, `fg-f${n}`, n === 0 ? 'route with params, no guard' : `+ ${FUNNEL_STEPS[n - 1] ?? ''}`, `f${n}`, funnelRequests(c, n), 200, '"ok":true'))
-      return [proxy, ...steps, { ...funnel, role: `+ ${FUNNEL_STEPS[last - 1] ?? ''} (whole funnel)` }]
+      for (let n = 0; n < last; n++) steps.push(step(c, `fg-f${n}`, n === 0 ? 'route with params, no guard' : `+ ${FUNNEL_STEPS[n - 1] ?? ''}`, n))
+      return [proxy, ...steps, funnel(`+ ${FUNNEL_STEPS[last - 1] ?? ''} (whole funnel)`)]
     }
-    case 'flash-sale': return [proxy, reject, soldout, quota, funnel]
+    case 'flash-sale': return [proxy, reject, soldout, quota, funnel(`all ${last} guards passing, then proxy`)]
   }
 }
 

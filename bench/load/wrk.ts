@@ -5,7 +5,7 @@
  * A generated Lua script prints the figures as JSON in `done()` (p99.9 included, which `--latency` lacks)
  * and, when several request shapes are given, cycles through them (pre-formatted once at init).
  */
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { run } from '../proc.js'
@@ -68,15 +68,35 @@ export function wrkScript (requests: readonly RequestSpec[], listFile: string | 
   return lines.join('\n') + '\n'
 }
 
+/** One folder per bench process for the scripts and request lists, removed when the process exits. */
+let workDir: string | null = null
+let scripts = 0
+/** A list is written once and reused by every run of its target (warm-up, rounds). */
+const listFiles = new WeakMap<readonly RequestSpec[], string>()
+
+function wrkDir (): string {
+  if (workDir === null) {
+    const dir = mkdtempSync(join(tmpdir(), 'fg-wrk-'))
+    workDir = dir
+    process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+  }
+  return workDir
+}
+
 interface WrkJson { requests: number, duration_us: number, connect: number, read: number, write: number, status: number, timeout: number, p50: number, p90: number, p99: number, p999: number, max: number, mean: number }
 
 export async function runWrk (o: WrkOptions): Promise<LoadResult> {
-  const dir = mkdtempSync(join(tmpdir(), 'fg-wrk-'))
-  const script = join(dir, 'script.lua')
+  const dir = wrkDir()
+  const n = ++scripts
+  const script = join(dir, `script-${n}.lua`)
   let list: string | null = null
   if (o.requests.length > 1) {
-    list = join(dir, 'requests.tsv')
-    writeFileSync(list, wrkRequestLines(o.requests))
+    list = listFiles.get(o.requests) ?? null
+    if (list === null) {
+      list = join(dir, `requests-${n}.tsv`)
+      writeFileSync(list, wrkRequestLines(o.requests))
+      listFiles.set(o.requests, list)
+    }
   }
   writeFileSync(script, wrkScript(o.requests, list))
   const first = o.requests[0]

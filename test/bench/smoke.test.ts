@@ -1,7 +1,11 @@
 /**
- * Smoke test of `flashgate bench`: each scenario runs for a second or two against a stack the bench
- * starts itself (memory store, its own upstream / origin), through the real `flashgate` command. Checks
- * the report's shape and the correctness counters, never the speed.
+ * Smoke test of `flashgate bench`: every scenario runs small, through the real `flashgate` command,
+ * against a stack the bench starts itself (memory store, its own upstream / origin): 1 s runs, no
+ * warm-up, no pause between runs, 20,000 signed requests per funnel step instead of 60,000 (one row
+ * per step still), a 5 s crowd of 200. Checks the report's shape and the correctness counters, never
+ * the speed. Three bench processes at a time (the funnel, 11 runs, beside the others): about 40 s on
+ * this 2-core machine with another test file beside it. Each scenario has a time limit far above what
+ * it takes; past it the bench is interrupted and the test fails saying so.
  */
 import t from 'tap'
 import type { Test } from 'tap'
@@ -10,25 +14,44 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { UsageError, parseOptions } from '../../bench/options.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const dir = mkdtempSync(join(tmpdir(), 'fg-bench-smoke-'))
 t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
 
-interface Result { code: number | null, stdout: string, stderr: string }
+interface Result { code: number | null, stdout: string, stderr: string, timedOut: boolean }
 
-/** Run `flashgate bench ARGS` from the sources, bounded in time. */
-async function bench (args: string[], timeoutMs = 50_000): Promise<Result> {
+/**
+ * Run `flashgate bench ARGS` from the sources, bounded in time: after `timeoutMs` the bench gets SIGINT
+ * (it stops every process it started, then exits 130), and SIGKILL 10 s later if it is still there.
+ */
+async function bench (args: string[], timeoutMs: number): Promise<Result> {
   return await new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'cli.ts'), 'bench', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
+    let timedOut = false
+    let kill: NodeJS.Timeout | undefined
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8') })
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8') })
-    // SIGINT makes the bench stop every process it started before exiting.
-    const timer = setTimeout(() => { child.kill('SIGINT') }, timeoutMs)
-    child.once('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGINT')
+      kill = setTimeout(() => { child.kill('SIGKILL') }, 10_000)
+    }, timeoutMs)
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      clearTimeout(kill)
+      resolve({ code, stdout, stderr, timedOut })
+    })
   })
+}
+
+/** The bench finished on its own, within its time, with exit 0. */
+function finished (t: Test, r: Result, timeoutMs: number): void {
+  t.equal(r.timedOut, false, `finished within ${timeoutMs / 1000} s`)
+  t.equal(r.code, 0, r.stderr)
 }
 
 interface Check { name: string, value: unknown, ok: boolean | null }
@@ -65,63 +88,31 @@ function readReport (t: Test, name: string): Report {
   return r
 }
 
-const common = ['--store', 'memory', '--connections', '8', '--rounds', '1', '--quiet']
+const common = ['--store', 'memory', '--connections', '8', '--rounds', '1', '--warmup', '0', '--pause', '0', '--quiet']
 
-t.test('usage: --help exits 0, unknown flags exit 2', async (t) => {
-  const help = await bench(['--help'])
-  t.equal(help.code, 0)
-  t.match(help.stdout, /--scenario NAME/)
-  const bad = await bench(['--bogus'])
-  t.equal(bad.code, 2)
-  t.match(bad.stderr, /unknown option --bogus/)
-  const badValue = await bench(['--scenario', 'nope'])
-  t.equal(badValue.code, 2)
-  const remote = await bench(['--target', 'http://192.0.2.1:8080/'])
-  t.equal(remote.code, 2, 'non-loopback targets are refused')
-})
-
-t.test('proxy', async (t) => {
-  const r = await bench(['--scenario', 'proxy', '--duration', '2', '--warmup', '0', '--json', join(dir, 'proxy.json'), ...common])
-  t.equal(r.code, 0, r.stderr)
-  const rep = readReport(t, 'proxy')
-  t.equal(rep.scenario, 'proxy')
-  const fg = rep.targets?.find((x) => x.target === 'fg-proxy')
-  t.ok(fg !== undefined && fg.rps !== null && fg.rps > 0, 'fg-proxy measured')
-  t.equal(fg?.lost, 0)
-  t.equal(fg?.outcomes?.passed !== undefined && fg.outcomes.passed > 0, true, 'answers counted from the gateway metrics')
-  t.match(r.stdout, /\| \*\*fg-proxy\*\* \|/, 'table printed')
-})
-
-t.test('proxy with autocannon', async (t) => {
-  const r = await bench(['--scenario', 'proxy', '--generator', 'autocannon', '--duration', '1', '--warmup', '0', '--json', join(dir, 'proxy-ac.json'), ...common])
-  t.equal(r.code, 0, r.stderr)
-  const rep = readReport(t, 'proxy-ac')
-  const run = rep.runs[0]
-  t.ok(run !== undefined && run.load.answered > 0)
-  t.ok(rep.timeline !== null && rep.timeline.length > 0, 'per-second timeline from the generator')
-})
-
-t.test('reject', async (t) => {
-  const r = await bench(['--scenario', 'reject', '--duration', '1', '--warmup', '0', '--json', join(dir, 'reject.json'), ...common])
-  t.equal(r.code, 0, r.stderr)
-  const rep = readReport(t, 'reject')
-  const byName = new Map((rep.targets ?? []).map((x) => [x.target, x]))
-  t.ok((byName.get('fg-reject-429')?.outcomes?.RATE_LIMITED ?? 0) > 0, 'global limit rejects with 429 RATE_LIMITED')
-  t.ok((byName.get('fg-soldout')?.outcomes?.SOLD_OUT ?? 0) > 0, 'sold-out product answers SOLD_OUT')
-  t.ok((byName.get('fg-quota-redis')?.outcomes?.passed ?? 0) > 0, 'quota path admits')
-})
+// Three bench processes at a time: the funnel (11 runs of 1 s, the longest) beside the others in turn.
+// Each pins its gateway to CPU 0 and its load to CPU 1, as a real run does; the runs are time-bound,
+// so sharing the cores costs requests/s (not asserted), not wall time.
+t.jobs = 3
 
 t.test('funnel', async (t) => {
-  const r = await bench(['--scenario', 'funnel', '--duration', '1', '--warmup', '0', '--json', join(dir, 'funnel.json'), ...common])
-  t.equal(r.code, 0, r.stderr)
+  const timeout = 120_000
+  const r = await bench(['--scenario', 'funnel', '--duration', '1', '--requests-per-step', '20000', '--json', join(dir, 'funnel.json'), ...common], timeout)
+  finished(t, r, timeout)
   const rep = readReport(t, 'funnel')
   t.equal(rep.funnel?.length, 10, 'one row per step: the bare route and each of the 9 guards')
   for (const s of rep.funnel ?? []) t.ok(s.rps !== null && s.rps > 0, `${s.step} (${s.guard}) passes and is measured`)
+  t.equal(rep.runs.length, 11, 'one run per target: fg-proxy and the 10 steps')
+  // The steps with dedupe cycle 20,000 users: the run checks none came back within the dedupe TTL.
+  for (const name of ['fg-f8', 'fg-funnel']) {
+    t.ok(rep.correctness.checks.some((c) => c.name.startsWith(`${name}: its 20000 users come back no sooner than the dedupe TTL`)), `${name}: list checked against the dedupe TTL`)
+  }
 })
 
 t.test('flash-sale', async (t) => {
-  const r = await bench(['--scenario', 'flash-sale', '--users', '200', '--duration', '7', '--ramp', '1', '--products', 'hot:20,cold:500', '--json', join(dir, 'sale.json'), ...common])
-  t.equal(r.code, 0, r.stderr)
+  const timeout = 90_000
+  const r = await bench(['--scenario', 'flash-sale', '--users', '200', '--duration', '5', '--ramp', '1', '--products', 'hot:20,cold:500', '--json', join(dir, 'sale.json'), ...common], timeout)
+  finished(t, r, timeout)
   const rep = readReport(t, 'sale')
   const s = rep.sale
   t.ok(s !== null)
@@ -136,4 +127,55 @@ t.test('flash-sale', async (t) => {
   t.equal(hot?.originMatchesOrders, true, 'origin units taken == orders seen')
   t.ok((s.users.buyOutcomes.SOLD_OUT ?? 0) > 0, 'SOLD_OUT answered at the edge')
   t.ok(s.users.timeline.length > 0, 'timeline')
+})
+
+t.test('proxy', async (t) => {
+  const timeout = 60_000
+  const r = await bench(['--scenario', 'proxy', '--duration', '1', '--json', join(dir, 'proxy.json'), ...common], timeout)
+  finished(t, r, timeout)
+  const rep = readReport(t, 'proxy')
+  t.equal(rep.scenario, 'proxy')
+  const fg = rep.targets?.find((x) => x.target === 'fg-proxy')
+  t.ok(fg !== undefined && fg.rps !== null && fg.rps > 0, 'fg-proxy measured')
+  t.equal(fg?.lost, 0)
+  t.equal(fg?.outcomes?.passed !== undefined && fg.outcomes.passed > 0, true, 'answers counted from the gateway metrics')
+  t.match(r.stdout, /\| \*\*fg-proxy\*\* \|/, 'table printed')
+})
+
+t.test('reject, with autocannon', async (t) => {
+  // The other generator (wrk drives proxy and funnel): its per-second timeline comes from the generator.
+  const timeout = 60_000
+  const r = await bench(['--scenario', 'reject', '--generator', 'autocannon', '--duration', '1', '--json', join(dir, 'reject.json'), ...common], timeout)
+  finished(t, r, timeout)
+  const rep = readReport(t, 'reject')
+  t.equal(rep.runs.length, 3, 'one run per target')
+  for (const run of rep.runs) t.ok(run.load.answered > 0, `${run.target}: answered`)
+  t.ok(rep.timeline !== null && rep.timeline.length > 0, 'per-second timeline from the generator')
+  const byName = new Map((rep.targets ?? []).map((x) => [x.target, x]))
+  t.ok((byName.get('fg-reject-429')?.outcomes?.RATE_LIMITED ?? 0) > 0, 'global limit rejects with 429 RATE_LIMITED')
+  t.ok((byName.get('fg-soldout')?.outcomes?.SOLD_OUT ?? 0) > 0, 'sold-out product answers SOLD_OUT')
+  t.ok((byName.get('fg-quota-redis')?.outcomes?.passed ?? 0) > 0, 'quota path admits')
+})
+
+t.test('usage: --help exits 0, bad flags and values exit 2', async (t) => {
+  // The command's exit codes, two short commands at once (each only parses its flags) ...
+  const timeout = 30_000
+  const [help, bad] = await Promise.all([bench(['--help'], timeout), bench(['--bogus'], timeout)])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /--scenario NAME/)
+  t.match(help.stdout, /--requests-per-step N/)
+  t.match(help.stdout, /--pause S/)
+  t.equal(bad.code, 2)
+  t.match(bad.stderr, /unknown option --bogus/)
+  // ... and the option parser itself, whose UsageError is what exits 2.
+  t.throws(() => parseOptions(['--scenario', 'nope']), /--scenario: expected one of flash-sale, proxy, reject, funnel/)
+  t.throws(() => parseOptions(['--target', 'http://192.0.2.1:8080/']), /loopback only/, 'non-loopback targets are refused')
+  t.throws(() => parseOptions(['--requests-per-step', '5']), /--requests-per-step: expected a whole number in 10\.\.1000000/)
+  t.throws(() => parseOptions(['--pause', '-1']), /--pause: expected a number in 0\.\.60/)
+  t.ok((() => { try { parseOptions(['--bogus']); return false } catch (err) { return err instanceof UsageError } })(), 'a UsageError: what the command turns into exit 2')
+  const o = parseOptions(['--scenario', 'funnel', '--pause', '0.2', '--requests-per-step', '500'])
+  t.equal(o.pause, 0.2, 'fractional pause')
+  t.equal(o.requestsPerStep, 500)
+  t.equal(parseOptions([]).requestsPerStep, 60_000, 'default: 60,000 users per funnel step')
+  t.equal(parseOptions([]).pause, 1, 'default: 1 s between runs')
 })

@@ -104,6 +104,18 @@ export function requestHeaders (req: IncomingMessage, peerTrusted: boolean): str
   return result
 }
 
+/** False when the raw name cannot be one of DROP_RESPONSE nor start with `proxy-` (ASCII case-insensitive). */
+function maybeHopByHop (name: Buffer): boolean {
+  const c = name[0]! | 0x20
+  switch (name.length) {
+    case 2: return c === 116 /* te */
+    case 7: return c === 116 /* trailer */ || c === 117 /* upgrade */ || c === 112
+    case 10: return c === 99 /* connection */ || c === 107 /* keep-alive */ || c === 112
+    case 17: return c === 116 /* transfer-encoding */ || c === 112
+    default: return name.length >= 6 && c === 112 /* proxy-* */
+  }
+}
+
 /**
  * The upstream's raw response headers (Buffers, as undici hands them over) as a flat string array for
  * `res.writeHead`, hop-by-hop fields dropped, then `extra` (the guards' response headers) appended.
@@ -112,7 +124,15 @@ export function responseHeaders (raw: readonly Buffer[], extra: readonly string[
   const out: string[] = []
   let named: string[] | null = null
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1')
+    const b = raw[i]!
+    // Performance: only a name whose length and first letter match a dropped one (connection,
+    // keep-alive, te, trailer, transfer-encoding, upgrade, proxy-*) is lower-cased and looked up; the
+    // usual Server/Date/Content-Type/Content-Length are copied as they are.
+    if (!maybeHopByHop(b)) {
+      out.push(b.toString('latin1'), raw[i + 1]!.toString('latin1'))
+      continue
+    }
+    const name = b.toString('latin1')
     const lower = name.toLowerCase()
     if (DROP_RESPONSE.has(lower)) {
       if (lower === 'connection') {

@@ -58,7 +58,7 @@ usage: flashgate bench [options]
   --duration S        seconds: the whole flash sale, or each throughput run
                       (defaults: flash-sale 20, proxy 8, reject 5, funnel 2)
   --run-duration S    flash-sale --peers: seconds per throughput run after the crowd (default 5)
-  --warmup S          warm-up seconds per throughput target (default 2; funnel 1)
+  --warmup S          warm-up seconds per throughput target (default 5: V8 needs it to reach steady state; funnel 1)
   --pause S           seconds between two runs, for the server to settle (default 1; may be 0 or 0.2)
   --rounds N          interleaved rounds (default 1; 3 with --peers)
   --connections N     client connections (default 64)
@@ -102,9 +102,9 @@ const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
 export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
   switch (scenario) {
-    case 'flash-sale': return { duration: 20, warmup: 2 }
-    case 'proxy': return { duration: 8, warmup: 2 }
-    case 'reject': return { duration: 5, warmup: 2 }
+    case 'flash-sale': return { duration: 20, warmup: 5 }
+    case 'proxy': return { duration: 8, warmup: 5 }
+    case 'reject': return { duration: 5, warmup: 5 }
     case 'funnel': return { duration: 2, warmup: 1 }
   }
 }

@@ -6,13 +6,15 @@
  */
 import { randomBytes } from 'node:crypto'
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { freePort, start, waitPort } from './proc.js'
 import type { Managed } from './proc.js'
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const HERE = join(dirname(fileURLToPath(import.meta.url)), '..')
+/** The checkout's root, whether this runs from the sources (tsx) or from the build (`dist/bench/`). */
+export const ROOT = basename(HERE) === 'dist' && existsSync(join(HERE, '..', 'package.json')) ? join(HERE, '..') : HERE
 
 /** The command that runs `flashgate ARGS...`. */
 export function flashgateCommand (): { cmd: string, pre: string[], how: string } {

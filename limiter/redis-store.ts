@@ -4,6 +4,11 @@
  * - One round trip per operation. Operations with more than one step (GCRA, add-if-within) are one Lua
  *   script registered with `defineCommand` (EVALSHA, EVAL after a restart lost the script cache); the
  *   single-step ones (INCRBY, GET, SET NX PX, DEL, SADD...) are the native atomic command.
+ * - Auto-pipelining (ioredis `enableAutoPipelining`): the operations of all requests handled in one
+ *   event-loop turn go out in one write (per cluster node) at the end of the turn (setImmediate), and
+ *   their replies come back in one read. Each is still its own command with its own reply and timer; what
+ *   is shared is the syscalls. On the funnel bench (`bench --scenario funnel`) it cut the first store
+ *   call of a request from 33 to 15 µs of gateway CPU.
  * - Time: every time-dependent operation takes `now` from the caller (the gateway's clock), never Redis
  *   TIME. Why: the memory store and the pure algorithms take the clock as an argument too, so the three
  *   stores answer identically under the contract suite's fake clock, and a script that calls TIME is
@@ -140,6 +145,7 @@ export class RedisStore implements Store {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
+      enableAutoPipelining: true,
       connectTimeout: Math.max(500, cfg.timeoutMs * 10),
       retryStrategy: (times: number) => Math.min(50 * times, 500)
     }

@@ -285,8 +285,9 @@ export class RedisStore implements Store {
         throw new StoreError('FG_ERR_STORE_TIMEOUT', `store ${op} timed out`)
       }
       const msg = err instanceof Error ? err.message : String(err)
-      // A script or type error is a bug or bad data, not an outage: it does not trip the breaker.
-      if (err instanceof Error && err.name === 'ReplyError' && !/^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY)/.test(msg)) {
+      // A script or type error is a bug or bad data, not an outage: it does not trip the breaker. A MOVED/ASK
+      // left over after ioredis's own redirections (slots moving) is transient, like CLUSTERDOWN or TRYAGAIN.
+      if (err instanceof Error && err.name === 'ReplyError' && !/^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY|MOVED|ASK)/.test(msg)) {
         throw new StoreError('FG_ERR_STORE_SCRIPT', `store ${op}: ${msg}`, { cause: err })
       }
       this.breaker.failure()

@@ -10,6 +10,7 @@ import { loadConfigFile } from '../conf/load.js'
 import { servePrimary, serveSingle, serveWorker } from './cluster.js'
 import { ConfigError } from './errors.js'
 import { createLog } from './log.js'
+import { SEMI_SPACE_FLAG, hasSemiSpaceFlag } from './node-flags.js'
 
 const USAGE: Readonly<Record<string, string>> = {
   main: `Usage: flashgate <command> [options]
@@ -107,6 +108,7 @@ async function serve (args: readonly string[]): Promise<number | null> {
       return null
     }
     const log = createLog()
+    if (!hasSemiSpaceFlag()) log('info', `node runs with the default young generation; ${SEMI_SPACE_FLAG} is recommended (node ${SEMI_SPACE_FLAG} bin/flashgate.js serve …, or NODE_OPTIONS=${SEMI_SPACE_FLAG})`)
     if (workers === null) {
       const r = loadConfigFile(file)
       if (!r.ok) throw new ConfigError(r.errors)

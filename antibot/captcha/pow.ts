@@ -11,7 +11,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import { decodeB64url, hmac, macEqual } from '../util.js'
+import { hmac, macMatches } from '../util.js'
 
 export interface PowChallenge {
   readonly challenge: string
@@ -65,8 +65,7 @@ export function verifySolution (key: KeyObject | Buffer, token: string, minDiffi
   const body = challenge.slice(0, dot)
   const parts = body.split('.')
   if (dot === -1 || parts.length !== 4 || parts[0] !== 'v1') return BAD
-  const mac = decodeB64url(challenge.slice(dot + 1), 32)
-  if (mac === null || !macEqual(hmac(key, 'fg-pow|' + body), mac)) return BAD
+  if (!macMatches(key, 'fg-pow|' + body, challenge.slice(dot + 1))) return BAD
   const nonce = parts[1] as string
   const difficulty = Number(parts[2])
   const expiresAt = Number(parts[3])

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=64
+#!/usr/bin/env node
 // The `flashgate` command: a thin shim over the compiled CLI (run `npm run build` after a change).
 // Development without a build: `node --import tsx gateway/cli.ts ...`.
 let cli

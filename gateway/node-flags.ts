@@ -1,15 +1,19 @@
 /**
  * The Node/V8 flag flashgate is measured and shipped with: a larger young generation.
  *
- * Why: a proxy allocates a few kB of short-lived objects per request. With V8's default semi-space
- * (which starts at 1 MB, grows only under survival pressure and is shrunk again after idle periods),
- * a gateway that has been idle between bursts runs with a small new space: tens of scavenges a
- * second, requests in flight promoted to the old generation, and more mark-compacts. On the reject
- * bench with the peers (`bench --scenario reject --peers`) the same build answered 54k req/s with the
- * default and 78k with `--max-semi-space-size=64` (12.8 instead of 18.5 µs of CPU per request); the
- * proxy path gained 5–14 %. The cost is memory: up to 3 × 64 MB of young generation per process.
+ * Why (measured, not fully explained): in the bench beside the peers (`bench --scenario reject --peers`)
+ * the same build rejected 54k req/s at 18.5 µs of CPU per request with V8's default young generation and
+ * 78k at 12.8 µs with 64 MB semi-spaces; the proxy path gained 5–14 % in a side-by-side A/B. On a fresh
+ * process under light traffic the flag changes nothing (both ran ~120 scavenges/s of ~7 MB each). The
+ * likely mechanism: after traffic that keeps many requests in flight (proxying, the funnel), the
+ * default semi-space (16 MB at most on 64-bit) cannot hold them across two scavenges, so they are
+ * promoted, and the growing old generation brings incremental marking that slows every path. The GC was
+ * not traced inside the bench to confirm it. The cost is memory: up to 3 × 64 MB of young generation
+ * per process.
  *
- * `npm start`, the bench and the `flashgate` shebang pass it; `NODE_OPTIONS` accepts it too.
+ * `npm start` and the bench pass it; `serve` logs a hint without it. `NODE_OPTIONS` accepts it too. The
+ * `flashgate` shebang stays `#!/usr/bin/env node`: `env -S` (needed to pass a flag there) is missing
+ * from some systems' env.
  */
 export const SEMI_SPACE_FLAG = '--max-semi-space-size=64'
 

@@ -1,15 +1,14 @@
 /**
  * The Node/V8 flag flashgate is measured and shipped with: a larger young generation.
  *
- * Why (measured, not fully explained): in the bench beside the peers (`bench --scenario reject --peers`)
+ * Why (measured, not explained): in the bench beside the peers (`bench --scenario reject --peers`)
  * the same build rejected 54k req/s at 18.5 µs of CPU per request with V8's default young generation and
- * 78k at 12.8 µs with 64 MB semi-spaces; the proxy path gained 5–14 % in a side-by-side A/B. On a fresh
- * process under light traffic the flag changes nothing (both ran ~120 scavenges/s of ~7 MB each). The
- * likely mechanism: after traffic that keeps many requests in flight (proxying, the funnel), the
- * default semi-space (16 MB at most on 64-bit) cannot hold them across two scavenges, so they are
- * promoted, and the growing old generation brings incremental marking that slows every path. The GC was
- * not traced inside the bench to confirm it. The cost is memory: up to 3 × 64 MB of young generation
- * per process.
+ * 78k at 12.8 µs with 64 MB semi-spaces; the proxy path gained 5–14 % in a side-by-side A/B. The slow
+ * state appears after a sequence of other traffic (proxying, quota, the peers' runs) and persists; a
+ * fresh process under the same load does not show it. GC traces of the slow state rule out GC pauses
+ * (about 2 % of the time) and promotion (with --no-allocation-site-pretenuring nothing is promoted and
+ * it is just as slow). Why a larger young generation avoids it is not known. The cost is memory: up to
+ * 3 × 64 MB of young generation per process.
  *
  * `npm start` and the bench pass it; `serve` logs a hint without it. `NODE_OPTIONS` accepts it too. The
  * `flashgate` shebang stays `#!/usr/bin/env node`: `env -S` (needed to pass a flag there) is missing

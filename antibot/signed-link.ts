@@ -82,20 +82,19 @@ export function verifyLinkQuery (
   singleUse: boolean,
   now: number
 ): { result: LinkCheck, expiresAt: number, nonce: string | null } {
-  const bad = BAD_LINK
   const kid = q.get('kid')
   const sig = q.get('sig')
   const exp = q.get('expires')
-  if (kid === null || sig === null || exp === null || !EXPIRES.test(exp)) return bad
+  if (kid === null || sig === null || exp === null || !EXPIRES.test(exp)) return BAD_LINK
   const key = keys.get(kid)
-  if (key === undefined) return bad
+  if (key === undefined) return BAD_LINK
   let nonce: string | null = null
   if (singleUse) {
     nonce = q.get('nonce')
-    if (nonce === null || !NONCE.test(nonce)) return bad
+    if (nonce === null || !NONCE.test(nonce)) return BAD_LINK
   }
   const expiresAt = Number(exp)
-  if (!macMatches(key, message(c, exp, nonce ?? ''), sig)) return bad
+  if (!macMatches(key, message(c, exp, nonce ?? ''), sig)) return BAD_LINK
   if (now >= expiresAt) return { result: 'expired', expiresAt, nonce }
   return { result: 'ok', expiresAt, nonce }
 }

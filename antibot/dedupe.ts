@@ -14,7 +14,7 @@
  */
 import { LRUCache } from 'lru-cache'
 import type { DedupeGuardConfig } from '../conf/types.js'
-import type { Guard, GuardFactory, Outcome, RequestContext, Settler, Verdict } from '../gateway/types.js'
+import { isMarkTaker, type Guard, type GuardFactory, type MarkSpec, type Outcome, type Rejection, type RequestContext, type Settler, type Verdict } from '../gateway/types.js'
 import { rejection } from '../gateway/reject.js'
 import { onSettle } from '../gateway/settle.js'
 import { guardId, onStoreError } from './common.js'
@@ -29,6 +29,9 @@ export function releasesMark (outcome: Outcome): boolean {
   }
 }
 
+/** How often a release refused by the open breaker is tried (half a back-off apart). */
+const RELEASE_TRIES = 10
+
 export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): Guard => {
   const id = guardId(route, cfg)
   const o = { override: cfg.reject }
@@ -42,44 +45,94 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
   const local = new LRUCache<string, true>({ max: 100_000, ttl: Math.max(1, cfg.ttlMs) })
   const store = deps.store
 
+  /**
+   * Delete a mark on the store. A delete the open breaker refused was certainly not sent: it is tried
+   * again half a back-off later (up to RELEASE_TRIES times), so that a user whose attempt failed during a
+   * store hiccup is not locked out for the whole TTL. A delete that failed otherwise is logged.
+   */
+  const retryMs = Math.max(20, Math.ceil(deps.config.store.breakerBackoffMs / 2))
+  const unmark = (key: string, attempt = 0): void => {
+    store.del(key).then(undefined, (err: unknown) => {
+      if ((err as { code?: string }).code === 'FG_ERR_STORE_BREAKER_OPEN' && attempt + 1 < RELEASE_TRIES) {
+        setTimeout(() => { unmark(key, attempt + 1) }, retryMs).unref()
+        return
+      }
+      deps.log('warn', 'dedupe release failed', { guard: id, error: err instanceof Error ? err.message : String(err) })
+    })
+  }
+
   function releaser (key: string, isLocal: boolean): Settler {
     return (_ctx, outcome) => {
       if (!releasesMark(outcome)) return
       if (isLocal) { local.delete(key); return }
-      store.del(key).then(undefined, (err: unknown) => {
-        deps.metrics.storeErrors.inc({ op: 'del' })
-        deps.log('warn', 'dedupe release failed', { guard: id, error: err instanceof Error ? err.message : String(err) })
-      })
+      unmark(key)
     }
+  }
+
+  /** The mark's key, or the rejection when the request cannot have one. */
+  const markKey = (ctx: RequestContext): string | Rejection => {
+    const user = deps.identity(ctx)
+    if (user === null) return unauth
+    const campaign = valueOf(ctx, cfg.campaign)
+    const product = valueOf(ctx, cfg.product)
+    if (campaign === null || product === null || !products.has(`${campaign}\n${product}`)) return notFound
+    return `dedupe:${campaign}:${product}:${user}`
+  }
+
+  /** A store failure under this guard's policy; undefined = go on (passed, or marked node-locally). */
+  const onError = (ctx: RequestContext, key: string, err: unknown): Verdict => {
+    if (policy === 'local') {
+      deps.metrics.storeFallbacks.inc({ guard: id, policy })
+      if (local.has(key)) return duplicate
+      local.set(key, true)
+      onSettle(ctx, releaser(key, true))
+      return undefined
+    }
+    return onStoreError(deps, id, policy, err, 'setIfAbsent')
+  }
+
+  const spec: MarkSpec = {
+    ttlMs: cfg.ttlMs,
+    duplicate,
+    release: (key) => releaser(key, false),
+    unmark,
+    onError
   }
 
   return {
     kind: 'dedupe',
     id,
     check (ctx: RequestContext): Verdict | Promise<Verdict> {
-      const user = deps.identity(ctx)
-      if (user === null) return unauth
-      const campaign = valueOf(ctx, cfg.campaign)
-      const product = valueOf(ctx, cfg.product)
-      if (campaign === null || product === null || !products.has(`${campaign}\n${product}`)) return notFound
-      const key = `dedupe:${campaign}:${product}:${user}`
+      const key = markKey(ctx)
+      if (typeof key !== 'string') return key
       return store.setIfAbsent(key, String(ctx.now), cfg.ttlMs).then(
         (fresh) => {
           if (!fresh) return duplicate
           onSettle(ctx, releaser(key, false))
           return undefined
         },
-        (err: unknown) => {
-          if (policy === 'local') {
-            deps.metrics.storeFallbacks.inc({ guard: id, policy })
-            if (local.has(key)) return duplicate
-            local.set(key, true)
-            onSettle(ctx, releaser(key, true))
-            return undefined
-          }
-          return onStoreError(deps, id, policy, err, 'setIfAbsent')
-        }
+        (err: unknown) => onError(ctx, key, err)
       )
+    },
+    /**
+     * Directly before a quota guard (on the memory store or a standalone Redis): the mark is set in the
+     * quota's own store call (Store.markAndAdd), one round trip for both. The answers are the same as the
+     * two guards in sequence, except that a repeated attempt for a product latched sold out gets SOLD_OUT
+     * (from the latch, with no store call) instead of DUPLICATE. Not on a Redis Cluster: the mark and the
+     * product's counter would have to share a slot, i.e. every user's mark of a hot product on one shard.
+     */
+    fuseWith (next: Guard): Guard | null {
+      if (store.kind === 'redis-cluster' || !isMarkTaker(next)) return null
+      return {
+        kind: `dedupe+${next.kind}`,
+        id: `${id}+${next.id}`,
+        check (ctx: RequestContext): Verdict | Promise<Verdict> {
+          const key = markKey(ctx)
+          if (typeof key !== 'string') return key
+          return next.checkWithMark(ctx, key, spec)
+        }
+        // No close(): the two guards it was made of are closed with the pipeline's other guards.
+      }
     }
   }
 }

@@ -219,10 +219,14 @@ function funnelCosts (s: readonly TargetSummary[]): FunnelCost[] {
   const out: FunnelCost[] = []
   let prev: TargetSummary | undefined
   const steps = s.filter((t) => /^fg-f\d+$/.test(t.target) || t.target === 'fg-funnel')
-  steps.forEach((t, i) => {
+  steps.forEach((t) => {
+    // fg-fN has the first N guards; fg-funnel all of them. With --only, steps may be missing: the added
+    // cost is then that of every guard since the previous step measured.
+    const n = t.target === 'fg-funnel' ? FUNNEL_STEPS.length : Number(t.target.slice(4))
+    const from = prev === undefined ? n : (prev.target === 'fg-funnel' ? FUNNEL_STEPS.length : Number(prev.target.slice(4)))
     out.push({
       step: t.target,
-      guard: i === 0 ? '(route, no guard)' : FUNNEL_STEPS[i - 1] ?? '',
+      guard: n === 0 ? '(route, no guard)' : FUNNEL_STEPS.slice(prev === undefined ? n - 1 : from, n).join(' + '),
       rps: t.rps,
       cpuUsPerReq: t.cpuUsPerReq,
       addedUs: prev?.cpuUsPerReq != null && t.cpuUsPerReq !== null ? t.cpuUsPerReq - prev.cpuUsPerReq : null
@@ -340,6 +344,13 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     p.line(`bench: gateway ${gw.url} (admin ${gw.admin}, config ${gw.configFile})`)
     targets.push(...mine.map((t) => ({ ...t, baseUrl: gw.url, admin: gw.admin, pid: gw.proc.pid })))
     if (peers) targets.push(...peerTargets(scenario, kitPid, redis))
+  }
+  if (o.only !== null) {
+    const names = new Set(targets.map((t) => t.name))
+    const unknown = o.only.filter((n) => !names.has(n))
+    if (unknown.length > 0) throw new Error(`--only: no target ${unknown.join(', ')} in this run (targets: ${[...names].join(', ')})`)
+    const keep = new Set(o.only)
+    targets.splice(0, targets.length, ...targets.filter((t) => keep.has(t.name)))
   }
   const seconds = scenario === 'flash-sale' ? o.runDuration : o.duration
   p.line(`bench: checks, then ${o.warmup > 0 ? `${o.warmup}s warm-up per target and ` : ''}${o.rounds} round(s) of ${seconds}s per target (${targets.length} targets), ${c.generator}, ${o.connections} connections`)

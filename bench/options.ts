@@ -39,6 +39,8 @@ export interface BenchOptions {
   origin: string | null
   peers: boolean
   peersDir: string | null
+  /** Measure only these targets (names as in the report); null = all of the scenario's. */
+  only: readonly string[] | null
   config: string | null
   path: string
   serverCpus: string
@@ -86,6 +88,8 @@ usage: flashgate bench [options]
   --peers-dir DIR     the peers kit (default ../shared/peers next to the checkout, or $FLASHGATE_PEERS_DIR)
   --server-cpus LIST  CPUs for the server under test (default 0)
   --load-cpus LIST    CPUs for the bench, load generator, Redis and origins (default 1)
+  --only LIST         measure only these targets, e.g. fg-proxy,fg-funnel (names as in the report);
+                      ratios whose two sides did not both run are left out
   --file FILE         read any of these options from a YAML file (keys as above without --)
   --quiet             no progress output
   -h, --help          this text
@@ -97,7 +101,7 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 export class UsageError extends Error {}
 
 const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers'])
-const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
+const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
 export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
@@ -197,6 +201,13 @@ function url (m: Map<string, string | boolean>, name: string): string | null {
   return v.replace(/\/$/, u.pathname === '/' && u.search === '' ? '' : '/')
 }
 
+function onlyList (v: string | null): string[] | null {
+  if (v === null) return null
+  const names = v.split(',').map((x) => x.trim()).filter((x) => x !== '')
+  if (names.length === 0 || names.some((x) => !/^[\w.-]+$/.test(x))) throw new UsageError(`--only: expected target names like fg-proxy,fg-funnel, got "${v}"`)
+  return names
+}
+
 export function parseOptions (args: readonly string[]): BenchOptions {
   const m = collect(args)
   const scenario = oneOf(m, 'scenario', SCENARIOS) ?? 'flash-sale'
@@ -234,6 +245,7 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     origin: url(m, 'origin'),
     peers,
     peersDir: str('peers-dir'),
+    only: onlyList(str('only')),
     config: str('config'),
     path: str('path') ?? '/',
     serverCpus: cpuList('server-cpus', '0'),

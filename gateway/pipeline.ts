@@ -52,6 +52,7 @@ export function buildPipelines (config: Config, factories: GuardFactories, deps:
       shadow.push(g.shadow)
       all.push(guard)
     }
+    fuse(guards, shadow)
     return {
       index,
       name: route.name,
@@ -81,6 +82,22 @@ function buildGuard (g: GuardConfig, route: RouteConfig, factories: GuardFactori
   } catch (err) {
     problems.push(`${where}: ${err instanceof Error ? err.message : String(err)}`)
     return null
+  }
+}
+
+/**
+ * Let adjacent guards combine (Guard.fuseWith), e.g. dedupe + quota into one store round trip. Guards in
+ * shadow mode are left alone: their rejections are only counted, which a combined guard cannot do for
+ * one half. The guards fused stay in the list of guards to close.
+ */
+function fuse (guards: Guard[], shadow: boolean[]): void {
+  for (let i = 0; i + 1 < guards.length; i++) {
+    const a = guards[i] as Guard
+    if (a.fuseWith === undefined || shadow[i] === true || shadow[i + 1] === true) continue
+    const f = a.fuseWith(guards[i + 1] as Guard)
+    if (f === null) continue
+    guards.splice(i, 2, f)
+    shadow.splice(i, 2, false)
   }
 }
 

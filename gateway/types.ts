@@ -121,6 +121,41 @@ export interface Guard {
   check(ctx: RequestContext): Verdict | Promise<Verdict>
   /** Release resources (timers, sockets) when a reload retires this guard. */
   close?(): void | Promise<void>
+  /**
+   * Combine with the guard right after it into one guard that does both (dedupe + quota: one store round
+   * trip instead of two). Asked once per load for each pair of adjacent guards, neither in shadow mode;
+   * null keeps them apart. The combined guard answers as the two in sequence would, except where its
+   * documentation says otherwise.
+   */
+  fuseWith?(next: Guard): Guard | null
+}
+
+/**
+ * A mark (dedupe's "this user tried") to be set in the same store call as a guard's own, by a guard that
+ * supports it (`checkWithMark`, the quota): the mark is set only when that guard admits the request.
+ */
+export interface MarkSpec {
+  readonly ttlMs: number
+  /** The answer when the mark already stands. */
+  readonly duplicate: Rejection
+  /** The settler of a mark that was set (releases it when the attempt did not really happen). */
+  release(key: string): Settler
+  /** Delete a mark that was set for an attempt answered with a rejection after all (a late store answer). */
+  unmark(key: string): void
+  /**
+   * The store call failed: the mark's own failure policy. A Rejection is the answer; undefined goes on to
+   * the admitting guard's policy (the mark may have been kept node-locally).
+   */
+  onError(ctx: RequestContext, key: string, err: unknown): Verdict
+}
+
+/** A guard that can set a MarkSpec mark in its own store call. */
+export interface MarkTaker extends Guard {
+  checkWithMark(ctx: RequestContext, key: string, mark: MarkSpec): Verdict | Promise<Verdict>
+}
+
+export function isMarkTaker (g: Guard): g is MarkTaker {
+  return typeof (g as Partial<MarkTaker>).checkWithMark === 'function'
 }
 
 export type GuardFactory<C extends GuardConfig = GuardConfig> = (cfg: C, route: RouteConfig, deps: GuardDeps) => Guard

@@ -11,7 +11,9 @@
  */
 import { LRUCache } from 'lru-cache'
 import { gcraStep } from './gcra.js'
-import type { AddOptions, CounterResult, GcraResult, Store } from './store.js'
+import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
+
+const MARKED: MarkAddResult = Object.freeze({ fresh: false, ok: false, value: -1 })
 
 type Value = number | string | Set<string>
 interface Entry { v: Value, exp: number }
@@ -79,6 +81,16 @@ export class MemoryStore implements Store {
     if (e !== undefined) e.v = n + delta
     else this.write(key, n + delta, undefined)
     return { ok: true, value: n + delta }
+  }
+
+  async markAndAdd (markKey: string, mark: string, ttlMs: number, key: string, delta: number, limit: number): Promise<MarkAddResult> {
+    if (this.read(markKey) !== undefined) return MARKED
+    const { n, e } = this.num(key)
+    if (n + delta > limit) return { fresh: true, ok: false, value: n }
+    if (e !== undefined) e.v = n + delta
+    else this.write(key, n + delta, undefined)
+    this.write(markKey, mark, Math.max(1, Math.ceil(ttlMs)))
+    return { fresh: true, ok: true, value: n + delta }
   }
 
   async add (key: string, delta: number): Promise<number> {

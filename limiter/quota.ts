@@ -41,9 +41,9 @@
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
 import type { Metrics } from '../gateway/metrics.js'
 import { rejection } from '../gateway/reject.js'
-import type { Guard, GuardDeps, GuardFactory, Outcome, RequestContext, Verdict } from '../gateway/types.js'
+import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
 import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
-import type { Store } from './store.js'
+import type { CounterResult, MarkAddResult, Store } from './store.js'
 
 export const QUOTA_CHANNEL = 'quota'
 /** How often a give-back refused by the open breaker is tried (half a back-off apart). */
@@ -170,7 +170,7 @@ function leftSeen (p: Product): number {
   return left
 }
 
-export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Guard => {
+export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): MarkTaker => {
   const id = guardId(route, cfg)
   const store = deps.store
   const reg = registryOf(deps.persistent)
@@ -248,6 +248,12 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
   const lateGiveBack = (p: Product, seg: number, epoch: number, state: { rejected: boolean }) => (r: { ok: boolean }): void => {
     if (r.ok && state.rejected) giveBack(p, seg, epoch)
   }
+  /** The same for a call that also set a dedupe mark: the mark goes with the unit. */
+  const lateMarked = (p: Product, seg: number, epoch: number, state: { rejected: boolean }, mark: MarkSpec, markKey: string) => (r: { ok: boolean }): void => {
+    if (!r.ok || !state.rejected) return
+    giveBack(p, seg, epoch)
+    mark.unmark(markKey)
+  }
 
   const onError = (ctx: RequestContext, p: Product, err: unknown, late: { rejected: boolean }): Verdict => {
     asStoreError(err)
@@ -272,37 +278,26 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
     return undefined
   }
 
-  const admit = async (ctx: RequestContext, p: Product): Promise<Verdict> => {
-    if (!p.overrideLoaded) await loadOverride(p)
-    const n = p.segments
-    const q = quotaOf(p)
-    const now = ctx.now
+  /**
+   * Take one unit of `p`, trying the segment the user (or address) hashes to first, then the others. With
+   * `mark` (a dedupe directly before this guard), each store call also sets the dedupe mark `markKey` in
+   * the same round trip: the mark is set only with the unit, and a standing mark answers `mark.duplicate`.
+   * Plain promise chaining, one store call per segment tried (on the path of every admitted request).
+   */
+  const admit = (ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null): Promise<Verdict> => {
     let start = 0
-    if (n > 1) {
-      const who = deps.identity(ctx) ?? ctx.clientIp
-      start = fnv1a(who) % n
-    }
-    for (let j = 0; j < n; j++) {
+    if (p.segments > 1) start = fnv1a(deps.identity(ctx) ?? ctx.clientIp) % p.segments
+    if (!p.overrideLoaded) return loadOverride(p).then(() => tryFrom(ctx, p, markKey, mark, start, 0))
+    return tryFrom(ctx, p, markKey, mark, start, 0)
+  }
+
+  const tryFrom = (ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null, start: number, j: number): Promise<Verdict> => {
+    const n = p.segments
+    const now = ctx.now
+    for (; j < n; j++) {
       const i = (start + j) % n
       if ((p.fullUntil[i] ?? 0) > now) continue
-      let r
-      const epoch = p.epoch
-      const late = { rejected: false }
-      try {
-        r = await store.addIfWithin(segmentKey(p.campaign, p.product, i), 1, segmentQuota(q, n, i), { onLate: lateGiveBack(p, i, epoch, late) })
-      } catch (err) {
-        return onError(ctx, p, err, late)
-      }
-      if (p.localBudget !== null) reconcile(p, i)
-      p.seen[i] = r.value
-      if (r.ok) {
-        p.admitted.inc()
-        const left = leftSeen(p)
-        if (left >= 0) p.remainingGauge.set(left)
-        onSettle(ctx, giveBackFor(p, i, epoch))
-        return undefined
-      }
-      p.fullUntil[i] = now + latchTtl
+      return trySegment(ctx, p, markKey, mark, start, j, i)
     }
     p.latchUntil = now + latchTtl
     p.remainingGauge.set(0)
@@ -311,24 +306,72 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Gu
       p.lastRefresh = now
       p.overrideLoaded = false
     }
-    return soldOut
+    return Promise.resolve(soldOut)
   }
 
-  return {
+  const trySegment = (ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null, start: number, j: number, i: number): Promise<Verdict> => {
+    const now = ctx.now
+    const epoch = p.epoch
+    const late = { rejected: false }
+    const key = segmentKey(p.campaign, p.product, i)
+    const limit = segmentQuota(quotaOf(p), p.segments, i)
+    const call: Promise<CounterResult | MarkAddResult> = mark === null
+      ? store.addIfWithin(key, 1, limit, { onLate: lateGiveBack(p, i, epoch, late) })
+      : store.markAndAdd(markKey as string, String(now), mark.ttlMs, key, 1, limit, { onLate: lateMarked(p, i, epoch, late, mark, markKey as string) })
+    return call.then((r): Verdict | Promise<Verdict> => {
+      if (p.localBudget !== null) reconcile(p, i)
+      if (mark !== null && !(r as MarkAddResult).fresh) return mark.duplicate
+      p.seen[i] = r.value
+      if (r.ok) {
+        p.admitted.inc()
+        const left = leftSeen(p)
+        if (left >= 0) p.remainingGauge.set(left)
+        onSettle(ctx, giveBackFor(p, i, epoch))
+        if (mark !== null) onSettle(ctx, mark.release(markKey as string))
+        return undefined
+      }
+      p.fullUntil[i] = now + latchTtl
+      return tryFrom(ctx, p, markKey, mark, start, j + 1)
+    }, (err: unknown): Verdict => {
+      if (mark !== null) {
+        const v = mark.onError(ctx, markKey as string, err)
+        if (v !== undefined) {
+          late.rejected = true
+          return v
+        }
+      }
+      return onError(ctx, p, err, late)
+    })
+  }
+
+  const find = (ctx: RequestContext): Product | undefined => {
+    const c = readCampaign(ctx)
+    const pid = readProduct(ctx)
+    return c === null || pid === null ? undefined : campaigns.get(c)?.get(pid)
+  }
+
+  const guard: MarkTaker = {
     kind: 'quota',
     id,
     check (ctx) {
-      const c = readCampaign(ctx)
-      const pid = readProduct(ctx)
-      const p = c === null || pid === null ? undefined : campaigns.get(c)?.get(pid)
+      const p = find(ctx)
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
-      return admit(ctx, p)
+      return admit(ctx, p, null, null)
+    },
+    // A sold-out product is answered from the latch before the mark is looked at: a repeated attempt
+    // then gets SOLD_OUT rather than DUPLICATE, and costs no store call.
+    checkWithMark (ctx, markKey, mark) {
+      const p = find(ctx)
+      if (p === undefined) return notFound
+      if (p.latchUntil > ctx.now) return soldOut
+      return admit(ctx, p, markKey, mark)
     },
     close () {
       // The subscription belongs to the process-wide registry and outlives a reload.
     }
   }
+  return guard
 }
 
 export interface QuotaStatus { readonly quota: number, readonly admitted: number, readonly remaining: number }

@@ -61,10 +61,14 @@ function compileKey (cfg: RateLimitGuardConfig, route: RouteConfig, deps: GuardD
   }
 }
 
+type State = TokenBucketState | LeakyBucketState
+/** A keyed bucket's state, in a cell updated in place: one LRU lookup per request instead of a get and a set. */
+interface Cell { s: State }
+
 /** Node-local state of one limit zone, kept across reloads. */
 interface Zone {
-  single: TokenBucketState | LeakyBucketState | null
-  keyed: LRUCache<string, TokenBucketState | LeakyBucketState> | null
+  single: State | null
+  keyed: LRUCache<string, Cell> | null
 }
 
 function zoneOf (deps: GuardDeps, name: string, suffix: string, maxKeys: number, keyed: boolean): Zone {
@@ -75,11 +79,18 @@ function zoneOf (deps: GuardDeps, name: string, suffix: string, maxKeys: number,
     deps.persistent.set(id, z)
   }
   if (keyed && (z.keyed === null || z.keyed.max !== maxKeys)) {
-    const lru = new LRUCache<string, TokenBucketState | LeakyBucketState>({ max: maxKeys })
+    const lru = new LRUCache<string, Cell>({ max: maxKeys })
     if (z.keyed !== null) for (const [k, v] of z.keyed.entries()) lru.set(k, v)
     z.keyed = lru
   }
   return z
+}
+
+/** Store a bucket's new state: in its cell when it had one, else in a new LRU entry. */
+function keep (zone: Zone, key: string | null, cell: Cell | undefined, s: State): void {
+  if (key === null) zone.single = s
+  else if (cell !== undefined) cell.s = s
+  else (zone.keyed as LRUCache<string, Cell>).set(key, { s })
 }
 
 function delayQueue (deps: GuardDeps): DelayQueue {
@@ -138,24 +149,22 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
   const tb = local.tb
   const lb = local.lb
   const localCheck = (ctx: RequestContext, key: string | null): Verdict | Promise<Verdict> => {
-    const lru = zone.keyed
-    const prev = key === null ? zone.single : (lru as LRUCache<string, TokenBucketState | LeakyBucketState>).get(key) ?? null
+    const cell = key === null ? undefined : (zone.keyed as LRUCache<string, Cell>).get(key)
+    const prev = key === null ? zone.single : cell === undefined ? null : cell.s
     if (lb !== null) {
       const r = leak(prev as LeakyBucketState | null, ctx.now, lb)
       if (!r.ok) {
         if (keyless) signals.overloaded = true
         return limited(r.retryAfterMs, 0)
       }
-      if (key === null) zone.single = r.state
-      else (lru as LRUCache<string, TokenBucketState | LeakyBucketState>).set(key, r.state)
+      keep(zone, key, cell, r.state)
       if (keyless) signals.overloaded = false
       onSettle(ctx, (_c, o) => { if (o.kind === 'rejected') uncommitLocal(key, 'leaky') })
       if (r.delayMs > 0) return (queue as DelayQueue).wait(ctx.now + r.delayMs).then(() => undefined)
       return undefined
     }
     const r = take(prev as TokenBucketState | null, ctx.now, tb, 1)
-    if (key === null) zone.single = r.state
-    else (lru as LRUCache<string, TokenBucketState | LeakyBucketState>).set(key, r.state)
+    keep(zone, key, cell, r.state)
     if (!r.ok) {
       if (keyless) signals.overloaded = true
       return limited(r.retryAfterMs, r.remaining)
@@ -165,11 +174,12 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
     return undefined
   }
   const uncommitLocal = (key: string | null, kind: 'token' | 'leaky'): void => {
-    const s = key === null ? zone.single : zone.keyed?.get(key) ?? null
-    if (s === null || s === undefined) return
+    const cell = key === null ? undefined : zone.keyed?.get(key)
+    const s = key === null ? zone.single : cell === undefined ? null : cell.s
+    if (s === null) return
     const next = kind === 'leaky' ? unleak(s as LeakyBucketState) : giveBack(s as TokenBucketState, tb, 1)
     if (key === null) zone.single = next
-    else zone.keyed?.set(key, next)
+    else if (cell !== undefined) cell.s = next
   }
   const settleSingle = (_c: RequestContext, o: Outcome): void => { if (o.kind === 'rejected') uncommitLocal(null, 'token') }
 

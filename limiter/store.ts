@@ -42,6 +42,12 @@ export interface AddOptions {
   readonly onLate?: (r: CounterResult) => void
 }
 
+/** What `markAndAdd` did. */
+export interface MarkAddResult extends CounterResult {
+  /** false: the mark already stood, and nothing was changed (ok=false, value -1: not read). */
+  readonly fresh: boolean
+}
+
 export interface Store {
   readonly kind: 'memory' | 'redis' | 'redis-cluster'
 
@@ -57,6 +63,15 @@ export interface Store {
    * it and ok=false. A missing counter is 0.
    */
   addIfWithin(key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult>
+
+  /**
+   * Atomically, in one round trip: when `markKey` is absent and value + delta <= limit, apply the add and
+   * set `markKey` to `mark` with TTL `ttlMs`; when the mark stands, change nothing (fresh=false); when the
+   * add would pass the limit, change nothing (ok=false, the mark is not set). It is "one attempt per
+   * user, then take a unit" (a dedupe guard directly followed by a quota guard) as one step. On a cluster
+   * the two keys must hash to one slot (a hash tag), as for any multi-key command.
+   */
+  markAndAdd(markKey: string, mark: string, ttlMs: number, key: string, delta: number, limit: number, opts?: { readonly onLate?: (r: MarkAddResult) => void }): Promise<MarkAddResult>
 
   /** Atomically add delta (may be negative) and return the new value. */
   add(key: string, delta: number): Promise<number>

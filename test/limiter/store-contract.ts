@@ -56,6 +56,42 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     t.equal(await s.store.get(k2), '0')
   })
 
+  t.test('markAndAdd: the mark and the unit together, or neither', async (t) => {
+    // One hash tag for both keys (a cluster runs the script on one slot).
+    const tag = uniq('mq')
+    const m = (u: string): string => `${tag}:m:${u}`
+    const q = `${tag}:q`
+    t.same(await s.store.markAndAdd(m('u1'), 'a', 60_000, q, 1, 2), { fresh: true, ok: true, value: 1 }, 'first: marked and added')
+    t.equal(await s.store.get(m('u1')), 'a', 'the mark holds its value')
+    t.same(await s.store.markAndAdd(m('u1'), 'b', 60_000, q, 1, 2), { fresh: false, ok: false, value: -1 }, 'marked: nothing changes')
+    t.equal(await s.store.get(q), '1', 'a duplicate takes nothing')
+    t.equal(await s.store.get(m('u1')), 'a', 'nor rewrites the mark')
+    t.same(await s.store.markAndAdd(m('u2'), 'a', 60_000, q, 1, 2), { fresh: true, ok: true, value: 2 })
+    t.same(await s.store.markAndAdd(m('u3'), 'a', 60_000, q, 1, 2), { fresh: true, ok: false, value: 2 }, 'full: refused')
+    t.equal(await s.store.get(m('u3')), null, 'and no mark is left for the refused one')
+    t.same(await s.store.markAndAdd(m('u2'), 'a', 60_000, q, 1, 2), { fresh: false, ok: false, value: -1 }, 'a standing mark wins over a full counter')
+    // The mark expires after its TTL; the counter stays.
+    t.same(await s.store.markAndAdd(m('t'), 'a', 150, `${tag}:q2`, 1, 5), { fresh: true, ok: true, value: 1 })
+    await s.advance(400)
+    t.equal(await s.store.get(m('t')), null, 'the mark expired')
+    t.same(await s.store.markAndAdd(m('t'), 'a', 150, `${tag}:q2`, 1, 5), { fresh: true, ok: true, value: 2 }, 'then the same mark may be set again')
+  })
+
+  t.test('markAndAdd: under concurrency, one mark per key and never past the limit', async (t) => {
+    const tag = uniq('mq')
+    const q = `${tag}:q`
+    // 30 users × 10 attempts each, 20 units.
+    const calls = Array.from({ length: 300 }, (_, i) => s.store.markAndAdd(`${tag}:m:u${i % 30}`, 'x', 60_000, q, 1, 20))
+    const rs = await Promise.all(calls)
+    t.equal(rs.filter((r) => r.ok).length, 20, 'exactly the limit admitted')
+    const admittedUsers = new Set(rs.map((r, i) => r.ok ? i % 30 : -1).filter((u) => u >= 0))
+    t.equal(admittedUsers.size, 20, 'each admission a different mark')
+    t.equal(await s.store.get(q), '20')
+    let marks = 0
+    for (let u = 0; u < 30; u++) if ((await s.store.get(`${tag}:m:u${u}`)) !== null) marks++
+    t.equal(marks, 20, 'marks only for the admitted')
+  })
+
   t.test('add: missing is 0, negative deltas', async (t) => {
     const k = uniq('c')
     t.equal(await s.store.add(k, 5), 5)

@@ -190,3 +190,26 @@ t.test('link_ttl shortens the link; a link route without signed_link guard → 4
   const s2 = await listen((req, res) => { void h2['/_flashgate/link']?.(req, res, { clientIp: '127.0.0.1', now: NOW, query: new URL(req.url ?? '/', 'http://x').searchParams }) }, t)
   t.equal((await fetch(`${s2.url}/_flashgate/link?campaign=c1&product=p1`, { headers: { 'x-user-id': 'alice' } })).status, 404)
 })
+
+t.test('hmacB64url is HMAC-SHA256 (RFC 2104): the same as createHmac for every key and message length', async (t) => {
+  const { createHmac, randomBytes } = await import('node:crypto')
+  const { hmacB64url, macMatches } = await import('../../antibot/util.js')
+  const messages = ['', 'a', 'fg-link|v1|4:POST|', 'ünïcødé ✓ 秒杀 \u{1F600}', 'lone surrogate \uD800 end', 'x'.repeat(1023), 'y'.repeat(1024), 'é'.repeat(1500), 'z'.repeat(5000)]
+  let n = 0
+  for (const len of [1, 16, 32, 63, 64, 65, 100, 200]) {
+    const raw = randomBytes(len)
+    for (const key of [raw, createSecretKey(raw)]) {
+      for (const m of messages) {
+        const want = createHmac('sha256', key).update(m).digest('base64url')
+        if (hmacB64url(key, m) !== want) t.fail(`key ${len} bytes (${Buffer.isBuffer(key) ? 'Buffer' : 'KeyObject'}), message of ${m.length}: differs`)
+        if (!macMatches(key, m, want)) t.fail(`macMatches refuses the right MAC (key ${len}, message ${m.length})`)
+        n++
+      }
+    }
+  }
+  // Calls in a row reuse the per-key scratch: a long message then a short one must not leak bytes.
+  const key = createSecretKey(randomBytes(32))
+  hmacB64url(key, 'q'.repeat(900))
+  t.equal(hmacB64url(key, 'short'), createHmac('sha256', key).update('short').digest('base64url'), 'no bytes left over from a longer message')
+  t.equal(n, 8 * 2 * messages.length, 'every combination compared')
+})

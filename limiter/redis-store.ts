@@ -32,9 +32,12 @@
  *   poll phase run once (setImmediate) before deciding, so an answer that arrived in time but sat unread
  *   in the socket while JavaScript was busy is taken, as nginx handles ready events before expired
  *   timers. (ioredis's commandTimeout fires in the timers phase, before the socket is read: on a loaded
- *   2-core box it turned in-time answers into 503s and into admitted-but-unsold quota units.) ioredis's
- *   own commandTimeout stays as a backstop (20× the timeout, ≥ 1 s) so that a command to a hung server is
- *   eventually dropped from its queue. A late answer is handed to `onLate` (addIfWithin) so that the quota
+ *   2-core box it turned in-time answers into 503s and into admitted-but-unsold quota units.) The backstop
+ *   for a server that stops answering without closing the connection: when calls are timing out and
+ *   nothing has been answered for 20× the timeout (≥ 1 s), the connection is dropped and reopened, which
+ *   fails every command still queued in ioredis (they were all answered with a timeout already) instead
+ *   of letting them pile up. (It replaced ioredis's commandTimeout, a timer set and cleared per command.)
+ *   A late answer is handed to `onLate` (addIfWithin) so that the quota
  *   can give back a unit that was applied for a request already answered with an error.
  * - Errors reject with StoreError; every op is timed in flashgate_store_duration_seconds{op} and every
  *   failure counted in flashgate_store_errors_total{op}.
@@ -219,6 +222,10 @@ export class RedisStore implements Store {
   /** The first warm-up (see warm()) has settled: until then the store is not reported healthy. */
   private warmed = false
   private readonly deadlines: Deadlines
+  /** No answer at all for this long while calls time out: the connection is reopened (see the header). */
+  private readonly backstopMs: number
+  private lastAnswer = 0
+  private silentSince = 0
   /** Standalone Redis: commands of one event-loop turn are written together (see the header). */
   private batching = false
   private corked: NodeJS.WritableStream & { uncork(): void } | null = null
@@ -242,8 +249,8 @@ export class RedisStore implements Store {
       m.storeBreakerOpen.set(open ? 1 : 0)
       this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: this.kind })
     })
+    this.backstopMs = Math.max(1000, cfg.timeoutMs * 20)
     const common: RedisOptions = {
-      commandTimeout: Math.max(1000, cfg.timeoutMs * 20),
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
@@ -377,15 +384,18 @@ export class RedisStore implements Store {
           reject(this.failed(op, t0, err))
           return
         }
+        const t1 = performance.now()
+        this.lastAnswer = t1
         if (call.done) {
           if (onLate !== undefined) { try { onLate(v) } catch {} }
           return
         }
         call.done = true
-        this.durations[op].observe((performance.now() - t0) / 1000)
+        this.durations[op].observe((t1 - t0) / 1000)
         this.breaker.success()
         resolve(v)
       }, (err: unknown) => {
+        if ((err as { name?: string }).name === 'ReplyError') this.lastAnswer = performance.now()
         if (call.done) return
         call.done = true
         reject(this.failed(op, t0, err))
@@ -404,10 +414,20 @@ export class RedisStore implements Store {
 
   /** Account a failed call (duration, error count, breaker) and say what it was as a StoreError. */
   private failed (op: Op, t0: number, err: unknown): StoreError {
-    this.durations[op].observe((performance.now() - t0) / 1000)
+    const t1 = performance.now()
+    this.durations[op].observe((t1 - t0) / 1000)
     this.errors[op].inc()
     if (err === TIMED_OUT) {
       this.breaker.failure()
+      // The first timeout with no answer since starts a silence; a timeout more than backstopMs into it
+      // (calls kept timing out, nothing came back) reopens the connection.
+      if (this.silentSince === 0 || this.lastAnswer > this.silentSince) {
+        this.silentSince = t1
+      } else if (t1 - this.silentSince > this.backstopMs && !this.closed) {
+        this.log('warn', 'store not answering: reconnecting', { store: this.kind, silentMs: Math.round(t1 - this.silentSince) })
+        this.silentSince = 0
+        this.client.disconnect(true)
+      }
       return new StoreError('FG_ERR_STORE_TIMEOUT', `store ${op} timed out after ${this.timeoutMs}ms`)
     }
     const msg = err instanceof Error ? err.message : String(err)
@@ -506,7 +526,7 @@ export class RedisStore implements Store {
     // Its own connection, with the offline queue on: SUBSCRIBE before it is connected is queued.
     const sub = this.client instanceof Cluster
       ? this.client.duplicate(undefined, { enableOfflineQueue: true })
-      : this.client.duplicate({ enableOfflineQueue: true, commandTimeout: undefined })
+      : this.client.duplicate({ enableOfflineQueue: true })
     sub.on('error', () => {})
     sub.on('message', (channel: string, message: string) => {
       const s = this.handlers.get(channel)

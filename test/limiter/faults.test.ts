@@ -154,3 +154,38 @@ t.test('slow redis (CLIENT PAUSE, data kept): timeouts bound latency, total admi
     }
   }
 })
+
+t.test('a server that stops answering without closing the connection: the connection is reopened, then service recovers', async (t) => {
+  const r = await startRedis()
+  const logs: string[] = []
+  const store = createStore({ ...storeCfg, kind: 'redis', url: r.url, timeoutMs: 50, breakerFailures: 3, breakerBackoffMs: 100 }, {
+    metrics: createMetrics({ defaultMetrics: false }), clock: Date.now, log: (_level, msg) => { logs.push(msg) }
+  })
+  t.teardown(async () => { await store.close(); await r.stop() })
+  await store.ready?.()
+  t.equal(await store.add('k', 1), 1)
+  // CLIENT PAUSE ALL: the server reads commands and answers none for 2.5 s; the socket stays open.
+  await redisCli(r.port, 'client', 'pause', '2500', 'ALL')
+  const codes = new Map<string, number>()
+  const until = Date.now() + 1800
+  let maxMs = 0
+  while (Date.now() < until) {
+    const t0 = performance.now()
+    const code = await store.add('k', 1).then(() => 'ok', (err: { code?: string }) => err.code ?? 'other')
+    maxMs = Math.max(maxMs, performance.now() - t0)
+    codes.set(code, (codes.get(code) ?? 0) + 1)
+    await sleep(20)
+  }
+  t.ok(maxMs < 200, `no call waited past the timeout (max ${maxMs.toFixed(1)} ms)`)
+  t.equal(codes.get('ok'), undefined, 'nothing answered while paused')
+  t.ok((codes.get('FG_ERR_STORE_TIMEOUT') ?? 0) > 0, 'calls timed out')
+  t.ok(logs.includes('store not answering: reconnecting'), 'after 1 s (20 × the timeout) of silence the connection was reopened')
+  // Once the pause is over, calls are answered again.
+  let ok = false
+  const deadline = Date.now() + 5000
+  while (!ok && Date.now() < deadline) {
+    ok = await store.add('k', 1).then(() => true, () => false)
+    if (!ok) await sleep(50)
+  }
+  t.ok(ok, 'service recovers once the server answers again')
+})

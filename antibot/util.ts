@@ -139,13 +139,19 @@ const MAC_B64URL_LENGTH = 43
  * `crypto.timingSafeEqual` on equal-length buffers of the two encodings (lengths are public): the
  * computed MAC is canonical base64url, so a non-canonical or otherwise altered encoding never matches.
  * Comparing the encodings instead of decoded bytes spares two ArrayBuffer allocations per check
- * (0.4 µs of about 2 here, and garbage on the request path).
+ * (0.4 µs of about 2 here, and garbage on the request path). `presented` is checked to be exactly 43
+ * base64url characters first, so writing it as latin1 fills the buffer byte for byte.
  */
 export function macMatches (key: KeyObject | Buffer, msg: string, presented: string): boolean {
   if (presented.length !== MAC_B64URL_LENGTH || !B64URL.test(presented)) return false
   const expected = hmacB64url(key, msg)
-  return timingSafeEqual(Buffer.from(expected, 'latin1'), Buffer.from(presented, 'latin1'))
+  // Both encodings into two fixed buffers (no allocation per check); 43 ASCII characters each.
+  EXPECTED.write(expected, 'latin1')
+  PRESENTED.write(presented, 'latin1')
+  return timingSafeEqual(EXPECTED, PRESENTED)
 }
+const EXPECTED = Buffer.alloc(MAC_B64URL_LENGTH)
+const PRESENTED = Buffer.alloc(MAC_B64URL_LENGTH)
 
 /** Write a small JSON answer with no-store caching. */
 export function sendJson (res: import('node:http').ServerResponse, status: number, body: unknown, headers: readonly string[] = []): void {

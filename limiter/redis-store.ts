@@ -1,9 +1,11 @@
 /**
  * The Redis store (standalone: ioredis `Redis`; cluster: ioredis `Cluster`).
  *
- * - One round trip per operation. Operations with more than one step (GCRA, add-if-within) are one Lua
- *   script registered with `defineCommand` (EVALSHA, EVAL after a restart lost the script cache); the
- *   single-step ones (INCRBY, GET, SET NX PX, DEL, SADD...) are the native atomic command.
+ * - One round trip per operation. Operations with more than one step (GCRA, add-if-within, mark-and-add)
+ *   are one Lua script, sent as EVALSHA (and once more as EVAL when the server answers NOSCRIPT, e.g.
+ *   after a restart lost its script cache); the single-step ones (INCRBY, GET, SET NX PX, DEL, SADD...)
+ *   are the native atomic command. (EVALSHA directly rather than ioredis's defineCommand: its wrapper
+ *   costs a subclassed Command, a copied argument list and a chained promise per call.)
  * - Batching, standalone Redis only: the operations of all requests handled in one event-loop turn go out
  *   in one write, and their replies come back in one read. The store corks the connection's socket at
  *   the first command of a turn and uncorks it at the end of the turn (setImmediate), so ioredis writes
@@ -45,6 +47,7 @@
  *   command), opened on the first subscribe and re-subscribed by ioredis after reconnects.
  */
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
+import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { StoreError } from '../gateway/errors.js'
 import type { Metrics } from '../gateway/metrics.js'
@@ -108,11 +111,16 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, 1, redis.call('INCRBY', KEYS[2], d)}
 `
 
-interface Scripted {
-  fgGcra(key: string, now: number, iv: number, burst: number, cost: number): Promise<[number, number, number, number]>
-  fgAddWithin(key: string, delta: number, limit: number, min?: number): Promise<[number, number]>
-  fgMarkAdd(markKey: string, key: string, mark: string, ttlMs: number, delta: number, limit: number): Promise<[number, number, number]>
-}
+/** A Lua script: its text, SHA-1 (for EVALSHA) and number of keys. */
+interface Lua { readonly lua: string, readonly sha: string, readonly keys: number }
+const lua = (text: string, keys: number): Lua => ({ lua: text, sha: createHash('sha1').update(text).digest('hex'), keys })
+const GCRA = lua(GCRA_LUA, 1)
+const ADD_WITHIN = lua(ADD_WITHIN_LUA, 1)
+const MARK_ADD = lua(MARK_ADD_LUA, 2)
+const SCRIPTS: readonly Lua[] = [GCRA, ADD_WITHIN, MARK_ADD]
+type Arg = string | number
+
+const isNoScript = (err: unknown): boolean => err instanceof Error && err.message.startsWith('NOSCRIPT')
 
 /** Answer mappers (module-level: no closure per call). */
 const same = <T>(r: T): T => r
@@ -184,7 +192,7 @@ class Deadlines {
   }
 }
 
-type Client = (Redis | Cluster) & Scripted
+type Client = Redis | Cluster
 
 type Op = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish'
 const OPS: readonly Op[] = ['gcra', 'add_if_within', 'mark_and_add', 'add', 'get', 'set', 'set_if_absent', 'del', 'set_add', 'set_remove', 'set_has', 'publish']
@@ -277,9 +285,6 @@ export class RedisStore implements Store {
       this.client = new Redis(cfg.url, common) as Client
       this.batching = true
     }
-    this.client.defineCommand('fgGcra', { numberOfKeys: 1, lua: GCRA_LUA })
-    this.client.defineCommand('fgAddWithin', { numberOfKeys: 1, lua: ADD_WITHIN_LUA })
-    this.client.defineCommand('fgMarkAdd', { numberOfKeys: 2, lua: MARK_ADD_LUA })
     this.client.on('ready', () => {
       if (this.wasDown) this.log('info', 'store connection ready', { store: this.kind })
       this.wasDown = false
@@ -322,9 +327,7 @@ export class RedisStore implements Store {
     const c = this.client
     const targets: Array<Redis | Cluster> = c instanceof Cluster ? c.nodes('master') : [c]
     const load = Promise.all(targets.map(async (n) => {
-      await n.script('LOAD', GCRA_LUA)
-      await n.script('LOAD', ADD_WITHIN_LUA)
-      await n.script('LOAD', MARK_ADD_LUA)
+      for (const s of SCRIPTS) await n.script('LOAD', s.lua)
     })).then(() => {}, (err: unknown) => {
       this.log('warn', 'store warm-up failed (scripts load on first use)', { store: this.kind, error: err instanceof Error ? err.message : String(err) })
     })
@@ -353,7 +356,7 @@ export class RedisStore implements Store {
    * arriving after the timeout goes to `onLate` (once). Plain promise chaining — one promise of ours
    * per call, no async wrappers — because this is on every store-backed request's path.
    */
-  private run<R, T> (op: Op, start: () => Promise<R>, map: (r: R) => T, onLate?: (v: T) => void): Promise<T> {
+  private run<R, T> (op: Op, start: () => Promise<R>, map: (r: R) => T, onLate?: (v: T) => void, script?: Lua, args?: Arg[]): Promise<T> {
     if (this.closed) return Promise.reject(new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store closed'))
     if (!this.breaker.allow()) {
       this.errors[op].inc()
@@ -374,7 +377,8 @@ export class RedisStore implements Store {
         expire: () => { reject(this.failed(op, t0, TIMED_OUT)) }
       }
       this.deadlines.add(call)
-      sent.then((r) => {
+      let retried = false
+      const answered = (r: R): void => {
         let v: T
         try {
           v = map(r)
@@ -394,13 +398,26 @@ export class RedisStore implements Store {
         this.durations[op].observe((t1 - t0) / 1000)
         this.breaker.success()
         resolve(v)
-      }, (err: unknown) => {
+      }
+      const refused = (err: unknown): void => {
         if ((err as { name?: string }).name === 'ReplyError') this.lastAnswer = performance.now()
         if (call.done) return
+        if (script !== undefined && !retried && isNoScript(err)) {
+          // The server lost its script cache (restarted, SCRIPT FLUSH): once more as EVAL, which loads it.
+          retried = true
+          this.client.eval(script.lua, script.keys, ...(args as Arg[])).then(answered as (r: unknown) => void, refused)
+          return
+        }
         call.done = true
         reject(this.failed(op, t0, err))
-      })
+      }
+      sent.then(answered, refused)
     })
+  }
+
+  /** A script call (EVALSHA); see run() for the NOSCRIPT fallback. */
+  private script<T> (op: Op, s: Lua, args: Arg[], map: (r: never) => T, onLate?: (v: T) => void): Promise<T> {
+    return this.run(op, () => this.client.evalsha(s.sha, s.keys, ...args), map as (r: unknown) => T, onLate, s, args)
   }
 
   /** Hold this turn's writes on the connection until the turn ends (then one writev for all of them). */
@@ -443,20 +460,20 @@ export class RedisStore implements Store {
 
   gcra (key: string, now: number, emissionIntervalMs: number, burst: number, cost: number): Promise<GcraResult> {
     const iv = Math.max(1, Math.round(emissionIntervalMs * 1000))
-    return this.run('gcra', () => this.client.fgGcra(this.prefix + key, Math.round(now * 1000), iv, burst, cost), toGcra)
+    return this.script('gcra', GCRA, [this.prefix + key, Math.round(now * 1000), iv, burst, cost], toGcra)
   }
 
   addIfWithin (key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult> {
     const k = this.prefix + key
     const min = opts?.min
-    return this.run('add_if_within', () => min === undefined ? this.client.fgAddWithin(k, delta, limit) : this.client.fgAddWithin(k, delta, limit, min), toCounter, opts?.onLate)
+    return this.script('add_if_within', ADD_WITHIN, min === undefined ? [k, delta, limit] : [k, delta, limit, min], toCounter, opts?.onLate)
   }
 
   markAndAdd (markKey: string, mark: string, ttlMs: number, key: string, delta: number, limit: number, opts?: { readonly onLate?: (r: MarkAddResult) => void }): Promise<MarkAddResult> {
     const mk = this.prefix + markKey
     const k = this.prefix + key
     const ttl = Math.max(1, Math.ceil(ttlMs))
-    return this.run('mark_and_add', () => this.client.fgMarkAdd(mk, k, mark, ttl, delta, limit), toMarkAdd, opts?.onLate)
+    return this.script('mark_and_add', MARK_ADD, [mk, k, mark, ttl, delta, limit], toMarkAdd, opts?.onLate)
   }
 
   add (key: string, delta: number): Promise<number> {

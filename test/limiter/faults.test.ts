@@ -189,3 +189,18 @@ t.test('a server that stops answering without closing the connection: the connec
   }
   t.ok(ok, 'service recovers once the server answers again')
 })
+
+t.test('a server that lost its script cache (SCRIPT FLUSH): the next script call is answered, sent again as EVAL', async (t) => {
+  const r = await startRedis()
+  const metrics = createMetrics({ defaultMetrics: false })
+  const store = createStore({ ...storeCfg, kind: 'redis', url: r.url, timeoutMs: 500 }, { metrics, clock: Date.now })
+  t.teardown(async () => { await store.close(); await r.stop() })
+  await store.ready?.()
+  t.same(await store.addIfWithin('q', 1, 5), { ok: true, value: 1 })
+  await redisCli(r.port, 'script', 'flush')
+  t.same(await store.addIfWithin('q', 1, 5), { ok: true, value: 2 }, 'add-if-within after the flush')
+  t.same(await store.markAndAdd('m:{x}', 'v', 1000, 'c:{x}', 1, 3), { fresh: true, ok: true, value: 1 }, 'mark-and-add after the flush')
+  t.equal((await store.gcra('g', Date.now(), 100, 5, 1)).ok, true, 'gcra after the flush')
+  t.same(await store.addIfWithin('q', 1, 5), { ok: true, value: 3 }, 'and again (EVALSHA: the EVAL loaded it)')
+  t.match(await metrics.registry.getSingleMetricAsString('flashgate_store_errors_total'), /^(?!.*op="add_if_within"\} [1-9])/s, 'no call failed')
+})

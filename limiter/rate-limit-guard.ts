@@ -26,8 +26,8 @@ import { rejection } from '../gateway/reject.js'
 import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../gateway/types.js'
 import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './common.js'
 import { DelayQueue } from './delay-queue.js'
-import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy, type LeakyBucketState } from './leaky-bucket.js'
-import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy, type TokenBucketState } from './token-bucket.js'
+import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from './leaky-bucket.js'
+import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy } from './token-bucket.js'
 
 type KeyFn = (ctx: RequestContext) => string | null
 
@@ -61,13 +61,18 @@ function compileKey (cfg: RateLimitGuardConfig, route: RouteConfig, deps: GuardD
   }
 }
 
-type State = TokenBucketState | LeakyBucketState
-/** A keyed bucket's state, in a cell updated in place: one LRU lookup per request instead of a get and a set. */
-interface Cell { s: State }
+/**
+ * A bucket's state, copied into a long-lived cell and updated in place: token bucket `a` = units, `b` =
+ * at; leaky bucket `a` = excess, `b` = last. In place for two reasons: one LRU lookup per request instead
+ * of a get and a set, and no new object per request held by a long-lived one (each such state object lived
+ * until the key's next request and so was promoted to the old generation: per-user buckets made the
+ * funnel's scavenges longer).
+ */
+interface Cell { a: number, b: number }
 
 /** Node-local state of one limit zone, kept across reloads. */
 interface Zone {
-  single: State | null
+  single: Cell | null
   keyed: LRUCache<string, Cell> | null
 }
 
@@ -86,11 +91,21 @@ function zoneOf (deps: GuardDeps, name: string, suffix: string, maxKeys: number,
   return z
 }
 
-/** Store a bucket's new state: in its cell when it had one, else in a new LRU entry. */
-function keep (zone: Zone, key: string | null, cell: Cell | undefined, s: State): void {
-  if (key === null) zone.single = s
-  else if (cell !== undefined) cell.s = s
-  else (zone.keyed as LRUCache<string, Cell>).set(key, { s })
+/** The bucket's cell, if it has one. */
+function cellOf (zone: Zone, key: string | null): Cell | undefined {
+  return key === null ? zone.single ?? undefined : (zone.keyed as LRUCache<string, Cell>).get(key)
+}
+
+/** Store a bucket's new state: in its cell when it had one, else in a new cell. */
+function keep (zone: Zone, key: string | null, cell: Cell | undefined, a: number, b: number): void {
+  if (cell !== undefined) {
+    cell.a = a
+    cell.b = b
+  } else if (key === null) {
+    zone.single = { a, b }
+  } else {
+    (zone.keyed as LRUCache<string, Cell>).set(key, { a, b })
+  }
 }
 
 function delayQueue (deps: GuardDeps): DelayQueue {
@@ -149,22 +164,21 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
   const tb = local.tb
   const lb = local.lb
   const localCheck = (ctx: RequestContext, key: string | null): Verdict | Promise<Verdict> => {
-    const cell = key === null ? undefined : (zone.keyed as LRUCache<string, Cell>).get(key)
-    const prev = key === null ? zone.single : cell === undefined ? null : cell.s
+    const cell = cellOf(zone, key)
     if (lb !== null) {
-      const r = leak(prev as LeakyBucketState | null, ctx.now, lb)
+      const r = leak(cell === undefined ? null : { excess: cell.a, last: cell.b }, ctx.now, lb)
       if (!r.ok) {
         if (keyless) signals.overloaded = true
         return limited(r.retryAfterMs, 0)
       }
-      keep(zone, key, cell, r.state)
+      keep(zone, key, cell, r.state.excess, r.state.last)
       if (keyless) signals.overloaded = false
       onSettle(ctx, (_c, o) => { if (o.kind === 'rejected') uncommitLocal(key, 'leaky') })
       if (r.delayMs > 0) return (queue as DelayQueue).wait(ctx.now + r.delayMs).then(() => undefined)
       return undefined
     }
-    const r = take(prev as TokenBucketState | null, ctx.now, tb, 1)
-    keep(zone, key, cell, r.state)
+    const r = take(cell === undefined ? null : { units: cell.a, at: cell.b }, ctx.now, tb, 1)
+    keep(zone, key, cell, r.state.units, r.state.at)
     if (!r.ok) {
       if (keyless) signals.overloaded = true
       return limited(r.retryAfterMs, r.remaining)
@@ -174,12 +188,17 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
     return undefined
   }
   const uncommitLocal = (key: string | null, kind: 'token' | 'leaky'): void => {
-    const cell = key === null ? undefined : zone.keyed?.get(key)
-    const s = key === null ? zone.single : cell === undefined ? null : cell.s
-    if (s === null) return
-    const next = kind === 'leaky' ? unleak(s as LeakyBucketState) : giveBack(s as TokenBucketState, tb, 1)
-    if (key === null) zone.single = next
-    else if (cell !== undefined) cell.s = next
+    const cell = key === null ? zone.single ?? undefined : zone.keyed?.get(key)
+    if (cell === undefined) return
+    if (kind === 'leaky') {
+      const next = unleak({ excess: cell.a, last: cell.b })
+      cell.a = next.excess
+      cell.b = next.last
+    } else {
+      const next = giveBack({ units: cell.a, at: cell.b }, tb, 1)
+      cell.a = next.units
+      cell.b = next.at
+    }
   }
   const settleSingle = (_c: RequestContext, o: Outcome): void => { if (o.kind === 'rejected') uncommitLocal(null, 'token') }
 

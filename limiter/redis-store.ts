@@ -138,29 +138,61 @@ const TIMED_OUT = Symbol('timed out')
 
 /** A call waiting for its answer. */
 interface Pending {
-  readonly deadline: number
   done: boolean
+  /** Its place in the Deadlines ring (a sequence number). */
+  seq: number
   readonly expire: () => void
 }
 
 /**
  * The per-operation timeout, one timer for all calls. Every call of a store has the same timeout, so
- * deadlines fall in the order calls were made: a FIFO whose head is the next to expire, and a single
- * timer armed for it (a timer per call cost a setTimeout and a clearTimeout on every request). When the
- * timer fires, the decision waits one more poll phase (setImmediate), so that an answer that arrived in
- * time but sat unread in the socket while JavaScript was busy is taken (as nginx handles ready events
- * before expired timers). Answered calls are marked done and dropped when they reach the head.
+ * deadlines fall in the order calls were made: a ring (FIFO) whose head is the next to expire, and a
+ * single timer armed for it (a timer per call cost a setTimeout and a clearTimeout on every request).
+ * When the timer fires, the decision waits one more poll phase (setImmediate), so that an answer that
+ * arrived in time but sat unread in the socket while JavaScript was busy is taken (as nginx handles ready
+ * events before expired timers).
+ *
+ * An answered call leaves the ring at once (`settled` empties its slot): a slot holding the call until
+ * its deadline kept every call's closures and arguments alive for the whole timeout (1 s in the bench),
+ * long enough to be promoted to the old generation — measured as scavenges of 12 ms instead of 8 on the
+ * funnel. Deadlines are in a Float64Array, so a slot is two writes and no allocation.
  */
 class Deadlines {
-  private q: Array<Pending | undefined> = []
+  private at = new Float64Array(1024)
+  private calls: Array<Pending | undefined> = new Array<Pending | undefined>(1024)
+  private mask = 1023
   private head = 0
+  private tail = 0
   private timer: NodeJS.Timeout | null = null
 
   constructor (private readonly ms: number) {}
 
-  add (c: Pending): void {
-    this.q.push(c)
+  add (c: Pending, deadline: number): void {
+    if (this.tail - this.head > this.mask) this.grow()
+    const i = this.tail & this.mask
+    this.at[i] = deadline
+    this.calls[i] = c
+    c.seq = this.tail++
     if (this.timer === null) this.timer = setTimeout(this.fire, this.ms)
+  }
+
+  /** The call was answered (or failed): its slot lets go of it. */
+  settled (c: Pending): void {
+    const i = c.seq & this.mask
+    if (this.calls[i] === c) this.calls[i] = undefined
+  }
+
+  private grow (): void {
+    const size = (this.mask + 1) * 2
+    const at = new Float64Array(size)
+    const calls = new Array<Pending | undefined>(size)
+    for (let s = this.head; s < this.tail; s++) {
+      at[s & (size - 1)] = this.at[s & this.mask] as number
+      calls[s & (size - 1)] = this.calls[s & this.mask]
+    }
+    this.at = at
+    this.calls = calls
+    this.mask = size - 1
   }
 
   private readonly fire = (): void => { setImmediate(this.sweep) }
@@ -168,27 +200,21 @@ class Deadlines {
   private readonly sweep = (): void => {
     this.timer = null
     const now = performance.now()
-    const q = this.q
-    while (this.head < q.length) {
-      const c = q[this.head] as Pending
-      if (!c.done) {
-        if (c.deadline > now) break
-        c.done = true
-        c.expire()
+    while (this.head < this.tail) {
+      const i = this.head & this.mask
+      const c = this.calls[i]
+      if (c !== undefined) {
+        if ((this.at[i] as number) > now) break
+        this.calls[i] = undefined
+        if (!c.done) {
+          c.done = true
+          c.expire()
+        }
       }
-      q[this.head++] = undefined
+      this.head++
     }
-    if (this.head === q.length) {
-      this.q = []
-      this.head = 0
-      return
-    }
-    if (this.head > 1024 && this.head * 2 > q.length) {
-      this.q = q.slice(this.head)
-      this.head = 0
-    }
-    const next = this.q[this.head] as Pending
-    this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(next.deadline - now)))
+    if (this.head === this.tail) return
+    this.timer = setTimeout(this.fire, Math.max(1, Math.ceil((this.at[this.head & this.mask] as number) - now)))
   }
 }
 
@@ -372,11 +398,11 @@ export class RedisStore implements Store {
     }
     return new Promise<T>((resolve, reject) => {
       const call: Pending = {
-        deadline: t0 + this.timeoutMs,
         done: false,
+        seq: 0,
         expire: () => { reject(this.failed(op, t0, TIMED_OUT)) }
       }
-      this.deadlines.add(call)
+      this.deadlines.add(call, t0 + this.timeoutMs)
       let retried = false
       const answered = (r: R): void => {
         let v: T
@@ -385,6 +411,7 @@ export class RedisStore implements Store {
         } catch (err) {
           if (call.done) return
           call.done = true
+          this.deadlines.settled(call)
           reject(this.failed(op, t0, err))
           return
         }
@@ -395,6 +422,7 @@ export class RedisStore implements Store {
           return
         }
         call.done = true
+        this.deadlines.settled(call)
         this.durations[op].observe((t1 - t0) / 1000)
         this.breaker.success()
         resolve(v)
@@ -409,6 +437,7 @@ export class RedisStore implements Store {
           return
         }
         call.done = true
+        this.deadlines.settled(call)
         reject(this.failed(op, t0, err))
       }
       sent.then(answered, refused)

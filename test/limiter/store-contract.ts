@@ -38,6 +38,13 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     t.same(values, Array.from({ length: 100 }, (_, i) => i + 1), 'each admitted call saw a distinct value')
   })
 
+  t.test('3,000 calls at once: every one answered, exactly (more in flight than the timeout ring starts with)', async (t) => {
+    const k = uniq('q')
+    const results = await Promise.all(Array.from({ length: 3000 }, async () => await s.store.addIfWithin(k, 1, 2500)))
+    t.equal(results.filter((r) => r.ok).length, 2500)
+    t.equal(await s.store.get(k), '2500')
+  })
+
   t.test('addIfWithin with min: a give-back never takes a counter below the floor', async (t) => {
     const k = uniq('q')
     const big = Number.MAX_SAFE_INTEGER

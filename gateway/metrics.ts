@@ -28,6 +28,9 @@ export interface Metrics {
   readonly connections: Gauge
 }
 
+/** Buckets of `flashgate_store_duration_seconds` (for {@link HistogramCell}). */
+export const STORE_DURATION_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+
 /** Buckets of `flashgate_request_duration_seconds` (for {@link HistogramCell}). */
 export const REQUEST_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
@@ -57,7 +60,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
       name: 'flashgate_store_duration_seconds',
       help: 'Store operation latency.',
       labelNames: ['op'],
-      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+      buckets: [...STORE_DURATION_BUCKETS],
       registers: r
     }),
     storeFallbacks: new Counter({ name: 'flashgate_store_fallbacks_total', help: 'Decisions made by a failure policy while the store was unusable.', labelNames: ['guard', 'policy'], registers: r }),
@@ -122,6 +125,38 @@ export class CounterCell {
 
   private bind (): void {
     const map = (this.counter as unknown as Partial<WithHashMap<CounterEntry>>).hashMap
+    const found = map === undefined ? null : findEntry(map, this.labels)
+    if (found === null || typeof found[1].value !== 'number') { this.entry = null; return }
+    this.key = found[0]
+    this.entry = found[1]
+  }
+}
+
+/**
+ * One gauge series resolved once, as {@link CounterCell}: `set(v)` writes the entry's value. prom-client's
+ * `set` builds the hash string and a new entry object on every call, which the long-lived series map then
+ * holds: on the quota's admission path (the remaining units, set per admitted request) that was a
+ * promotion to the old generation per request.
+ */
+export class GaugeCell {
+  private readonly gauge: Gauge<string>
+  private readonly labels: Readonly<Record<string, string>>
+  private key = ''
+  private entry: CounterEntry | null = null
+
+  constructor (gauge: Gauge<string>, labels: Readonly<Record<string, string>>) {
+    this.gauge = gauge
+    this.labels = labels
+  }
+
+  set (v: number): void {
+    const e = this.entry
+    if (e !== null && (this.gauge as unknown as WithHashMap<CounterEntry>).hashMap[this.key] === e) {
+      e.value = v
+      return
+    }
+    this.gauge.set(this.labels, v)
+    const map = (this.gauge as unknown as Partial<WithHashMap<CounterEntry>>).hashMap
     const found = map === undefined ? null : findEntry(map, this.labels)
     if (found === null || typeof found[1].value !== 'number') { this.entry = null; return }
     this.key = found[0]

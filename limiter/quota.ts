@@ -39,7 +39,7 @@
  * documented, and the reconciliation then stops further admissions at once.
  */
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
-import type { Metrics } from '../gateway/metrics.js'
+import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
 import { rejection } from '../gateway/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
 import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
@@ -119,9 +119,9 @@ function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics
       latchUntil: 0,
       localBudget: null,
       localAdmitted: 0,
-      remainingGauge: metrics.quotaRemaining.labels(c.id, pc.id),
-      admitted: metrics.quotaAdmitted.labels(c.id, pc.id),
-      released: metrics.quotaReleased.labels(c.id, pc.id),
+      remainingGauge: new GaugeCell(metrics.quotaRemaining, { campaign: c.id, product: pc.id }),
+      admitted: new CounterCell(metrics.quotaAdmitted, { campaign: c.id, product: pc.id }),
+      released: new CounterCell(metrics.quotaReleased, { campaign: c.id, product: pc.id }),
       lastRefresh: 0,
       epoch: 0
     }

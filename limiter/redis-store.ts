@@ -50,7 +50,7 @@ import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
 import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { StoreError } from '../gateway/errors.js'
-import type { Metrics } from '../gateway/metrics.js'
+import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/metrics.js'
 import type { StoreConfig } from '../conf/types.js'
 import { Breaker } from './breaker.js'
 import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
@@ -278,7 +278,7 @@ export class RedisStore implements Store {
     this.log = deps.log ?? (() => {})
     const m = deps.metrics
     this.errors = Object.fromEntries(OPS.map((op) => [op, m.storeErrors.labels(op)])) as unknown as Record<Op, { inc(): void }>
-    this.durations = Object.fromEntries(OPS.map((op) => [op, m.storeDuration.labels(op)])) as unknown as Record<Op, { observe(v: number): void }>
+    this.durations = Object.fromEntries(OPS.map((op) => [op, new HistogramCell(m.storeDuration, { op }, STORE_DURATION_BUCKETS)])) as unknown as Record<Op, { observe(v: number): void }>
     this.breaker = new Breaker(cfg.breakerFailures, cfg.breakerBackoffMs, deps.clock, (open) => {
       m.storeBreakerOpen.set(open ? 1 : 0)
       this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: this.kind })

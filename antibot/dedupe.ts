@@ -17,6 +17,7 @@ import type { DedupeGuardConfig } from '../conf/types.js'
 import { isMarkTaker, type Guard, type GuardFactory, type MarkSpec, type Outcome, type Rejection, type RequestContext, type Settler, type Verdict } from '../gateway/types.js'
 import { rejection } from '../gateway/reject.js'
 import { onSettle } from '../gateway/settle.js'
+import { retryRefused } from '../limiter/breaker.js'
 import { guardId, onStoreError } from './common.js'
 import { valueOf } from './util.js'
 
@@ -28,9 +29,6 @@ export function releasesMark (outcome: Outcome): boolean {
     case 'upstream': return outcome.status >= 500 || outcome.status === 408 || outcome.status === 429
   }
 }
-
-/** How often a release refused by the open breaker is tried (half a back-off apart). */
-const RELEASE_TRIES = 10
 
 export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): Guard => {
   const id = guardId(route, cfg)
@@ -46,17 +44,11 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
   const store = deps.store
 
   /**
-   * Delete a mark on the store. A delete the open breaker refused was certainly not sent: it is tried
-   * again half a back-off later (up to RELEASE_TRIES times), so that a user whose attempt failed during a
-   * store hiccup is not locked out for the whole TTL. A delete that failed otherwise is logged.
+   * Delete a mark on the store, retried while the open breaker refuses it (retryRefused), so that a user
+   * whose attempt failed during a store hiccup is not locked out for the whole TTL.
    */
-  const retryMs = Math.max(20, Math.ceil(deps.config.store.breakerBackoffMs / 2))
-  const unmark = (key: string, attempt = 0): void => {
-    store.del(key).then(undefined, (err: unknown) => {
-      if ((err as { code?: string }).code === 'FG_ERR_STORE_BREAKER_OPEN' && attempt + 1 < RELEASE_TRIES) {
-        setTimeout(() => { unmark(key, attempt + 1) }, retryMs).unref()
-        return
-      }
+  const unmark = (key: string): void => {
+    retryRefused(() => store.del(key), deps.config.store.breakerBackoffMs, (err) => {
       deps.log('warn', 'dedupe release failed', { guard: id, error: err instanceof Error ? err.message : String(err) })
     })
   }

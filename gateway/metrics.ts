@@ -124,12 +124,17 @@ export class CounterCell {
   }
 
   private bind (): void {
-    const map = (this.counter as unknown as Partial<WithHashMap<CounterEntry>>).hashMap
-    const found = map === undefined ? null : findEntry(map, this.labels)
-    if (found === null || typeof found[1].value !== 'number') { this.entry = null; return }
-    this.key = found[0]
-    this.entry = found[1]
+    const found = valueEntry(this.counter, this.labels)
+    this.entry = found === null ? null : found[1]
+    if (found !== null) this.key = found[0]
   }
+}
+
+/** The series entry (key and value) of `labels` in a counter or gauge, when it holds a number. */
+function valueEntry (metric: Counter<string> | Gauge<string>, labels: Readonly<Record<string, string>>): [string, CounterEntry] | null {
+  const map = (metric as unknown as Partial<WithHashMap<CounterEntry>>).hashMap
+  const found = map === undefined ? null : findEntry(map, labels)
+  return found === null || typeof found[1].value !== 'number' ? null : found
 }
 
 /**
@@ -156,11 +161,9 @@ export class GaugeCell {
       return
     }
     this.gauge.set(this.labels, v)
-    const map = (this.gauge as unknown as Partial<WithHashMap<CounterEntry>>).hashMap
-    const found = map === undefined ? null : findEntry(map, this.labels)
-    if (found === null || typeof found[1].value !== 'number') { this.entry = null; return }
-    this.key = found[0]
-    this.entry = found[1]
+    const found = valueEntry(this.gauge, this.labels)
+    this.entry = found === null ? null : found[1]
+    if (found !== null) this.key = found[0]
   }
 }
 

@@ -52,3 +52,22 @@ export class Breaker {
 
   reset (): void { this.success() }
 }
+
+/** How often a store write that must not be lost is tried when the open breaker refuses it. */
+export const REFUSED_TRIES = 10
+
+/**
+ * Send a store write that must not be lost (a quota give-back, a dedupe mark's release). A call the open
+ * breaker refused was certainly not sent, so it is sent again half a back-off later (at least 20 ms), up to
+ * REFUSED_TRIES times in all. Any other failure, or the last refusal, goes to `onFailed`: a call that timed
+ * out may have been applied, so it is not repeated. `send` may resolve without sending (nothing left to do).
+ */
+export function retryRefused (send: () => Promise<unknown>, breakerBackoffMs: number, onFailed: (err: unknown) => void, attempt = 0): void {
+  send().then(undefined, (err: unknown) => {
+    if ((err as { code?: string }).code === 'FG_ERR_STORE_BREAKER_OPEN' && attempt + 1 < REFUSED_TRIES) {
+      setTimeout(() => { retryRefused(send, breakerBackoffMs, onFailed, attempt + 1) }, Math.max(20, Math.ceil(breakerBackoffMs / 2))).unref()
+      return
+    }
+    onFailed(err)
+  })
+}

@@ -43,11 +43,10 @@ import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
 import { rejection } from '../gateway/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
 import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
+import { retryRefused } from './breaker.js'
 import type { CounterResult, MarkAddResult, Store } from './store.js'
 
 export const QUOTA_CHANNEL = 'quota'
-/** How often a give-back refused by the open breaker is tried (half a back-off apart). */
-const GIVE_BACK_TRIES = 10
 
 export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
 export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
@@ -187,7 +186,6 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const policy = policyOf(cfg.onError, deps)
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
   const shareOf = processCount(deps)
-  const retryMs = Math.max(20, Math.ceil(deps.config.store.breakerBackoffMs / 2))
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
 
@@ -216,21 +214,19 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   }
 
   /**
-   * Return one unit to segment `seg` unless the product was reset since `epoch`; never below 0. A call the
-   * open breaker refused was certainly not sent, so it is tried again after half a back-off (up to
-   * GIVE_BACK_TRIES times; a unit still not returned is lost — the safe direction, never an oversell). A
-   * give-back that timed out may have been applied: it is not repeated.
+   * Return one unit to segment `seg` unless the product was reset since `epoch`; never below 0. Retried
+   * while the open breaker refuses it (retryRefused; a unit still not returned is lost — the safe
+   * direction, never an oversell).
    */
-  const giveBack = (p: Product, seg: number, epoch: number, attempt = 0): void => {
+  const giveBack = (p: Product, seg: number, epoch: number): void => {
     if (p.epoch !== epoch) return
-    if (attempt === 0) p.released.inc()
-    p.latchUntil = 0
-    p.fullUntil[seg] = 0
-    store.addIfWithin(segmentKey(p.campaign, p.product, seg), -1, Number.MAX_SAFE_INTEGER, { min: 0 }).catch((err: unknown) => {
-      if ((err as { code?: string }).code === 'FG_ERR_STORE_BREAKER_OPEN' && attempt + 1 < GIVE_BACK_TRIES) {
-        setTimeout(() => { giveBack(p, seg, epoch, attempt + 1) }, retryMs).unref()
-        return
-      }
+    p.released.inc()
+    retryRefused(() => {
+      if (p.epoch !== epoch) return Promise.resolve()
+      p.latchUntil = 0
+      p.fullUntil[seg] = 0
+      return store.addIfWithin(segmentKey(p.campaign, p.product, seg), -1, Number.MAX_SAFE_INTEGER, { min: 0 })
+    }, deps.config.store.breakerBackoffMs, () => {
       deps.log('warn', 'quota give-back failed', { guard: id, campaign: p.campaign, product: p.product })
     })
   }

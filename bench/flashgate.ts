@@ -10,7 +10,7 @@ import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { freePort, start, waitPort } from './proc.js'
-import { SEMI_SPACE_FLAG } from '../gateway/node-flags.js'
+import { SHIPPED_FLAGS } from '../gateway/node-flags.js'
 import type { Managed } from './proc.js'
 
 const HERE = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -26,9 +26,9 @@ export function flashgateCommand (): { cmd: string, pre: string[], how: string }
     return { cmd, pre, how: custom }
   }
   const dist = join(ROOT, 'dist', 'gateway', 'cli.js')
-  if (existsSync(dist) && statSync(dist).mtimeMs >= newestSource()) return { cmd: process.execPath, pre: [SEMI_SPACE_FLAG, join(ROOT, 'bin', 'flashgate.js')], how: `node ${SEMI_SPACE_FLAG} bin/flashgate.js (compiled)` }
+  if (existsSync(dist) && statSync(dist).mtimeMs >= newestSource()) return { cmd: process.execPath, pre: [...SHIPPED_FLAGS, join(ROOT, 'bin', 'flashgate.js')], how: `node ${SHIPPED_FLAGS.join(' ')} bin/flashgate.js (compiled)` }
   // No build, or a build older than the sources: run the sources (tsx transpiles once at load).
-  return { cmd: process.execPath, pre: [SEMI_SPACE_FLAG, '--import', 'tsx', join(ROOT, 'gateway', 'cli.ts')], how: `node ${SEMI_SPACE_FLAG} --import tsx gateway/cli.ts (sources)` }
+  return { cmd: process.execPath, pre: [...SHIPPED_FLAGS, '--import', 'tsx', join(ROOT, 'gateway', 'cli.ts')], how: `node ${SHIPPED_FLAGS.join(' ')} --import tsx gateway/cli.ts (sources)` }
 }
 
 /** mtime of the newest .ts file the gateway and origin are built from. */

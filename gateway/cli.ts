@@ -10,7 +10,7 @@ import { loadConfigFile } from '../conf/load.js'
 import { servePrimary, serveSingle, serveWorker } from './cluster.js'
 import { ConfigError } from './errors.js'
 import { createLog } from './log.js'
-import { SEMI_SPACE_FLAG, hasSemiSpaceFlag } from './node-flags.js'
+import { SHIPPED_FLAGS, missingFlags } from './node-flags.js'
 
 const USAGE: Readonly<Record<string, string>> = {
   main: `Usage: flashgate <command> [options]
@@ -108,7 +108,8 @@ async function serve (args: readonly string[]): Promise<number | null> {
       return null
     }
     const log = createLog()
-    if (!hasSemiSpaceFlag()) log('info', `node runs with the default young generation; ${SEMI_SPACE_FLAG} is recommended (node ${SEMI_SPACE_FLAG} bin/flashgate.js serve …, or NODE_OPTIONS=${SEMI_SPACE_FLAG})`)
+    const missing = missingFlags()
+    if (missing.length > 0) log('info', `node runs without ${missing.join(' ')}, which flashgate is measured with (see gateway/node-flags.ts): node ${SHIPPED_FLAGS.join(' ')} bin/flashgate.js serve …`)
     if (workers === null) {
       const r = loadConfigFile(file)
       if (!r.ok) throw new ConfigError(r.errors)

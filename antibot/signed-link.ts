@@ -16,6 +16,7 @@
 import { createSecretKey, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import type { Config, RouteConfig, SignedLinkGuardConfig } from '../conf/types.js'
+import type { QueryParams } from '../gateway/query.js'
 import type { Guard, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
 import { rejection } from '../gateway/reject.js'
 import { LRUCache } from 'lru-cache'
@@ -77,7 +78,7 @@ export function signLinkQuery (kid: string, key: KeyObject | Buffer, c: LinkClai
  */
 export function verifyLinkQuery (
   keys: ReadonlyMap<string, KeyObject>,
-  q: URLSearchParams,
+  q: QueryParams,
   c: Omit<LinkClaims, 'expiresAt' | 'nonce'>,
   singleUse: boolean,
   now: number

@@ -6,17 +6,10 @@ import * as cryptoNs from 'node:crypto'
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import type { ValueSource } from '../conf/types.js'
+import { queryOf } from '../gateway/query.js'
 import type { RequestContext } from '../gateway/types.js'
 
-/** The request's parsed query, parsed once and cached on the context. */
-export function queryOf (ctx: RequestContext): URLSearchParams {
-  let q = ctx.queryParams
-  if (q === null) {
-    q = new URLSearchParams(ctx.query)
-    ctx.queryParams = q
-  }
-  return q
-}
+export { queryOf }
 
 /** First value of a request header (node lower-cases names); null when absent or empty. */
 export function headerOf (headers: Record<string, string | string[] | undefined>, name: string): string | null {

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { RouteConfig } from '../conf/types.js'
 import { parseIPv4, parseIPv6, type CidrSet } from './cidr.js'
+import type { QueryParams } from './query.js'
 import type { Outcome, RequestContext, Settler } from './types.js'
 
 /**
@@ -25,7 +26,7 @@ export class Ctx implements RequestContext {
   params: Readonly<Record<string, string>>
   readonly now: number
   user: string | null | undefined = undefined
-  queryParams: URLSearchParams | null = null
+  queryParams: QueryParams | null = null
   extraHeaders: string[] | null = null
   settlers: Settler[] | null = null
   locals: Record<string, unknown> | null = null

@@ -8,6 +8,7 @@ import type { Registry } from 'prom-client'
 import type { Config, GuardConfig, RouteConfig } from '../conf/types.js'
 import type { Store } from '../limiter/store.js'
 import type { Metrics } from './metrics.js'
+import type { QueryParams } from './query.js'
 
 /** Reject codes of the contract (CONTRACT.md, "Answers the gateway gives itself"). */
 export type RejectCode =
@@ -76,8 +77,8 @@ export interface RequestContext {
    * Read it through deps.identity(ctx), which resolves and caches it here.
    */
   user: string | null | undefined
-  /** Parsed query (lazily, by helpers in gateway/request.ts); null until first asked. */
-  queryParams: URLSearchParams | null
+  /** The query's parameters (made on first use by queryOf in gateway/query.ts); null until first asked. */
+  queryParams: QueryParams | null
   /**
    * Response headers a guard adds to whatever answer the request gets (e.g. Set-Cookie for clearance,
    * RateLimit headers on a pass). Flat [name, value, ...]; null until the first one.

@@ -4,6 +4,7 @@
  */
 import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../conf/types.js'
 import { StoreError } from '../gateway/errors.js'
+import { queryOf } from '../gateway/query.js'
 import { rejection } from '../gateway/reject.js'
 import type { GuardDeps, Rejection, RequestContext } from '../gateway/types.js'
 
@@ -40,8 +41,7 @@ export function valueReader (src: ValueSource): (ctx: RequestContext) => string 
     case 'query': {
       const n = src.name
       return (ctx) => {
-        if (ctx.queryParams === null) ctx.queryParams = new URLSearchParams(ctx.query)
-        return ctx.queryParams.get(n)
+        return queryOf(ctx).get(n)
       }
     }
     case 'cookie': { const n = src.name; return (ctx) => cookie(ctx.req.headers.cookie, n) }

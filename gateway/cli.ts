@@ -108,13 +108,14 @@ async function serve (args: readonly string[]): Promise<number | null> {
       return null
     }
     const log = createLog()
-    const missing = missingFlags()
-    if (missing.length > 0) log('info', `node runs without ${missing.join(' ')}, which flashgate is measured with (see gateway/node-flags.ts): node ${SHIPPED_FLAGS.join(' ')} bin/flashgate.js serve …`)
     if (workers === null) {
       const r = loadConfigFile(file)
       if (!r.ok) throw new ConfigError(r.errors)
       workers = r.config.workers
     }
+    // With several workers the primary passes the flags to them (servePrimary); one process serves itself.
+    const missing = workers > 1 ? [] : missingFlags()
+    if (missing.length > 0) log('warn', `node runs without ${missing.join(' ')}, which flashgate is measured with (see gateway/node-flags.ts): node ${SHIPPED_FLAGS.join(' ')} bin/flashgate.js serve …`)
     if (workers > 1) await servePrimary(file, workers, log)
     else await serveSingle(file, log)
     return null

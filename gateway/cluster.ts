@@ -15,6 +15,7 @@ import { ConfigError } from './errors.js'
 import type { Log } from './log.js'
 import { startGateway, type Gateway } from './main.js'
 import { createMetrics } from './metrics.js'
+import { missingFlags } from './node-flags.js'
 
 /** Messages between primary and workers (all carry `fg: true`). */
 type ToWorker =
@@ -92,6 +93,10 @@ export async function serveWorker (configFile: string, index: number, count: num
 export async function servePrimary (configFile: string, workers: number, log: Log): Promise<{ url: string, adminUrl: string | null }> {
   const first = loadConfigFile(configFile)
   if (!first.ok) throw new ConfigError(first.errors)
+  // The workers serve the traffic: they get the Node flags flashgate ships with that this process was
+  // started without (gateway/node-flags.ts; --no-memory-reducer cannot come from NODE_OPTIONS).
+  const extra = missingFlags()
+  if (extra.length > 0) cluster.setupPrimary({ execArgv: [...process.execArgv, ...extra] })
   let config: Config = first.config
   const metrics = createMetrics()
   const slots: Array<Worker | null> = new Array<Worker | null>(workers).fill(null)

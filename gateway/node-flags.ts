@@ -1,6 +1,7 @@
 /**
- * The Node/V8 flags flashgate is measured and shipped with. `npm start` and the bench pass them; `serve`
- * logs a hint for each one missing. The `flashgate` shebang stays `#!/usr/bin/env node`: `env -S`
+ * The Node/V8 flags flashgate is measured and shipped with. `npm start` and the bench pass them; `serve
+ * --workers N` (N > 1) starts its workers with the ones the primary lacks; a single `serve` process that
+ * lacks one logs a warning naming it. The `flashgate` shebang stays `#!/usr/bin/env node`: `env -S`
  * (needed to pass a flag there) is missing from some systems' env.
  *
  * `--no-memory-reducer` (command line only: Node refuses it in NODE_OPTIONS, and setting it at run time

@@ -12,6 +12,10 @@ t.test('serve: SIGTERM drains an in-flight request, then exits 0; SIGHUP reloads
   const file = files.write('gw.yaml', baseYaml(origin.url, SITE, 'server: { drain_timeout: 10s }\n'))
   const p = spawnCli(t, ['serve', '--config', file])
   const listening = await p.waitFor((l) => l.msg === 'listening')
+  // One process serving, started (by the test) without the shipped Node flags: it says which are missing.
+  const hint = p.lines.find((l) => String(l.msg).startsWith('node runs without'))
+  t.equal(hint?.level, 'warn')
+  t.match(String(hint?.msg), 'node runs without --max-semi-space-size=64 --no-memory-reducer')
   const url = listening.url as string
   const adminUrl = listening.admin as string
   t.match(url, /^http:\/\/127\.0\.0\.1:\d+$/)

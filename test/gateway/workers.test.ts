@@ -1,4 +1,6 @@
 import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { SHIPPED_FLAGS } from '../../gateway/node-flags.js'
 import { baseYaml, tempDir } from '../helpers/config.js'
 import { client, fetchText, startOrigin } from '../helpers/gateway.js'
 import { spawnCli } from '../helpers/process.js'
@@ -27,6 +29,12 @@ t.test('serve --workers 2: both serve, /metrics aggregates both, SIGHUP reloads 
   t.equal(count, N, 'the aggregate counts every worker\'s requests')
   // (the primary spreads connections round-robin over the two workers, so a count of N means both were summed)
   t.equal(new Set(p.lines.filter((l) => l.msg === 'listening' && typeof l.worker === 'number').map((l) => l.pid)).size, 2, 'two worker processes')
+  // The test starts the primary without the shipped Node flags: the workers get them (gateway/node-flags.ts).
+  for (const pid of new Set(p.lines.filter((l) => l.msg === 'listening' && typeof l.worker === 'number').map((l) => l.pid as number))) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+    for (const f of SHIPPED_FLAGS) t.ok(argv.includes(f), `worker ${pid} runs with ${f}`)
+  }
+  t.notOk(p.lines.some((l) => String(l.msg).startsWith('node runs without')), 'no missing-flag warning with workers')
 
   files.write('gw.yaml', baseYaml(origin.url, SITE.replace('path_prefix: /', 'path_prefix: /v2/')))
   const r = await fetchText(client(t), adminUrl + '/admin/reload', { method: 'POST' })

@@ -8,7 +8,7 @@
 import { request } from 'undici'
 import { runAutocannon } from './load/autocannon.js'
 import type { LoadResult, RequestSpec, TimelinePoint } from './load/types.js'
-import { runWrk } from './load/wrk.js'
+import { GeneratorFailed, runWrk } from './load/wrk.js'
 import { bucketPercentile, byOutcome, deltaMap, scrape } from './prom.js'
 import type { GatewayCounters } from './prom.js'
 import { cpuMicros, cpuTicks, sleep } from './proc.js'
@@ -194,7 +194,16 @@ export async function measure (targets: readonly Target[], o: MeasureOptions): P
     const base = done
     const label = `${round === 'warmup' ? 'warm-up' : `round ${round}/${o.rounds}`} ${t.name}`
     o.progress(base, total, label)
-    const r = await measureOnce(t, o, round, secs, (s) => { o.progress(base + s, total, label) })
+    let r: Run
+    try {
+      r = await measureOnce(t, o, round, secs, (s) => { o.progress(base + s, total, label) })
+    } catch (err) {
+      // Once more, from a clean start (bounded: a second failure ends the bench).
+      if (!(err instanceof GeneratorFailed)) throw err
+      o.log(`  ${String(round).padEnd(7)} ${t.name.padEnd(28)} ${err.message.trim()}; measuring this run once more`)
+      await sleep(Math.max(o.pauseMs, 1000))
+      r = await measureOnce(t, o, round, secs, (s) => { o.progress(base + s, total, label) })
+    }
     runs.push(r)
     done = base + secs + pauseS
     o.progress(done, total, label)

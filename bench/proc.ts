@@ -153,7 +153,7 @@ function installHooks (): void {
 }
 
 /** Run a short command to completion (bounded), returning its stdout. */
-export async function run (cmd: string, args: readonly string[], opts: { cpus?: string | null, timeoutMs: number, cwd?: string, env?: NodeJS.ProcessEnv }): Promise<{ code: number | null, stdout: string, stderr: string }> {
+export async function run (cmd: string, args: readonly string[], opts: { cpus?: string | null, timeoutMs: number, cwd?: string, env?: NodeJS.ProcessEnv }): Promise<{ code: number | null, stdout: string, stderr: string, signal?: string | null, timedOut?: boolean }> {
   const pinned = opts.cpus !== undefined && opts.cpus !== null && canPin
   const c = pinned ? 'taskset' : cmd
   const a = pinned ? ['-c', opts.cpus ?? '1', cmd, ...args] : [...args]
@@ -163,9 +163,10 @@ export async function run (cmd: string, args: readonly string[], opts: { cpus?: 
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString('utf8') })
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString('utf8') })
-    const t = setTimeout(() => { child.kill('SIGKILL') }, opts.timeoutMs)
+    let timedOut = false
+    const t = setTimeout(() => { timedOut = true; child.kill('SIGKILL') }, opts.timeoutMs)
     child.once('error', (err) => { clearTimeout(t); resolve({ code: null, stdout, stderr: stderr + err.message }) })
-    child.once('close', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }) })
+    child.once('close', (code, signal) => { clearTimeout(t); resolve({ code, stdout, stderr, signal, timedOut }) })
     // A managed-like record so Ctrl-C kills a running load generator too.
     if (child.pid !== undefined) {
       const m: Managed = { name: cmd, child, pid: child.pid, exited: new Promise((resolve) => child.once('exit', (code, sig) => { resolve(code ?? sig ?? 'unknown') })), logFile: '' }

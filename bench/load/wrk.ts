@@ -70,8 +70,9 @@ export function wrkScript (requests: readonly RequestSpec[], listFile: string | 
 
 /**
  * The load generator itself failed (no result line): it crashed or hung, which says nothing about the
- * server measured. Rare (twice in two days of bench runs with wrk 4.1.0 on this machine, both times on a
- * request-list target); the measuring loop runs such a run once more.
+ * server measured. Rare (three times in two days of bench runs with wrk 4.1.0 on this machine, each on
+ * the funnel's request-list target; a CPU profile of the gateway during one such run shows it idle for
+ * the whole 34 s: wrk never sent a request); the measuring loop runs such a run once more.
  */
 export class GeneratorFailed extends Error {}
 

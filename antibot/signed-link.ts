@@ -16,13 +16,13 @@
 import { createSecretKey, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import type { Config, RouteConfig, SignedLinkGuardConfig } from '../conf/types.js'
-import type { QueryParams } from '../gateway/query.js'
+import { queryOf, type QueryParams } from '../gateway/query.js'
 import type { Guard, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
 import { rejection } from '../gateway/reject.js'
 import { LRUCache } from 'lru-cache'
 import { guardId, onStoreError } from './common.js'
 import { compileSecureLink } from './nginx-secure-link.js'
-import { hmac, macMatches, queryOf, valueOf } from './util.js'
+import { hmac, macMatches, valueOf } from './util.js'
 
 /** What a link is signed for. */
 export interface LinkClaims {

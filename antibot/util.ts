@@ -9,8 +9,6 @@ import type { ValueSource } from '../conf/types.js'
 import { queryOf } from '../gateway/query.js'
 import type { RequestContext } from '../gateway/types.js'
 
-export { queryOf }
-
 /** First value of a request header (node lower-cases names); null when absent or empty. */
 export function headerOf (headers: Record<string, string | string[] | undefined>, name: string): string | null {
   const v = headers[name]

@@ -95,46 +95,55 @@ function findEntry<E extends { labels: Record<string, string | number> }> (map: 
 }
 
 /**
- * One counter series resolved once (per route × outcome, per upstream target × status...), for the
- * request path. Performance: prom-client's `inc(labels)` — and a `labels()` child, which only rebinds
- * it — builds the series' hash string and validates the labels on every call (≈0.6 µs here, two or three
- * times per request). A cell adds to the series' entry directly after the first `inc`. The entry is
- * re-checked (`hashMap[key] === entry`, one property read) on every call, so a `reset()` or `remove()`
- * falls back to prom-client's own `inc` and re-binds: the exposition is exactly prom-client's.
+ * The series entry of `labels` in a counter or gauge, bound once and re-checked on every use
+ * (`hashMap[key] === entry`, one property read): after a `reset()` or `remove()` the subclass falls back
+ * to prom-client's own method and re-binds, so the exposition is exactly prom-client's.
  */
-export class CounterCell {
-  private readonly counter: Counter<string>
-  private readonly labels: Readonly<Record<string, string>>
+abstract class ValueCell {
   private key = ''
   private entry: CounterEntry | null = null
 
-  constructor (counter: Counter<string>, labels: Readonly<Record<string, string>>) {
-    this.counter = counter
-    this.labels = labels
+  constructor (protected readonly metric: Counter<string> | Gauge<string>, protected readonly labels: Readonly<Record<string, string>>) {}
+
+  /** The bound entry while it is still the metric's, else null. */
+  protected current (): CounterEntry | null {
+    const e = this.entry
+    return e !== null && (this.metric as unknown as WithHashMap<CounterEntry>).hashMap[this.key] === e ? e : null
   }
 
-  inc (): void {
-    const e = this.entry
-    if (e !== null && (this.counter as unknown as WithHashMap<CounterEntry>).hashMap[this.key] === e) {
-      e.value += 1
+  /** Find the entry again (after prom-client created or replaced it). */
+  protected bind (): void {
+    const map = (this.metric as unknown as Partial<WithHashMap<CounterEntry>>).hashMap
+    const found = map === undefined ? null : findEntry(map, this.labels)
+    if (found === null || typeof found[1].value !== 'number') {
+      this.entry = null
       return
     }
-    this.counter.inc(this.labels)
-    this.bind()
-  }
-
-  private bind (): void {
-    const found = valueEntry(this.counter, this.labels)
-    this.entry = found === null ? null : found[1]
-    if (found !== null) this.key = found[0]
+    this.key = found[0]
+    this.entry = found[1]
   }
 }
 
-/** The series entry (key and value) of `labels` in a counter or gauge, when it holds a number. */
-function valueEntry (metric: Counter<string> | Gauge<string>, labels: Readonly<Record<string, string>>): [string, CounterEntry] | null {
-  const map = (metric as unknown as Partial<WithHashMap<CounterEntry>>).hashMap
-  const found = map === undefined ? null : findEntry(map, labels)
-  return found === null || typeof found[1].value !== 'number' ? null : found
+/**
+ * One counter series resolved once (per route × outcome, per upstream target × status...), for the
+ * request path. Performance: prom-client's `inc(labels)` — and a `labels()` child, which only rebinds
+ * it — builds the series' hash string and validates the labels on every call (≈0.6 µs here, two or three
+ * times per request). A cell adds to the series' entry directly after the first `inc`.
+ */
+export class CounterCell extends ValueCell {
+  constructor (counter: Counter<string>, labels: Readonly<Record<string, string>>) {
+    super(counter, labels)
+  }
+
+  inc (): void {
+    const e = this.current()
+    if (e !== null) {
+      e.value += 1
+      return
+    }
+    ;(this.metric as Counter<string>).inc(this.labels)
+    this.bind()
+  }
 }
 
 /**
@@ -143,27 +152,19 @@ function valueEntry (metric: Counter<string> | Gauge<string>, labels: Readonly<R
  * holds: on the quota's admission path (the remaining units, set per admitted request) that was a
  * promotion to the old generation per request.
  */
-export class GaugeCell {
-  private readonly gauge: Gauge<string>
-  private readonly labels: Readonly<Record<string, string>>
-  private key = ''
-  private entry: CounterEntry | null = null
-
+export class GaugeCell extends ValueCell {
   constructor (gauge: Gauge<string>, labels: Readonly<Record<string, string>>) {
-    this.gauge = gauge
-    this.labels = labels
+    super(gauge, labels)
   }
 
   set (v: number): void {
-    const e = this.entry
-    if (e !== null && (this.gauge as unknown as WithHashMap<CounterEntry>).hashMap[this.key] === e) {
+    const e = this.current()
+    if (e !== null) {
       e.value = v
       return
     }
-    this.gauge.set(this.labels, v)
-    const found = valueEntry(this.gauge, this.labels)
-    this.entry = found === null ? null : found[1]
-    if (found !== null) this.key = found[0]
+    ;(this.metric as Gauge<string>).set(this.labels, v)
+    this.bind()
   }
 }
 

@@ -8,10 +8,20 @@ import { createMetrics } from '../../gateway/metrics.js'
 import type { Rejection } from '../../gateway/types.js'
 import { createQuotaAdmin, createStore, quotaGuard } from '../../limiter/index.js'
 import type { Store } from '../../limiter/store.js'
-import { redisCli, startRedis } from '../helpers/redis.js'
+import { redisCli, startRedis, type RedisHandle } from '../helpers/redis.js'
 import { campaign, config, ctx, deps, qg, route, storeCfg } from './fixtures.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** A Redis store on a fresh redis-server, both gone when the test ends; ready before it is returned. */
+async function redisStore (t: Test, over: Partial<typeof storeCfg>, log?: (level: string, msg: string) => void): Promise<{ r: RedisHandle, store: Store, metrics: ReturnType<typeof createMetrics> }> {
+  const r = await startRedis()
+  const metrics = createMetrics({ defaultMetrics: false })
+  const store = createStore({ ...storeCfg, kind: 'redis', url: r.url, ...over }, log === undefined ? { metrics, clock: Date.now } : { metrics, clock: Date.now, log })
+  t.teardown(async () => { await store.close(); await r.stop() })
+  await store.ready?.()
+  return { r, store, metrics }
+}
 const params = { params: { campaign: 'c1', product: 'p1' } }
 
 async function commandStats (port: number): Promise<Map<string, number>> {
@@ -26,11 +36,7 @@ async function commandStats (port: number): Promise<Map<string, number>> {
 const total = (m: Map<string, number>, skip: string[]): number => [...m].filter(([k]) => !skip.includes(k)).reduce((a, [, v]) => a + v, 0)
 
 t.test('redis commands per admitted and per latched request', async (t) => {
-  const r = await startRedis()
-  const metrics = createMetrics({ defaultMetrics: false })
-  const store = createStore({ ...storeCfg, kind: 'redis', url: r.url, timeoutMs: 500 }, { metrics, clock: Date.now })
-  t.teardown(async () => { await store.close(); await r.stop() })
-  await store.ready?.()
+  const { r, store, metrics } = await redisStore(t, { timeoutMs: 500 })
   const cfg = config({ ...storeCfg, kind: 'redis' }, [campaign('c1', [['p1', 200]])])
   const g = quotaGuard(qg({ latchTtlMs: 60_000 }), route(), deps(store, { config: cfg, metrics }))
   const now = Date.now()
@@ -51,11 +57,7 @@ t.test('redis commands per admitted and per latched request', async (t) => {
 })
 
 async function scenario (t: Test, policy: 'fail_closed' | 'fail_open' | 'local'): Promise<void> {
-  const r = await startRedis()
-  const metrics = createMetrics({ defaultMetrics: false })
-  const store: Store = createStore({ ...storeCfg, kind: 'redis', url: r.url, timeoutMs: 200, breakerFailures: 3, breakerBackoffMs: 300 }, { metrics, clock: Date.now })
-  t.teardown(async () => { await store.close(); await r.stop() })
-  await store.ready?.()
+  const { r, store, metrics } = await redisStore(t, { timeoutMs: 200, breakerFailures: 3, breakerBackoffMs: 300 })
   const quota = 300
   const cfg = config({ ...storeCfg, kind: 'redis', onError: policy, gatewayNodes: 1 }, [campaign('c1', [['p1', quota]])])
   const g = quotaGuard(qg({ latchTtlMs: 100 }), route(), deps(store, { config: cfg, metrics }))
@@ -114,11 +116,7 @@ t.test('fail_open', async (t) => { await scenario(t, 'fail_open') })
 t.test('local', async (t) => { await scenario(t, 'local') })
 
 t.test('slow redis (CLIENT PAUSE, data kept): timeouts bound latency, total admissions never exceed the quota', async (t) => {
-  const r = await startRedis()
-  const metrics = createMetrics({ defaultMetrics: false })
-  const store = createStore({ ...storeCfg, kind: 'redis', url: r.url, timeoutMs: 50, breakerFailures: 3, breakerBackoffMs: 200 }, { metrics, clock: Date.now })
-  t.teardown(async () => { await store.close(); await r.stop() })
-  await store.ready?.()
+  const { r, store, metrics } = await redisStore(t, { timeoutMs: 50, breakerFailures: 3, breakerBackoffMs: 200 })
   for (const policy of ['fail_closed', 'local'] as const) {
     const cfg = config({ ...storeCfg, kind: 'redis', onError: policy, gatewayNodes: 1 }, [campaign('c1', [[policy, 300]])])
     const g = quotaGuard(qg({ latchTtlMs: 50 }), route(), deps(store, { config: cfg, metrics }))
@@ -156,13 +154,8 @@ t.test('slow redis (CLIENT PAUSE, data kept): timeouts bound latency, total admi
 })
 
 t.test('a server that stops answering without closing the connection: the connection is reopened, then service recovers', async (t) => {
-  const r = await startRedis()
   const logs: string[] = []
-  const store = createStore({ ...storeCfg, kind: 'redis', url: r.url, timeoutMs: 50, breakerFailures: 3, breakerBackoffMs: 100 }, {
-    metrics: createMetrics({ defaultMetrics: false }), clock: Date.now, log: (_level, msg) => { logs.push(msg) }
-  })
-  t.teardown(async () => { await store.close(); await r.stop() })
-  await store.ready?.()
+  const { r, store } = await redisStore(t, { timeoutMs: 50, breakerFailures: 3, breakerBackoffMs: 100 }, (_level, msg) => { logs.push(msg) })
   t.equal(await store.add('k', 1), 1)
   // CLIENT PAUSE ALL: the server reads commands and answers none for 2.5 s; the socket stays open.
   await redisCli(r.port, 'client', 'pause', '2500', 'ALL')
@@ -191,11 +184,7 @@ t.test('a server that stops answering without closing the connection: the connec
 })
 
 t.test('a server that lost its script cache (SCRIPT FLUSH): the next script call is answered, sent again as EVAL', async (t) => {
-  const r = await startRedis()
-  const metrics = createMetrics({ defaultMetrics: false })
-  const store = createStore({ ...storeCfg, kind: 'redis', url: r.url, timeoutMs: 500 }, { metrics, clock: Date.now })
-  t.teardown(async () => { await store.close(); await r.stop() })
-  await store.ready?.()
+  const { r, store, metrics } = await redisStore(t, { timeoutMs: 500 })
   t.same(await store.addIfWithin('q', 1, 5), { ok: true, value: 1 })
   await redisCli(r.port, 'script', 'flush')
   t.same(await store.addIfWithin('q', 1, 5), { ok: true, value: 2 }, 'add-if-within after the flush')

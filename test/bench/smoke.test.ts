@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UsageError, parseOptions } from '../../bench/options.js'
+import { needTools } from '../helpers/tools.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const dir = mkdtempSync(join(tmpdir(), 'fg-bench-smoke-'))
@@ -96,6 +97,7 @@ const common = ['--store', 'memory', '--connections', '8', '--rounds', '1', '--w
 t.jobs = 3
 
 t.test('funnel', async (t) => {
+  if (!needTools(t, 'wrk')) return
   const timeout = 120_000
   const r = await bench(['--scenario', 'funnel', '--duration', '1', '--requests-per-step', '20000', '--json', join(dir, 'funnel.json'), ...common], timeout)
   finished(t, r, timeout)
@@ -130,6 +132,7 @@ t.test('flash-sale', async (t) => {
 })
 
 t.test('proxy', async (t) => {
+  if (!needTools(t, 'wrk')) return
   const timeout = 60_000
   const r = await bench(['--scenario', 'proxy', '--duration', '1', '--json', join(dir, 'proxy.json'), ...common], timeout)
   finished(t, r, timeout)

@@ -6,10 +6,10 @@ import { spawn, spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import t from 'tap'
 import { ROOT } from './helpers.js'
+import { needTools } from '../helpers/tools.js'
 
-const hasTools = spawnSync('sh', ['-c', 'command -v bash && command -v curl'], { stdio: 'ignore' }).status === 0
-
-t.test('the printed curl sequence buys and shows an order', { skip: hasTools ? false : 'needs bash and curl' }, async (t) => {
+t.test('the printed curl sequence buys and shows an order', async (t) => {
+  if (!needTools(t, 'bash', 'curl')) return
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'cli.ts'), 'demo'], {
     cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLASHGATE_LOG_LEVEL: 'error' }
   })

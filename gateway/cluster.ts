@@ -14,7 +14,7 @@ import { createAdminServer, type QuotaView, type ReloadResult } from './admin.js
 import { ConfigError } from './errors.js'
 import type { Log } from './log.js'
 import { startGateway, type Gateway } from './main.js'
-import { createMetrics } from './metrics.js'
+import { createMetrics, recordReload } from './metrics.js'
 import { missingFlags } from './node-flags.js'
 
 /** Messages between primary and workers (all carry `fg: true`). */
@@ -99,6 +99,8 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
   if (extra.length > 0) cluster.setupPrimary({ execArgv: [...process.execArgv, ...extra] })
   let config: Config = first.config
   const metrics = createMetrics()
+  metrics.configLastReload.set(Date.now() / 1000)
+  metrics.configLastReloadOk.set(1)
   const slots: Array<Worker | null> = new Array<Worker | null>(workers).fill(null)
   const ready: boolean[] = new Array<boolean>(workers).fill(false)
   let stopping = false
@@ -155,7 +157,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
   async function reloadAll (): Promise<ReloadResult> {
     const r = loadConfigFile(configFile)
     if (!r.ok) {
-      metrics.configReloads.inc({ result: 'failure' })
+      recordReload(metrics, false)
       log('warn', 'reload rejected', { errors: r.errors })
       return { ok: false, errors: r.errors }
     }
@@ -163,6 +165,9 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     const bad = answers.find((a) => !a.ok)
     if (bad !== undefined) return bad
     config = r.config
+    // The workers count the reload; the primary's gauges follow (aggregated by max / min with theirs).
+    metrics.configLastReload.set(Date.now() / 1000)
+    metrics.configLastReloadOk.set(1)
     return { ok: true }
   }
 

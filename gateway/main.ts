@@ -14,7 +14,7 @@ import { createAccessLog, type AccessLog } from './access-log.js'
 import { createAdminServer, type QuotaAdmin, type ReloadResult } from './admin.js'
 import { ConfigError } from './errors.js'
 import { createLog, type Log } from './log.js'
-import { createMetrics, type Metrics } from './metrics.js'
+import { createMetrics, recordReload, type Metrics } from './metrics.js'
 import { buildPipelines, closeGuards, type GuardFactories } from './pipeline.js'
 import { applyServerLimits, createPublicServer, createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './server.js'
 import type { EdgeHandler, GuardDeps } from './types.js'
@@ -136,6 +136,8 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   }
 
   const metrics = opts.metrics ?? createMetrics()
+  metrics.configLastReload.set(Date.now() / 1000)
+  metrics.configLastReloadOk.set(1)
   const worker = opts.worker ?? { index: 0, count: 1 }
   const store = opts.store ?? createStore(config.store, { metrics, clock, log })
   const upstreams: UpstreamsLike = opts.upstreams ?? createUpstreams(config.upstreams, { metrics, clock, log })
@@ -203,7 +205,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       const file = opts.configFile ?? config.file
       const r = loadConfigFile(file, env)
       if (!r.ok) {
-        metrics.configReloads.inc({ result: 'failure' })
+        recordReload(metrics, false)
         log('warn', 'reload rejected', { errors: r.errors })
         return { ok: false, errors: r.errors }
       }
@@ -214,7 +216,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     try {
       state = build(cfg)
     } catch (err) {
-      metrics.configReloads.inc({ result: 'failure' })
+      recordReload(metrics, false)
       const errors = err instanceof ConfigError ? err.problems : [`${cfg.file}:1:1: ${err instanceof Error ? err.message : String(err)}`]
       log('warn', 'reload rejected', { errors })
       return { ok: false, errors }
@@ -226,7 +228,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     applyServerLimits(server, cfg)
     quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics, persistent })
     config = cfg
-    metrics.configReloads.inc({ result: 'success' })
+    recordReload(metrics, true)
     log('info', 'config reloaded', { routes: cfg.routes.length })
     return { ok: true }
   }

@@ -3,6 +3,7 @@
  * in the composition root and handed down. Label values are bounded: route, upstream, target, campaign,
  * product and op names come from the config, outcome from the fixed set of reject codes.
  */
+import { readFileSync } from 'node:fs'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 export interface Metrics {
@@ -26,7 +27,55 @@ export interface Metrics {
   readonly captchaVerifications: Counter<'provider' | 'result'>
   readonly configReloads: Counter<'result'>
   readonly connections: Gauge
+  /** Time to the upstream's response head (or to the failure of an attempt that got none), per attempt. */
+  readonly upstreamDuration: Histogram<'upstream' | 'target'>
+  /** Rejections by the guard that made them; guard = `<index>:<kind>` of the route's guard list. */
+  readonly guardRejections: Counter<'route' | 'guard' | 'code'>
+  /** Always 1; the labels say what runs. */
+  readonly buildInfo: Gauge<'version' | 'node'>
+  /** When the config was last loaded or a reload was last tried (start counts as a load). */
+  readonly configLastReload: Gauge
+  /** 1 when the last load or reload attempt succeeded, else 0. */
+  readonly configLastReloadOk: Gauge
 }
+
+/** Record the outcome of a config load or reload attempt (counter, timestamp and success gauges). */
+export function recordReload (m: Metrics, ok: boolean, nowMs: number = Date.now()): void {
+  m.configReloads.inc({ result: ok ? 'success' : 'failure' })
+  m.configLastReload.set(nowMs / 1000)
+  m.configLastReloadOk.set(ok ? 1 : 0)
+}
+
+/** Buckets of `flashgate_upstream_duration_seconds` (for {@link HistogramCell}). */
+export const UPSTREAM_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/**
+ * prom-client's default metrics that fail `promtool check metrics`: gauges whose names end in `_total`
+ * (a counter's suffix). They are dropped; their per-type twins (`nodejs_active_handles{type}`,
+ * `nodejs_active_requests{type}`, `nodejs_active_resources{type}`) stay, and `sum()` of those is the total.
+ */
+export const DROPPED_DEFAULT_METRICS: readonly string[] = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
+
+/** Gauges that add up over workers (each counts its own part); every other flashgate gauge names its aggregator. */
+export const SUMMED_GAUGES: readonly string[] = ['flashgate_connections']
+
+/** Register prom-client's default process metrics on `registry`, without the ones promtool rejects. */
+export function defaultMetrics (registry: Registry): void {
+  collectDefaultMetrics({ register: registry })
+  for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name)
+}
+
+/** flashgate's version, from its package.json (read once; `0.0.0` if it cannot be read). */
+export const VERSION: string = (() => {
+  // From gateway/ in the sources and dist/gateway/ in a build.
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: unknown, version?: unknown }
+      if (pkg.name === 'flashgate' && typeof pkg.version === 'string') return pkg.version
+    } catch {}
+  }
+  return '0.0.0'
+})()
 
 /** Buckets of `flashgate_store_duration_seconds` (for {@link HistogramCell}). */
 export const STORE_DURATION_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
@@ -36,8 +85,16 @@ export const REQUEST_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.002
 
 export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string } = {}): Metrics {
   const registry = new Registry()
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry })
+  if (opts.defaultMetrics !== false) defaultMetrics(registry)
   const r = [registry]
+  // `aggregator`: how the cluster primary merges a metric over its workers (gateway/cluster.ts, prom-client's
+  // AggregatorRegistry). Counters and histograms add up (the default, 'sum'); a gauge says what it means.
+  const buildInfo = new Gauge({ name: 'flashgate_build_info', help: 'Always 1: the flashgate version and the Node version running it.', labelNames: ['version', 'node'], aggregator: 'first', registers: r })
+  buildInfo.set({ version: VERSION, node: process.versions.node }, 1)
+  const configLastReload = new Gauge({ name: 'flashgate_config_last_reload_timestamp_seconds', help: 'Unix time of the last config load or reload attempt (start counts as a load).', aggregator: 'max', registers: r })
+  const configReloads = new Counter({ name: 'flashgate_config_reloads_total', help: 'Config reloads by result (success or failure).', labelNames: ['result'], registers: r })
+  for (const result of ['success', 'failure']) configReloads.inc({ result }, 0)
+  const configLastReloadOk = new Gauge({ name: 'flashgate_config_last_reload_successful', help: '1 when the last config load or reload attempt succeeded, else 0 (the old config keeps serving).', aggregator: 'min', registers: r })
   return {
     registry,
     requests: new Counter({ name: 'flashgate_requests_total', help: 'Requests by route and outcome (passed or a reject code).', labelNames: ['route', 'outcome'], registers: r }),
@@ -50,10 +107,10 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
     }),
     shadowRejections: new Counter({ name: 'flashgate_shadow_rejections_total', help: 'Rejections a guard in shadow mode would have made.', labelNames: ['route', 'guard', 'code'], registers: r }),
     upstreamRequests: new Counter({ name: 'flashgate_upstream_requests_total', help: 'Upstream attempts by target and status (or error code).', labelNames: ['upstream', 'target', 'status'], registers: r }),
-    upstreamUp: new Gauge({ name: 'flashgate_upstream_up', help: '1 while a target is considered up by passive health checks.', labelNames: ['upstream', 'target'], registers: r }),
+    upstreamUp: new Gauge({ name: 'flashgate_upstream_up', help: '1 while a target is considered up by passive health checks (with workers: by every worker).', labelNames: ['upstream', 'target'], aggregator: 'min', registers: r }),
     upstreamRetries: new Counter({ name: 'flashgate_upstream_retries_total', help: 'Attempts retried on another target.', labelNames: ['upstream'], registers: r }),
     quotaAdmitted: new Counter({ name: 'flashgate_quota_admitted_total', help: 'Requests admitted by the per-product quota.', labelNames: ['campaign', 'product'], registers: r }),
-    quotaRemaining: new Gauge({ name: 'flashgate_quota_remaining', help: 'Quota left per product, as last seen by this node.', labelNames: ['campaign', 'product'], registers: r }),
+    quotaRemaining: new Gauge({ name: 'flashgate_quota_remaining', help: 'Quota left per product, as last seen by this node.', labelNames: ['campaign', 'product'], aggregator: 'min', registers: r }),
     quotaReleased: new Counter({ name: 'flashgate_quota_released_total', help: 'Quota units given back because the request was not admitted downstream.', labelNames: ['campaign', 'product'], registers: r }),
     storeErrors: new Counter({ name: 'flashgate_store_errors_total', help: 'Store operations that failed or timed out.', labelNames: ['op'], registers: r }),
     storeDuration: new Histogram({
@@ -64,10 +121,21 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
       registers: r
     }),
     storeFallbacks: new Counter({ name: 'flashgate_store_fallbacks_total', help: 'Decisions made by a failure policy while the store was unusable.', labelNames: ['guard', 'policy'], registers: r }),
-    storeBreakerOpen: new Gauge({ name: 'flashgate_store_breaker_open', help: '1 while the store circuit breaker is open.', registers: r }),
+    storeBreakerOpen: new Gauge({ name: 'flashgate_store_breaker_open', help: '1 while the store circuit breaker is open (with workers: in any worker).', aggregator: 'max', registers: r }),
     captchaVerifications: new Counter({ name: 'flashgate_captcha_verifications_total', help: 'Captcha checks by provider and result.', labelNames: ['provider', 'result'], registers: r }),
-    configReloads: new Counter({ name: 'flashgate_config_reloads_total', help: 'Config reloads by result (success or failure).', labelNames: ['result'], registers: r }),
-    connections: new Gauge({ name: 'flashgate_connections', help: 'Open client connections.', registers: r })
+    configReloads,
+    connections: new Gauge({ name: 'flashgate_connections', help: 'Open client connections.', aggregator: 'sum', registers: r }),
+    upstreamDuration: new Histogram({
+      name: 'flashgate_upstream_duration_seconds',
+      help: 'Per upstream attempt: time from dispatch to the response head, or to the failure of an attempt that got none.',
+      labelNames: ['upstream', 'target'],
+      buckets: [...UPSTREAM_DURATION_BUCKETS],
+      registers: r
+    }),
+    guardRejections: new Counter({ name: 'flashgate_guard_rejections_total', help: 'Rejections by route, guard (<index>:<kind> in the route\'s guard list) and code.', labelNames: ['route', 'guard', 'code'], registers: r }),
+    buildInfo,
+    configLastReload,
+    configLastReloadOk
   }
 }
 

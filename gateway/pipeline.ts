@@ -33,8 +33,8 @@ export interface CompiledRoute {
 export interface PipelineSink<C extends RequestContext> {
   /** Every guard passed. */
   pass (ctx: C): void
-  /** A guard (not in shadow mode) rejected. */
-  reject (ctx: C, rejection: Rejection): void
+  /** A guard (not in shadow mode) rejected; `guard` is the one that did (absent: the gateway itself). */
+  reject (ctx: C, rejection: Rejection, guard?: Guard): void
   /** A guard threw or its promise rejected. */
   fail (ctx: C, guard: Guard, err: unknown): void
   /** A shadow guard would have rejected. */
@@ -149,7 +149,7 @@ export function runPipeline<C extends RequestContext> (ctx: C, route: CompiledRo
       sink.shadow(ctx, guardAt(route, i), v)
       continue
     }
-    sink.reject(ctx, v)
+    sink.reject(ctx, v, guardAt(route, i))
     return
   }
   sink.pass(ctx)
@@ -166,7 +166,7 @@ function resume<C extends RequestContext> (ctx: C, route: CompiledRoute, i: numb
       if (route.shadow[i] === true) {
         sink.shadow(ctx, g, r)
       } else {
-        sink.reject(ctx, r)
+        sink.reject(ctx, r, g)
         return
       }
     }

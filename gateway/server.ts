@@ -20,7 +20,7 @@ import { StoreError } from './errors.js'
 import type { Log } from './log.js'
 import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from './metrics.js'
 import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from './pipeline.js'
-import { REJECT_HEADERS, rejection } from './reject.js'
+import { REJECT_HEADERS, STATUS, rejection } from './reject.js'
 import { compileRouter, NO_PARAMS, type Router } from './router.js'
 import type { EdgeHandler, Guard, Outcome, Rejection, RequestContext } from './types.js'
 
@@ -179,6 +179,7 @@ export class Frontend implements PipelineSink<Ctx> {
   /** Every request not yet settled, across states (drain waits on this). */
   inflight = 0
   private drainWaiters: Array<() => void> = []
+  private readonly guardCells = new WeakMap<Guard, Map<string, CounterCell>>()
 
   constructor (opts: FrontendOptions) {
     this.state = opts.state
@@ -311,8 +312,9 @@ export class Frontend implements PipelineSink<Ctx> {
     }
   }
 
-  reject (ctx: Ctx, r: Rejection): void {
+  reject (ctx: Ctx, r: Rejection, guard?: Guard): void {
     if (ctx.settled) return
+    if (guard !== undefined) this.countGuard(ctx, guard, r.code)
     ctx.outcome = r.code
     const tooLarge = r === ANSWERS.tooLarge
     writeRejection(ctx.res, r, ctx.extraHeaders, tooLarge)
@@ -323,11 +325,28 @@ export class Frontend implements PipelineSink<Ctx> {
     if (ctx.settled) return
     if (err instanceof StoreError) {
       this.log('warn', 'store error in guard', { guard: guard.id, err })
-      this.reject(ctx, ANSWERS.storeUnavailable)
+      this.reject(ctx, ANSWERS.storeUnavailable, guard)
     } else {
       this.log('error', 'guard failed', { guard: guard.id, err, stack: err instanceof Error ? err.stack : undefined })
-      this.reject(ctx, ANSWERS.internal)
+      this.reject(ctx, ANSWERS.internal, guard)
     }
+  }
+
+  /**
+   * `flashgate_guard_rejections_total{route,guard,code}`: guard is the guard's place and kind in its
+   * route (`2:rate_limit`, a fused pair `4:dedupe+5:quota`), so the label values are bounded by the
+   * config. One CounterCell per (guard, code), found through a WeakMap keyed by the guard object (a
+   * reload's new guards get new cells; the old ones go with their guards).
+   */
+  private countGuard (ctx: Ctx, guard: Guard, code: string): void {
+    let cells = this.guardCells.get(guard)
+    if (cells === undefined) this.guardCells.set(guard, cells = new Map())
+    let c = cells.get(code)
+    if (c === undefined) {
+      const route = ctx.route.name
+      cells.set(code, c = new CounterCell(this.metrics.guardRejections, { route, guard: guard.id.split(route + '#').join(''), code }))
+    }
+    c.inc()
   }
 
   shadow (ctx: Ctx, guard: Guard, r: Rejection): void {
@@ -401,9 +420,19 @@ export class Frontend implements PipelineSink<Ctx> {
     if (handler === undefined) { this.early(req, res, ANSWERS.notFound, start, path); return }
     const peer = normalizeIp(req.socket.remoteAddress ?? '')
     const clientIp = state.trusted.size > 0 && state.trusted.has(peer) ? clientAddress(peer, req.headers['x-forwarded-for'], state.trusted) : peer
+    let code: string | null = null
+    const end = res.end
+    // The outcome of an edge answer is the reject code of its JSON body (`{"code": "LINK_INVALID", ...}`):
+    // every edge handler answers errors that way. Read from the body as it is ended (edge answers are one
+    // small write), never trusted beyond the fixed set of codes.
+    res.end = function (this: ServerResponse, ...args: unknown[]): ServerResponse {
+      if (code === null && res.statusCode >= 400) code = edgeCode(args[0], res.statusCode)
+      return (end as (...a: unknown[]) => ServerResponse).apply(this, args)
+    } as ServerResponse['end']
     res.once('close', () => {
       const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
-      this.record(EDGE.get(status < 400 ? 'passed' : String(status)), req, path, status, start, clientIp, null, null)
+      const outcome = status < 400 ? 'passed' : status === CLIENT_CLOSED ? 'CLIENT_ABORTED' : code ?? edgeCode(null, status)
+      this.record(EDGE.get(outcome), req, path, status, start, clientIp, null, null)
     })
     const fail = (err: unknown): void => {
       this.log('error', 'edge handler failed', { path, err })
@@ -414,6 +443,21 @@ export class Frontend implements PipelineSink<Ctx> {
       if (r !== undefined) r.then(undefined, fail)
     } catch (err) { fail(err) }
   }
+}
+
+const CODE_IN_BODY = /"code"\s*:\s*"([A-Z_]{1,40})"/
+
+/**
+ * The outcome label of an edge error answer: the `code` of its JSON body when it is one of the
+ * contract's reject codes; else `HTTP_<status>` (bounded: a status is three digits).
+ */
+function edgeCode (chunk: unknown, status: number): string {
+  if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) {
+    const text = typeof chunk === 'string' ? chunk.slice(0, 256) : chunk.toString('latin1', 0, 256)
+    const m = CODE_IN_BODY.exec(text)
+    if (m !== null && Object.hasOwn(STATUS, m[1] as string)) return m[1] as string
+  }
+  return `HTTP_${status}`
 }
 
 /** `GET /_flashgate/time`: the edge clock for countdowns. */

@@ -3,7 +3,8 @@
  * Counters count what THIS process did (sum them over processes); the stock and queue gauges read the
  * shared store when scraped (a failed read keeps the last values and counts a store error).
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry } from 'prom-client'
+import { defaultMetrics } from '../gateway/metrics.js'
 import type { OriginStore, ProductRef } from './types.js'
 
 export type BuyOutcome = 'queued' | 'sold_out' | 'duplicate' | 'bad_request' | 'store_unavailable'
@@ -23,7 +24,7 @@ export function createOriginMetrics (opts: {
   defaultMetrics?: boolean
 }): OriginMetrics {
   const registry = new Registry()
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry })
+  if (opts.defaultMetrics !== false) defaultMetrics(registry) // without the gauges promtool rejects
   const r = [registry]
   const storeErrors = new Counter({ name: 'flashgate_origin_store_errors_total', help: 'Origin store operations that failed or timed out.', labelNames: ['op'], registers: r })
   const buys = new Counter({ name: 'flashgate_origin_buys_total', help: 'Buy requests answered by the origin, by result.', labelNames: ['result'], registers: r })

@@ -22,10 +22,11 @@
  * - Trailers from the upstream are not forwarded (as nginx without `proxy_pass_trailers`); 1xx interim
  *   responses are swallowed (the client gets the final head once).
  */
+import { performance } from 'node:perf_hooks'
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { UpstreamConfig } from '../../conf/types.js'
-import { CounterCell, type Metrics } from '../metrics.js'
+import { CounterCell, HistogramCell, UPSTREAM_DURATION_BUCKETS, type Metrics } from '../metrics.js'
 import type { Outcome, RequestContext } from '../types.js'
 import {
   buildRing, hashKey, isUp, newPeer, pickHash, pickLeastConn, pickRoundRobin, recordFailure, recordSuccess
@@ -96,12 +97,15 @@ class Target {
   private readonly upstream: string
   private readonly metrics: Metrics
   private readonly counters = new Map<string, CounterCell>()
+  /** `flashgate_upstream_duration_seconds` of this target (a cell: see CounterCell for why). */
+  private readonly duration: HistogramCell
 
   constructor (upstream: string, url: string, peer: PeerState, cfg: UpstreamConfig, metrics: Metrics) {
     this.upstream = upstream
     this.url = url
     this.peer = peer
     this.metrics = metrics
+    this.duration = new HistogramCell(metrics.upstreamDuration, { upstream, target: url }, UPSTREAM_DURATION_BUCKETS)
     this.poolKey = poolKey(cfg)
     this.pool = makePool(url, cfg)
   }
@@ -117,6 +121,11 @@ class Target {
       this.counters.set(status, c)
     }
     c.inc()
+  }
+
+  /** One attempt took `ms` to its response head (or to its failure). */
+  observe (ms: number): void {
+    this.duration.observe(ms / 1000)
   }
 
   setUp (up: boolean): void {
@@ -232,6 +241,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private settled = false
   private clientGone = false
   private resumeFn: (() => void) | null = null
+  /** performance.now() when the current attempt was dispatched; -1 once its duration is observed. */
+  private sentAt = -1
 
   constructor (set: UpstreamSet, group: Group, ctx: RequestContext, done: ForwardDone) {
     this.set = set
@@ -277,6 +288,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.abortFn = null
     this.inFlight = true
     target.peer.active++
+    this.sentAt = performance.now()
     target.pool.dispatch(this.opts, this)
   }
 
@@ -304,6 +316,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.done(outcome, url)
   }
 
+  /** Observe the current attempt's time once: at its response head, or at its failure before one. */
+  private timeAttempt (target: Target): void {
+    if (this.sentAt < 0) return
+    target.observe(performance.now() - this.sentAt)
+    this.sentAt = -1
+  }
+
   private endAttempt (): void {
     if (this.inFlight) {
       this.inFlight = false
@@ -321,8 +340,9 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true // 100/103 interim answers: the client gets the final head only
-    if (this.clientGone) return false
     const target = this.target!
+    this.timeAttempt(target)
+    if (this.clientGone) return false
     const res = this.ctx.res
     const headers = responseHeaders(rawHeaders, this.ctx.extraHeaders)
     try {
@@ -372,6 +392,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     if (target === null) return
+    this.timeAttempt(target)
     if (!this.connected) {
       if (REFUSED_AS_BUILT.has(code)) {
         target.count('invalid_request')

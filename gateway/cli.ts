@@ -11,6 +11,7 @@ import { servePrimary, serveSingle, serveWorker } from './cluster.js'
 import { ConfigError } from './errors.js'
 import { createLog } from './log.js'
 import { SHIPPED_FLAGS, missingFlags } from './node-flags.js'
+import { VERSION } from './version.js'
 
 const USAGE: Readonly<Record<string, string>> = {
   main: `Usage: flashgate <command> [options]
@@ -21,6 +22,10 @@ Commands:
   origin    --config FILE [--listen HOST:PORT] run the thin purchase origin
   demo                                         origin + gateway on the in-memory store, a sale open now
   bench     [--scenario NAME] [--json FILE]    flash-sale load scenario
+
+Options:
+  --version                                    print the version (flashgate X.Y.Z) and exit
+  --help                                       this text
 
 Run 'flashgate <command> --help' for a command's options.`,
   serve: `Usage: flashgate serve --config FILE [--workers N|auto]
@@ -157,6 +162,7 @@ export async function main (args: readonly string[]): Promise<number | null> {
   switch (cmd) {
     case undefined: return usageError('main', 'a command is required')
     case '--help': case '-h': case 'help': process.stdout.write(USAGE.main + '\n'); return 0
+    case '--version': case '-V': case 'version': process.stdout.write(`flashgate ${VERSION}\n`); return 0
     case 'serve': return await serve(rest)
     case 'validate': return await validate(rest)
     // Sibling modules are resolved relative to this file (gateway/ → ../origin-stub etc.), in src (tsx) or dist.

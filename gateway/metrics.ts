@@ -3,8 +3,8 @@
  * in the composition root and handed down. Label values are bounded: route, upstream, target, campaign,
  * product and op names come from the config, outcome from the fixed set of reject codes.
  */
-import { readFileSync } from 'node:fs'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { VERSION } from './version.js'
 
 export interface Metrics {
   readonly registry: Registry
@@ -65,17 +65,7 @@ export function defaultMetrics (registry: Registry): void {
   for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name)
 }
 
-/** flashgate's version, from its package.json (read once; `0.0.0` if it cannot be read). */
-export const VERSION: string = (() => {
-  // From gateway/ in the sources and dist/gateway/ in a build.
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: unknown, version?: unknown }
-      if (pkg.name === 'flashgate' && typeof pkg.version === 'string') return pkg.version
-    } catch {}
-  }
-  return '0.0.0'
-})()
+export { VERSION }
 
 /** Buckets of `flashgate_store_duration_seconds` (for {@link HistogramCell}). */
 export const STORE_DURATION_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]

@@ -29,8 +29,8 @@ if (!existsSync(stamp) || statSync(lock).mtimeMs > statSync(stamp).mtimeMs) {
   run('npm', ['ci', '--no-audit', '--no-fund'])
 }
 
-// 2. build (incremental: a no-op build takes about a second)
-run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'])
+// 2. build, skipped when no input changed since the last build (scripts/build.mjs)
+run(process.execPath, [join(root, 'scripts', 'build.mjs')])
 
 // 3. every program the tests start (scripts/tools.mjs), installed with apt-get when missing
 if (wantTest) {

@@ -16,7 +16,9 @@ export const TOOLS = {
   prometheus: ['prometheus'],
   slowhttptest: ['slowhttptest'],
   h2load: ['nghttp2-client'],
-  chromium: ['chromium']
+  chromium: ['chromium'],
+  git: ['git'],
+  'systemd-analyze': ['systemd']
 }
 
 /** Is `bin` on the PATH? */

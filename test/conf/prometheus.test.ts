@@ -52,6 +52,13 @@ t.test('promtool check rules passes on the shipped alert rules', async (t) => {
   t.match(r.out, /SUCCESS: \d+ rules found/)
 })
 
+t.test('promtool test rules: the alerts fire on synthetic series when they should, not before', async (t) => {
+  if (!needTools(t, 'promtool')) return
+  const r = await promtool(['test', 'rules', join(root, 'conf', 'prometheus', 'alerts.test.yaml')])
+  t.equal(r.code, 0, r.out)
+  t.match(r.out, /SUCCESS/)
+})
+
 t.test('the dashboard is Grafana JSON whose panels all have a Prometheus query', async (t) => {
   const d = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { title?: string, uid?: string, panels: Panel[] }
   t.equal(d.title, 'flashgate')

@@ -25,7 +25,9 @@ function yamlFiles (dir: string): string[] {
   const out: string[] = []
   for (const name of readdirSync(dir).sort()) {
     const p = join(dir, name)
-    if (statSync(p).isDirectory()) out.push(...yamlFiles(p))
+    if (statSync(p).isDirectory()) {
+      if (p !== join(confDir, 'prometheus')) out.push(...yamlFiles(p)) // Prometheus rule files, not flashgate configs
+    }
     else if (/\.ya?ml$/.test(name)) out.push(p)
   }
   return out

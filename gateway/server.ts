@@ -238,6 +238,8 @@ export class Frontend implements PipelineSink<Ctx> {
       host = parseHost(hostHeader)
       if (host === null) { this.early(req, res, ANSWERS.badHost, start, path); return }
     }
+    // Forward what the guards judged: the normalised path (gateway/context.ts normalizePath).
+    if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
       this.edge(state, req, res, path, target.query, start)
       return

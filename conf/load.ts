@@ -25,6 +25,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { ConfigError } from '../gateway/errors.js'
+import { findBypasses } from './bypass.js'
 import { Checker, didYouMean, failed, MapView } from './check.js'
 import { globSync, hasMagic } from './glob.js'
 import { checkCidr, isLoopbackHost, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration, quote } from './parse.js'
@@ -236,6 +237,7 @@ class Loader {
       if (r !== undefined) routes.push(r)
     })
     this.checkReachability(routes, routeNodes)
+    this.checkBypasses(routes)
 
     if (this.d.errorCount > 0) return undefined
     return {
@@ -652,7 +654,7 @@ class Loader {
 
   private readRoute (n: PNode, upstreams: ReadonlyMap<string, Pos>, defaultBody: number, routePos: Map<string, Pos>): RouteConfig | undefined {
     const { ck } = this
-    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'max_body_size'])
+    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'max_body_size', 'allow_bypass_of'])
     if (m === undefined) return undefined
     const name = ck.str(m.get('name'), 'name', { pattern: NAME_RE, patternHelp: 'must be letters, digits, and . _ - (it is a metrics label)' })
     if (m.get('name') === undefined) ck.error(m.pos, 'route is missing required key "name"')
@@ -677,8 +679,15 @@ class Loader {
       if (g !== undefined) guards.push(g)
       return undefined
     })
+    const allow: Array<{ name: string, pos: Pos }> = []
+    ck.list(m.get('allow_bypass_of'), 'allow_bypass_of', (it) => {
+      const s = ck.str(it, 'allow_bypass_of')
+      if (s !== undefined) allow.push({ name: s, pos: it.pos })
+      return undefined
+    })
     if (name === undefined || upstream === undefined) return undefined
-    return { name, match, guards, upstream, maxBodySize }
+    this.routeInfo.set(name, { pos: m.pos, allow })
+    return allow.length === 0 ? { name, match, guards, upstream, maxBodySize } : { name, match, guards, upstream, maxBodySize, allowBypassOf: allow.map((a) => a.name) }
   }
 
   private readMatch (n: PNode | undefined): RouteMatch {
@@ -739,6 +748,27 @@ class Loader {
   }
 
   private nodePos (): Pos { return { file: this.file, line: 1, col: 1 } }
+
+  /** Positions of each route and of its allow_bypass_of entries, for checkBypasses. */
+  private readonly routeInfo = new Map<string, { pos: Pos, allow: ReadonlyArray<{ name: string, pos: Pos }> }>()
+
+  /** Funnel bypasses (conf/bypass.ts) are errors at the open route, naming both routes. */
+  private checkBypasses (routes: readonly RouteConfig[]): void {
+    const names = new Set(routes.map((r) => r.name))
+    for (const [name, info] of this.routeInfo) {
+      for (const a of info.allow) {
+        if (a.name === name) this.ck.error(a.pos, `allow_bypass_of: route ${quote(name)} cannot bypass itself`)
+        else if (!names.has(a.name)) this.ck.error(a.pos, `allow_bypass_of: route ${quote(a.name)} is not defined${didYouMean(a.name, names)}`)
+      }
+    }
+    for (const b of findBypasses(routes)) {
+      const g = routes[b.guarded] as RouteConfig
+      const r = routes[b.open] as RouteConfig
+      const at = this.routeInfo.get(r.name)?.pos ?? this.nodePos()
+      const gAt = this.routeInfo.get(g.name)?.pos ?? this.nodePos()
+      this.ck.error(at, `funnel bypass: route ${quote(r.name)} sends paths of route ${quote(g.name)} (${fmtPos(gAt)}) to the same upstream ${quote(g.upstream)} for ${b.via}, without its ${b.missing.join(', ')} guard${b.missing.length === 1 ? '' : 's'}; narrow ${quote(r.name)}'s match, or accept it with allow_bypass_of: [${g.name}] on route ${quote(r.name)}`)
+    }
+  }
 
   // --- guards ---------------------------------------------------------------------------------------------
 

@@ -267,6 +267,8 @@ export interface RouteConfig {
   readonly upstream: string
   /** Request body cap (413 above); defaults to server.max_body_size. */
   readonly maxBodySize: number
+  /** Guarded routes this route may walk around on purpose (`allow_bypass_of`, see conf/bypass.ts). */
+  readonly allowBypassOf?: readonly string[]
 }
 
 export interface OriginConfig {

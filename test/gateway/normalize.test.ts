@@ -55,7 +55,6 @@ t.test('every spelling of /admin hits the /admin route; the origin sees the norm
   - name: site
     match: { path_prefix: / }
     upstream: origin
-    #BYPASS
 `))
   const gw = await startTestGateway(t, { config })
   const port = gw.address.port

@@ -50,9 +50,9 @@ export const DEFAULTS = Object.freeze({
   listen: '0.0.0.0:8080',
   workers: 1,
   store: { kind: 'memory', url: 'redis://127.0.0.1:6379', onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000, gatewayNodes: 1 },
-  server: { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000, maxBodySize: 1024 * 1024, drainTimeoutMs: 10_000 },
+  server: { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000, maxBodySize: 1024 * 1024, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 128 * 1024 },
   accessLog: { enabled: true, path: 'stdout' },
-  upstream: { maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1_000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4_000, weight: 1 },
+  upstream: { maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1_000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4_000, weight: 1, queue: 1024 },
   campaign: { linkRevealMs: 60_000, linkGraceMs: 60_000 },
   product: { segments: 1 },
   rateLimit: { maxKeys: 100_000 },
@@ -482,7 +482,7 @@ class Loader {
   private readServer (n: PNode | undefined): ServerLimits {
     const { ck } = this
     const D = DEFAULTS.server
-    const m = ck.map(n, 'server', ['max_header_size', 'headers_timeout', 'request_timeout', 'keepalive_timeout', 'max_connections', 'max_body_size', 'drain_timeout'])
+    const m = ck.map(n, 'server', ['max_header_size', 'headers_timeout', 'request_timeout', 'keepalive_timeout', 'max_connections', 'max_body_size', 'drain_timeout', 'body_timeout', 'body_buffer_size'])
     const s: ServerLimits = {
       maxHeaderSize: this.size(m?.get('max_header_size'), 'max_header_size', 1024) ?? D.maxHeaderSize,
       headersTimeoutMs: this.duration(m?.get('headers_timeout'), 'headers_timeout', { min: 1 }) ?? D.headersTimeoutMs,
@@ -490,7 +490,9 @@ class Loader {
       keepAliveTimeoutMs: this.duration(m?.get('keepalive_timeout'), 'keepalive_timeout') ?? D.keepAliveTimeoutMs,
       maxConnections: ck.num(m?.get('max_connections'), 'max_connections', 1, 10_000_000) ?? D.maxConnections,
       maxBodySize: this.size(m?.get('max_body_size'), 'max_body_size') ?? D.maxBodySize,
-      drainTimeoutMs: this.duration(m?.get('drain_timeout'), 'drain_timeout') ?? D.drainTimeoutMs
+      drainTimeoutMs: this.duration(m?.get('drain_timeout'), 'drain_timeout') ?? D.drainTimeoutMs,
+      bodyTimeoutMs: this.duration(m?.get('body_timeout'), 'body_timeout', { min: 1 }) ?? D.bodyTimeoutMs,
+      bodyBufferSize: this.size(m?.get('body_buffer_size'), 'body_buffer_size') ?? D.bodyBufferSize
     }
     // node:http refuses headersTimeout > requestTimeout (when the latter is not 0) at server creation
     if (m !== undefined && s.requestTimeoutMs !== 0 && s.headersTimeoutMs > s.requestTimeoutMs) {
@@ -532,7 +534,7 @@ class Loader {
   private readUpstream (n: PNode, name: string): UpstreamConfig | undefined {
     const { ck } = this
     const D = DEFAULTS.upstream
-    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout'])
+    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue'])
     if (m === undefined) return undefined
     let balance: BalanceConfig = { kind: 'round_robin' }
     const b = m.get('balance')
@@ -564,7 +566,8 @@ class Loader {
       timeoutMs: this.duration(m.get('timeout'), 'timeout', { min: 1 }) ?? D.timeoutMs,
       retries: ck.num(m.get('retries'), 'retries', 0, 100) ?? D.retries,
       connections: ck.num(m.get('connections'), 'connections', 1, 100_000) ?? D.connections,
-      keepAliveTimeoutMs: this.duration(m.get('keepalive_timeout'), 'keepalive_timeout', { min: 1 }) ?? D.keepAliveTimeoutMs
+      keepAliveTimeoutMs: this.duration(m.get('keepalive_timeout'), 'keepalive_timeout', { min: 1 }) ?? D.keepAliveTimeoutMs,
+      queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue
     }
   }
 

@@ -38,6 +38,10 @@ export class Ctx implements RequestContext {
   routeIndex = -1
   /** A streamed (chunked) body went over the route's limit. */
   tooLarge = false
+  /** The body is read whole before the upstream is asked (Content-Length up to server.body_buffer_size). */
+  bufferBody = false
+  /** The client paused longer than server.body_timeout while sending the body (408). */
+  bodyTimedOut = false
   /** Set once the request's fate is known (settlers ran). */
   settled = false
   /** Outcome label: 'passed' or a reject / failure code. */

@@ -28,19 +28,27 @@ export interface Bypass {
 /** Every (guarded, open) pair that is a funnel bypass and not accepted by `allow_bypass_of`. */
 export function findBypasses (routes: readonly RouteConfig[]): Bypass[] {
   const out: Bypass[] = []
-  routes.forEach((g, gi) => {
-    if (g.guards.length === 0 || (g.match.host === null && g.match.methods === null)) return
-    routes.forEach((r, ri) => {
-      if (ri === gi || r.upstream !== g.upstream) return
-      if (r.allowBypassOf?.includes(g.name) === true) return
+  // Cheapest tests first: a large config (1,000 routes) is a million pairs.
+  const rules = routes.map((r) => rule(r.match))
+  for (let gi = 0; gi < routes.length; gi++) {
+    const g = routes[gi] as RouteConfig
+    if (g.guards.length === 0 || (g.match.host === null && g.match.methods === null)) continue
+    for (let ri = 0; ri < routes.length; ri++) {
+      const r = routes[ri] as RouteConfig
+      if (ri === gi || r.upstream !== g.upstream) continue
+      const otherHost = g.match.host !== null && hostEscapes(r.match.host, g.match.host)
+      const otherMethod = g.match.methods !== null && methodsEscape(r.match.methods, g.match.methods)
+      if (!otherHost && !otherMethod) continue
+      if (!rulesOverlap(rules[gi] as PathRule, rules[ri] as PathRule)) continue
+      if (r.allowBypassOf?.includes(g.name) === true) continue
       const missing = missingKinds(r.guards, g.guards)
-      if (missing.length === 0 || !pathsOverlap(g.match, r.match)) return
+      if (missing.length === 0) continue
       const via: string[] = []
-      if (g.match.host !== null && hostEscapes(r.match.host, g.match.host)) via.push(`other hosts than ${g.match.host}`)
-      if (g.match.methods !== null && methodsEscape(r.match.methods, g.match.methods)) via.push(`methods other than ${g.match.methods.join(', ')}`)
-      if (via.length > 0) out.push({ guarded: gi, open: ri, via: via.join(' and '), missing })
-    })
-  })
+      if (otherHost) via.push(`other hosts than ${g.match.host as string}`)
+      if (otherMethod) via.push(`methods other than ${(g.match.methods as readonly string[]).join(', ')}`)
+      out.push({ guarded: gi, open: ri, via: via.join(' and '), missing })
+    }
+  }
   return out
 }
 
@@ -67,15 +75,15 @@ export function hostEscapes (open: string | null, guarded: string): boolean {
   return open !== guarded
 }
 
-function withHead (m: readonly string[]): readonly string[] {
-  return m.includes('GET') && !m.includes('HEAD') ? [...m, 'HEAD'] : m
-}
-
-/** Does `open` (null = any) take some method that `guarded` does not? */
+/** Does `open` (null = any) take some method that `guarded` does not? (GET implies HEAD on both.) */
 export function methodsEscape (open: readonly string[] | null, guarded: readonly string[]): boolean {
   if (open === null) return true
-  const g = withHead(guarded)
-  return withHead(open).some((m) => !g.includes(m))
+  for (const m of open) if (!takes(guarded, m)) return true
+  return open.includes('GET') && !takes(guarded, 'HEAD')
+}
+
+function takes (methods: readonly string[], m: string): boolean {
+  return methods.includes(m) || (m === 'HEAD' && methods.includes('GET'))
 }
 
 type PathRule = { kind: 'prefix', prefix: string } | { kind: 'segments', segs: ReadonlyArray<string | null> }
@@ -89,8 +97,10 @@ function rule (m: RouteMatch): PathRule {
 
 /** Is there a request path both match rules accept? */
 export function pathsOverlap (a: RouteMatch, b: RouteMatch): boolean {
-  const x = rule(a)
-  const y = rule(b)
+  return rulesOverlap(rule(a), rule(b))
+}
+
+function rulesOverlap (x: PathRule, y: PathRule): boolean {
   if (x.kind === 'prefix' && y.kind === 'prefix') return x.prefix.startsWith(y.prefix) || y.prefix.startsWith(x.prefix)
   if (x.kind === 'prefix' && y.kind === 'segments') return prefixMeets(x.prefix, y.segs)
   if (x.kind === 'segments' && y.kind === 'prefix') return prefixMeets(y.prefix, x.segs)

@@ -96,24 +96,30 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/
 const MIN_SECRET_BYTES = 16
 
+/**
+ * What a loader may leave out. `requireRoutes` (on for files, as `serve`, reload and `validate` read
+ * them): an empty file, or one with neither routes nor an `origin:` section, is an error.
+ */
+export interface LoadOptions { readonly requireRoutes?: boolean }
+
 /** Read and load a config file (and what it includes). Never throws. */
-export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = { requireRoutes: true }): LoadResult {
   let text: string
   try {
     text = readFileSync(file, 'utf8')
   } catch (err) {
     return { ok: false, errors: [`${file}:1:1: cannot read the config file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`] }
   }
-  return loadConfigText(text, file, env)
+  return loadConfigText(text, file, env, opts)
 }
 
 /**
  * Load config from text; `file` names it in messages and anchors relative paths (`include:`, `ip_files`).
  * Never throws.
  */
-export function loadConfigText (text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+export function loadConfigText (text: string, file: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): LoadResult {
   const d = new Diagnostics()
-  const config = new Loader(d, file, env).load(text)
+  const config = new Loader(d, file, env, opts.requireRoutes === true).load(text)
   if (config === undefined || d.errorCount > 0) return { ok: false, errors: d.errors() }
   return { ok: true, config: deepFreeze(config), warnings: d.warnings() }
 }
@@ -153,7 +159,10 @@ class Loader {
   private campaignIds = new Map<string, { pos: Pos, products: Set<string> }>()
   private readonly rateLimits = new Map<string, RateLimitSeen>()
 
-  constructor (d: Diagnostics, file: string, env: NodeJS.ProcessEnv) {
+  private readonly requireRoutes: boolean
+
+  constructor (d: Diagnostics, file: string, env: NodeJS.ProcessEnv, requireRoutes = false) {
+    this.requireRoutes = requireRoutes
     this.d = d
     this.ck = new Checker(d)
     this.file = file
@@ -166,6 +175,7 @@ class Loader {
     if (root === null) return undefined
     const top = ck.map(root, 'config', TOP_KEYS)
     if (top === undefined) return undefined
+    if (this.requireRoutes && top.node.entries.length === 0) { ck.error(top.pos, 'the config file is empty'); return undefined }
     this.includedFiles.set(resolve(this.file), top.pos)
 
     // Gather upstreams, campaigns and routes from the main file and the included ones, in key order.
@@ -238,6 +248,8 @@ class Loader {
     })
     this.checkReachability(routes, routeNodes)
     this.checkBypasses(routes)
+    // A gateway without routes answers 404 to everything; an origin-only file (origin:) needs none.
+    if (this.requireRoutes && routeNodes.length === 0 && !top.has('origin')) ck.error(top.has('routes') ? top.keyPos('routes') : top.pos, 'no routes: the gateway would answer 404 NOT_FOUND to every request (add routes:)')
 
     if (this.d.errorCount > 0) return undefined
     return {

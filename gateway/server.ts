@@ -149,6 +149,19 @@ export function writeRejection (res: ServerResponse, r: Rejection, extra: readon
   res.end(r.body)
 }
 
+/** More than one Host field (node:http keeps the first in req.headers; the raw list has them all). */
+function twoHosts (raw: readonly string[]): boolean {
+  let seen = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string
+    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
+      if (seen) return true
+      seen = true
+    }
+  }
+  return false
+}
+
 function failureRejection (code: string): Rejection {
   switch (code) {
     case 'UPSTREAM_TIMEOUT': return ANSWERS.upstreamTimeout
@@ -224,6 +237,10 @@ export class Frontend implements PipelineSink<Ctx> {
     const start = performance.now()
     const state = this.state
     if (this.draining) res.shouldKeepAlive = false
+    // RFC 9112: only HTTP/1.x here (HTTP/2.0 in an HTTP/1 request line, HTTP/0.9 or no version: 505);
+    // a request on an HTTP/2 listener has its stream. One Host only (a second one: 400).
+    if (req.httpVersionMajor !== 1 && (req as { stream?: unknown }).stream === undefined) { this.early(req, res, ANSWERS.unsupportedVersion, start, '/'); return }
+    if (twoHosts(req.rawHeaders)) { this.early(req, res, ANSWERS.duplicateHost, start, '/'); return }
     const method = req.method as string
     const target = parseTarget(req.url as string)
     if (target === null) { this.early(req, res, ANSWERS.badTarget, start, '/'); return }
@@ -499,6 +516,7 @@ export function timeHandler (clock: () => number): EdgeHandler {
 
 const RAW_400 = rawAnswer(400, 'Bad Request', ANSWERS.badRequest)
 const RAW_408 = rawAnswer(408, 'Request Timeout', rejection('REQUEST_TIMEOUT', 'request not received in time'))
+const RAW_505 = rawAnswer(505, 'HTTP Version Not Supported', ANSWERS.unsupportedVersion)
 const RAW_431 = rawAnswer(431, 'Request Header Fields Too Large', rejection('BAD_REQUEST', 'request headers too large'))
 
 function rawAnswer (status: number, text: string, r: Rejection): string {
@@ -533,7 +551,7 @@ export function createPublicServer (config: Config, frontend: Frontend, metrics:
       socket.destroy()
       return
     }
-    const raw = err.code === 'HPE_HEADER_OVERFLOW' ? RAW_431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? RAW_408 : RAW_400
+    const raw = err.code === 'HPE_HEADER_OVERFLOW' ? RAW_431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? RAW_408 : err.code === 'HPE_INVALID_VERSION' ? RAW_505 : RAW_400
     socket.end(raw)
     log('debug', 'client error', { code: err.code })
   })

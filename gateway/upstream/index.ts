@@ -260,7 +260,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.opts = {
       path: requestPath(ctx),
       method: ctx.method,
-      headers: requestHeaders(req, ctx.peerTrusted),
+      headers: requestHeaders(req, ctx.peerTrusted, ctx.clientIp),
       body,
       headersTimeout: group.cfg.timeoutMs,
       bodyTimeout: group.cfg.timeoutMs

@@ -46,7 +46,8 @@ export const ANSWERS = {
   upstreamBusy: rejection('OVERLOADED', 'upstream busy: too many requests waiting for a connection'),
   requestTimeout: rejection('REQUEST_TIMEOUT', 'request body not received in time'),
   unsupportedVersion: rejection('UNSUPPORTED_VERSION', 'HTTP version not supported'),
-  duplicateHost: rejection('BAD_REQUEST', 'more than one Host header')
+  duplicateHost: rejection('BAD_REQUEST', 'more than one Host header'),
+  tooManyHeaders: rejection('BAD_REQUEST', 'too many header fields', { override: { status: 431, body: null } })
 } as const
 
 /** Metric label objects for one route, built once per (route, outcome) and reused. */
@@ -240,6 +241,8 @@ export class Frontend implements PipelineSink<Ctx> {
     // RFC 9112: only HTTP/1.x here (HTTP/2.0 in an HTTP/1 request line, HTTP/0.9 or no version: 505);
     // a request on an HTTP/2 listener has its stream. One Host only (a second one: 400).
     if (req.httpVersionMajor !== 1 && (req as { stream?: unknown }).stream === undefined) { this.early(req, res, ANSWERS.unsupportedVersion, start, '/'); return }
+    // node:http keeps the first 2000 entries of the raw list (1000 fields) and drops the rest silently: refuse instead.
+    if (req.rawHeaders.length >= 2000) { this.early(req, res, ANSWERS.tooManyHeaders, start, '/'); return }
     if (twoHosts(req.rawHeaders)) { this.early(req, res, ANSWERS.duplicateHost, start, '/'); return }
     const method = req.method as string
     const target = parseTarget(req.url as string)

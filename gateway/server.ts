@@ -337,7 +337,8 @@ export class Frontend implements PipelineSink<Ctx> {
   private watchBodyTime (ctx: Ctx, ms: number): void {
     const req = ctx.req
     req.setTimeout(ms, () => { this.bodyTimeout(ctx) })
-    req.once('end', () => { req.setTimeout(0) })
+    // Once the answer is out, node:http has set the socket's keep-alive timer: leave that one alone.
+    req.once('end', () => { if (!ctx.res.writableFinished) req.setTimeout(0) })
   }
 
   private bodyTimeout (ctx: Ctx): void {

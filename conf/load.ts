@@ -25,6 +25,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { ConfigError } from '../gateway/errors.js'
+import { findBypasses } from './bypass.js'
 import { Checker, didYouMean, failed, MapView } from './check.js'
 import { globSync, hasMagic } from './glob.js'
 import { checkCidr, isLoopbackHost, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration, quote } from './parse.js'
@@ -49,9 +50,9 @@ export const DEFAULTS = Object.freeze({
   listen: '0.0.0.0:8080',
   workers: 1,
   store: { kind: 'memory', url: 'redis://127.0.0.1:6379', onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000, gatewayNodes: 1 },
-  server: { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000, maxBodySize: 1024 * 1024, drainTimeoutMs: 10_000 },
+  server: { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000, maxBodySize: 1024 * 1024, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 128 * 1024 },
   accessLog: { enabled: true, path: 'stdout' },
-  upstream: { maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1_000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4_000, weight: 1 },
+  upstream: { maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1_000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4_000, weight: 1, queue: 1024 },
   campaign: { linkRevealMs: 60_000, linkGraceMs: 60_000 },
   product: { segments: 1 },
   rateLimit: { maxKeys: 100_000 },
@@ -95,24 +96,30 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/
 const MIN_SECRET_BYTES = 16
 
+/**
+ * What a loader may leave out. `requireRoutes` (on for files, as `serve`, reload and `validate` read
+ * them): an empty file, or one with neither routes nor an `origin:` section, is an error.
+ */
+export interface LoadOptions { readonly requireRoutes?: boolean }
+
 /** Read and load a config file (and what it includes). Never throws. */
-export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = { requireRoutes: true }): LoadResult {
   let text: string
   try {
     text = readFileSync(file, 'utf8')
   } catch (err) {
     return { ok: false, errors: [`${file}:1:1: cannot read the config file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`] }
   }
-  return loadConfigText(text, file, env)
+  return loadConfigText(text, file, env, opts)
 }
 
 /**
  * Load config from text; `file` names it in messages and anchors relative paths (`include:`, `ip_files`).
  * Never throws.
  */
-export function loadConfigText (text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
+export function loadConfigText (text: string, file: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): LoadResult {
   const d = new Diagnostics()
-  const config = new Loader(d, file, env).load(text)
+  const config = new Loader(d, file, env, opts.requireRoutes === true).load(text)
   if (config === undefined || d.errorCount > 0) return { ok: false, errors: d.errors() }
   return { ok: true, config: deepFreeze(config), warnings: d.warnings() }
 }
@@ -152,7 +159,10 @@ class Loader {
   private campaignIds = new Map<string, { pos: Pos, products: Set<string> }>()
   private readonly rateLimits = new Map<string, RateLimitSeen>()
 
-  constructor (d: Diagnostics, file: string, env: NodeJS.ProcessEnv) {
+  private readonly requireRoutes: boolean
+
+  constructor (d: Diagnostics, file: string, env: NodeJS.ProcessEnv, requireRoutes = false) {
+    this.requireRoutes = requireRoutes
     this.d = d
     this.ck = new Checker(d)
     this.file = file
@@ -165,6 +175,7 @@ class Loader {
     if (root === null) return undefined
     const top = ck.map(root, 'config', TOP_KEYS)
     if (top === undefined) return undefined
+    if (this.requireRoutes && top.node.entries.length === 0) { ck.error(top.pos, 'the config file is empty'); return undefined }
     this.includedFiles.set(resolve(this.file), top.pos)
 
     // Gather upstreams, campaigns and routes from the main file and the included ones, in key order.
@@ -236,6 +247,9 @@ class Loader {
       if (r !== undefined) routes.push(r)
     })
     this.checkReachability(routes, routeNodes)
+    this.checkBypasses(routes)
+    // A gateway without routes answers 404 to everything; an origin-only file (origin:) needs none.
+    if (this.requireRoutes && routeNodes.length === 0 && !top.has('origin')) ck.error(top.has('routes') ? top.keyPos('routes') : top.pos, 'no routes: the gateway would answer 404 NOT_FOUND to every request (add routes:)')
 
     if (this.d.errorCount > 0) return undefined
     return {
@@ -480,7 +494,7 @@ class Loader {
   private readServer (n: PNode | undefined): ServerLimits {
     const { ck } = this
     const D = DEFAULTS.server
-    const m = ck.map(n, 'server', ['max_header_size', 'headers_timeout', 'request_timeout', 'keepalive_timeout', 'max_connections', 'max_body_size', 'drain_timeout'])
+    const m = ck.map(n, 'server', ['max_header_size', 'headers_timeout', 'request_timeout', 'keepalive_timeout', 'max_connections', 'max_body_size', 'drain_timeout', 'body_timeout', 'body_buffer_size'])
     const s: ServerLimits = {
       maxHeaderSize: this.size(m?.get('max_header_size'), 'max_header_size', 1024) ?? D.maxHeaderSize,
       headersTimeoutMs: this.duration(m?.get('headers_timeout'), 'headers_timeout', { min: 1 }) ?? D.headersTimeoutMs,
@@ -488,7 +502,9 @@ class Loader {
       keepAliveTimeoutMs: this.duration(m?.get('keepalive_timeout'), 'keepalive_timeout') ?? D.keepAliveTimeoutMs,
       maxConnections: ck.num(m?.get('max_connections'), 'max_connections', 1, 10_000_000) ?? D.maxConnections,
       maxBodySize: this.size(m?.get('max_body_size'), 'max_body_size') ?? D.maxBodySize,
-      drainTimeoutMs: this.duration(m?.get('drain_timeout'), 'drain_timeout') ?? D.drainTimeoutMs
+      drainTimeoutMs: this.duration(m?.get('drain_timeout'), 'drain_timeout') ?? D.drainTimeoutMs,
+      bodyTimeoutMs: this.duration(m?.get('body_timeout'), 'body_timeout', { min: 1 }) ?? D.bodyTimeoutMs,
+      bodyBufferSize: this.size(m?.get('body_buffer_size'), 'body_buffer_size') ?? D.bodyBufferSize
     }
     // node:http refuses headersTimeout > requestTimeout (when the latter is not 0) at server creation
     if (m !== undefined && s.requestTimeoutMs !== 0 && s.headersTimeoutMs > s.requestTimeoutMs) {
@@ -530,7 +546,7 @@ class Loader {
   private readUpstream (n: PNode, name: string): UpstreamConfig | undefined {
     const { ck } = this
     const D = DEFAULTS.upstream
-    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout'])
+    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue'])
     if (m === undefined) return undefined
     let balance: BalanceConfig = { kind: 'round_robin' }
     const b = m.get('balance')
@@ -562,7 +578,8 @@ class Loader {
       timeoutMs: this.duration(m.get('timeout'), 'timeout', { min: 1 }) ?? D.timeoutMs,
       retries: ck.num(m.get('retries'), 'retries', 0, 100) ?? D.retries,
       connections: ck.num(m.get('connections'), 'connections', 1, 100_000) ?? D.connections,
-      keepAliveTimeoutMs: this.duration(m.get('keepalive_timeout'), 'keepalive_timeout', { min: 1 }) ?? D.keepAliveTimeoutMs
+      keepAliveTimeoutMs: this.duration(m.get('keepalive_timeout'), 'keepalive_timeout', { min: 1 }) ?? D.keepAliveTimeoutMs,
+      queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue
     }
   }
 
@@ -652,7 +669,7 @@ class Loader {
 
   private readRoute (n: PNode, upstreams: ReadonlyMap<string, Pos>, defaultBody: number, routePos: Map<string, Pos>): RouteConfig | undefined {
     const { ck } = this
-    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'max_body_size'])
+    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'max_body_size', 'allow_bypass_of'])
     if (m === undefined) return undefined
     const name = ck.str(m.get('name'), 'name', { pattern: NAME_RE, patternHelp: 'must be letters, digits, and . _ - (it is a metrics label)' })
     if (m.get('name') === undefined) ck.error(m.pos, 'route is missing required key "name"')
@@ -677,8 +694,15 @@ class Loader {
       if (g !== undefined) guards.push(g)
       return undefined
     })
+    const allow: Array<{ name: string, pos: Pos }> = []
+    ck.list(m.get('allow_bypass_of'), 'allow_bypass_of', (it) => {
+      const s = ck.str(it, 'allow_bypass_of')
+      if (s !== undefined) allow.push({ name: s, pos: it.pos })
+      return undefined
+    })
     if (name === undefined || upstream === undefined) return undefined
-    return { name, match, guards, upstream, maxBodySize }
+    this.routeInfo.set(name, { pos: m.pos, allow })
+    return allow.length === 0 ? { name, match, guards, upstream, maxBodySize } : { name, match, guards, upstream, maxBodySize, allowBypassOf: allow.map((a) => a.name) }
   }
 
   private readMatch (n: PNode | undefined): RouteMatch {
@@ -739,6 +763,27 @@ class Loader {
   }
 
   private nodePos (): Pos { return { file: this.file, line: 1, col: 1 } }
+
+  /** Positions of each route and of its allow_bypass_of entries, for checkBypasses. */
+  private readonly routeInfo = new Map<string, { pos: Pos, allow: ReadonlyArray<{ name: string, pos: Pos }> }>()
+
+  /** Funnel bypasses (conf/bypass.ts) are errors at the open route, naming both routes. */
+  private checkBypasses (routes: readonly RouteConfig[]): void {
+    const names = new Set(routes.map((r) => r.name))
+    for (const [name, info] of this.routeInfo) {
+      for (const a of info.allow) {
+        if (a.name === name) this.ck.error(a.pos, `allow_bypass_of: route ${quote(name)} cannot bypass itself`)
+        else if (!names.has(a.name)) this.ck.error(a.pos, `allow_bypass_of: route ${quote(a.name)} is not defined${didYouMean(a.name, names)}`)
+      }
+    }
+    for (const b of findBypasses(routes)) {
+      const g = routes[b.guarded] as RouteConfig
+      const r = routes[b.open] as RouteConfig
+      const at = this.routeInfo.get(r.name)?.pos ?? this.nodePos()
+      const gAt = this.routeInfo.get(g.name)?.pos ?? this.nodePos()
+      this.ck.error(at, `funnel bypass: route ${quote(r.name)} sends paths of route ${quote(g.name)} (${fmtPos(gAt)}) to the same upstream ${quote(g.upstream)} for ${b.via}, without its ${b.missing.join(', ')} guard${b.missing.length === 1 ? '' : 's'}; narrow ${quote(r.name)}'s match, or accept it with allow_bypass_of: [${g.name}] on route ${quote(r.name)}`)
+    }
+  }
 
   // --- guards ---------------------------------------------------------------------------------------------
 

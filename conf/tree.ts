@@ -78,7 +78,25 @@ export class Diagnostics {
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 
-interface Source { readonly file: string; readonly text: string; readonly lc: LineCounter; readonly env: NodeJS.ProcessEnv; readonly d: Diagnostics; readonly doc: Document }
+/**
+ * Bounds on one file, so a hostile config (an alias bomb: 8 lines that expand to 9^8 nodes) fails in
+ * milliseconds with a clear error instead of taking the process's memory and event loop: the text is at
+ * most MAX_CONFIG_BYTES, and the tree it expands to (aliases counted as the nodes they expand to, as
+ * often as they are used) at most MAX_CONFIG_NODES nodes. A large real config (1,000 routes with their
+ * guards) is about 30,000 nodes.
+ */
+export const MAX_CONFIG_BYTES = 1024 * 1024
+export const MAX_CONFIG_NODES = 100_000
+
+interface Source {
+  readonly file: string; readonly text: string; readonly lc: LineCounter; readonly env: NodeJS.ProcessEnv; readonly d: Diagnostics; readonly doc: Document
+  /** Nodes produced so far (aliases expanded); past MAX_CONFIG_NODES the conversion stops. */
+  nodes: number
+  /** Set once the node bound was reported. */
+  over: boolean
+  /** Alias → its anchored node: yaml's resolve() walks the document each time (quadratic in a bomb). */
+  readonly aliases: Map<YNode, YNode | undefined>
+}
 
 function posAt (src: Source, offset: number): Pos {
   const { line, col } = src.lc.linePos(Math.max(0, Math.min(offset, src.text.length)))
@@ -91,16 +109,21 @@ function posAt (src: Source, offset: number): Pos {
  */
 export function parseYaml (text: string, file: string, env: NodeJS.ProcessEnv, d: Diagnostics): PNode | null {
   d.file(file)
+  if (text.length > MAX_CONFIG_BYTES && Buffer.byteLength(text) > MAX_CONFIG_BYTES) {
+    d.error({ file, line: 1, col: 1 }, `config file is ${Buffer.byteLength(text)} bytes; the limit is ${MAX_CONFIG_BYTES} (split it with include:)`)
+    return null
+  }
   const lc = new LineCounter()
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true, keepSourceTokens: false })
-  const src: Source = { file, text, lc, env, d, doc }
+  const src: Source = { file, text, lc, env, d, doc, nodes: 0, over: false, aliases: new Map() }
   if (doc.errors.length > 0) {
     for (const e of doc.errors) d.error(posAt(src, e.pos[0]), `YAML: ${firstLine(e.message)}`)
     return null
   }
   for (const w of doc.warnings) d.warn(posAt(src, w.pos[0]), `YAML: ${firstLine(w.message)}`)
   if (doc.contents === null) return { kind: 'map', pos: { file, line: 1, col: 1 }, entries: [] }
-  return convert(src, doc.contents as YNode, 0)
+  const root = convert(src, doc.contents as YNode, 0)
+  return src.over ? null : root
 }
 
 function firstLine (s: string): string {
@@ -112,14 +135,23 @@ function startOf (node: { range?: [number, number, number] | null | undefined })
   return node.range?.[0] ?? 0
 }
 
+const NOTHING: PScalar = { kind: 'scalar', pos: { file: '', line: 1, col: 1 }, value: null, fromEnv: false, raw: '' }
+
 function convert (src: Source, node: YNode, depth: number): PNode {
+  if (src.over) return NOTHING
+  if (++src.nodes > MAX_CONFIG_NODES) {
+    src.over = true
+    src.d.error(posAt(src, startOf(node)), `YAML: the document expands to more than ${MAX_CONFIG_NODES} nodes (aliases count as often as they are used): an alias bomb?`)
+    return NOTHING
+  }
   const pos = posAt(src, startOf(node))
   if (depth > 64) {
     src.d.error(pos, 'YAML: nesting too deep (alias loop?)')
     return { kind: 'scalar', pos, value: null, fromEnv: false, raw: '' }
   }
   if (isAlias(node)) {
-    const target = node.resolve(src.doc)
+    let target = src.aliases.get(node)
+    if (target === undefined && !src.aliases.has(node)) src.aliases.set(node, target = node.resolve(src.doc) as YNode | undefined)
     if (target === undefined) {
       src.d.error(pos, `YAML: unresolved alias *${node.source}`)
       return { kind: 'scalar', pos, value: null, fromEnv: false, raw: '' }

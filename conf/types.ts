@@ -57,6 +57,13 @@ export interface ServerLimits {
   readonly maxBodySize: number
   /** SIGTERM: how long in-flight requests may take to finish (default 10s). */
   readonly drainTimeoutMs: number
+  /** Longest pause between two reads of a request body (408 REQUEST_TIMEOUT; nginx client_body_timeout; default 10s). */
+  readonly bodyTimeoutMs: number
+  /**
+   * Bodies with a Content-Length up to this size are read whole before an upstream connection is taken
+   * (nginx proxy_request_buffering), so a slow body never holds a pool connection (default 128 KiB).
+   */
+  readonly bodyBufferSize: number
 }
 
 export interface AccessLogConfig {
@@ -108,6 +115,11 @@ export interface UpstreamConfig {
   /** Keep-alive connections per target (default 64). */
   readonly connections: number
   readonly keepAliveTimeoutMs: number
+  /**
+   * Requests that may wait per target when all its connections are busy (default 1024); one more is
+   * answered 503 OVERLOADED. The wait counts against `timeout` (504 UPSTREAM_TIMEOUT).
+   */
+  readonly queue: number
 }
 
 export interface ProductConfig {
@@ -267,6 +279,8 @@ export interface RouteConfig {
   readonly upstream: string
   /** Request body cap (413 above); defaults to server.max_body_size. */
   readonly maxBodySize: number
+  /** Guarded routes this route may walk around on purpose (`allow_bypass_of`, see conf/bypass.ts). */
+  readonly allowBypassOf?: readonly string[]
 }
 
 export interface OriginConfig {

@@ -38,6 +38,10 @@ export class Ctx implements RequestContext {
   routeIndex = -1
   /** A streamed (chunked) body went over the route's limit. */
   tooLarge = false
+  /** The body is read whole before the upstream is asked (Content-Length up to server.body_buffer_size). */
+  bufferBody = false
+  /** The client paused longer than server.body_timeout while sending the body (408). */
+  bodyTimedOut = false
   /** Set once the request's fate is known (settlers ran). */
   settled = false
   /** Outcome label: 'passed' or a reject / failure code. */
@@ -64,15 +68,19 @@ export class Ctx implements RequestContext {
   }
 }
 
-/** The request target split into path and query; `null` when it is not acceptable (→ 400). */
-export interface Target { path: string, query: string, authority: string | null }
+/**
+ * The request target split into path and query; `null` when it is not acceptable (→ 400). `path` is
+ * the normalised path (see normalizePath); `rewritten` is true when it differs from what was sent, so
+ * the caller forwards the normalised form.
+ */
+export interface Target { path: string, query: string, authority: string | null, rewritten: boolean }
 
 /**
  * Split `req.url`. Origin-form (`/a/b?q`) is the fast path. Absolute-form (`http://host/a?q`, what a
  * client talking to a forward proxy sends) yields the authority so the caller can check it against Host;
- * anything else (`*`, authority-form, other schemes) is rejected. Paths carrying dot-segments
- * (`/a/../b`, also percent-encoded) are rejected: routing on one path while the origin resolves another
- * would let a request slip past a route's guards.
+ * anything else (`*`, authority-form, other schemes) is rejected. The path is normalised as nginx does
+ * before routing (normalizePath), and refused when it cannot be normalised safely: routing on one path
+ * while the origin resolves another would let a request slip past a route's guards.
  */
 export function parseTarget (url: string): Target | null {
   let rest = url
@@ -90,25 +98,77 @@ export function parseTarget (url: string): Target | null {
     rest = slash === -1 ? '/' : url.charCodeAt(slash) === 63 ? '/' + url.slice(slash) : url.slice(slash)
   }
   const qi = rest.indexOf('?')
-  const path = qi === -1 ? rest : rest.slice(0, qi)
+  const raw = qi === -1 ? rest : rest.slice(0, qi)
   const query = qi === -1 ? '' : rest.slice(qi + 1)
-  if (path.includes('/.') && hasDotSegment(path)) return null
-  if (path.includes('%') && hasEncodedDotSegment(path)) return null
-  if (path.includes('\\')) return null
-  return { path, query, authority }
+  const path = normalizePath(raw)
+  if (path === null) return null
+  return { path, query, authority, rewritten: path !== raw }
 }
 
-function hasDotSegment (path: string): boolean {
-  for (const seg of path.split('/')) if (seg === '.' || seg === '..') return true
-  return false
+const HEX = new Int8Array(128).fill(-1)
+for (let i = 0; i < 10; i++) HEX[48 + i] = i
+for (let i = 0; i < 6; i++) { HEX[65 + i] = 10 + i; HEX[97 + i] = 10 + i }
+
+/** RFC 3986 unreserved: ALPHA DIGIT - . _ ~ */
+function unreserved (c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126
 }
 
-function hasEncodedDotSegment (path: string): boolean {
-  for (const seg of path.split('/')) {
-    if (!seg.includes('%')) continue
-    const s = seg.toLowerCase().replaceAll('%2e', '.')
-    if (s === '.' || s === '..' || seg.toLowerCase().includes('%2f') || seg.toLowerCase().includes('%5c')) return true
+const UPPER_HEX = '0123456789ABCDEF'
+
+/**
+ * The path as routes and the upstream see it, nginx-style: percent-encoded unreserved characters
+ * decoded (`/%61dmin` → `/admin`), other escapes kept with upper-case hex (`%c3%a9` → `%C3%A9`), runs of
+ * slashes merged (`//admin` → `/admin`). Case is kept. `null` (→ 400) for what cannot be normalised
+ * safely: an invalid escape (`%`, `%4`, `%zz`), an encoded `/`, `\` or NUL (the upstream might decode
+ * them into separators or terminators), a raw `\`, and dot segments (`.`, `..`), also when they appear
+ * only after decoding (`%2e%2e`). The fast path (nothing to do) allocates nothing.
+ */
+export function normalizePath (raw: string): string | null {
+  const n = raw.length
+  let simple = true
+  let prev = 0
+  for (let i = 0; i < n; i++) {
+    const c = raw.charCodeAt(i)
+    if (c === 37 /* % */ || c === 92 /* \ */ || ((c === 47 || c === 46) && prev === 47)) { simple = false; break }
+    prev = c
   }
+  if (simple) return raw
+  let out = ''
+  let segStart = 0 // index in `out` where the current segment starts (after its '/')
+  for (let i = 0; i < n; i++) {
+    let c = raw.charCodeAt(i)
+    if (c === 92) return null
+    if (c === 47) {
+      if (dotSegment(out, segStart)) return null
+      if (out.charCodeAt(out.length - 1) === 47) continue // merge slashes
+      out += '/'
+      segStart = out.length
+      continue
+    }
+    if (c === 37) {
+      const h = i + 2 < n ? raw.charCodeAt(i + 1) : 128
+      const l = i + 2 < n ? raw.charCodeAt(i + 2) : 128
+      const hv = h < 128 ? HEX[h] as number : -1
+      const lv = l < 128 ? HEX[l] as number : -1
+      if (hv < 0 || lv < 0) return null
+      c = hv * 16 + lv
+      i += 2
+      if (c === 0 || c === 47 || c === 92) return null
+      if (unreserved(c)) out += String.fromCharCode(c)
+      else out += '%' + (UPPER_HEX[hv] as string) + (UPPER_HEX[lv] as string)
+      continue
+    }
+    out += raw[i]
+  }
+  if (dotSegment(out, segStart)) return null
+  return out
+}
+
+function dotSegment (out: string, segStart: number): boolean {
+  const len = out.length - segStart
+  if (len === 1) return out.charCodeAt(segStart) === 46
+  if (len === 2) return out.charCodeAt(segStart) === 46 && out.charCodeAt(segStart + 1) === 46
   return false
 }
 

@@ -6,6 +6,7 @@
 import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { loadConfigFile } from '../conf/load.js'
+import { checkConfigOffThread } from '../conf/load-worker.js'
 import type { Config, HostPort } from '../conf/types.js'
 import * as antibot from '../antibot/index.js'
 import { createQuotaAdmin, createStore, quotaGuard, rateLimitGuard } from '../limiter/index.js'
@@ -203,6 +204,13 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       cfg = next
     } else {
       const file = opts.configFile ?? config.file
+      // Judged on a worker thread first: a hostile file (alias bomb, huge) never stalls serving.
+      const pre = await checkConfigOffThread(file, env)
+      if (!pre.ok) {
+        metrics.configReloads.inc({ result: 'failure' })
+        log('warn', 'reload rejected', { errors: pre.errors })
+        return { ok: false, errors: [...pre.errors] }
+      }
       const r = loadConfigFile(file, env)
       if (!r.ok) {
         recordReload(metrics, false)

@@ -42,7 +42,12 @@ export const ANSWERS = {
   internal: rejection('INTERNAL_ERROR', 'internal error'),
   upstreamUnavailable: rejection('UPSTREAM_UNAVAILABLE', 'upstream unavailable'),
   upstreamTimeout: rejection('UPSTREAM_TIMEOUT', 'upstream timeout'),
-  overloaded: rejection('OVERLOADED', 'shutting down')
+  overloaded: rejection('OVERLOADED', 'shutting down'),
+  upstreamBusy: rejection('OVERLOADED', 'upstream busy: too many requests waiting for a connection'),
+  requestTimeout: rejection('REQUEST_TIMEOUT', 'request body not received in time'),
+  unsupportedVersion: rejection('UNSUPPORTED_VERSION', 'HTTP version not supported'),
+  duplicateHost: rejection('BAD_REQUEST', 'more than one Host header'),
+  tooManyHeaders: rejection('BAD_REQUEST', 'too many header fields', { override: { status: 431, body: null } })
 } as const
 
 /** Metric label objects for one route, built once per (route, outcome) and reused. */
@@ -145,9 +150,23 @@ export function writeRejection (res: ServerResponse, r: Rejection, extra: readon
   res.end(r.body)
 }
 
+/** More than one Host field (node:http keeps the first in req.headers; the raw list has them all). */
+function twoHosts (raw: readonly string[]): boolean {
+  let seen = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string
+    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
+      if (seen) return true
+      seen = true
+    }
+  }
+  return false
+}
+
 function failureRejection (code: string): Rejection {
   switch (code) {
     case 'UPSTREAM_TIMEOUT': return ANSWERS.upstreamTimeout
+    case 'OVERLOADED': return ANSWERS.upstreamBusy
     case 'BAD_REQUEST': return ANSWERS.badRequest
     default: return ANSWERS.upstreamUnavailable
   }
@@ -220,6 +239,12 @@ export class Frontend implements PipelineSink<Ctx> {
     const start = performance.now()
     const state = this.state
     if (this.draining) res.shouldKeepAlive = false
+    // RFC 9112: only HTTP/1.x here (HTTP/2.0 in an HTTP/1 request line, HTTP/0.9 or no version: 505);
+    // a request on an HTTP/2 listener has its stream. One Host only (a second one: 400).
+    if (req.httpVersionMajor !== 1 && (req as { stream?: unknown }).stream === undefined) { this.early(req, res, ANSWERS.unsupportedVersion, start, '/'); return }
+    // node:http keeps the first 2000 entries of the raw list (1000 fields) and drops the rest silently: refuse instead.
+    if (req.rawHeaders.length >= 2000) { this.early(req, res, ANSWERS.tooManyHeaders, start, '/'); return }
+    if (twoHosts(req.rawHeaders)) { this.early(req, res, ANSWERS.duplicateHost, start, '/'); return }
     const method = req.method as string
     const target = parseTarget(req.url as string)
     if (target === null) { this.early(req, res, ANSWERS.badTarget, start, '/'); return }
@@ -239,6 +264,8 @@ export class Frontend implements PipelineSink<Ctx> {
       host = parseHost(hostHeader)
       if (host === null) { this.early(req, res, ANSWERS.badHost, start, path); return }
     }
+    // Forward what the guards judged: the normalised path (gateway/context.ts normalizePath).
+    if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
       this.edge(state, req, res, path, target.query, start)
       return
@@ -269,9 +296,15 @@ export class Frontend implements PipelineSink<Ctx> {
 
     const cl = req.headers['content-length']
     if (cl !== undefined) {
-      if (Number(cl) > cr.maxBodySize) { this.reject(ctx, ANSWERS.tooLarge); return }
+      const length = Number(cl)
+      if (length > cr.maxBodySize) { this.reject(ctx, ANSWERS.tooLarge); return }
+      if (length > 0) {
+        ctx.bufferBody = length <= state.config.server.bodyBufferSize
+        this.watchBodyTime(ctx, state.config.server.bodyTimeoutMs)
+      }
     } else if (req.headers['transfer-encoding'] !== undefined) {
       this.watchBody(ctx, cr.maxBodySize)
+      this.watchBodyTime(ctx, state.config.server.bodyTimeoutMs)
     }
     if (cr.guards === null) this.pass(ctx)
     else runPipeline(ctx, cr, 0, this)
@@ -297,11 +330,65 @@ export class Frontend implements PipelineSink<Ctx> {
     }
   }
 
+  /**
+   * nginx client_body_timeout: the body may pause at most `ms` between two reads (the socket's idle
+   * timer, which any read resets; cleared when the body is complete). Past it: 408 REQUEST_TIMEOUT and
+   * the connection is closed; a request already being forwarded is cut (the proxy sees the client leave).
+   */
+  private watchBodyTime (ctx: Ctx, ms: number): void {
+    const req = ctx.req
+    req.setTimeout(ms, () => { this.bodyTimeout(ctx) })
+    // Once the answer is out, node:http has set the socket's keep-alive timer: leave that one alone.
+    req.once('end', () => { if (!ctx.res.writableFinished) req.setTimeout(0) })
+  }
+
+  private bodyTimeout (ctx: Ctx): void {
+    if (ctx.req.complete) return
+    ctx.bodyTimedOut = true
+    if (!ctx.settled && ctx.done === null) { this.reject(ctx, ANSWERS.requestTimeout); return }
+    if (!ctx.res.headersSent && !ctx.settled) {
+      // Forwarding: answer now; the response's close aborts the upstream exchange, which settles.
+      ctx.outcome = 'REQUEST_TIMEOUT'
+      writeRejection(ctx.res, ANSWERS.requestTimeout, null, true)
+      return
+    }
+    ctx.req.socket?.destroy()
+  }
+
+  /**
+   * Read a small body whole before taking an upstream connection (nginx proxy_request_buffering), so a
+   * client sending it slowly holds only its own socket, never one of the upstream pool's connections.
+   */
+  private readBody (ctx: Ctx): void {
+    const req = ctx.req
+    const chunks: Buffer[] = []
+    let size = 0
+    const onData = (c: Buffer): void => { chunks.push(c); size += c.length }
+    const onEnd = (): void => {
+      ctx.res.off('close', onClose)
+      if (ctx.settled) return
+      ctx.body = chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, size)
+      this.pass(ctx)
+    }
+    const onClose = (): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      if (ctx.settled) return
+      ctx.outcome = ctx.bodyTimedOut ? 'REQUEST_TIMEOUT' : 'CLIENT_ABORTED'
+      this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, ctx.res.headersSent ? ctx.res.statusCode : CLIENT_CLOSED)
+    }
+    req.on('data', onData)
+    req.once('end', onEnd)
+    ctx.res.once('close', onClose)
+  }
+
   // ---- PipelineSink ---------------------------------------------------------------------------
 
   pass (ctx: Ctx): void {
+    if (ctx.settled) return
     if (ctx.tooLarge) { this.reject(ctx, ANSWERS.tooLarge); return }
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
+    if (ctx.bufferBody && ctx.body === null && !ctx.req.readableEnded) { this.readBody(ctx); return }
     const done = ctx.done = (outcome: Outcome): void => { this.upstreamDone(ctx, outcome) }
     const cr = (ctx.owner as ServingState).routes[ctx.routeIndex] as CompiledRoute
     try {
@@ -316,8 +403,9 @@ export class Frontend implements PipelineSink<Ctx> {
     if (ctx.settled) return
     if (guard !== undefined) this.countGuard(ctx, guard, r.code)
     ctx.outcome = r.code
-    const tooLarge = r === ANSWERS.tooLarge
-    writeRejection(ctx.res, r, ctx.extraHeaders, tooLarge)
+    // The rest of the body is not read: close the connection after the answer.
+    const close = r === ANSWERS.tooLarge || r === ANSWERS.requestTimeout
+    writeRejection(ctx.res, r, ctx.extraHeaders, close)
     this.settle(ctx, { kind: 'rejected', rejection: r }, ctx.res.headersSent ? r.status : CLIENT_CLOSED)
   }
 
@@ -365,7 +453,7 @@ export class Frontend implements PipelineSink<Ctx> {
         this.settle(ctx, { kind: 'rejected', rejection: ANSWERS.tooLarge }, 413)
         return
       }
-      ctx.outcome = outcome.code
+      ctx.outcome = ctx.bodyTimedOut ? 'REQUEST_TIMEOUT' : outcome.code
       if (outcome.code !== 'CLIENT_ABORTED') writeRejection(ctx.res, failureRejection(outcome.code), null, false)
       status = ctx.res.headersSent ? ctx.res.statusCode : CLIENT_CLOSED
     } else {
@@ -475,7 +563,8 @@ export function timeHandler (clock: () => number): EdgeHandler {
 
 
 const RAW_400 = rawAnswer(400, 'Bad Request', ANSWERS.badRequest)
-const RAW_408 = rawAnswer(408, 'Request Timeout', rejection('BAD_REQUEST', 'request timeout'))
+const RAW_408 = rawAnswer(408, 'Request Timeout', rejection('REQUEST_TIMEOUT', 'request not received in time'))
+const RAW_505 = rawAnswer(505, 'HTTP Version Not Supported', ANSWERS.unsupportedVersion)
 const RAW_431 = rawAnswer(431, 'Request Header Fields Too Large', rejection('BAD_REQUEST', 'request headers too large'))
 
 function rawAnswer (status: number, text: string, r: Rejection): string {
@@ -495,7 +584,10 @@ export function createPublicServer (config: Config, frontend: Frontend, metrics:
     requestTimeout: s.requestTimeoutMs,
     keepAliveTimeout: s.keepAliveTimeoutMs,
     requireHostHeader: true,
-    noDelay: true
+    noDelay: true,
+    // How often node:http checks headers_timeout and request_timeout (its default, 30 s, let a 10 s
+    // headers_timeout fire after 17-25 s): they now fire within half a second of their value.
+    connectionsCheckingInterval: 500
   }, frontend.handle)
   applyServerLimits(server, config)
   server.on('connection', (socket: Socket) => {
@@ -507,7 +599,7 @@ export function createPublicServer (config: Config, frontend: Frontend, metrics:
       socket.destroy()
       return
     }
-    const raw = err.code === 'HPE_HEADER_OVERFLOW' ? RAW_431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? RAW_408 : RAW_400
+    const raw = err.code === 'HPE_HEADER_OVERFLOW' ? RAW_431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? RAW_408 : err.code === 'HPE_INVALID_VERSION' ? RAW_505 : RAW_400
     socket.end(raw)
     log('debug', 'client error', { code: err.code })
   })

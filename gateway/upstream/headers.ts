@@ -12,6 +12,11 @@
  *   address (`a, b, peer`); otherwise the peer address alone (a client cannot plant addresses).
  * - `X-Forwarded-Proto`: the trusted peer's value when it sent one, else this listener's scheme.
  * - `X-Forwarded-Host`: the trusted peer's value when it sent one, else the client's `Host`.
+ * - `X-Real-IP`: the client address the gateway judged (the peer, or X-Forwarded-For's right-most
+ *   untrusted hop behind trusted proxies), as nginx's `proxy_set_header X-Real-IP $remote_addr` with
+ *   real_ip; the client's own X-Real-IP is never passed on.
+ * - `Forwarded` (RFC 7239): from a trusted peer, its value plus this hop (`for=peer;proto=..;host=..`);
+ *   from anyone else, only this hop (a client cannot plant a `for=`).
  * - `Host`: the client's Host is passed through unchanged (nginx `proxy_set_header Host $host`), so
  *   origins see the public name; a request without Host gets the target's `host:port` from undici.
  */
@@ -20,7 +25,7 @@ import type { IncomingMessage } from 'node:http'
 /** Lower-cased names never forwarded upstream (hop-by-hop, or rebuilt here). `proxy-*` is checked apart. */
 const DROP_REQUEST = new Set([
   'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'host',
-  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host'
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded'
 ])
 
 /** Lower-cased names never forwarded to the client. `proxy-*` is checked apart. */
@@ -60,10 +65,11 @@ export function peerAddress (addr: string | undefined): string {
  * X-Forwarded-For/-Proto/-Host. `peerTrusted` says whether the socket peer is in trusted_proxies.
  * Only the first Content-Length is kept (node:http has already rejected conflicting ones).
  */
-export function requestHeaders (req: IncomingMessage, peerTrusted: boolean): string[] {
+export function requestHeaders (req: IncomingMessage, peerTrusted: boolean, clientIp?: string): string[] {
   const raw = req.rawHeaders
   const out: string[] = []
   let host: string | null = null
+  let fwd: string | null = null
   let xff: string | null = null
   let xfp: string | null = null
   let xfh: string | null = null
@@ -79,6 +85,7 @@ export function requestHeaders (req: IncomingMessage, peerTrusted: boolean): str
         case 'x-forwarded-for': xff = xff === null ? value : `${xff}, ${value}`; break
         case 'x-forwarded-proto': xfp ??= value; break
         case 'x-forwarded-host': xfh ??= value; break
+        case 'forwarded': fwd = fwd === null ? value : `${fwd}, ${value}`; break
         case 'connection': {
           const t = connectionTokens(value)
           if (t !== null) named = named === null ? t : named.concat(t)
@@ -101,7 +108,22 @@ export function requestHeaders (req: IncomingMessage, peerTrusted: boolean): str
   result.push('x-forwarded-proto', peerTrusted && xfp !== null ? xfp : ('encrypted' in req.socket && req.socket.encrypted === true ? 'https' : 'http'))
   const fwdHost = peerTrusted && xfh !== null ? xfh : host
   if (fwdHost !== null) result.push('x-forwarded-host', fwdHost)
+  result.push('x-real-ip', clientIp ?? peer)
+  const proto = 'encrypted' in req.socket && req.socket.encrypted === true ? 'https' : 'http'
+  let hop = `for=${forwardedNode(peer)};proto=${proto}`
+  if (host !== null) hop += `;host=${forwardedValue(host)}`
+  result.push('forwarded', peerTrusted && fwd !== null ? `${fwd}, ${hop}` : hop)
   return result
+}
+
+/** RFC 7239 node: IPv6 in brackets and quoted. */
+function forwardedNode (ip: string): string {
+  return ip.includes(':') ? `"[${ip}]"` : ip === '' ? 'unknown' : ip
+}
+
+/** A token as is, anything else as a quoted-string. */
+function forwardedValue (v: string): string {
+  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`
 }
 
 /** False when the raw name cannot be one of DROP_RESPONSE nor start with `proxy-` (ASCII case-insensitive). */

@@ -19,6 +19,12 @@
  *   `proxy_next_upstream error` covers). Never after a timeout, never once a body started streaming.
  * - Timeouts are undici's own (one shared coarse timer): `connectTimeout` → UPSTREAM_UNAVAILABLE,
  *   `headersTimeout`/`bodyTimeout` = the upstream's `timeout` → UPSTREAM_TIMEOUT. No timer per request here.
+ * - Bounded wait for a connection: a target takes at most `connections` requests at once (undici's own
+ *   queue would wait without bound); more wait here, FIFO, at most `queue` of them (one more is answered
+ *   OVERLOADED at once). The wait counts against the upstream `timeout`: a request still waiting when it
+ *   is over ends UPSTREAM_TIMEOUT, and one that gets a connection is given what is left of it as its
+ *   headers timeout. One coarse 50 ms ticker per UpstreamSet, running only while something waits, expires
+ *   them (so a wait ends within ~50 ms of its deadline).
  * - Trailers from the upstream are not forwarded (as nginx without `proxy_pass_trailers`); 1xx interim
  *   responses are swallowed (the client gets the final head once).
  */
@@ -35,7 +41,7 @@ import type { HealthPolicy, PeerState, Ring } from './balancer.js'
 import { requestHeaders, responseHeaders } from './headers.js'
 
 /** Codes `done` reports when no complete upstream answer reached the client. */
-export type ForwardFailure = 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'CLIENT_ABORTED' | 'BAD_REQUEST'
+export type ForwardFailure = 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'CLIENT_ABORTED' | 'BAD_REQUEST' | 'OVERLOADED'
 
 /**
  * Called exactly once per `forward()`, possibly synchronously, when the exchange is over:
@@ -94,6 +100,8 @@ class Target {
   readonly peer: PeerState
   pool: Pool
   poolKey: string
+  /** Requests waiting for one of this target's connections (FIFO; settled ones are skipped). */
+  readonly waiting: Exchange[] = []
   private readonly upstream: string
   private readonly metrics: Metrics
   private readonly counters = new Map<string, CounterCell>()
@@ -226,7 +234,11 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly group: Group
   private readonly ctx: RequestContext
   private readonly done: ForwardDone
-  private readonly opts: Dispatcher.DispatchOptions
+  private readonly opts: Dispatcher.DispatchOptions & { headersTimeout: number }
+  /** performance.now() when forward() was called: the upstream timeout counts from here while waiting. */
+  private readonly began = performance.now()
+  /** performance.now() past which a waiting request ends UPSTREAM_TIMEOUT. */
+  deadline = 0
   private target: Target | null = null
   private tried: PeerState[] | null = null
   private attempts = 0
@@ -258,7 +270,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.opts = {
       path: requestPath(ctx),
       method: ctx.method,
-      headers: requestHeaders(req, ctx.peerTrusted),
+      headers: requestHeaders(req, ctx.peerTrusted, ctx.clientIp),
       body,
       headersTimeout: group.cfg.timeoutMs,
       bodyTimeout: group.cfg.timeoutMs
@@ -286,10 +298,42 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.attempts++
     this.connected = false
     this.abortFn = null
+    const cfg = this.group.cfg
+    if (target.peer.active >= cfg.connections) {
+      if (target.waiting.length >= cfg.queue) {
+        target.count('overloaded')
+        this.settle({ kind: 'failed', code: 'OVERLOADED' })
+        return
+      }
+      this.deadline = this.began + cfg.timeoutMs
+      target.waiting.push(this)
+      this.set.waitingAdded(target)
+      return
+    }
+    this.dispatch(target)
+  }
+
+  private dispatch (target: Target): void {
     this.inFlight = true
     target.peer.active++
+    // What is left of the upstream timeout after waiting for a connection (the whole of it otherwise).
+    const left = this.group.cfg.timeoutMs - Math.floor(performance.now() - this.began)
+    this.opts.headersTimeout = Math.max(1, Math.min(this.group.cfg.timeoutMs, left))
     this.sentAt = performance.now()
     target.pool.dispatch(this.opts, this)
+  }
+
+  /** Still waiting for a connection (not settled by a client abort or a timeout). */
+  get waitingForConnection (): boolean { return !this.settled && !this.inFlight }
+
+  /** A connection of `target` is free: take it (called by the target's queue). */
+  resumeOn (target: Target): void { this.dispatch(target) }
+
+  /** The wait outlived the upstream timeout. */
+  expire (): void {
+    if (this.settled) return
+    this.target?.count('queue_timeout')
+    this.settle({ kind: 'failed', code: 'UPSTREAM_TIMEOUT' })
   }
 
   private readonly onClientClose = (): void => {
@@ -326,7 +370,9 @@ class Exchange implements Dispatcher.DispatchHandler {
   private endAttempt (): void {
     if (this.inFlight) {
       this.inFlight = false
-      this.target!.peer.active--
+      const t = this.target!
+      t.peer.active--
+      if (t.waiting.length > 0) this.set.next(t, this.group.cfg.connections)
     }
   }
 
@@ -477,6 +523,9 @@ class UpstreamSet implements Upstreams {
   readonly clock: () => number
   private readonly logFn: UpstreamDeps['log']
   private groups = new Map<string, Group>()
+  /** Targets with requests waiting for a connection, and the ticker that expires those waits. */
+  private readonly queued = new Set<Target>()
+  private ticker: NodeJS.Timeout | null = null
 
   constructor (cfg: ReadonlyMap<string, UpstreamConfig>, deps: UpstreamDeps) {
     this.metrics = deps.metrics
@@ -487,6 +536,42 @@ class UpstreamSet implements Upstreams {
 
   log (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void {
     this.logFn?.(level, msg, fields)
+  }
+
+  /** A request started waiting on some target: make sure the ticker runs. */
+  waitingAdded (t: Target): void {
+    this.queued.add(t)
+    if (this.ticker === null) {
+      this.ticker = setInterval(this.tick, 50)
+      this.ticker.unref()
+    }
+  }
+
+  /** Hand free connections of `t` to its waiting requests, first come first served. */
+  next (t: Target, connections: number): void {
+    const q = t.waiting
+    while (q.length > 0 && t.peer.active < connections) {
+      const e = q.shift()!
+      if (e.waitingForConnection) e.resumeOn(t)
+    }
+  }
+
+  private readonly tick = (): void => {
+    const now = performance.now()
+    for (const t of this.queued) {
+      const q = t.waiting
+      // Expire the overdue and drop settled entries (client gone), keeping the order of the rest.
+      let keep = 0
+      for (let i = 0; i < q.length; i++) {
+        const e = q[i]!
+        if (!e.waitingForConnection) continue
+        if (e.deadline <= now) { e.expire(); continue }
+        q[keep++] = e
+      }
+      q.length = keep
+      if (keep === 0) this.queued.delete(t)
+    }
+    if (this.queued.size === 0 && this.ticker !== null) { clearInterval(this.ticker); this.ticker = null }
   }
 
   forward (ctx: RequestContext, upstream: string, done: ForwardDone): void {
@@ -549,6 +634,9 @@ class UpstreamSet implements Upstreams {
   }
 
   async close (): Promise<void> {
+    if (this.ticker !== null) { clearInterval(this.ticker); this.ticker = null }
+    for (const t of this.queued) for (const e of t.waiting.splice(0)) e.expire()
+    this.queued.clear()
     const pools: Pool[] = []
     for (const g of this.groups.values()) for (const t of g.targets) pools.push(t.pool)
     this.groups = new Map()

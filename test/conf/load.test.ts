@@ -32,7 +32,7 @@ t.test('an empty file is a valid config of defaults', async (t) => {
   t.equal(c.workers, 1)
   t.equal(c.file, resolve('empty.yaml'))
   t.same(c.store, { kind: 'memory', url: null, nodes: [], onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000, gatewayNodes: 1 })
-  t.same(c.server, { maxHeaderSize: 16384, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxBodySize: 1_048_576, drainTimeoutMs: 10_000 })
+  t.same(c.server, { maxHeaderSize: 16384, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxBodySize: 1_048_576, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 131_072 })
   t.same(c.accessLog, { enabled: true, path: 'stdout' })
   t.same(c.origin, { listen: { host: '127.0.0.1', port: 7001 }, orderRate: 1000, paymentTimeoutMs: 600_000 })
   t.same(c.identity, { user: null })
@@ -71,7 +71,7 @@ routes:
     name: 'u',
     balance: { kind: 'round_robin' },
     targets: [{ url: 'http://127.0.0.1:7001', weight: 1 }, { url: 'https://backend.internal:8443', weight: 1 }],
-    maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4000
+    maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4000, queue: 1024
   })
   t.same(c.campaigns.get('c'), {
     id: 'c', startsAt: Date.parse('2026-11-11T04:00:00Z'), endsAt: Date.parse('2026-11-11T04:30:00Z'),

@@ -92,6 +92,7 @@ export function upstreamConfig (name: string, targets: ReadonlyArray<string | { 
     retries: 1,
     connections: 16,
     keepAliveTimeoutMs: 10_000,
+    queue: 1024,
     ...over
   }
 }

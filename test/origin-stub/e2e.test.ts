@@ -43,6 +43,7 @@ routes:
   - name: site
     match: { path_prefix: / }
     upstream: purchase
+    allow_bypass_of: [buy]
 `)
   const gw = await startGateway({ config: gwConfig, listen: { host: '127.0.0.1', port: 0 }, admin: null, log: silentLog })
   t.teardown(async () => { await gw.close() })

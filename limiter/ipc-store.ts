@@ -1,0 +1,381 @@
+/**
+ * One ledger per node with `--workers N` on the embedded store: the primary process holds the one
+ * MemoryStore (`LedgerStore`, served by `serveLedger`) and every worker reaches it through `IpcStore`,
+ * a Store that sends each call over the worker's IPC channel (node:cluster's, or any `process.send`
+ * channel) and awaits the answer. Quota, dedupe marks, cluster-scope limits, single-use link nonces and
+ * proof-of-work tokens are thus exact across the node's workers, as they are across nodes on Redis.
+ * (Node-scope buckets and the quota's sold-out latch stay in each worker and send nothing.)
+ *
+ * - Batching: the calls a worker makes in one event-loop turn go out as one IPC message, and the primary
+ *   answers each message with one message (the calls of a batch are applied one after the other, each
+ *   atomically: the MemoryStore answers synchronously). An IPC message costs a JSON serialisation and a
+ *   write on each side; batching spreads that over every request of the turn, as the Redis store's
+ *   corking does. Values travel as small arrays (a GCRA answer's Infinity as -1: JSON has no Infinity).
+ * - Failure behaves as a Redis store's does: a per-call deadline (`store.timeout`, one timer for all calls,
+ *   decided after one more poll phase so an answer already in the pipe wins), FG_ERR_STORE_TIMEOUT, the
+ *   same circuit breaker (breaker.ts), FG_ERR_STORE_UNAVAILABLE at once when the channel is gone. A
+ *   primary that stops answering is a store failure, handled by the guards' `on_error` policy. A late
+ *   answer goes to `onLate` (addIfWithin / markAndAdd), so the quota gives back a unit applied for a
+ *   request already answered with an error.
+ * - publish: goes to the primary, which delivers it to its own subscribers and to every worker (channel
+ *   messages are rare: quota changes, releases). So a `quota` message — an admin quota change, a reset,
+ *   a release — clears the sold-out latch in every worker.
+ *
+ * Metrics as the Redis store: flashgate_store_duration_seconds{op}, flashgate_store_errors_total{op}
+ * (worker side); the primary counts what it answers in flashgate_ledger_calls_total and
+ * flashgate_ledger_messages_total{worker} (gateway/cluster.ts).
+ */
+import { performance } from 'node:perf_hooks'
+import type { StoreConfig } from '../conf/types.js'
+import { StoreError } from '../gateway/errors.js'
+import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/metrics.js'
+import { Breaker } from './breaker.js'
+import { MemoryStore, type MemoryStoreOptions } from './memory-store.js'
+import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
+
+/** One end of an IPC channel: a cluster Worker, a ChildProcess, or `process` in the child. */
+export interface Peer {
+  send (message: unknown): boolean
+  on (event: 'message', fn: (message: unknown) => void): unknown
+  off (event: 'message', fn: (message: unknown) => void): unknown
+  readonly connected?: boolean
+}
+
+/** Operations on the wire (short names: they are in every message). */
+type Op = 'g' | 'a' | 'm' | 'n' | 'r' | 's' | 'x' | 'd' | 'sa' | 'sr' | 'sh' | 'p' | 'ping'
+/** A call: [id, op, ...args]; an answer: [id, 1, value] or [id, 0, error message]. */
+type Call = [number, Op, ...unknown[]]
+type Answer = [number, 0 | 1, unknown]
+
+/** Worker → primary: a batch of calls. */
+export interface StoreMessage { fg: true, type: 'store', b: Call[] }
+/** Primary → worker: the answers to one batch. */
+interface ReplyMessage { fg: true, type: 'store-reply', b: Answer[] }
+/** Primary → every worker: a published channel message. */
+interface PubMessage { fg: true, type: 'store-pub', c: string, m: string }
+
+const isMsg = (m: unknown): m is { fg: true, type: string } =>
+  typeof m === 'object' && m !== null && (m as { fg?: unknown }).fg === true
+
+// ---- the primary's side
+
+/** The primary's MemoryStore: a publish reaches its own subscribers and every worker's. */
+export class LedgerStore extends MemoryStore {
+  private readonly peers = new Set<Peer>()
+
+  constructor (opts: MemoryStoreOptions) { super(opts) }
+
+  /** A worker's channel; its published messages and subscriptions go through this ledger. */
+  addPeer (p: Peer): void { this.peers.add(p) }
+  removePeer (p: Peer): void { this.peers.delete(p) }
+
+  override async publish (channel: string, message: string): Promise<void> {
+    const m: PubMessage = { fg: true, type: 'store-pub', c: channel, m: message }
+    for (const p of this.peers) {
+      if (p.connected !== false) { try { p.send(m) } catch {} }
+    }
+    await super.publish(channel, message)
+  }
+}
+
+const str = (v: unknown): string => typeof v === 'string' ? v : String(v)
+const num = (v: unknown): number => typeof v === 'number' ? v : Number(v)
+const strs = (v: unknown): string[] => Array.isArray(v) ? v.map(str) : []
+
+/** Apply one call to the ledger; the promise's value is what goes on the wire. */
+function apply (store: Store, c: Call): Promise<unknown> {
+  const [, op, a, b, x, y, z, w] = c
+  switch (op) {
+    case 'g': return store.gcra(str(a), num(b), num(x), num(y), num(z)).then((r) => [r.ok ? 1 : 0, r.remaining, Number.isFinite(r.retryAfterMs) ? r.retryAfterMs : -1, r.resetAfterMs])
+    case 'a': return store.addIfWithin(str(a), num(b), num(x), y === null || y === undefined ? undefined : { min: num(y) }).then((r) => [r.ok ? 1 : 0, r.value])
+    case 'm': return store.markAndAdd(str(a), str(b), num(x), str(y), num(z), num(w)).then((r) => [r.fresh ? 1 : 0, r.ok ? 1 : 0, r.value])
+    case 'n': return store.add(str(a), num(b))
+    case 'r': return store.get(str(a))
+    case 's': return store.set(str(a), str(b), x === null || x === undefined ? undefined : num(x)).then(() => null)
+    case 'x': return store.setIfAbsent(str(a), str(b), num(x))
+    case 'd': return store.del(str(a))
+    case 'sa': return store.setAdd(str(a), strs(b))
+    case 'sr': return store.setRemove(str(a), strs(b))
+    case 'sh': return store.setHas(str(a), str(b))
+    case 'p': return store.publish(str(a), str(b)).then(() => null)
+    case 'ping': return Promise.resolve(1)
+    default: return Promise.reject(new Error(`unknown store op ${String(op)}`))
+  }
+}
+
+export interface LedgerCounters {
+  /** A batch arrived (one IPC message). */
+  message (): void
+  /** `n` calls were answered. */
+  calls (n: number): void
+}
+
+/**
+ * Answer a worker's store calls from `store` (the primary's LedgerStore). Each batch is applied in order
+ * and answered with one message. Returns a function that stops serving this peer.
+ */
+export function serveLedger (store: LedgerStore, peer: Peer, counters?: LedgerCounters): () => void {
+  store.addPeer(peer)
+  const onMessage = (m: unknown): void => {
+    if (!isMsg(m) || m.type !== 'store') return
+    const calls = (m as StoreMessage).b
+    if (!Array.isArray(calls) || calls.length === 0) return
+    counters?.message()
+    const out: Answer[] = new Array<Answer>(calls.length)
+    let left = calls.length
+    const done = (): void => {
+      if (--left > 0) return
+      counters?.calls(calls.length)
+      if (peer.connected === false) return
+      try { peer.send({ fg: true, type: 'store-reply', b: out } satisfies ReplyMessage) } catch {}
+    }
+    for (let i = 0; i < calls.length; i++) {
+      const c = calls[i] as Call
+      const id = Array.isArray(c) ? num(c[0]) : -1
+      let p: Promise<unknown>
+      try { p = Array.isArray(c) ? apply(store, c) : Promise.reject(new Error('malformed store call')) } catch (err) { p = Promise.reject(err) }
+      const slot = i
+      p.then((v) => { out[slot] = [id, 1, v === undefined ? null : v]; done() },
+        (err: unknown) => { out[slot] = [id, 0, err instanceof Error ? err.message : String(err)]; done() })
+    }
+  }
+  peer.on('message', onMessage)
+  return () => {
+    peer.off('message', onMessage)
+    store.removePeer(peer)
+  }
+}
+
+// ---- the worker's side
+
+type OpName = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish' | 'ping'
+const NAMES: Record<Op, OpName> = { g: 'gcra', a: 'add_if_within', m: 'mark_and_add', n: 'add', r: 'get', s: 'set', x: 'set_if_absent', d: 'del', sa: 'set_add', sr: 'set_remove', sh: 'set_has', p: 'publish', ping: 'ping' }
+
+interface Pending {
+  readonly op: Op
+  readonly t0: number
+  readonly deadline: number
+  readonly decode: (v: unknown) => unknown
+  readonly resolve: (v: unknown) => void
+  readonly reject: (e: Error) => void
+  readonly onLate: ((v: never) => void) | undefined
+}
+
+/** Timed-out calls kept for a late answer (their onLate): at most this many, the oldest dropped first. */
+const MAX_LATE = 10_000
+
+const same = (v: unknown): unknown => v
+const toGcra = (v: unknown): GcraResult => {
+  const [ok, remaining, retry, reset] = v as [number, number, number, number]
+  return { ok: ok === 1, remaining, retryAfterMs: retry < 0 ? Infinity : retry, resetAfterMs: reset }
+}
+const toCounter = (v: unknown): CounterResult => { const [ok, value] = v as [number, number]; return { ok: ok === 1, value } }
+const toMarkAdd = (v: unknown): MarkAddResult => { const [fresh, ok, value] = v as [number, number, number]; return { fresh: fresh === 1, ok: ok === 1, value } }
+const toVoid = (): void => {}
+
+export interface IpcStoreDeps {
+  readonly metrics: Metrics
+  /** The breaker's back-off clock. */
+  readonly clock: () => number
+  readonly log?: ((level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void) | undefined
+}
+
+/** A worker's Store: every call answered by the primary's ledger over `peer` (see the header). */
+export class IpcStore implements Store {
+  /** The same semantics as the embedded store (one node); it is the memory store, reached over IPC. */
+  readonly kind = 'memory' as const
+  private readonly peer: Peer
+  private readonly timeoutMs: number
+  private readonly breaker: Breaker
+  private readonly log: NonNullable<IpcStoreDeps['log']>
+  private readonly errors: Record<OpName, { inc(): void }>
+  private readonly durations: Record<OpName, { observe(v: number): void }>
+  private readonly pending = new Map<number, Pending>()
+  private readonly late = new Map<number, Pending>()
+  private readonly subs = new Map<string, Set<(m: string) => void>>()
+  private nextId = 1
+  private out: Call[] = []
+  private flushing = false
+  private timer: NodeJS.Timeout | null = null
+  private closed = false
+  private readonly onMessage = (m: unknown): void => { this.received(m) }
+
+  constructor (cfg: Pick<StoreConfig, 'timeoutMs' | 'breakerFailures' | 'breakerBackoffMs'>, peer: Peer, deps: IpcStoreDeps) {
+    this.peer = peer
+    this.timeoutMs = cfg.timeoutMs
+    this.log = deps.log ?? (() => {})
+    const m = deps.metrics
+    const ops = Object.values(NAMES)
+    this.errors = Object.fromEntries(ops.map((op) => [op, m.storeErrors.labels(op)])) as unknown as Record<OpName, { inc(): void }>
+    this.durations = Object.fromEntries(ops.map((op) => [op, new HistogramCell(m.storeDuration, { op }, STORE_DURATION_BUCKETS)])) as unknown as Record<OpName, { observe(v: number): void }>
+    this.breaker = new Breaker(cfg.breakerFailures, cfg.breakerBackoffMs, deps.clock, (open) => {
+      m.storeBreakerOpen.set(open ? 1 : 0)
+      this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: 'ledger' })
+    })
+    peer.on('message', this.onMessage)
+  }
+
+  get healthy (): boolean {
+    return !this.closed && this.peer.connected !== false && this.breaker.state === 'closed'
+  }
+
+  /** One call: refused by the breaker, or queued for this turn's batch with its deadline. */
+  private call<T> (op: Op, args: unknown[], decode: (v: unknown) => T, onLate?: (v: T) => void): Promise<T> {
+    if (this.closed || this.peer.connected === false) {
+      this.errors[NAMES[op]].inc()
+      return Promise.reject(new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store ledger (primary process) unreachable'))
+    }
+    if (!this.breaker.allow()) {
+      this.errors[NAMES[op]].inc()
+      return Promise.reject(new StoreError('FG_ERR_STORE_BREAKER_OPEN', 'store circuit breaker open'))
+    }
+    const id = this.nextId++
+    const t0 = performance.now()
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { op, t0, deadline: t0 + this.timeoutMs, decode, resolve: resolve as (v: unknown) => void, reject, onLate: onLate as ((v: never) => void) | undefined })
+      this.out.push([id, op, ...args])
+      if (!this.flushing) { this.flushing = true; setImmediate(this.flush) }
+      if (this.timer === null) this.timer = setTimeout(this.fire, this.timeoutMs)
+    })
+  }
+
+  /** Send this turn's calls as one message. */
+  private readonly flush = (): void => {
+    this.flushing = false
+    const b = this.out
+    if (b.length === 0) return
+    this.out = []
+    try {
+      this.peer.send({ fg: true, type: 'store', b } satisfies StoreMessage)
+    } catch (err) {
+      for (const c of b) this.fail(c[0], new StoreError('FG_ERR_STORE_UNAVAILABLE', `store ledger: ${err instanceof Error ? err.message : String(err)}`))
+    }
+  }
+
+  private fail (id: number, err: StoreError): void {
+    const p = this.pending.get(id)
+    if (p === undefined) return
+    this.pending.delete(id)
+    this.errors[NAMES[p.op]].inc()
+    this.durations[NAMES[p.op]].observe((performance.now() - p.t0) / 1000)
+    this.breaker.failure()
+    p.reject(err)
+  }
+
+  private received (m: unknown): void {
+    if (!isMsg(m)) return
+    if (m.type === 'store-reply') {
+      const b = (m as ReplyMessage).b
+      if (!Array.isArray(b)) return
+      const t1 = performance.now()
+      for (const a of b) this.answered(a, t1)
+    } else if (m.type === 'store-pub') {
+      const { c, m: text } = m as PubMessage
+      const set = this.subs.get(c)
+      if (set === undefined) return
+      for (const fn of [...set]) {
+        try { fn(text) } catch (err) { this.log('error', 'store subscriber threw', { channel: c, error: err instanceof Error ? err.message : String(err) }) }
+      }
+    }
+  }
+
+  private answered (a: Answer, t1: number): void {
+    const [id, ok, v] = a
+    const p = this.pending.get(id)
+    if (p === undefined) {
+      const l = this.late.get(id)
+      if (l === undefined) return
+      this.late.delete(id)
+      if (ok === 1 && l.onLate !== undefined) { try { l.onLate(l.decode(v) as never) } catch {} }
+      return
+    }
+    this.pending.delete(id)
+    const name = NAMES[p.op]
+    this.durations[name].observe((t1 - p.t0) / 1000)
+    // An answer at all means the primary is alive: an error answer is bad data (a wrong type), not an outage.
+    this.breaker.success()
+    if (ok === 1) { p.resolve(p.decode(v)); return }
+    this.errors[name].inc()
+    p.reject(new StoreError('FG_ERR_STORE_SCRIPT', `store ${name}: ${String(v)}`))
+  }
+
+  /** The deadline timer fired: decide after one more poll phase (an answer already in the pipe wins). */
+  private readonly fire = (): void => { setImmediate(this.sweep) }
+
+  private readonly sweep = (): void => {
+    this.timer = null
+    const now = performance.now()
+    // Every call has the same timeout, so the Map's insertion order is deadline order.
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) {
+        this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(p.deadline - now)))
+        return
+      }
+      this.pending.delete(id)
+      if (p.onLate !== undefined) {
+        this.late.set(id, p)
+        if (this.late.size > MAX_LATE) { for (const k of this.late.keys()) { this.late.delete(k); break } }
+      }
+      const name = NAMES[p.op]
+      this.errors[name].inc()
+      this.durations[name].observe((now - p.t0) / 1000)
+      this.breaker.failure()
+      p.reject(new StoreError('FG_ERR_STORE_TIMEOUT', `store ${name} timed out after ${this.timeoutMs}ms`))
+    }
+  }
+
+  gcra (key: string, now: number, emissionIntervalMs: number, burst: number, cost: number): Promise<GcraResult> {
+    return this.call('g', [key, now, emissionIntervalMs, burst, cost], toGcra)
+  }
+
+  addIfWithin (key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult> {
+    return this.call('a', opts?.min === undefined ? [key, delta, limit] : [key, delta, limit, opts.min], toCounter, opts?.onLate)
+  }
+
+  markAndAdd (markKey: string, mark: string, ttlMs: number, key: string, delta: number, limit: number, opts?: { readonly onLate?: (r: MarkAddResult) => void }): Promise<MarkAddResult> {
+    return this.call('m', [markKey, mark, ttlMs, key, delta, limit], toMarkAdd, opts?.onLate)
+  }
+
+  add (key: string, delta: number): Promise<number> { return this.call('n', [key, delta], same as (v: unknown) => number) }
+  get (key: string): Promise<string | null> { return this.call('r', [key], same as (v: unknown) => string | null) }
+  set (key: string, value: string, ttlMs?: number): Promise<void> { return this.call('s', ttlMs === undefined ? [key, value] : [key, value, ttlMs], toVoid) }
+  setIfAbsent (key: string, value: string, ttlMs: number): Promise<boolean> { return this.call('x', [key, value, ttlMs], same as (v: unknown) => boolean) }
+  del (key: string): Promise<boolean> { return this.call('d', [key], same as (v: unknown) => boolean) }
+  setAdd (key: string, members: readonly string[]): Promise<number> { return this.call('sa', [key, members], same as (v: unknown) => number) }
+  setRemove (key: string, members: readonly string[]): Promise<number> { return this.call('sr', [key, members], same as (v: unknown) => number) }
+  setHas (key: string, member: string): Promise<boolean> { return this.call('sh', [key, member], same as (v: unknown) => boolean) }
+  publish (channel: string, message: string): Promise<void> { return this.call('p', [channel, message], toVoid) }
+
+  subscribe (channel: string, onMessage: (message: string) => void): () => void {
+    let set = this.subs.get(channel)
+    if (set === undefined) { set = new Set(); this.subs.set(channel, set) }
+    const fn = (m: string): void => { onMessage(m) }
+    set.add(fn)
+    return () => {
+      const s = this.subs.get(channel)
+      s?.delete(fn)
+      if (s?.size === 0) this.subs.delete(channel)
+    }
+  }
+
+  /** Resolves once the primary answers a ping (rejects with a StoreError after `timeoutMs`). */
+  async ready (timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      try { await this.call('ping', [], same); return } catch (err) {
+        if (Date.now() >= deadline || (err as { code?: string }).code === 'FG_ERR_STORE_UNAVAILABLE') throw err
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.peer.off('message', this.onMessage)
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
+    for (const [id] of this.pending) this.fail(id, new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store closed'))
+    this.late.clear()
+    this.subs.clear()
+  }
+}

@@ -1,12 +1,12 @@
 /**
- * A real primary-side ledger in a child process (forked with an IPC channel): the test process plays the
- * worker and reaches it through IpcStore. Sends `{fg, type: 'ledger-ready'}` once serving; exits when the
- * channel closes.
+ * A real primary-side ledger in a child process: the test process plays the worker and reaches it through
+ * IpcStore over the socketpair on the child's fd 4, as a gateway worker does. Sends `{type: 'ledger-ready'}`
+ * over Node's IPC channel once serving; exits when that channel closes.
  */
-import { LedgerStore, serveLedger, type Peer } from '../../limiter/ipc-store.js'
+import { Socket } from 'node:net'
+import { LedgerStore, serveLedger, socketPeer } from '../../limiter/ipc-store.js'
 
-const peer = process as unknown as Peer
 const store = new LedgerStore({ maxKeys: 10_000, clock: Date.now })
-serveLedger(store, peer)
+serveLedger(store, socketPeer(new Socket({ fd: 4, readable: true, writable: true })))
 process.on('disconnect', () => { process.exit(0) })
-peer.send({ fg: true, type: 'ledger-ready' })
+process.send?.({ type: 'ledger-ready' })

@@ -6,7 +6,7 @@
 import t from 'tap'
 import type { StoreConfig } from '../../conf/types.js'
 import { createMetrics } from '../../gateway/metrics.js'
-import { IpcStore, type Peer } from '../../limiter/ipc-store.js'
+import { IpcStore } from '../../limiter/ipc-store.js'
 import type { CounterResult } from '../../limiter/store.js'
 import { startLedgerProcess } from '../helpers/ledger.js'
 
@@ -15,9 +15,9 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 const codeOf = async (p: Promise<unknown>): Promise<string> => await p.then(() => 'resolved', (e: unknown) => String((e as { code?: string }).code))
 
 t.test('a stopped primary: timeouts within the deadline, breaker, late answers, recovery', async (t) => {
-  const child = await startLedgerProcess(t)
+  const { child, peer } = await startLedgerProcess(t)
   const metrics = createMetrics({ defaultMetrics: false })
-  const store = new IpcStore(cfg, child as unknown as Peer, { metrics, clock: Date.now })
+  const store = new IpcStore(cfg, peer, { metrics, clock: Date.now })
   t.teardown(() => store.close())
   await store.ready()
   t.same(await store.addIfWithin('q', 1, 10), { ok: true, value: 1 })
@@ -42,8 +42,8 @@ t.test('a stopped primary: timeouts within the deadline, breaker, late answers, 
 })
 
 t.test('the channel is gone: calls fail at once with FG_ERR_STORE_UNAVAILABLE', async (t) => {
-  const child = await startLedgerProcess(t)
-  const store = new IpcStore(cfg, child as unknown as Peer, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now })
+  const { child, peer } = await startLedgerProcess(t)
+  const store = new IpcStore(cfg, peer, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now })
   t.teardown(() => store.close())
   await store.ready()
   const gone = new Promise((resolve) => child.once('exit', resolve))

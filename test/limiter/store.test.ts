@@ -6,7 +6,7 @@ import t from 'tap'
 import type { StoreConfig } from '../../conf/types.js'
 import { createMetrics } from '../../gateway/metrics.js'
 import { createStore } from '../../limiter/index.js'
-import { IpcStore, type Peer } from '../../limiter/ipc-store.js'
+import { IpcStore } from '../../limiter/ipc-store.js'
 import { startLedgerProcess } from '../helpers/ledger.js'
 import { startRedis, startRedisCluster } from '../helpers/redis.js'
 import { storeContract } from './store-contract.js'
@@ -28,8 +28,8 @@ t.test('memory', async (t) => {
 
 t.test('memory over IPC (the primary\'s ledger with --workers)', async (t) => {
   storeContract(t, async () => {
-    const child = await startLedgerProcess(t)
-    const store = new IpcStore(base, child as unknown as Peer, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now })
+    const { peer } = await startLedgerProcess(t)
+    const store = new IpcStore(base, peer, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now })
     t.teardown(() => store.close())
     await store.ready()
     return { store, advance: sleep }

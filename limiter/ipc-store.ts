@@ -1,8 +1,8 @@
 /**
  * One ledger per node with `--workers N` on the embedded store: the primary process holds the one
  * MemoryStore (`LedgerStore`, served by `serveLedger`) and every worker reaches it through `IpcStore`,
- * a Store that sends each call over the worker's IPC channel (node:cluster's, or any `process.send`
- * channel) and awaits the answer. Quota, dedupe marks, cluster-scope limits, single-use link nonces and
+ * a Store that sends each call over a channel to the primary (`socketPeer`: a socketpair per worker)
+ * and awaits the answer. Quota, dedupe marks, cluster-scope limits, single-use link nonces and
  * proof-of-work tokens are thus exact across the node's workers, as they are across nodes on Redis.
  * (Node-scope buckets and the quota's sold-out latch stay in each worker and send nothing.)
  *
@@ -55,10 +55,11 @@ const MAX_FRAME = 64 * 1024 * 1024
  * text per line (JSON.stringify never writes a raw newline).
  *
  * Why not the cluster IPC channel itself: the primary also passes every accepted connection to the
- * workers over it (round-robin scheduling), and Node queues every message behind a handle until the
- * worker acknowledges it. Measured with 300 connections opened at once on a loaded 2-core box, store
- * answers waited behind the handles for more than the 50 ms store timeout (503s mid-sale); on a
- * channel of their own they do not.
+ * workers over it (round-robin scheduling), and Node's child_process holds every message sent after a
+ * handle until the worker has acknowledged that handle (`_handleQueue`), so at the start of a sale — many
+ * connections opened at once — store answers would wait behind connection hand-overs. A channel of its
+ * own has no such queue. (Its cost per call, measured side by side with Node's IPC channel, is the same
+ * within noise: bench/ledger.ts.)
  */
 export function socketPeer (sock: Duplex): Peer {
   const fns = new Set<(m: unknown) => void>()

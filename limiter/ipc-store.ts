@@ -10,7 +10,7 @@
  *   answers each message with one message (the calls of a batch are applied one after the other, each
  *   atomically: the MemoryStore answers synchronously). An IPC message costs a JSON serialisation and a
  *   write on each side; batching spreads that over every request of the turn, as the Redis store's
- *   corking does. Values travel as small arrays (a GCRA answer's Infinity as -1: JSON has no Infinity).
+ *   corking does. Calls travel as `[id, method, ...args]`, answers as JSON (a GCRA answer's Infinity as -1).
  * - Failure behaves as a Redis store's does: a per-call deadline (`store.timeout`, one timer for all calls,
  *   decided after one more poll phase so an answer already in the pipe wins), FG_ERR_STORE_TIMEOUT, the
  *   same circuit breaker (breaker.ts), FG_ERR_STORE_UNAVAILABLE at once when the channel is gone. A
@@ -94,8 +94,22 @@ export function socketPeer (sock: Duplex): Peer {
   }
 }
 
-/** Operations on the wire (short names: they are in every message). */
-type Op = 'g' | 'a' | 'm' | 'n' | 'r' | 's' | 'x' | 'd' | 'sa' | 'sr' | 'sh' | 'p' | 'ping'
+/**
+ * The Store methods a worker calls on the ledger: on the wire by name, applied by name on the primary.
+ * A method added to the Store interface must be added here (the Record fails to compile until it is) and
+ * to IpcStore (one line: `this.call('name', [args], decode)`); its answer travels as JSON, so only an
+ * answer JSON cannot carry (Infinity, a Set, undefined) needs an entry in ENCODE and a decoder.
+ */
+type Op = Exclude<keyof Store, 'kind' | 'healthy' | 'subscribe' | 'ready' | 'close'> | 'ping'
+const OPS: Readonly<Record<Op, true>> = {
+  gcra: true, addIfWithin: true, markAndAdd: true, add: true, get: true, set: true, setIfAbsent: true, del: true,
+  setAdd: true, setRemove: true, setHas: true, publish: true, ping: true
+}
+/** Answers JSON cannot carry as they are (the worker's decoder undoes it). */
+const ENCODE: Partial<Record<Op, (v: never) => unknown>> = {
+  // retryAfterMs is Infinity when the cost can never fit: JSON has no Infinity.
+  gcra: (r: GcraResult) => Number.isFinite(r.retryAfterMs) ? r : { ...r, retryAfterMs: -1 }
+}
 /** A call: [id, op, ...args]; an answer: [id, 1, value] or [id, 0, error message]. */
 type Call = [number, Op, ...unknown[]]
 type Answer = [number, 0 | 1, unknown]
@@ -131,29 +145,16 @@ export class LedgerStore extends MemoryStore {
   }
 }
 
-const str = (v: unknown): string => typeof v === 'string' ? v : String(v)
-const num = (v: unknown): number => typeof v === 'number' ? v : Number(v)
-const strs = (v: unknown): string[] => Array.isArray(v) ? v.map(str) : []
+type Method = (...args: unknown[]) => Promise<unknown>
 
 /** Apply one call to the ledger; the promise's value is what goes on the wire. */
 function apply (store: Store, c: Call): Promise<unknown> {
-  const [, op, a, b, x, y, z, w] = c
-  switch (op) {
-    case 'g': return store.gcra(str(a), num(b), num(x), num(y), num(z)).then((r) => [r.ok ? 1 : 0, r.remaining, Number.isFinite(r.retryAfterMs) ? r.retryAfterMs : -1, r.resetAfterMs])
-    case 'a': return store.addIfWithin(str(a), num(b), num(x), y === null || y === undefined ? undefined : { min: num(y) }).then((r) => [r.ok ? 1 : 0, r.value])
-    case 'm': return store.markAndAdd(str(a), str(b), num(x), str(y), num(z), num(w)).then((r) => [r.fresh ? 1 : 0, r.ok ? 1 : 0, r.value])
-    case 'n': return store.add(str(a), num(b))
-    case 'r': return store.get(str(a))
-    case 's': return store.set(str(a), str(b), x === null || x === undefined ? undefined : num(x)).then(() => null)
-    case 'x': return store.setIfAbsent(str(a), str(b), num(x))
-    case 'd': return store.del(str(a))
-    case 'sa': return store.setAdd(str(a), strs(b))
-    case 'sr': return store.setRemove(str(a), strs(b))
-    case 'sh': return store.setHas(str(a), str(b))
-    case 'p': return store.publish(str(a), str(b)).then(() => null)
-    case 'ping': return Promise.resolve(1)
-    default: return Promise.reject(new Error(`unknown store op ${String(op)}`))
-  }
+  const op = c[1]
+  if (op === 'ping') return Promise.resolve(1)
+  if (typeof op !== 'string' || !Object.hasOwn(OPS, op)) return Promise.reject(new Error(`unknown store op ${String(op)}`))
+  const p = ((store as unknown as Record<string, Method>)[op] as Method).apply(store, c.slice(2))
+  const enc = ENCODE[op] as ((v: unknown) => unknown) | undefined
+  return enc === undefined ? p : p.then(enc)
 }
 
 export interface LedgerCounters {
@@ -184,7 +185,7 @@ export function serveLedger (store: LedgerStore, peer: Peer, counters?: LedgerCo
     }
     for (let i = 0; i < calls.length; i++) {
       const c = calls[i] as Call
-      const id = Array.isArray(c) ? num(c[0]) : -1
+      const id = Array.isArray(c) ? Number(c[0]) : -1
       let p: Promise<unknown>
       try { p = Array.isArray(c) ? apply(store, c) : Promise.reject(new Error('malformed store call')) } catch (err) { p = Promise.reject(err) }
       const slot = i
@@ -201,8 +202,8 @@ export function serveLedger (store: LedgerStore, peer: Peer, counters?: LedgerCo
 
 // ---- the worker's side
 
-type OpName = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish' | 'ping'
-const NAMES: Record<Op, OpName> = { g: 'gcra', a: 'add_if_within', m: 'mark_and_add', n: 'add', r: 'get', s: 'set', x: 'set_if_absent', d: 'del', sa: 'set_add', sr: 'set_remove', sh: 'set_has', p: 'publish', ping: 'ping' }
+/** The op label of the store metrics, as the Redis store names them (addIfWithin → add_if_within). */
+const metricOp = (op: string): string => op.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase())
 
 interface Pending {
   readonly op: Op
@@ -219,11 +220,9 @@ const MAX_LATE = 10_000
 
 const same = (v: unknown): unknown => v
 const toGcra = (v: unknown): GcraResult => {
-  const [ok, remaining, retry, reset] = v as [number, number, number, number]
-  return { ok: ok === 1, remaining, retryAfterMs: retry < 0 ? Infinity : retry, resetAfterMs: reset }
+  const r = v as GcraResult
+  return r.retryAfterMs < 0 ? { ...r, retryAfterMs: Infinity } : r
 }
-const toCounter = (v: unknown): CounterResult => { const [ok, value] = v as [number, number]; return { ok: ok === 1, value } }
-const toMarkAdd = (v: unknown): MarkAddResult => { const [fresh, ok, value] = v as [number, number, number]; return { fresh: fresh === 1, ok: ok === 1, value } }
 const toVoid = (): void => {}
 
 export interface IpcStoreDeps {
@@ -241,8 +240,8 @@ export class IpcStore implements Store {
   private readonly timeoutMs: number
   private readonly breaker: Breaker
   private readonly log: NonNullable<IpcStoreDeps['log']>
-  private readonly errors: Record<OpName, { inc(): void }>
-  private readonly durations: Record<OpName, { observe(v: number): void }>
+  private readonly errors: Record<Op, { inc(): void }>
+  private readonly durations: Record<Op, { observe(v: number): void }>
   private readonly pending = new Map<number, Pending>()
   private readonly late = new Map<number, Pending>()
   private readonly subs = new Map<string, Set<(m: string) => void>>()
@@ -258,9 +257,9 @@ export class IpcStore implements Store {
     this.timeoutMs = cfg.timeoutMs
     this.log = deps.log ?? (() => {})
     const m = deps.metrics
-    const ops = Object.values(NAMES)
-    this.errors = Object.fromEntries(ops.map((op) => [op, m.storeErrors.labels(op)])) as unknown as Record<OpName, { inc(): void }>
-    this.durations = Object.fromEntries(ops.map((op) => [op, new HistogramCell(m.storeDuration, { op }, STORE_DURATION_BUCKETS)])) as unknown as Record<OpName, { observe(v: number): void }>
+    const ops = Object.keys(OPS)
+    this.errors = Object.fromEntries(ops.map((op) => [op, m.storeErrors.labels(metricOp(op))])) as unknown as Record<Op, { inc(): void }>
+    this.durations = Object.fromEntries(ops.map((op) => [op, new HistogramCell(m.storeDuration, { op: metricOp(op) }, STORE_DURATION_BUCKETS)])) as unknown as Record<Op, { observe(v: number): void }>
     this.breaker = new Breaker(cfg.breakerFailures, cfg.breakerBackoffMs, deps.clock, (open) => {
       m.storeBreakerOpen.set(open ? 1 : 0)
       this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: 'ledger' })
@@ -275,11 +274,11 @@ export class IpcStore implements Store {
   /** One call: refused by the breaker, or queued for this turn's batch with its deadline. */
   private call<T> (op: Op, args: unknown[], decode: (v: unknown) => T, onLate?: (v: T) => void): Promise<T> {
     if (this.closed || this.peer.connected === false) {
-      this.errors[NAMES[op]].inc()
+      this.errors[op].inc()
       return Promise.reject(new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store ledger (primary process) unreachable'))
     }
     if (!this.breaker.allow()) {
-      this.errors[NAMES[op]].inc()
+      this.errors[op].inc()
       return Promise.reject(new StoreError('FG_ERR_STORE_BREAKER_OPEN', 'store circuit breaker open'))
     }
     const id = this.nextId++
@@ -309,8 +308,8 @@ export class IpcStore implements Store {
     const p = this.pending.get(id)
     if (p === undefined) return
     this.pending.delete(id)
-    this.errors[NAMES[p.op]].inc()
-    this.durations[NAMES[p.op]].observe((performance.now() - p.t0) / 1000)
+    this.errors[p.op].inc()
+    this.durations[p.op].observe((performance.now() - p.t0) / 1000)
     this.breaker.failure()
     p.reject(err)
   }
@@ -343,13 +342,12 @@ export class IpcStore implements Store {
       return
     }
     this.pending.delete(id)
-    const name = NAMES[p.op]
-    this.durations[name].observe((t1 - p.t0) / 1000)
+    this.durations[p.op].observe((t1 - p.t0) / 1000)
     // An answer at all means the primary is alive: an error answer is bad data (a wrong type), not an outage.
     this.breaker.success()
     if (ok === 1) { p.resolve(p.decode(v)); return }
-    this.errors[name].inc()
-    p.reject(new StoreError('FG_ERR_STORE_SCRIPT', `store ${name}: ${String(v)}`))
+    this.errors[p.op].inc()
+    p.reject(new StoreError('FG_ERR_STORE_SCRIPT', `store ${metricOp(p.op)}: ${String(v)}`))
   }
 
   /** The deadline timer fired: decide after one more poll phase (an answer already in the pipe wins). */
@@ -369,35 +367,36 @@ export class IpcStore implements Store {
         this.late.set(id, p)
         if (this.late.size > MAX_LATE) { for (const k of this.late.keys()) { this.late.delete(k); break } }
       }
-      const name = NAMES[p.op]
-      this.errors[name].inc()
-      this.durations[name].observe((now - p.t0) / 1000)
+      const name = metricOp(p.op)
+      this.errors[p.op].inc()
+      this.durations[p.op].observe((now - p.t0) / 1000)
       this.breaker.failure()
       p.reject(new StoreError('FG_ERR_STORE_TIMEOUT', `store ${name} timed out after ${this.timeoutMs}ms`))
     }
   }
 
   gcra (key: string, now: number, emissionIntervalMs: number, burst: number, cost: number): Promise<GcraResult> {
-    return this.call('g', [key, now, emissionIntervalMs, burst, cost], toGcra)
+    return this.call('gcra', [key, now, emissionIntervalMs, burst, cost], toGcra)
   }
 
   addIfWithin (key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult> {
-    return this.call('a', opts?.min === undefined ? [key, delta, limit] : [key, delta, limit, opts.min], toCounter, opts?.onLate)
+    // (onLate stays here: it is called with the late answer.)
+    return this.call('addIfWithin', opts?.min === undefined ? [key, delta, limit] : [key, delta, limit, { min: opts.min }], same as (v: unknown) => CounterResult, opts?.onLate)
   }
 
   markAndAdd (markKey: string, mark: string, ttlMs: number, key: string, delta: number, limit: number, opts?: { readonly onLate?: (r: MarkAddResult) => void }): Promise<MarkAddResult> {
-    return this.call('m', [markKey, mark, ttlMs, key, delta, limit], toMarkAdd, opts?.onLate)
+    return this.call('markAndAdd', [markKey, mark, ttlMs, key, delta, limit], same as (v: unknown) => MarkAddResult, opts?.onLate)
   }
 
-  add (key: string, delta: number): Promise<number> { return this.call('n', [key, delta], same as (v: unknown) => number) }
-  get (key: string): Promise<string | null> { return this.call('r', [key], same as (v: unknown) => string | null) }
-  set (key: string, value: string, ttlMs?: number): Promise<void> { return this.call('s', ttlMs === undefined ? [key, value] : [key, value, ttlMs], toVoid) }
-  setIfAbsent (key: string, value: string, ttlMs: number): Promise<boolean> { return this.call('x', [key, value, ttlMs], same as (v: unknown) => boolean) }
-  del (key: string): Promise<boolean> { return this.call('d', [key], same as (v: unknown) => boolean) }
-  setAdd (key: string, members: readonly string[]): Promise<number> { return this.call('sa', [key, members], same as (v: unknown) => number) }
-  setRemove (key: string, members: readonly string[]): Promise<number> { return this.call('sr', [key, members], same as (v: unknown) => number) }
-  setHas (key: string, member: string): Promise<boolean> { return this.call('sh', [key, member], same as (v: unknown) => boolean) }
-  publish (channel: string, message: string): Promise<void> { return this.call('p', [channel, message], toVoid) }
+  add (key: string, delta: number): Promise<number> { return this.call('add', [key, delta], same as (v: unknown) => number) }
+  get (key: string): Promise<string | null> { return this.call('get', [key], same as (v: unknown) => string | null) }
+  set (key: string, value: string, ttlMs?: number): Promise<void> { return this.call('set', ttlMs === undefined ? [key, value] : [key, value, ttlMs], toVoid) }
+  setIfAbsent (key: string, value: string, ttlMs: number): Promise<boolean> { return this.call('setIfAbsent', [key, value, ttlMs], same as (v: unknown) => boolean) }
+  del (key: string): Promise<boolean> { return this.call('del', [key], same as (v: unknown) => boolean) }
+  setAdd (key: string, members: readonly string[]): Promise<number> { return this.call('setAdd', [key, members], same as (v: unknown) => number) }
+  setRemove (key: string, members: readonly string[]): Promise<number> { return this.call('setRemove', [key, members], same as (v: unknown) => number) }
+  setHas (key: string, member: string): Promise<boolean> { return this.call('setHas', [key, member], same as (v: unknown) => boolean) }
+  publish (channel: string, message: string): Promise<void> { return this.call('publish', [channel, message], toVoid) }
 
   subscribe (channel: string, onMessage: (message: string) => void): () => void {
     let set = this.subs.get(channel)

@@ -2,13 +2,16 @@
  * `flashgate serve --workers 2` on the embedded store, spawned for real: one ledger in the primary, so
  * quota, dedupe, cluster-scope limits and single-use links are exact across the two workers; admin
  * answers and gauges are for the whole node; a sold-out product is answered by each worker's latch with
- * no IPC message; an admin quota change clears the latch in every worker.
+ * no IPC message; an admin quota change clears the latch in every worker. On Redis, the remaining gauge is
+ * the store's, not a sum of the workers' views.
  */
 import t from 'tap'
 import { Agent } from 'undici'
 import { baseYaml, tempDir } from '../helpers/config.js'
 import { fetchText, startOrigin, type Answer } from '../helpers/gateway.js'
 import { spawnCli } from '../helpers/process.js'
+import { startRedis } from '../helpers/redis.js'
+import { needTools } from '../helpers/tools.js'
 
 const LINK_KEY = 'k1-link-key-0123456789abcdef'
 const SESSION_KEY = 'session-key-0123456789abcdef'
@@ -171,4 +174,39 @@ campaigns:
     p.child.kill('SIGTERM')
     t.equal(await p.exited, 0)
   })
+})
+
+t.test('serve --workers 2 on Redis: flashgate_quota_remaining is the store\'s, not a sum of the workers\' views', async (t) => {
+  if (!needTools(t, 'redis-server')) return
+  const r = await startRedis()
+  t.teardown(async () => { await r.stop() })
+  const origin = await startOrigin(t)
+  const files = tempDir(t)
+  const now = Date.now()
+  const file = files.write('gw.yaml', baseYaml(origin.url, ROUTES, `store: { kind: redis, url: "${r.url}", timeout: 2s }
+identity: { user: header x-user-id }
+secrets:
+  link_keys: { k1: "\${FG_LINK_K1}" }
+  session: "\${FG_SESSION}"
+campaigns:
+  - id: c1
+    starts_at: ${new Date(now - 60_000).toISOString()}
+    ends_at: ${new Date(now + 3_600_000).toISOString()}
+    products:
+      - { id: p1, quota: 10 }
+      - { id: p2, quota: 10 }
+      - { id: p3, quota: 1000 }
+`))
+  const p = spawnCli(t, ['serve', '--config', file, '--workers', '2'], { FG_LINK_K1: LINK_KEY, FG_SESSION: SESSION_KEY })
+  const listening = await p.waitFor((l) => l.msg === 'listening' && l.workers === 2, 60_000)
+  const agent = new Agent({ connections: 64, pipelining: 0 })
+  t.teardown(async () => { await agent.close() })
+  const rs = await Promise.all(Array.from({ length: 20 }, async (_, i) => await fetchText(agent, `${String(listening.url)}/buy/c1/p1`, { method: 'POST', headers: { 'x-user-id': `r${i}`, connection: 'close' } })))
+  t.equal(rs.filter((x) => x.status === 200).length, 10)
+  const m = (await fetchText(agent, `${String(listening.admin)}/metrics`)).text
+  t.equal(metric(m, 'flashgate_quota_remaining', 'campaign="c1",product="p1"'), 0)
+  t.equal(metric(m, 'flashgate_quota_remaining', 'campaign="c1",product="p3"'), 1000, 'not 2 × 1000')
+  t.notMatch(m, /flashgate_ledger_messages_total/, 'no ledger on Redis')
+  p.child.kill('SIGTERM')
+  t.equal(await p.exited, 0)
 })

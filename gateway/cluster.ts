@@ -5,7 +5,7 @@
  * worker that dies, and on SIGTERM/SIGINT has every worker drain before it exits 0.
  *
  * On the embedded store (`store.kind: memory`) the primary holds the node's one ledger (a LedgerStore,
- * limiter/ipc-store.ts) and every worker's Store reaches it over the worker's IPC channel, so quota,
+ * limiter/ipc-store.ts) and every worker's Store reaches it over a socketpair of its own, so quota,
  * dedupe, cluster-scope limits and single-use tokens are exact across the workers. The primary then
  * answers the quota admin endpoints from the ledger itself. Admin answers and gauges are for the whole
  * node: counters are summed over the workers; `flashgate_quota_remaining` is the primary's own reading
@@ -92,7 +92,7 @@ export async function serveSingle (configFile: string, log: Log): Promise<Gatewa
 /** A cluster worker: no admin listener (the primary owns it), answers the primary's IPC requests. */
 export async function serveWorker (configFile: string, index: number, count: number, log: Log): Promise<void> {
   let gw: Gateway
-  // The primary holds the node's ledger: on the embedded store, every store call goes to it over IPC.
+  // The primary holds the node's ledger: on the embedded store, every store call goes to it (fd LEDGER_FD).
   const ledgerFd = Number(process.env[LEDGER_ENV] ?? '')
   try {
     gw = await startGateway({

@@ -3,18 +3,28 @@
  * the config, owns the admin port (metrics aggregated from every worker over IPC with prom-client's
  * AggregatorRegistry), coordinates reloads (validate first, then every worker reloads), restarts a
  * worker that dies, and on SIGTERM/SIGINT has every worker drain before it exits 0.
+ *
+ * On the embedded store (`store.kind: memory`) the primary holds the node's one ledger (a LedgerStore,
+ * limiter/ipc-store.ts) and every worker's Store reaches it over a socketpair of its own, so quota,
+ * dedupe, cluster-scope limits and single-use tokens are exact across the workers. The primary then
+ * answers the quota admin endpoints from the ledger itself. Admin answers and gauges are for the whole
+ * node: counters are summed over the workers; `flashgate_quota_remaining` is the primary's own reading
+ * of the ledger (on Redis: of the store, through a worker), never a sum; see GAUGES for the others.
  */
 import cluster from 'node:cluster'
 import type { Worker } from 'node:cluster'
-import type { AddressInfo } from 'node:net'
-import { AggregatorRegistry } from 'prom-client'
+import { Socket, type AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { AggregatorRegistry, Counter, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { loadConfigFile } from '../conf/load.js'
 import type { Config } from '../conf/types.js'
-import { createAdminServer, type QuotaView, type ReloadResult } from './admin.js'
+import { createQuotaAdmin, createStore } from '../limiter/index.js'
+import { IpcStore, LedgerStore, serveLedger, socketPeer, type Peer } from '../limiter/ipc-store.js'
+import { createAdminServer, type QuotaAdmin, type QuotaView, type ReloadResult } from './admin.js'
 import { ConfigError } from './errors.js'
 import type { Log } from './log.js'
 import { startGateway, type Gateway } from './main.js'
-import { createMetrics, recordReload } from './metrics.js'
+import { CounterCell, createMetrics, recordReload } from './metrics.js'
 import { missingFlags } from './node-flags.js'
 
 /** Messages between primary and workers (all carry `fg: true`). */
@@ -27,6 +37,35 @@ type FromWorker =
   | { fg: true, type: 'ready', url: string }
   | { fg: true, type: 'reply', id: number, ok: boolean, value?: unknown, error?: string, code?: string }
   | { fg: true, type: 'failed', error: string }
+
+/**
+ * Set by the primary in a worker's environment when it serves the node's ledger (store.kind memory): the
+ * worker's file descriptor of its socketpair to the primary (limiter/ipc-store.ts socketPeer says why
+ * not the cluster IPC channel).
+ */
+const LEDGER_ENV = 'FLASHGATE_LEDGER_FD'
+const LEDGER_FD = 4
+
+/**
+ * How gauges are combined over the workers (prom-client's aggregators; the default, and every counter's,
+ * is the sum). A gauge that is a per-process view of one shared value must not be summed.
+ */
+const GAUGES: Readonly<Record<string, 'min' | 'max'>> = {
+  // Every worker's last view of the same counter (the primary replaces it with its own reading when it can).
+  flashgate_quota_remaining: 'min',
+  // Up for the node only while every worker sees it up; open while any worker's breaker is open.
+  flashgate_upstream_up: 'min',
+  flashgate_store_breaker_open: 'max'
+}
+
+type MetricsJson = MetricObjectWithValues<MetricValue<string>>[]
+
+/** The primary's end of a worker's ledger socketpair. */
+function peerOf (w: Worker): Peer {
+  const sock = w.process.stdio[LEDGER_FD]
+  if (sock === undefined || sock === null || !('write' in sock)) throw new Error('worker has no ledger channel')
+  return socketPeer(sock as Duplex)
+}
 
 function installShutdown (close: () => Promise<void>, log: Log): void {
   let stopping = false
@@ -53,8 +92,18 @@ export async function serveSingle (configFile: string, log: Log): Promise<Gatewa
 /** A cluster worker: no admin listener (the primary owns it), answers the primary's IPC requests. */
 export async function serveWorker (configFile: string, index: number, count: number, log: Log): Promise<void> {
   let gw: Gateway
+  // The primary holds the node's ledger: on the embedded store, every store call goes to it (fd LEDGER_FD).
+  const ledgerFd = Number(process.env[LEDGER_ENV] ?? '')
   try {
-    gw = await startGateway({ configFile, log, admin: null, worker: { index, count } })
+    gw = await startGateway({
+      configFile,
+      log,
+      admin: null,
+      worker: { index, count },
+      makeStore: (cfg, deps) => ledgerFd > 2 && cfg.kind === 'memory'
+        ? new IpcStore(cfg, socketPeer(new Socket({ fd: ledgerFd, readable: true, writable: true })), deps)
+        : createStore(cfg, deps)
+    })
   } catch (err) {
     const msg = err instanceof ConfigError ? err.problems.join('\n') : err instanceof Error ? err.message : String(err)
     process.send?.({ fg: true, type: 'failed', error: msg } satisfies FromWorker)
@@ -96,11 +145,19 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
   // The workers serve the traffic: they get the Node flags flashgate ships with that this process was
   // started without (gateway/node-flags.ts; --no-memory-reducer cannot come from NODE_OPTIONS).
   const extra = missingFlags()
-  if (extra.length > 0) cluster.setupPrimary({ execArgv: [...process.execArgv, ...extra] })
   let config: Config = first.config
+  // The ledger's channel to each worker: a socketpair as the worker's fd 4 (after stdin/out/err and IPC).
+  const ledgerStdio = config.store.kind === 'memory' ? { stdio: ['inherit', 'inherit', 'inherit', 'ipc', 'pipe'] } : {}
+  if (extra.length > 0 || config.store.kind === 'memory') cluster.setupPrimary({ ...(extra.length > 0 ? { execArgv: [...process.execArgv, ...extra] } : {}), ...ledgerStdio })
   const metrics = createMetrics()
   metrics.configLastReload.set(Date.now() / 1000)
   metrics.configLastReloadOk.set(1)
+  // The node's one ledger on the embedded store (a store change needs a restart, as for one process).
+  const ledger = config.store.kind === 'memory' ? new LedgerStore({ maxKeys: config.store.maxKeys, clock: Date.now }) : null
+  const ledgerAdmin = (): QuotaAdmin | null => ledger === null ? null : createQuotaAdmin({ config, store: ledger, metrics })
+  let quotaAdmin = ledgerAdmin()
+  const ledgerMessages = new Counter({ name: 'flashgate_ledger_messages_total', help: 'IPC messages (batches of store calls) the primary\'s ledger answered, by worker.', labelNames: ['worker'], registers: ledger === null ? [] : [metrics.registry] })
+  const ledgerCalls = new Counter({ name: 'flashgate_ledger_calls_total', help: 'Store calls the primary\'s ledger answered.', registers: ledger === null ? [] : [metrics.registry] })
   const slots: Array<Worker | null> = new Array<Worker | null>(workers).fill(null)
   const ready: boolean[] = new Array<boolean>(workers).fill(false)
   let stopping = false
@@ -124,9 +181,14 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
   }
 
   function fork (index: number): void {
-    const w = cluster.fork({ FLASHGATE_WORKER_INDEX: String(index), FLASHGATE_WORKER_COUNT: String(workers) })
+    const w = cluster.fork({ FLASHGATE_WORKER_INDEX: String(index), FLASHGATE_WORKER_COUNT: String(workers), [LEDGER_ENV]: ledger === null ? '' : String(LEDGER_FD) })
     slots[index] = w
     ready[index] = false
+    let unserve: (() => void) | null = null
+    if (ledger !== null) {
+      const messages = new CounterCell(ledgerMessages, { worker: String(index) })
+      unserve = serveLedger(ledger, peerOf(w), { message: () => { messages.inc() }, calls: (n) => { ledgerCalls.inc(n) } })
+    }
     w.on('message', (m: FromWorker) => {
       if (typeof m !== 'object' || m === null || m.fg !== true) return
       if (m.type === 'ready') {
@@ -144,6 +206,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
       }
     })
     w.on('exit', (code, signal) => {
+      unserve?.()
       ready[index] = false
       if (slots[index] === w) slots[index] = null
       if (stopping) return
@@ -168,10 +231,13 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     // The workers count the reload; the primary's gauges follow (aggregated by max / min with theirs).
     metrics.configLastReload.set(Date.now() / 1000)
     metrics.configLastReloadOk.set(1)
+    quotaAdmin = ledgerAdmin()
     return { ok: true }
   }
 
   async function quota (op: 'get' | 'set' | 'reset', campaign: string, product: string, q?: number): Promise<QuotaView | null> {
+    // The ledger's own admin answers for the node (its set/reset publish reaches every worker's latch).
+    if (quotaAdmin !== null) return op === 'get' ? await quotaAdmin.get(campaign, product) : op === 'reset' ? await quotaAdmin.reset(campaign, product) : await quotaAdmin.set(campaign, product, q ?? 0)
     const ws = live()
     if (ws.length === 0) throw Object.assign(new Error('no worker ready'), { code: 'FG_ERR_STORE_UNAVAILABLE' })
     const targets = op === 'get' ? ws.slice(0, 1) : ws
@@ -180,9 +246,43 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     return answers[0] ?? null
   }
 
+  /**
+   * The primary's reading of every product's remaining units into its own gauge (from the ledger, or on
+   * Redis through one worker). Returns the products read (`campaign\0product`); a product whose reading
+   * failed keeps the workers' views (their minimum).
+   */
+  async function readRemaining (): Promise<Set<string>> {
+    const read = new Set<string>()
+    await Promise.all([...config.campaigns.values()].flatMap((c) => c.products.map(async (p) => {
+      try {
+        const v = await quota('get', c.id, p.id)
+        if (v === null) return
+        metrics.quotaRemaining.labels(c.id, p.id).set(v.remaining)
+        read.add(`${c.id}\u0000${p.id}`)
+      } catch {
+        metrics.quotaRemaining.remove(c.id, p.id)
+      }
+    })))
+    return read
+  }
+
   async function aggregated (): Promise<{ contentType: string, body: string }> {
-    const jsons = await Promise.all(live().map(async (w) => await ask(w, { type: 'metrics' }) as Awaited<ReturnType<typeof metrics.registry.getMetricsAsJSON>>))
+    const [jsons, read] = await Promise.all([
+      Promise.all(live().map(async (w) => await ask(w, { type: 'metrics' }) as MetricsJson)),
+      readRemaining()
+    ])
+    for (const json of jsons) {
+      for (const m of json) {
+        if (m.name === 'flashgate_quota_remaining') m.values = m.values.filter((v) => !read.has(`${String(v.labels.campaign)}\u0000${String(v.labels.product)}`))
+      }
+    }
     jsons.push(await metrics.registry.getMetricsAsJSON())
+    for (const json of jsons) {
+      for (const m of json) {
+        const a = GAUGES[m.name]
+        if (a !== undefined) (m as { aggregator: string }).aggregator = a
+      }
+    }
     const reg = AggregatorRegistry.aggregate(jsons)
     return { contentType: reg.contentType, body: await reg.metrics() }
   }
@@ -198,7 +298,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
       ready: () => !stopping && ready.every(Boolean),
       reload: reloadAll,
       config: () => config,
-      quota: () => ({
+      quota: () => quotaAdmin ?? ({
         get: async (c, p) => await quota('get', c, p),
         set: async (c, p, q) => await quota('set', c, p, q),
         reset: async (c, p) => await quota('reset', c, p)

@@ -9,7 +9,7 @@ import { loadConfigFile } from '../conf/load.js'
 import { checkConfigOffThread } from '../conf/load-worker.js'
 import type { Config, HostPort } from '../conf/types.js'
 import * as antibot from '../antibot/index.js'
-import { createQuotaAdmin, createStore, quotaGuard, rateLimitGuard } from '../limiter/index.js'
+import { createQuotaAdmin, createStore, quotaGuard, rateLimitGuard, type StoreDeps } from '../limiter/index.js'
 import type { Store } from '../limiter/store.js'
 import { createAccessLog, type AccessLog } from './access-log.js'
 import { createAdminServer, type QuotaAdmin, type ReloadResult } from './admin.js'
@@ -43,6 +43,8 @@ export interface StartOptions {
   /** Edge handlers per config; default: antibot's `/_flashgate/link` and `/_flashgate/challenge`. */
   readonly edgeHandlers?: (deps: GuardDeps) => Record<string, EdgeHandler>
   readonly store?: Store
+  /** Make the store from the config (default createStore); a cluster worker reaches the primary's ledger. */
+  readonly makeStore?: (cfg: Config['store'], deps: StoreDeps) => Store
   readonly upstreams?: UpstreamsLike
   readonly metrics?: Metrics
   readonly clock?: () => number
@@ -140,7 +142,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   metrics.configLastReload.set(Date.now() / 1000)
   metrics.configLastReloadOk.set(1)
   const worker = opts.worker ?? { index: 0, count: 1 }
-  const store = opts.store ?? createStore(config.store, { metrics, clock, log })
+  const store = opts.store ?? (opts.makeStore ?? createStore)(config.store, { metrics, clock, log })
   const upstreams: UpstreamsLike = opts.upstreams ?? createUpstreams(config.upstreams, { metrics, clock, log })
   const factories = opts.factories ?? DEFAULT_FACTORIES
   const edgeFor = opts.edgeHandlers ?? antibot.createEdgeHandlers

@@ -1,8 +1,13 @@
-/** The store contract suite on the memory store, a real redis-server and a real 3-master cluster. */
+/**
+ * The store contract suite on the memory store, the memory store over IPC (a real ledger process), a real
+ * redis-server and a real 3-master cluster.
+ */
 import t from 'tap'
 import type { StoreConfig } from '../../conf/types.js'
 import { createMetrics } from '../../gateway/metrics.js'
 import { createStore } from '../../limiter/index.js'
+import { IpcStore } from '../../limiter/ipc-store.js'
+import { startLedgerProcess } from '../helpers/ledger.js'
 import { startRedis, startRedisCluster } from '../helpers/redis.js'
 import { storeContract } from './store-contract.js'
 
@@ -18,6 +23,16 @@ t.test('memory', async (t) => {
     const store = createStore(base, { metrics: createMetrics({ defaultMetrics: false }), clock: () => now })
     t.teardown(() => store.close())
     return { store, advance: async (ms) => { now += ms } }
+  })
+})
+
+t.test('memory over IPC (the primary\'s ledger with --workers)', async (t) => {
+  storeContract(t, async () => {
+    const { peer } = await startLedgerProcess(t)
+    const store = new IpcStore(base, peer, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now })
+    t.teardown(() => store.close())
+    await store.ready()
+    return { store, advance: sleep }
   })
 })
 

@@ -22,6 +22,7 @@
  * - Trailers from the upstream are not forwarded (as nginx without `proxy_pass_trailers`); 1xx interim
  *   responses are swallowed (the client gets the final head once).
  */
+import { performance } from 'node:perf_hooks'
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { UpstreamConfig } from '../../conf/types.js'
@@ -232,6 +233,9 @@ class Exchange implements Dispatcher.DispatchHandler {
   private settled = false
   private clientGone = false
   private resumeFn: (() => void) | null = null
+  /** performance.now() at the first attempt; response body bytes relayed. */
+  private t0 = 0
+  private sent = 0
 
   constructor (set: UpstreamSet, group: Group, ctx: RequestContext, done: ForwardDone) {
     this.set = set
@@ -241,13 +245,15 @@ class Exchange implements Dispatcher.DispatchHandler {
     const req = ctx.req
     const te = req.headers['transfer-encoding']
     const cl = req.headers['content-length']
+    // An HTTP/2 body has no Transfer-Encoding: the request has one unless its HEADERS ended the stream.
+    const h2Body = req.httpVersionMajor === 2 && cl === undefined && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders
     const body = ctx.body != null
       ? ctx.body
-      : (te !== undefined || (cl !== undefined && cl !== '0')) ? req : null
+      : (te !== undefined || (cl !== undefined && cl !== '0') || h2Body) ? req : null
     this.opts = {
       path: requestPath(ctx),
       method: ctx.method,
-      headers: requestHeaders(req, ctx.peerTrusted),
+      headers: requestHeaders(req, ctx.peerTrusted, ctx),
       body,
       headersTimeout: group.cfg.timeoutMs,
       bodyTimeout: group.cfg.timeoutMs
@@ -267,6 +273,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     res.on('close', this.onClientClose)
+    this.t0 = performance.now()
     this.attempt(target)
   }
 
@@ -300,7 +307,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.settled) return
     this.settled = true
     const url = this.target === null ? null : this.target.url
-    this.ctx.upstreamTarget = url
+    const ctx = this.ctx
+    ctx.upstreamTarget = url
+    if (this.t0 !== 0) {
+      ctx.upstreamMs = performance.now() - this.t0
+      ctx.upstreamStatus = this.status
+      ctx.bytesOut = this.sent
+    }
     this.done(outcome, url)
   }
 
@@ -324,9 +337,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.clientGone) return false
     const target = this.target!
     const res = this.ctx.res
-    const headers = responseHeaders(rawHeaders, this.ctx.extraHeaders)
+    const headers = responseHeaders(rawHeaders, this.ctx.extraHeaders, this.ctx.requestId ?? null)
     try {
-      if (statusText !== '') res.writeHead(statusCode, statusText, headers)
+      // HTTP/2 has no reason phrase (node warns when given one).
+      if (statusText !== '' && !('stream' in res)) res.writeHead(statusCode, statusText, headers)
       else res.writeHead(statusCode, headers)
     } catch (err) {
       // Header values node:http refuses to send: the upstream answered garbage.
@@ -347,6 +361,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onData (chunk: Buffer): boolean {
     if (this.clientGone) return false
     const res = this.ctx.res
+    this.sent += chunk.length
     if (res.write(chunk)) return true
     // Slow client: undici stops reading the upstream socket until the client drains.
     res.once('drain', this.onDrain)

@@ -280,3 +280,34 @@ t.test('SIGHUP reloads the certificate; a bad new one keeps the old serving', as
   p.child.kill('SIGTERM')
   t.equal(await p.exited, 0)
 })
+
+t.test('the JSON schema takes the listen list and tracing forms the loader takes, and refuses the same mistakes', async (t) => {
+  const { Ajv } = await import('ajv')
+  const { parse } = await import('yaml')
+  const schema = JSON.parse(readFileSync(new URL('../../conf/flashgate.schema.json', import.meta.url), 'utf8')) as Record<string, unknown>
+  const ajv = new Ajv({ allErrors: true, validateFormats: false })
+  const validate = ajv.compile(schema)
+  const good = [
+    'listen: 127.0.0.1:8080\n',
+    'listen: [127.0.0.1:8080, { address: 127.0.0.1:8443 }]\n',
+    'tracing: { otlp: "http://127.0.0.1:4318", sample: 0.01, service_name: edge, max_queue: 100 }\n',
+    'tracing: { sample: 1 }\n'
+  ]
+  for (const g of good) {
+    t.ok(validate(parse(g)), `schema accepts ${JSON.stringify(g)}: ${ajv.errorsText(validate.errors)}`)
+    t.ok(loadConfigText(g, '/v/gw.yaml', {}).ok, `loader accepts ${JSON.stringify(g)}`)
+  }
+  const bad = [
+    'listen: []\n',
+    'listen: [{ address: 127.0.0.1:8443, http2: yes-please }]\n',
+    'listen: [{ address: 127.0.0.1:8443, tls: { cert: a.crt } }]\n',
+    'listen: [{ adress: 127.0.0.1:8443 }]\n',
+    'tracing: { otlp: "ftp://x", sample: 0.1 }\n',
+    'tracing: { sample: 1.5 }\n',
+    'tracing: { smaple: 0.1 }\n'
+  ]
+  for (const b of bad) {
+    t.notOk(validate(parse(b)), `schema refuses ${JSON.stringify(b)}`)
+    t.notOk(loadConfigText(b, '/v/gw.yaml', {}).ok, `loader refuses ${JSON.stringify(b)}`)
+  }
+})

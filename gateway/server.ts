@@ -323,6 +323,10 @@ export class Frontend implements PipelineSink<Ctx> {
     } else if (hostHeader !== undefined) {
       host = parseHost(hostHeader)
       if (host === null) { this.early(req, res, ANSWERS.badHost, start, path); return }
+    } else if (req.httpVersionMajor === 2) {
+      // node:http refuses an HTTP/1.1 request without Host; an h2 one without :authority is refused here.
+      this.early(req, res, ANSWERS.badHost, start, path)
+      return
     }
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
       this.edge(state, req, res, path, target.query, start)

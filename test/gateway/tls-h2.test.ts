@@ -311,3 +311,44 @@ t.test('the JSON schema takes the listen list and tracing forms the loader takes
     t.notOk(loadConfigText(b, '/v/gw.yaml', {}).ok, `loader refuses ${JSON.stringify(b)}`)
   }
 })
+
+t.test('h2 without a usable :authority, and h2 CONNECT, get 400 BAD_REQUEST', async (t) => {
+  if (!needTools(t, 'openssl')) return
+  const http2 = await import('node:http2')
+  const d = tempDir(t)
+  await makeCert(d.dir, 'gw', '0x1001')
+  const origin = await startOrigin(t)
+  const file = d.write('gw.yaml', yaml(origin.url, `
+  - 127.0.0.1:0
+  - { address: 127.0.0.1:0, tls: { cert: gw.crt, key: gw.key }, http2: true }`))
+  const gw = await startTestGateway(t, { configFile: file })
+  const session = http2.connect(gw.listeners[1]!.url, { rejectUnauthorized: false })
+  t.teardown(() => { session.destroy() })
+  const ask = async (headers: Record<string, string>): Promise<{ status: number, body: string, headers: Record<string, unknown> }> =>
+    await new Promise((resolve, reject) => {
+      const s = session.request(headers, { endStream: headers[':method'] !== 'CONNECT' })
+      let status = 0
+      let hs: Record<string, unknown> = {}
+      let body = ''
+      s.on('response', (h) => { status = Number(h[':status']); hs = h })
+      s.on('data', (c: Buffer) => { body += c.toString() })
+      s.on('end', () => { resolve({ status, body, headers: hs }) })
+      s.on('error', reject)
+      if (headers[':method'] === 'CONNECT') s.end()
+    })
+  const ok = await ask({ ':method': 'GET', ':path': '/p/x' })
+  t.equal(ok.status, 200, 'a normal h2 request is proxied')
+  // An empty :authority is refused by node's h2 layer itself (a stream error) or by the gateway (400).
+  const noHost = await ask({ ':method': 'GET', ':path': '/p/x', ':authority': '' }).catch((err: Error & { code?: string }) => ({ status: -1, body: '', headers: {}, code: err.code }))
+  if (noHost.status === -1) t.equal((noHost as { code?: string }).code, 'ERR_HTTP2_STREAM_ERROR', 'refused as a protocol error')
+  else {
+    t.equal(noHost.status, 400)
+    t.equal(JSON.parse(noHost.body).code, 'BAD_REQUEST')
+    t.type((noHost.headers as Record<string, unknown>)['x-request-id'], 'string')
+  }
+  const connect = await ask({ ':method': 'CONNECT', ':authority': 'example.com:443' })
+  t.equal(connect.status, 400, 'CONNECT: not a forward proxy')
+  t.equal(JSON.parse(connect.body).code, 'BAD_REQUEST')
+  const before = origin.seen.length
+  t.equal(origin.seen.length, before, 'nothing reached the origin')
+})

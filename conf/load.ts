@@ -22,6 +22,7 @@
  * a route that can never match, an include pattern that matches nothing.
  */
 import { existsSync, readFileSync } from 'node:fs'
+import { createSecureContext } from 'node:tls'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { ConfigError } from '../gateway/errors.js'
@@ -32,7 +33,7 @@ import { checkCidr, isLoopbackHost, parseDuration, parseHostPort, parseRate, par
 import { Diagnostics, fmtPos, parseYaml } from './tree.js'
 import type { PMap, PNode, Pos, PScalar } from './tree.js'
 import type {
-  AccessLogConfig, BalanceConfig, CampaignConfig, CaptchaGuardConfig, CaptchaProvider, Config, FailurePolicy,
+  AccessLogConfig, ListenerConfig, TlsConfig, TracingConfig, BalanceConfig, CampaignConfig, CaptchaGuardConfig, CaptchaProvider, Config, FailurePolicy,
   GuardConfig, HostPort, IdentityConfig, LinkKey, OriginConfig, ProductConfig, RateKeyPart, Rate,
   RejectOverride, RouteConfig, RouteMatch, SecretsConfig, ServerLimits, StoreConfig, UpstreamConfig,
   UpstreamTarget, ValueSource
@@ -59,7 +60,8 @@ export const DEFAULTS = Object.freeze({
   captcha: { timeoutMs: 2_000, tokenTtlMs: 300_000, clearanceCookie: 'fg_clearance', difficulty: 16, challengeTtlMs: 60_000 },
   dedupe: { ttlMs: 86_400_000 },
   quota: { latchTtlMs: 1_000 },
-  origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 }
+  origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 },
+  tracing: { sample: 1, serviceName: 'flashgate', maxQueue: 2048 }
 })
 
 /** Each provider's documented siteverify endpoint. */
@@ -78,7 +80,7 @@ export const CAPTCHA_TOKEN_DEFAULTS: Readonly<Record<CaptchaProvider, string>> =
   pow: 'x-flashgate-pow'
 })
 
-const TOP_KEYS = ['include', 'listen', 'admin', 'admin_token', 'workers', 'store', 'trusted_proxies', 'identity', 'secrets', 'server', 'access_log', 'upstreams', 'campaigns', 'routes', 'origin'] as const
+const TOP_KEYS = ['include', 'listen', 'admin', 'admin_token', 'workers', 'store', 'trusted_proxies', 'identity', 'secrets', 'server', 'access_log', 'upstreams', 'campaigns', 'routes', 'origin', 'tracing'] as const
 const INCLUDED_KEYS = ['routes', 'upstreams', 'campaigns'] as const
 const POLICIES = ['fail_closed', 'fail_open', 'local'] as const
 const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota'] as const
@@ -101,6 +103,22 @@ const MIN_SECRET_BYTES = 16
  * them): an empty file, or one with neither routes nor an `origin:` section, is an error.
  */
 export interface LoadOptions { readonly requireRoutes?: boolean }
+
+/**
+ * Why a PEM certificate chain and key cannot serve TLS, or null when they can (the key must match the
+ * certificate). The message never contains key material. Used by the loader and on reload.
+ */
+export function tlsProblem (cert: string, key: string): string | null {
+  try {
+    createSecureContext({ cert, key })
+    return null
+  } catch (err) {
+    const msg = (err as Error).message
+    if (/key values mismatch/i.test(msg)) return 'the key does not match the certificate'
+    if (/no start line|bad base64|PEM/i.test(msg)) return `not a PEM certificate and key (${msg.replace(/^error:[0-9A-F]+:/i, '').slice(0, 80)})`
+    return `the certificate or key is not usable (${msg.slice(0, 80)})`
+  }
+}
 
 /** Read and load a config file (and what it includes). Never throws. */
 export function loadConfigFile (file: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = { requireRoutes: true }): LoadResult {
@@ -205,7 +223,9 @@ class Loader {
     const identity = this.readIdentity(top.get('identity'))
     this.identityUser = identity.user !== null
 
-    const listen = this.hostPort(top.get('listen'), 'listen') ?? parseHostPort(DEFAULTS.listen)
+    const listeners = this.readListeners(top.get('listen'))
+    const listen = listeners[0]?.address ?? parseHostPort(DEFAULTS.listen)
+    const tracing = this.readTracing(top.get('tracing'))
     const adminNode = top.get('admin')
     const admin = adminNode !== undefined && adminNode.kind === 'scalar' && (adminNode.value === 'off' || adminNode.value === false)
       ? null
@@ -255,6 +275,8 @@ class Loader {
     return {
       file: resolve(this.file),
       listen,
+      listeners,
+      tracing,
       admin,
       adminToken,
       workers,
@@ -513,6 +535,96 @@ class Loader {
       else ck.error(m.get('request_timeout')!.pos, `request_timeout: must be at least headers_timeout (${s.headersTimeoutMs}ms by default), or 0`)
     }
     return s
+  }
+
+  /**
+   * `listen`: `HOST:PORT`, or a list of those and `{ address, tls: { cert, key }, http2 }` maps. TLS
+   * files are read and paired here (createSecureContext refuses a key that does not match its
+   * certificate), so validate and reload refuse what serve could not use.
+   */
+  private readListeners (n: PNode | undefined): ListenerConfig[] {
+    const { ck } = this
+    if (n === undefined || failed(n)) return [{ address: parseHostPort(DEFAULTS.listen), tls: null, http2: false }]
+    const items = n.kind === 'seq' ? n.items : [n]
+    if (n.kind === 'seq' && items.length === 0) { ck.error(n.pos, 'listen: expected at least one address'); return [] }
+    const out: ListenerConfig[] = []
+    const seen = new Map<string, Pos>()
+    for (const it of items) {
+      let l: ListenerConfig | undefined
+      if (it.kind === 'map') {
+        const m = ck.map(it, 'listen', ['address', 'tls', 'http2'])
+        if (m === undefined) continue
+        const addrNode = m.get('address')
+        if (addrNode === undefined) { ck.error(it.pos, 'listen: a listener needs an address'); continue }
+        const address = this.hostPort(addrNode, 'address')
+        const tls = this.readTls(m.get('tls'))
+        const http2 = ck.bool(m.get('http2'), 'http2') ?? false
+        if (http2 && m.get('tls') === undefined) ck.error(m.keyPos('http2'), 'http2: needs tls (HTTP/2 is served over TLS with ALPN; cleartext h2c is not supported)')
+        if (address === undefined || tls === undefined) continue
+        l = { address, tls, http2 }
+      } else {
+        const address = this.hostPort(it, 'listen')
+        if (address === undefined) continue
+        l = { address, tls: null, http2: false }
+      }
+      const key = `${l.address.host}:${l.address.port}`
+      const first = seen.get(key)
+      if (first !== undefined && l.address.port !== 0) { ck.error(it.pos, `listen: ${key} is listed twice (first at ${fmtPos(first)})`); continue }
+      seen.set(key, it.pos)
+      out.push(l)
+    }
+    return out
+  }
+
+  /** `tls: { cert, key }` → absolute paths, checked readable and paired; null when absent, undefined on error. */
+  private readTls (n: PNode | undefined): TlsConfig | null | undefined {
+    const { ck } = this
+    if (n === undefined) return null
+    const m = ck.map(n, 'tls', ['cert', 'key'])
+    if (m === undefined) return undefined
+    const base = dirname(n.pos.file)
+    const file = (label: 'cert' | 'key'): { path: string, pem: string } | undefined => {
+      const v = m.get(label)
+      if (v === undefined) return ck.error(m.pos, `tls: ${label} is required (a PEM file)`)
+      const p = ck.str(v, label)
+      if (p === undefined) return undefined
+      const path = isAbsolute(p) ? p : resolve(base, p)
+      try {
+        return { path, pem: readFileSync(path, 'utf8') }
+      } catch (err) {
+        return ck.error(v.pos, `${label}: cannot read ${quote(p)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+      }
+    }
+    const cert = file('cert')
+    const key = file('key')
+    if (cert === undefined || key === undefined) return undefined
+    const problem = tlsProblem(cert.pem, key.pem)
+    if (problem !== null) return ck.error(m.get('cert')!.pos, `tls: ${problem}`)
+    return { cert: cert.path, key: key.path }
+  }
+
+  /** `tracing: { otlp: URL, sample: 0.01, service_name, max_queue }`. */
+  private readTracing (n: PNode | undefined): TracingConfig {
+    const { ck } = this
+    const D = DEFAULTS.tracing
+    const m = ck.map(n, 'tracing', ['otlp', 'sample', 'service_name', 'max_queue'])
+    let otlp: string | null = null
+    const u = ck.str(m?.get('otlp'), 'otlp')
+    if (u !== undefined) {
+      let url: URL | null = null
+      try { url = new URL(u) } catch {}
+      if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
+        ck.error(m!.get('otlp')!.pos, `otlp: expected an http:// or https:// base URL (spans go to URL/v1/traces), got ${quote(u)}`)
+      } else {
+        otlp = u.replace(/\/+$/, '')
+      }
+    }
+    return {
+      otlp,
+      sample: ck.num(m?.get('sample'), 'sample', 0, 1, false) ?? D.sample,
+      serviceName: ck.str(m?.get('service_name'), 'service_name') ?? D.serviceName,
+      maxQueue: ck.num(m?.get('max_queue'), 'max_queue', 1, 1_000_000) ?? D.maxQueue
+    }
   }
 
   private readAccessLog (n: PNode | undefined): AccessLogConfig {

@@ -293,10 +293,41 @@ export interface OriginConfig {
 /** Where a YAML value came from, for errors found after load (e.g. by guard factories). */
 export interface SourcePos { readonly file: string; readonly line: number; readonly col: number }
 
+/** TLS of one public listener: PEM files (absolute paths), read again on every reload. */
+export interface TlsConfig { readonly cert: string; readonly key: string }
+
+/** One public listener. `listen: HOST:PORT` is one plain HTTP/1.1 listener. */
+export interface ListenerConfig {
+  readonly address: HostPort
+  /** null = cleartext HTTP/1.1. */
+  readonly tls: TlsConfig | null
+  /** HTTP/2 over TLS (ALPN h2, with HTTP/1.1 for clients that do not offer h2); needs tls. */
+  readonly http2: boolean
+}
+
+/** `tracing:`: W3C trace context is always propagated; spans are exported only when `otlp` is set. */
+export interface TracingConfig {
+  /** OTLP/HTTP base URL (spans are POSTed as JSON to URL/v1/traces); null = no export. */
+  readonly otlp: string | null
+  /** Share of new traces recorded and exported, 0..1 (a trusted proxy's sampled flag is followed). */
+  readonly sample: number
+  /** `service.name` resource attribute. */
+  readonly serviceName: string
+  /** Spans held for export at most; more are dropped and counted. */
+  readonly maxQueue: number
+}
+
 export interface Config {
   /** Absolute path of the main file. */
   readonly file: string
+  /** The first listener's address (what `listen: HOST:PORT` names). */
   readonly listen: HostPort
+  /**
+   * Every public listener, the first being `listen`. Always set by the loader; optional (as `tracing`)
+   * so that configs built by hand (tests) stay valid: absent = one plain listener at `listen`.
+   */
+  readonly listeners?: readonly ListenerConfig[]
+  readonly tracing?: TracingConfig
   readonly admin: HostPort | null
   readonly adminToken: string | null
   /** 'auto' resolved to the CPU count. */

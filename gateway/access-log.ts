@@ -1,7 +1,11 @@
 /**
  * The access log: one JSON line per request, appended to a buffer and written in batches (one write
  * per ~50 ms or per 64 KiB), never a synchronous write per request. Only fields safe to keep are
- * written: no query string, no headers, no cookies, no tokens.
+ * written: no query string, no cookies, no tokens; of the headers only Host and User-Agent.
+ *
+ * `reopen()` (SIGUSR1, as nginx's `-s reopen`): a file log is opened again at its path, so a rotated
+ * (renamed) file is left behind and the next lines go to a new file. Lines buffered before the signal
+ * go to the old file, lines after it to the new one.
  */
 import { open, write, writeSync, closeSync } from 'node:fs'
 import type { AccessLogConfig } from '../conf/types.js'
@@ -20,6 +24,20 @@ export interface AccessEntry {
   readonly ip: string
   /** Epoch ms of arrival. */
   readonly time: number
+  /** X-Request-Id; the rest are null (or absent) when not known. */
+  readonly requestId?: string
+  readonly host?: string | null
+  readonly userAgent?: string | null
+  /** Request body bytes (Content-Length, or counted for a chunked / h2 body). */
+  readonly bytesIn?: number
+  /** Response body bytes written. */
+  readonly bytesOut?: number
+  readonly upstreamStatus?: number | null
+  /** From the first byte sent upstream to the last byte relayed (all attempts), ms. */
+  readonly upstreamMs?: number | null
+  readonly traceId?: string | null
+  /** `1.1` or `2.0`. */
+  readonly protocol?: string
 }
 
 export interface AccessLog {
@@ -27,6 +45,8 @@ export interface AccessLog {
   log (e: AccessEntry): void
   /** Write what is buffered now (synchronously). */
   flushSync (): void
+  /** Open a file log again at its path (after rotation); stdout/stderr: nothing to do. */
+  reopen? (): void
   close (): void
 }
 
@@ -34,7 +54,15 @@ const FLUSH_BYTES = 64 * 1024
 const FLUSH_MS = 50
 
 /** An access log that does nothing (`access_log.enabled: false`). */
-export const NO_ACCESS_LOG: AccessLog = { enabled: false, log () {}, flushSync () {}, close () {} }
+export const NO_ACCESS_LOG: AccessLog = { enabled: false, log () {}, flushSync () {}, reopen () {}, close () {} }
+
+function strOrNull (v: string | null | undefined): string {
+  return v === null || v === undefined ? 'null' : JSON.stringify(v)
+}
+
+function numOrNull (v: number | null | undefined): string {
+  return v === null || v === undefined ? 'null' : String(Math.round(v * 1000) / 1000)
+}
 
 let lastTime = 0
 let lastIso = ''
@@ -49,7 +77,11 @@ export function formatEntry (e: AccessEntry): string {
     ',"path":' + JSON.stringify(e.path) + ',"status":' + e.status + ',"outcome":' + JSON.stringify(e.outcome) +
     ',"upstream":' + (e.upstream === null ? 'null' : JSON.stringify(e.upstream)) +
     ',"target":' + (e.target === null ? 'null' : JSON.stringify(e.target)) +
-    ',"duration_ms":' + (Math.round(e.durationMs * 1000) / 1000) + ',"ip":' + JSON.stringify(e.ip) + '}\n'
+    ',"duration_ms":' + (Math.round(e.durationMs * 1000) / 1000) + ',"ip":' + JSON.stringify(e.ip) +
+    ',"request_id":' + strOrNull(e.requestId) + ',"host":' + strOrNull(e.host) + ',"user_agent":' + strOrNull(e.userAgent) +
+    ',"bytes_in":' + numOrNull(e.bytesIn) + ',"bytes_out":' + numOrNull(e.bytesOut) +
+    ',"upstream_status":' + numOrNull(e.upstreamStatus) + ',"upstream_ms":' + numOrNull(e.upstreamMs) +
+    ',"trace_id":' + strOrNull(e.traceId) + ',"protocol":' + strOrNull(e.protocol) + '}\n'
 }
 
 /**
@@ -66,8 +98,11 @@ export function createAccessLog (cfg: AccessLogConfig, onError: (err: Error) => 
   let closed = false
   const pendingOpen = ownsFd
   let opening = pendingOpen
+  /** Descriptors replaced by reopen(), closed once no write on them is in flight. */
+  let retired: number[] = []
 
-  if (ownsFd) {
+  function openFile (): void {
+    opening = true
     open(cfg.path, 'a', (err, f) => {
       opening = false
       if (err !== null) { onError(err); return }
@@ -76,6 +111,14 @@ export function createAccessLog (cfg: AccessLogConfig, onError: (err: Error) => 
       flush()
     })
   }
+
+  function closeRetired (): void {
+    if (writing) return
+    for (const f of retired) { try { closeSync(f) } catch {} }
+    retired = []
+  }
+
+  if (ownsFd) openFile()
 
   function flush (): void {
     if (timer !== null) { clearTimeout(timer); timer = null }
@@ -86,6 +129,7 @@ export function createAccessLog (cfg: AccessLogConfig, onError: (err: Error) => 
     write(fd, data, null, 'utf8', (err) => {
       writing = false
       if (err !== null) onError(err)
+      if (retired.length > 0) closeRetired()
       if (buf !== '') schedule()
     })
   }
@@ -113,6 +157,14 @@ export function createAccessLog (cfg: AccessLogConfig, onError: (err: Error) => 
       buf = ''
       try { writeSync(fd, data) } catch (err) { onError(err as Error) }
     },
+    reopen () {
+      if (!ownsFd || closed || opening) return
+      // What is buffered was logged before the signal: it goes to the old file.
+      this.flushSync()
+      if (fd !== -1) { retired.push(fd); fd = -1 }
+      closeRetired()
+      openFile()
+    },
     close () {
       if (closed) return
       this.flushSync()
@@ -121,7 +173,7 @@ export function createAccessLog (cfg: AccessLogConfig, onError: (err: Error) => 
         const f = fd
         fd = -1
         // Let an in-flight async write finish before closing the descriptor.
-        const tryClose = (): void => { if (writing) setTimeout(tryClose, 5); else try { closeSync(f) } catch {} }
+        const tryClose = (): void => { if (writing) setTimeout(tryClose, 5); else { try { closeSync(f) } catch {} closeRetired() } }
         tryClose()
       }
     }

@@ -79,6 +79,11 @@ function installShutdown (close: () => Promise<void>, log: Log): void {
   process.on('SIGINT', () => { stop('SIGINT') })
 }
 
+/** SIGUSR1 reopens the access log file (logrotate's postrotate, nginx's `-s reopen`). */
+function installReopen (reopen: () => void): void {
+  process.on('SIGUSR1', reopen)
+}
+
 /** Single-process `serve`: the gateway with its admin listener; SIGHUP reloads, SIGTERM/SIGINT drain. */
 export async function serveSingle (configFile: string, log: Log): Promise<Gateway> {
   const gw = await startGateway({ configFile, log })
@@ -86,6 +91,7 @@ export async function serveSingle (configFile: string, log: Log): Promise<Gatewa
     gw.reload().then((r) => { if (!r.ok) log('warn', 'SIGHUP reload rejected', { errors: r.errors }) }, (err: unknown) => { log('error', 'reload failed', { err }) })
   })
   installShutdown(gw.close, log)
+  installReopen(gw.reopenLog)
   return gw
 }
 
@@ -109,6 +115,7 @@ export async function serveWorker (configFile: string, index: number, count: num
     process.send?.({ fg: true, type: 'failed', error: msg } satisfies FromWorker)
     process.exit(1)
   }
+  installReopen(gw.reopenLog)
   const reply = (id: number, p: Promise<unknown>): void => {
     p.then((value) => { process.send?.({ fg: true, type: 'reply', id, ok: true, value } satisfies FromWorker) },
       (err: unknown) => {
@@ -317,6 +324,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     reloadAll().then((r) => { if (r.ok) log('info', 'config reloaded on every worker'); else log('warn', 'SIGHUP reload rejected', { errors: r.errors }) },
       (err: unknown) => { log('error', 'reload failed', { err }) })
   })
+  installReopen(() => { for (const w of slots) if (w !== null && !w.isDead()) w.process.kill('SIGUSR1') })
   installShutdown(async () => {
     stopping = true
     const exits = slots.filter((w): w is Worker => w !== null).map(async (w) => await new Promise<void>((resolve) => {

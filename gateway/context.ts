@@ -50,6 +50,21 @@ export class Ctx implements RequestContext {
   owner: unknown = null
   /** Callback handed to the proxy; created once per request only when proxying. */
   done: ((o: Outcome) => void) | null = null
+  /** X-Request-Id (gateway/trace.ts). */
+  requestId = ''
+  /** This span (hex ids; '' until the span is started: before proxying, or at settle when exporting). */
+  traceId = ''
+  spanId = ''
+  parentSpanId = ''
+  traceSampled = false
+  traceparent: string | null = null
+  tracestate: string | null = null
+  /** Request body bytes: Content-Length, or counted as a chunked / h2 body arrives. */
+  bytesIn = 0
+  /** Response body bytes the gateway wrote (a rejection's body, or what the proxy relayed). */
+  bytesOut = 0
+  upstreamStatus = 0
+  upstreamMs = -1
 
   constructor (req: IncomingMessage, res: ServerResponse, route: RouteConfig, method: string, path: string, query: string,
     host: string, clientIp: string, peerTrusted: boolean, params: Readonly<Record<string, string>>, now: number, start: number) {

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { loadConfigFile } from '../conf/load.js'
 import { checkConfigOffThread } from '../conf/load-worker.js'
-import type { Config, HostPort } from '../conf/types.js'
+import type { Config, HostPort, ListenerConfig } from '../conf/types.js'
 import * as antibot from '../antibot/index.js'
 import { createQuotaAdmin, createStore, quotaGuard, rateLimitGuard, type StoreDeps } from '../limiter/index.js'
 import type { Store } from '../limiter/store.js'
@@ -16,8 +16,10 @@ import { createAdminServer, type QuotaAdmin, type ReloadResult } from './admin.j
 import { ConfigError } from './errors.js'
 import { createLog, type Log } from './log.js'
 import { createMetrics, recordReload, type Metrics } from './metrics.js'
+import { createListener, listenerUrl, readTlsFiles, type PublicListener } from './listeners.js'
+import { createTracer, type Tracer } from './otlp.js'
 import { buildPipelines, closeGuards, type GuardFactories } from './pipeline.js'
-import { applyServerLimits, createPublicServer, createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './server.js'
+import { createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './server.js'
 import type { EdgeHandler, GuardDeps } from './types.js'
 import { createUpstreams } from './upstream/index.js'
 
@@ -63,6 +65,10 @@ export interface Gateway {
   readonly metrics: Metrics
   readonly frontend: Frontend
   readonly store: Store
+  /** Every public listener (the first is `url`), in config order. */
+  readonly listeners: ReadonlyArray<{ readonly url: string, readonly address: AddressInfo, readonly tls: boolean, readonly http2: boolean }>
+  /** Reopen the access log file (SIGUSR1, after rotation). */
+  reopenLog (): void
   /** The config in force. */
   config (): Config
   /** Load the file again (or take `next`) and swap; failures keep the old config. */
@@ -106,10 +112,20 @@ function closeServer (server: Server): Promise<void> {
   return new Promise((resolve) => { server.close(() => { resolve() }) })
 }
 
+function listenersOf (c: Config): readonly ListenerConfig[] {
+  return c.listeners ?? [{ address: c.listen, tls: null, http2: false }]
+}
+
+/** What of a listener needs a restart to change (its certificate files reload). */
+function shapeOf (l: ListenerConfig): unknown {
+  return [l.address.host, l.address.port, l.tls !== null, l.http2]
+}
+
 /** Things a config change on reload cannot change without a restart. */
 function restartOnly (a: Config, b: Config): string[] {
   const out: string[] = []
-  if (a.listen.host !== b.listen.host || a.listen.port !== b.listen.port) out.push('listen')
+  if (a.listen.host !== b.listen.host || a.listen.port !== b.listen.port ||
+    JSON.stringify(listenersOf(a).map(shapeOf)) !== JSON.stringify(listenersOf(b).map(shapeOf))) out.push('listen')
   if (JSON.stringify(a.admin) !== JSON.stringify(b.admin) || a.adminToken !== b.adminToken) out.push('admin')
   if (JSON.stringify(a.store) !== JSON.stringify(b.store)) out.push('store')
   if (a.workers !== b.workers) out.push('workers')
@@ -182,17 +198,33 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     return createState(cfg, routes, guards, edge)
   }
 
-  const frontend = new Frontend({ state: build(config), upstreams, metrics, accessLog, log, clock })
+  const onTraceError = (err: unknown): void => { log('debug', 'trace export failed', { err }) }
+  let tracer: Tracer = createTracer(config.tracing, metrics.registry, { onError: onTraceError })
+  const frontend = new Frontend({ state: build(config), upstreams, metrics, accessLog, log, clock, tracer })
   quotaAdmin = createQuotaAdmin({ config, store, metrics, persistent })
-  const server = createPublicServer(config, frontend, metrics, log)
-  const listenAt = opts.listen ?? config.listen
+  const publics: PublicListener[] = []
   let address: AddressInfo
   try {
-    address = await listen(server, listenAt)
+    for (const l of listenersOf(config)) {
+      try {
+        publics.push(createListener(l, config, frontend, metrics, log))
+      } catch (err) {
+        throw new ConfigError([`${config.file}:1:1: listen ${l.address.host}:${l.address.port}: ${(err as Error).message}`])
+      }
+    }
+    for (let i = 0; i < publics.length; i++) {
+      const pl = publics[i]!
+      const a = await listen(pl.server, i === 0 && opts.listen !== undefined ? opts.listen : pl.cfg.address)
+      pl.address = a
+      pl.url = listenerUrl(pl.cfg, a)
+    }
+    address = publics[0]!.address!
   } catch (err) {
+    await Promise.all(publics.filter((p) => p.address !== null).map(async (p) => { await closeServer(p.server) }))
     closeGuards(frontend.state.guards, { log })
     await upstreams.close()
     await store.close()
+    await tracer.close()
     accessLog.close()
     throw err
   }
@@ -222,6 +254,21 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       for (const w of r.warnings) log('warn', w)
       cfg = r.config
     }
+    // New certificates: read and checked before anything changes; a bad one keeps the old serving.
+    const pems: Array<{ cert: string, key: string } | null> = []
+    const newListeners = listenersOf(cfg)
+    for (let i = 0; i < publics.length; i++) {
+      const tls = newListeners[i]?.tls ?? null
+      if (tls === null || publics[i]!.cfg.tls === null) { pems.push(null); continue }
+      const pem = readTlsFiles(tls)
+      if (typeof pem === 'string') {
+        metrics.configReloads.inc({ result: 'failure' })
+        const errors = [`${cfg.file}:1:1: listen ${publics[i]!.cfg.address.host}:${publics[i]!.cfg.address.port}: tls: ${pem} (the old certificate keeps serving)`]
+        log('warn', 'reload rejected', { errors })
+        return { ok: false, errors }
+      }
+      pems.push(pem)
+    }
     let state: ServingState
     try {
       state = build(cfg)
@@ -235,7 +282,21 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     if (fixed.length > 0) log('warn', 'reload: these settings take effect only after a restart', { settings: fixed })
     upstreams.update(cfg.upstreams)
     frontend.swap(state)
-    applyServerLimits(server, cfg)
+    for (let i = 0; i < publics.length; i++) {
+      const pl = publics[i]!
+      pl.applyLimits(cfg)
+      const pem = pems[i]
+      if (pem != null) {
+        const e = pl.setTls(pem)
+        if (e !== null) log('warn', 'certificate reload failed; the old one keeps serving', { listen: pl.url, error: e })
+      }
+    }
+    if (JSON.stringify(cfg.tracing) !== JSON.stringify(config.tracing)) {
+      const old = tracer
+      tracer = createTracer(cfg.tracing, metrics.registry, { onError: onTraceError })
+      frontend.tracer = tracer
+      old.close().catch(() => {})
+    }
     quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics, persistent })
     config = cfg
     recordReload(metrics, true)
@@ -258,7 +319,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       }, log)
       adminAddress = await listen(admin, adminAt)
     } catch (err) {
-      await closeServer(server)
+      await Promise.all(publics.map(async (p) => { await closeServer(p.server) }))
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
       await store.close()
@@ -273,8 +334,9 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     closing = (async () => {
       draining = true
       frontend.draining = true
-      const closed = closeServer(server) // stops accepting; idle keep-alive connections close now
-      const sweep = setInterval(() => { server.closeIdleConnections() }, 50)
+      // Stop accepting; idle keep-alive connections (h2: sessions without a stream) close now.
+      const closed = Promise.all(publics.map(async (p) => { const c = closeServer(p.server); p.closeIdle(); await c }))
+      const sweep = setInterval(() => { for (const p of publics) p.closeIdle() }, 50)
       let timer: NodeJS.Timeout | undefined
       const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => { resolve('timeout') }, config.server.drainTimeoutMs) })
       const result = await Promise.race([Promise.all([closed, frontend.idle()]).then(() => 'drained' as const), deadline])
@@ -282,26 +344,29 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       clearInterval(sweep)
       if (result === 'timeout') {
         log('warn', 'drain timeout: closing remaining connections', { inflight: frontend.inflight })
-        server.closeAllConnections()
+        for (const p of publics) p.closeAll()
       }
       if (admin !== null) { admin.closeAllConnections(); await closeServer(admin) }
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
       await store.close()
+      await tracer.close()
       accessLog.close()
     })()
     return await closing
   }
 
-  log('info', 'listening', { url: urlOf(address), admin: adminAddress === null ? null : urlOf(adminAddress), worker: worker.index })
+  log('info', 'listening', { url: publics[0]!.url, ...(publics.length > 1 ? { listeners: publics.map((p) => p.url) } : {}), admin: adminAddress === null ? null : urlOf(adminAddress), worker: worker.index })
 
   return {
-    url: urlOf(address),
+    url: publics[0]!.url,
     address,
     adminUrl: adminAddress === null ? null : urlOf(adminAddress),
     metrics,
     frontend,
     store,
+    listeners: publics.map((p) => ({ url: p.url, address: p.address!, tls: p.cfg.tls !== null, http2: p.cfg.http2 })),
+    reopenLog: () => { accessLog.reopen?.() },
     config: () => config,
     reload,
     ready,

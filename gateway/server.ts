@@ -22,6 +22,8 @@ import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } fr
 import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from './pipeline.js'
 import { REJECT_HEADERS, STATUS, rejection } from './reject.js'
 import { compileRouter, NO_PARAMS, type Router } from './router.js'
+import { NO_TRACER, type Tracer } from './otlp.js'
+import { formatTraceparent, newRequestId, newSpanId, newTraceId, parseTraceparent, sampledByRatio, validRequestId } from './trace.js'
 import type { EdgeHandler, Guard, Outcome, Rejection, RequestContext } from './types.js'
 
 /** What the gateway needs from the upstream side (gateway/upstream/index.ts implements it). */
@@ -126,7 +128,7 @@ const CLIENT_CLOSED = 499
 
 /** Flat header list of a rejection (JSON content type, no-store, length, its own headers), cached per Rejection. */
 const headerCache = new WeakMap<Rejection, string[]>()
-function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close: boolean): string[] {
+function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null): string[] {
   if (extra === null && !close) {
     let h = headerCache.get(r)
     if (h === undefined) {
@@ -134,19 +136,26 @@ function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close:
       if (r.headers !== null) h.push(...r.headers)
       headerCache.set(r, h)
     }
-    return h
+    if (requestId === null) return h
+    const out = h.slice()
+    out.push('x-request-id', requestId)
+    return out
   }
   const h = [...REJECT_HEADERS, 'content-length', String(r.body.length)]
   if (r.headers !== null) h.push(...r.headers)
   if (extra !== null) h.push(...extra)
+  if (requestId !== null) h.push('x-request-id', requestId)
   if (close) h.push('connection', 'close')
   return h
 }
 
-/** Write a rejection unless an answer was already started or the client is gone. */
-export function writeRejection (res: ServerResponse, r: Rejection, extra: readonly string[] | null = null, close = false): void {
+/**
+ * Write a rejection unless an answer was already started or the client is gone. `close` asks for
+ * `connection: close` on HTTP/1.1 (an HTTP/2 answer carries no connection header).
+ */
+export function writeRejection (res: ServerResponse, r: Rejection, extra: readonly string[] | null = null, close = false, requestId: string | null = null): void {
   if (res.headersSent || res.destroyed) return
-  res.writeHead(r.status, rejectionHeaders(r, extra, close))
+  res.writeHead(r.status, rejectionHeaders(r, extra, close && !('stream' in res), requestId))
   res.end(r.body)
 }
 
@@ -161,6 +170,78 @@ function twoHosts (raw: readonly string[]): boolean {
     }
   }
   return false
+}
+
+/**
+ * The request id for `req`: a trusted proxy's `X-Request-Id` when it sent a plausible one, else a new
+ * one (gateway/trace.ts).
+ */
+function requestIdOf (req: IncomingMessage, trusted: boolean): string {
+  if (trusted) {
+    const v = req.headers['x-request-id']
+    if (typeof v === 'string' && validRequestId(v)) return v
+  }
+  return newRequestId()
+}
+
+/** Request body bytes as declared (Content-Length), 0 when none was declared. */
+function declaredLength (req: IncomingMessage): number {
+  const cl = req.headers['content-length']
+  if (cl === undefined) return 0
+  const n = Number(cl)
+  return Number.isFinite(n) ? n : 0
+}
+
+/**
+ * Start this request's span: the caller's trace id and our new span id (a new trace when the incoming
+ * traceparent is missing or invalid). Sampled when exporting: a trusted proxy's flag, else the ratio.
+ */
+function startSpan (ctx: Ctx, tracer: Tracer): void {
+  const req = ctx.req
+  const parent = parseTraceparent(req.headers.traceparent)
+  if (parent !== null) {
+    ctx.traceId = parent.traceId
+    ctx.parentSpanId = parent.spanId
+    const ts = req.headers.tracestate
+    ctx.tracestate = ts === undefined ? null : Array.isArray(ts) ? ts.join(',') : ts
+  } else {
+    ctx.traceId = newTraceId()
+  }
+  ctx.spanId = newSpanId()
+  const flag = parent !== null && (parent.flags & 1) === 1
+  ctx.traceSampled = tracer.exporting ? (parent !== null && ctx.peerTrusted ? flag : sampledByRatio(ctx.traceId, tracer.sample)) : flag
+  ctx.traceparent = formatTraceparent(ctx.traceId, ctx.spanId, ctx.traceSampled)
+}
+
+/**
+ * Give an edge endpoint's answer the request id (whatever way the handler writes its head: writeHead
+ * with an array or an object, or setHeader and an implicit head) and count its body bytes.
+ */
+function tagEdgeResponse (res: ServerResponse, id: string, bytes: { n: number }): void {
+  const writeHead = res.writeHead
+  const write = res.write
+  const end = res.end
+  const count = (chunk: unknown): void => {
+    if (typeof chunk === 'string') bytes.n += Buffer.byteLength(chunk)
+    else if (chunk instanceof Uint8Array) bytes.n += chunk.length
+  }
+  res.writeHead = function (this: ServerResponse, status: number, a?: unknown, b?: unknown): ServerResponse {
+    const hasText = typeof a === 'string'
+    let headers = hasText ? b : a
+    if (Array.isArray(headers)) headers = Array.isArray(headers[0]) ? [...headers, ['x-request-id', id]] : [...headers, 'x-request-id', id]
+    else if (headers !== undefined && headers !== null) headers = { ...(headers as object), 'x-request-id': id }
+    else if (!this.headersSent && !this.hasHeader('x-request-id')) this.setHeader('x-request-id', id)
+    const wh = writeHead as (...args: unknown[]) => ServerResponse
+    return hasText ? wh.call(this, status, a, headers) : wh.call(this, status, headers)
+  } as ServerResponse['writeHead']
+  res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]): boolean {
+    count(chunk)
+    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest)
+  } as ServerResponse['write']
+  res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]): ServerResponse {
+    if (typeof chunk !== 'function') count(chunk)
+    return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest)
+  } as ServerResponse['end']
 }
 
 function failureRejection (code: string): Rejection {
@@ -181,6 +262,8 @@ export interface FrontendOptions {
   readonly clock: () => number
   /** Guard-close logging target. */
   readonly guardLog?: Log
+  /** Span export (NO_TRACER: trace context is propagated, nothing is exported). */
+  readonly tracer?: Tracer
 }
 
 /**
@@ -195,6 +278,8 @@ export class Frontend implements PipelineSink<Ctx> {
   private readonly accessLog: AccessLog
   private readonly log: Log
   private readonly clock: () => number
+  /** Span export; swapped by reload when `tracing` changes. */
+  tracer: Tracer
   /** Every request not yet settled, across states (drain waits on this). */
   inflight = 0
   private drainWaiters: Array<() => void> = []
@@ -207,6 +292,7 @@ export class Frontend implements PipelineSink<Ctx> {
     this.accessLog = opts.accessLog
     this.log = opts.log
     this.clock = opts.clock
+    this.tracer = opts.tracer ?? NO_TRACER
   }
 
   /** Swap in a new state; the old one closes its guards once its in-flight requests are settled. */
@@ -263,6 +349,10 @@ export class Frontend implements PipelineSink<Ctx> {
     } else if (hostHeader !== undefined) {
       host = parseHost(hostHeader)
       if (host === null) { this.early(req, res, ANSWERS.badHost, start, path); return }
+    } else if (req.httpVersionMajor === 2) {
+      // node:http refuses an HTTP/1.1 request without Host; an h2 one without :authority is refused here.
+      this.early(req, res, ANSWERS.badHost, start, path)
+      return
     }
     // Forward what the guards judged: the normalised path (gateway/context.ts normalizePath).
     if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
@@ -289,6 +379,7 @@ export class Frontend implements PipelineSink<Ctx> {
       clientIp = clientAddress(peer, req.headers['x-forwarded-for'], state.trusted)
     }
     const ctx = new Ctx(req, res, cr.route, method, path, target.query, host, clientIp, trusted, m.params, this.clock(), start)
+    ctx.requestId = requestIdOf(req, trusted)
     ctx.routeIndex = m.index
     ctx.owner = state
     state.inflight++
@@ -297,12 +388,14 @@ export class Frontend implements PipelineSink<Ctx> {
     const cl = req.headers['content-length']
     if (cl !== undefined) {
       const length = Number(cl)
+      ctx.bytesIn = length
       if (length > cr.maxBodySize) { this.reject(ctx, ANSWERS.tooLarge); return }
       if (length > 0) {
         ctx.bufferBody = length <= state.config.server.bodyBufferSize
         this.watchBodyTime(ctx, state.config.server.bodyTimeoutMs)
       }
-    } else if (req.headers['transfer-encoding'] !== undefined) {
+    } else if (req.headers['transfer-encoding'] !== undefined || (req.httpVersionMajor === 2 && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders)) {
+      // A chunked body, or an HTTP/2 body (DATA frames, no Transfer-Encoding): counted as it arrives.
       this.watchBody(ctx, cr.maxBodySize)
       this.watchBodyTime(ctx, state.config.server.bodyTimeoutMs)
     }
@@ -319,6 +412,7 @@ export class Frontend implements PipelineSink<Ctx> {
       if (chunk !== null && chunk !== undefined) {
         if (ctx.tooLarge) return false
         seen += (chunk as Buffer).length
+        ctx.bytesIn = seen
         if (seen > limit) {
           ctx.tooLarge = true
           // Already forwarding: cut the exchange (the proxy reports the abort; we log a 413).
@@ -390,6 +484,7 @@ export class Frontend implements PipelineSink<Ctx> {
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
     if (ctx.bufferBody && ctx.body === null && !ctx.req.readableEnded) { this.readBody(ctx); return }
     const done = ctx.done = (outcome: Outcome): void => { this.upstreamDone(ctx, outcome) }
+    startSpan(ctx, this.tracer)
     const cr = (ctx.owner as ServingState).routes[ctx.routeIndex] as CompiledRoute
     try {
       this.upstreams.forward(ctx, cr.upstream, done)
@@ -405,7 +500,8 @@ export class Frontend implements PipelineSink<Ctx> {
     ctx.outcome = r.code
     // The rest of the body is not read: close the connection after the answer.
     const close = r === ANSWERS.tooLarge || r === ANSWERS.requestTimeout
-    writeRejection(ctx.res, r, ctx.extraHeaders, close)
+    writeRejection(ctx.res, r, ctx.extraHeaders, close, ctx.requestId)
+    ctx.bytesOut = r.body.length
     this.settle(ctx, { kind: 'rejected', rejection: r }, ctx.res.headersSent ? r.status : CLIENT_CLOSED)
   }
 
@@ -449,12 +545,16 @@ export class Frontend implements PipelineSink<Ctx> {
     if (outcome.kind === 'failed') {
       if (ctx.tooLarge) {
         ctx.outcome = 'PAYLOAD_TOO_LARGE'
-        writeRejection(ctx.res, ANSWERS.tooLarge, null, true)
+        writeRejection(ctx.res, ANSWERS.tooLarge, null, true, ctx.requestId)
         this.settle(ctx, { kind: 'rejected', rejection: ANSWERS.tooLarge }, 413)
         return
       }
       ctx.outcome = ctx.bodyTimedOut ? 'REQUEST_TIMEOUT' : outcome.code
-      if (outcome.code !== 'CLIENT_ABORTED') writeRejection(ctx.res, failureRejection(outcome.code), null, false)
+      if (outcome.code !== 'CLIENT_ABORTED') {
+        const r = failureRejection(outcome.code)
+        if (!ctx.res.headersSent) ctx.bytesOut = r.body.length
+        writeRejection(ctx.res, r, null, false, ctx.requestId)
+      }
       status = ctx.res.headersSent ? ctx.res.statusCode : CLIENT_CLOSED
     } else {
       status = outcome.kind === 'upstream' ? outcome.status : ctx.res.statusCode
@@ -476,7 +576,7 @@ export class Frontend implements PipelineSink<Ctx> {
     }
     const state = ctx.owner as ServingState
     const labels = (state.labels[ctx.routeIndex] as LabelCache).get(ctx.outcome)
-    this.record(labels, ctx.req, ctx.path, status, ctx.start, ctx.clientIp, ctx.route.upstream, ctx.upstreamTarget)
+    this.record(labels, ctx.req, ctx.path, status, ctx.start, ctx.clientIp, ctx.route.upstream, ctx.upstreamTarget, ctx.requestId, ctx)
     if (--state.inflight === 0 && state.onIdle !== null) { const f = state.onIdle; state.onIdle = null; f() }
     if (--this.inflight === 0 && this.drainWaiters.length > 0) {
       const w = this.drainWaiters
@@ -485,29 +585,74 @@ export class Frontend implements PipelineSink<Ctx> {
     }
   }
 
-  private record (series: Series, req: IncomingMessage, path: string, status: number, start: number, ip: string, upstream: string | null, target: string | null): void {
-    const seconds = (performance.now() - start) / 1000
+  private record (series: Series, req: IncomingMessage, path: string, status: number, start: number, ip: string, upstream: string | null, target: string | null,
+    requestId: string, ctx: Ctx | null, edgeBytes = 0): void {
+    const end = performance.now()
+    const seconds = (end - start) / 1000
     series.record(this.metrics, seconds)
+    const tracer = this.tracer
+    if (ctx !== null && tracer.exporting) {
+      if (ctx.spanId === '') startSpan(ctx, tracer)
+      if (ctx.traceSampled) this.recordSpan(ctx, series.labels.outcome, status, end)
+    }
     if (this.accessLog.enabled) {
       const labels = series.labels
+      const h = req.headers
       this.accessLog.log({
         time: Date.now(), route: labels.route, method: req.method as string, path, status, outcome: labels.outcome,
-        upstream, target, durationMs: seconds * 1000, ip
+        upstream, target, durationMs: seconds * 1000, ip,
+        requestId,
+        host: h.host ?? null,
+        userAgent: h['user-agent'] ?? null,
+        bytesIn: ctx !== null ? ctx.bytesIn : declaredLength(req),
+        bytesOut: ctx !== null ? ctx.bytesOut : edgeBytes,
+        upstreamStatus: ctx !== null && ctx.upstreamStatus !== 0 ? ctx.upstreamStatus : null,
+        upstreamMs: ctx !== null && ctx.upstreamMs >= 0 ? ctx.upstreamMs : null,
+        traceId: ctx !== null && ctx.traceId !== '' ? ctx.traceId : null,
+        protocol: req.httpVersion
       })
     }
   }
 
+  /** Queue this request's server span for export. */
+  private recordSpan (ctx: Ctx, outcome: string, status: number, end: number): void {
+    const attributes: Array<readonly [string, string | number]> = [
+      ['http.request.method', ctx.method],
+      ['url.path', ctx.path],
+      ['http.route', ctx.route.name],
+      ['http.response.status_code', status],
+      ['flashgate.outcome', outcome],
+      ['flashgate.request_id', ctx.requestId],
+      ['client.address', ctx.clientIp],
+      ['server.address', ctx.host],
+      ['network.protocol.version', ctx.req.httpVersion]
+    ]
+    if (ctx.upstreamTarget !== null) attributes.push(['flashgate.upstream', ctx.route.upstream], ['flashgate.upstream.target', ctx.upstreamTarget])
+    if (ctx.upstreamStatus !== 0) attributes.push(['flashgate.upstream.status_code', ctx.upstreamStatus])
+    this.tracer.record({
+      traceId: ctx.traceId, spanId: ctx.spanId, parentSpanId: ctx.parentSpanId,
+      name: ctx.method + ' ' + ctx.route.name, start: ctx.start, end, status, attributes
+    })
+  }
+
   /** Answer before any route was chosen (400/404/405), under route `_none`. */
   private early (req: IncomingMessage, res: ServerResponse, r: Rejection, start: number, path: string, extra: string[] | null = null): void {
-    writeRejection(res, r, extra, r.status === 400)
-    this.record(NONE.get(r.code), req, path, r.status, start, normalizeIp(req.socket.remoteAddress ?? ''), null, null)
+    const peer = normalizeIp(req.socket.remoteAddress ?? '')
+    const state = this.state
+    const id = requestIdOf(req, state.trusted.size > 0 && state.trusted.has(peer))
+    writeRejection(res, r, extra, r.status === 400, id)
+    this.record(NONE.get(r.code), req, path, r.status, start, peer, null, null, id, null, r.body.length)
   }
 
   private edge (state: ServingState, req: IncomingMessage, res: ServerResponse, path: string, query: string, start: number): void {
     const handler = state.edge.get(path)
     if (handler === undefined) { this.early(req, res, ANSWERS.notFound, start, path); return }
     const peer = normalizeIp(req.socket.remoteAddress ?? '')
-    const clientIp = state.trusted.size > 0 && state.trusted.has(peer) ? clientAddress(peer, req.headers['x-forwarded-for'], state.trusted) : peer
+    const trusted = state.trusted.size > 0 && state.trusted.has(peer)
+    const clientIp = trusted ? clientAddress(peer, req.headers['x-forwarded-for'], state.trusted) : peer
+    const id = requestIdOf(req, trusted)
+    const bytes = { n: 0 }
+    tagEdgeResponse(res, id, bytes)
     let code: string | null = null
     const end = res.end
     // The outcome of an edge answer is the reject code of its JSON body (`{"code": "LINK_INVALID", ...}`):
@@ -520,7 +665,7 @@ export class Frontend implements PipelineSink<Ctx> {
     res.once('close', () => {
       const status = res.headersSent ? res.statusCode : CLIENT_CLOSED
       const outcome = status < 400 ? 'passed' : status === CLIENT_CLOSED ? 'CLIENT_ABORTED' : code ?? edgeCode(null, status)
-      this.record(EDGE.get(outcome), req, path, status, start, clientIp, null, null)
+      this.record(EDGE.get(outcome), req, path, status, start, clientIp, null, null, id, null, bytes.n)
     })
     const fail = (err: unknown): void => {
       this.log('error', 'edge handler failed', { path, err })
@@ -576,9 +721,10 @@ function rawAnswer (status: number, text: string, r: Rejection): string {
  * request timeouts (slowloris), header size, keep-alive timeout, a connection cap; malformed requests
  * and `CONNECT` get a JSON 4xx and the connection is closed.
  */
-export function createPublicServer (config: Config, frontend: Frontend, metrics: Metrics, log: Log): Server {
+export function createPublicServer (config: Config, frontend: Frontend, metrics: Metrics, log: Log, existing?: Server): Server {
   const s = config.server
-  const server = createServer({
+  // `existing`: a TLS or HTTP/2 server made by gateway/listeners.ts, given the same limits and handlers.
+  const server = existing ?? createServer({
     maxHeaderSize: s.maxHeaderSize,
     headersTimeout: s.headersTimeoutMs,
     requestTimeout: s.requestTimeoutMs,
@@ -604,7 +750,9 @@ export function createPublicServer (config: Config, frontend: Frontend, metrics:
     log('debug', 'client error', { code: err.code })
   })
   server.on('connect', (_req: IncomingMessage, socket: Socket) => {
-    // CONNECT (authority-form): flashgate is not a forward proxy.
+    // CONNECT (authority-form): flashgate is not a forward proxy. Over HTTP/2 the second argument is
+    // the stream's response, not a socket.
+    if ('writeHead' in socket) { writeRejection(socket as unknown as ServerResponse, ANSWERS.badRequest); return }
     if (socket.writable) socket.end(RAW_400); else socket.destroy()
   })
   return server

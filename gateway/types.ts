@@ -90,6 +90,15 @@ export interface RequestContext {
   locals: Record<string, unknown> | null
   /** The upstream target (`http://host:port`) the proxy sent the request to, for the access log; set by the proxy. */
   upstreamTarget?: string | null
+  /** This request's X-Request-Id (set by the gateway before any guard runs; sent upstream and returned). */
+  requestId?: string
+  /** The `traceparent` / `tracestate` sent upstream (set by the gateway before proxying; null = none). */
+  traceparent?: string | null
+  tracestate?: string | null
+  /** Set by the proxy for the access log: the upstream's status (0 = none), its time in ms, body bytes relayed. */
+  upstreamStatus?: number
+  upstreamMs?: number
+  bytesOut?: number
 }
 
 /** What every guard factory receives. Everything is created once in the composition root. */

@@ -19,14 +19,25 @@
  *   from anyone else, only this hop (a client cannot plant a `for=`).
  * - `Host`: the client's Host is passed through unchanged (nginx `proxy_set_header Host $host`), so
  *   origins see the public name; a request without Host gets the target's `host:port` from undici.
+ *   Over HTTP/2 the Host is the client's `:authority`; pseudo-headers (`:method`, `:path`…) are
+ *   never forwarded.
+ * - `X-Request-Id`, `traceparent`, `tracestate`: the client's are dropped and the gateway's sent
+ *   (gateway/trace.ts: a trusted proxy's request id is kept; the traceparent names this span).
  */
 import type { IncomingMessage } from 'node:http'
 
 /** Lower-cased names never forwarded upstream (hop-by-hop, or rebuilt here). `proxy-*` is checked apart. */
 const DROP_REQUEST = new Set([
   'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'host',
-  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded'
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded', 'x-request-id', 'traceparent', 'tracestate'
 ])
+
+/** What the gateway itself sends upstream about the request (request id, trace context). */
+export interface RequestIds {
+  readonly requestId?: string | undefined
+  readonly traceparent?: string | null | undefined
+  readonly tracestate?: string | null | undefined
+}
 
 /** Lower-cased names never forwarded to the client. `proxy-*` is checked apart. */
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
@@ -65,7 +76,7 @@ export function peerAddress (addr: string | undefined): string {
  * X-Forwarded-For/-Proto/-Host. `peerTrusted` says whether the socket peer is in trusted_proxies.
  * Only the first Content-Length is kept (node:http has already rejected conflicting ones).
  */
-export function requestHeaders (req: IncomingMessage, peerTrusted: boolean, clientIp?: string): string[] {
+export function requestHeaders (req: IncomingMessage, peerTrusted: boolean, clientIp?: string, ids: RequestIds | null = null): string[] {
   const raw = req.rawHeaders
   const out: string[] = []
   let host: string | null = null
@@ -78,6 +89,11 @@ export function requestHeaders (req: IncomingMessage, peerTrusted: boolean, clie
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
     const value = raw[i + 1]!
+    if (name.charCodeAt(0) === 58 /* : */) {
+      // HTTP/2 pseudo-header: :authority stands for Host; the others are the request line.
+      if (name === ':authority') host ??= value
+      continue
+    }
     const lower = name.toLowerCase()
     if (DROP_REQUEST.has(lower)) {
       switch (lower) {
@@ -113,6 +129,13 @@ export function requestHeaders (req: IncomingMessage, peerTrusted: boolean, clie
   let hop = `for=${forwardedNode(peer)};proto=${proto}`
   if (host !== null) hop += `;host=${forwardedValue(host)}`
   result.push('forwarded', peerTrusted && fwd !== null ? `${fwd}, ${hop}` : hop)
+  if (ids !== null) {
+    if (ids.requestId !== undefined && ids.requestId !== '') result.push('x-request-id', ids.requestId)
+    if (ids.traceparent != null) {
+      result.push('traceparent', ids.traceparent)
+      if (ids.tracestate != null) result.push('tracestate', ids.tracestate)
+    }
+  }
   return result
 }
 
@@ -133,6 +156,7 @@ function maybeHopByHop (name: Buffer): boolean {
     case 2: return c === 116 /* te */
     case 7: return c === 116 /* trailer */ || c === 117 /* upgrade */ || c === 112
     case 10: return c === 99 /* connection */ || c === 107 /* keep-alive */ || c === 112
+    case 12: return c === 120 /* x-request-id */ || c === 112
     case 17: return c === 116 /* transfer-encoding */ || c === 112
     default: return name.length >= 6 && c === 112 /* proxy-* */
   }
@@ -142,7 +166,7 @@ function maybeHopByHop (name: Buffer): boolean {
  * The upstream's raw response headers (Buffers, as undici hands them over) as a flat string array for
  * `res.writeHead`, hop-by-hop fields dropped, then `extra` (the guards' response headers) appended.
  */
-export function responseHeaders (raw: readonly Buffer[], extra: readonly string[] | null): string[] {
+export function responseHeaders (raw: readonly Buffer[], extra: readonly string[] | null, requestId: string | null = null): string[] {
   const out: string[] = []
   let named: string[] | null = null
   for (let i = 0; i < raw.length; i += 2) {
@@ -156,7 +180,7 @@ export function responseHeaders (raw: readonly Buffer[], extra: readonly string[
     }
     const name = b.toString('latin1')
     const lower = name.toLowerCase()
-    if (DROP_RESPONSE.has(lower)) {
+    if (DROP_RESPONSE.has(lower) || lower === 'x-request-id') {
       if (lower === 'connection') {
         const t = connectionTokens(raw[i + 1]!.toString('latin1'))
         if (t !== null) named = named === null ? t : named.concat(t)
@@ -168,5 +192,6 @@ export function responseHeaders (raw: readonly Buffer[], extra: readonly string[
   }
   const result = named === null ? out : dropNamed(out, named)
   if (extra !== null) for (let i = 0; i < extra.length; i++) result.push(extra[i]!)
+  if (requestId !== null) result.push('x-request-id', requestId)
   return result
 }

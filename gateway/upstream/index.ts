@@ -255,6 +255,9 @@ class Exchange implements Dispatcher.DispatchHandler {
   private resumeFn: (() => void) | null = null
   /** performance.now() when the current attempt was dispatched; -1 once its duration is observed. */
   private sentAt = -1
+  /** performance.now() at the first attempt; response body bytes relayed. */
+  private t0 = 0
+  private sent = 0
 
   constructor (set: UpstreamSet, group: Group, ctx: RequestContext, done: ForwardDone) {
     this.set = set
@@ -264,13 +267,15 @@ class Exchange implements Dispatcher.DispatchHandler {
     const req = ctx.req
     const te = req.headers['transfer-encoding']
     const cl = req.headers['content-length']
+    // An HTTP/2 body has no Transfer-Encoding: the request has one unless its HEADERS ended the stream.
+    const h2Body = req.httpVersionMajor === 2 && cl === undefined && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders
     const body = ctx.body != null
       ? ctx.body
-      : (te !== undefined || (cl !== undefined && cl !== '0')) ? req : null
+      : (te !== undefined || (cl !== undefined && cl !== '0') || h2Body) ? req : null
     this.opts = {
       path: requestPath(ctx),
       method: ctx.method,
-      headers: requestHeaders(req, ctx.peerTrusted, ctx.clientIp),
+      headers: requestHeaders(req, ctx.peerTrusted, ctx.clientIp, ctx),
       body,
       headersTimeout: group.cfg.timeoutMs,
       bodyTimeout: group.cfg.timeoutMs
@@ -290,6 +295,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       return
     }
     res.on('close', this.onClientClose)
+    this.t0 = performance.now()
     this.attempt(target)
   }
 
@@ -356,7 +362,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.settled) return
     this.settled = true
     const url = this.target === null ? null : this.target.url
-    this.ctx.upstreamTarget = url
+    const ctx = this.ctx
+    ctx.upstreamTarget = url
+    if (this.t0 !== 0) {
+      ctx.upstreamMs = performance.now() - this.t0
+      ctx.upstreamStatus = this.status
+      ctx.bytesOut = this.sent
+    }
     this.done(outcome, url)
   }
 
@@ -390,9 +402,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.timeAttempt(target)
     if (this.clientGone) return false
     const res = this.ctx.res
-    const headers = responseHeaders(rawHeaders, this.ctx.extraHeaders)
+    const headers = responseHeaders(rawHeaders, this.ctx.extraHeaders, this.ctx.requestId ?? null)
     try {
-      if (statusText !== '') res.writeHead(statusCode, statusText, headers)
+      // HTTP/2 has no reason phrase (node warns when given one).
+      if (statusText !== '' && !('stream' in res)) res.writeHead(statusCode, statusText, headers)
       else res.writeHead(statusCode, headers)
     } catch (err) {
       // Header values node:http refuses to send: the upstream answered garbage.
@@ -413,6 +426,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onData (chunk: Buffer): boolean {
     if (this.clientGone) return false
     const res = this.ctx.res
+    this.sent += chunk.length
     if (res.write(chunk)) return true
     // Slow client: undici stops reading the upstream socket until the client drains.
     res.once('drain', this.onDrain)

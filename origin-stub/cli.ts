@@ -16,7 +16,8 @@ import { createOrigin, type OriginOptions } from './origin.js'
 
 export const USAGE = `Usage: flashgate origin --config FILE [--listen HOST:PORT]
 
-Runs the purchase origin (POST /buy/:campaign/:product, GET /orders/:id, POST /orders/:id/pay,
+Runs the purchase origin (POST /buy/:campaign/:product, GET /orders/:id, GET /orders?campaign=C&product=P,
+POST /orders/:id/pay,
 GET /stock/:campaign/:product, /healthz, /readyz, /metrics) on the config's store and campaigns.
 
   --config FILE          the YAML config (required): campaigns, store, origin

@@ -17,7 +17,7 @@
  */
 import { Cluster, Redis } from 'ioredis'
 import { StoreError } from '../gateway/errors.js'
-import { GROUP, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
+import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
 const INIT = `
@@ -27,20 +27,22 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return 0`
 
-// KEYS: stock buyers orders queue · ARGV: user now
-// → {1, seq} queued · {2, seq} duplicate · {0, ''} sold out (or stock absent)
+// KEYS: stock buyers orders queue · ARGV: user now token (a fresh random order token)
+// → {1, token} queued · {2, token} duplicate (the user's existing order) · {0, ''} sold out (or stock absent)
 const BUY = `
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then return {2, existing} end
 local sale = tonumber(redis.call('HGET', KEYS[1], 'sale'))
 if sale == nil or sale < 1 then return {0, ''} end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = ARGV[3]
+if redis.call('HEXISTS', KEYS[3], seq) == 1 then return redis.error_reply('ERR order token collision') end
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HINCRBY', KEYS[1], 'sale', -1)
 redis.call('HINCRBY', KEYS[1], 'locked', 1)
 redis.call('HSET', KEYS[2], ARGV[1], seq)
 redis.call('HSET', KEYS[3], seq, cjson.encode({status = 'QUEUED', user = ARGV[1], queued_at = tonumber(ARGV[2])}))
 redis.call('XADD', KEYS[4], '*', 'o', seq)
-return {1, tostring(seq)}`
+return {1, seq}`
 
 // KEYS: orders paydue queue · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
 const COMPLETE = `
@@ -141,7 +143,7 @@ function num (v: unknown): number | null {
   return typeof v === 'number' && Number.isFinite(v) ? v : null
 }
 
-function toOrder (ref: ProductRef, seq: number | string, raw: string): Order {
+function toOrder (ref: ProductRef, seq: string, raw: string): Order {
   const o = JSON.parse(raw) as RawOrder
   return {
     orderId: makeOrderId(ref, seq),
@@ -285,7 +287,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
 
     async buy (ref, user, now): Promise<BuyResult> {
       const k = productKeys(prefix, ref)
-      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now)) as [number, string]
+      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now, newOrderToken())) as [number, string]
       if (r[0] === 1) return { kind: 'queued', orderId: makeOrderId(ref, r[1]) }
       if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
       return { kind: 'sold_out' }
@@ -302,18 +304,26 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       const parsed = parseOrderId(id)
       if (parsed === null) return null
       const k = productKeys(prefix, parsed.ref)
-      const raw = await run(async () => await client.hget(k.orders, String(parsed.seq)))
-      return raw === null ? null : toOrder(parsed.ref, parsed.seq, raw)
+      const raw = await run(async () => await client.hget(k.orders, String(parsed.token)))
+      return raw === null ? null : toOrder(parsed.ref, parsed.token, raw)
+    },
+
+    async orderOf (ref, user) {
+      const k = productKeys(prefix, ref)
+      const token = await run(async () => await client.hget(k.buyers, user))
+      if (token === null) return null
+      const raw = await run(async () => await client.hget(k.orders, token))
+      return raw === null ? null : toOrder(ref, token, raw)
     },
 
     async pay (id, user, now): Promise<PayResult> {
       const parsed = parseOrderId(id)
       if (parsed === null) return { kind: 'not_found' }
       const k = productKeys(prefix, parsed.ref)
-      const [code, raw] = await run(async () => await cmd.fgoPay(k.stock, k.orders, k.paydue, parsed.seq, now, user ?? '')) as [number, string]
+      const [code, raw] = await run(async () => await cmd.fgoPay(k.stock, k.orders, k.paydue, parsed.token, now, user ?? '')) as [number, string]
       if (code === 0) return { kind: 'not_found' }
       if (code === 4) return { kind: 'forbidden' }
-      const order = toOrder(parsed.ref, parsed.seq, raw)
+      const order = toOrder(parsed.ref, parsed.token, raw)
       if (code === 1 || code === 5) return { kind: 'paid', already: code === 5, order }
       if (code === 3) return { kind: 'not_created', order }
       return { kind: 'cancelled', order, byThisCall: code === 6 }
@@ -339,7 +349,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         await run(async () => await client.xack(k.queue, GROUP, entry.entryId))
         return false
       }
-      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.seq, entry.entryId, now, paymentTimeoutMs, GROUP))
+      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))
       return r === 1
     },
 

@@ -87,6 +87,9 @@ export interface OriginStore {
 
   order(orderId: string): Promise<Order | null>
 
+  /** The user's order for this product (there is at most one), null when none. */
+  orderOf(ref: ProductRef, user: string): Promise<Order | null>
+
   /** CREATED → PAID and one unit locked → sold. `user` (when not null) must be the order's user. */
   pay(orderId: string, user: string | null, now: number): Promise<PayResult>
 

@@ -35,6 +35,8 @@ interface MemProduct {
   /** CREATED orders awaiting payment: order token → deadline. */
   readonly paydue: Map<string, number>
   entrySeq: number
+  /** Units released and not yet claimed by takeReleased. */
+  released: number
 }
 
 export interface MemoryOriginStoreOptions {
@@ -67,6 +69,7 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
     o.cancelledAt = now
     p.locked -= 1
     p.sale += 1
+    p.released += 1
     p.paydue.delete(seq)
   }
 
@@ -94,7 +97,8 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
           fresh: [],
           pending: new Map(),
           paydue: new Map(),
-          entrySeq: 0
+          entrySeq: 0,
+          released: 0
         })
       }
     },
@@ -236,6 +240,17 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       }
       return n
     },
+
+    async takeReleased (ref) {
+      const p = get(ref)
+      if (p === undefined) return 0
+      const n = p.released
+      p.released = 0
+      return n
+    },
+
+    async releaseToEdge () { return 0 },
+    async followQuota () { return 0 },
 
     async close () { closed = true }
   }

@@ -17,6 +17,7 @@
  */
 import { Cluster, Redis } from 'ioredis'
 import { StoreError } from '../gateway/errors.js'
+import { QUOTA_CHANNEL, limitKey, segmentKey } from '../limiter/quota.js'
 import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
@@ -82,6 +83,7 @@ if o.pay_by ~= nil and now >= o.pay_by then
   o.status = 'CANCELLED'
   o.cancelled_at = now
   redis.call('HINCRBY', KEYS[1], 'sale', 1)
+  redis.call('HINCRBY', KEYS[1], 'released', 1)
   code = 6
 else
   o.status = 'PAID'
@@ -112,7 +114,35 @@ for _, seq in ipairs(due) do
     end
   end
 end
+if n > 0 then redis.call('HINCRBY', KEYS[1], 'released', n) end
 return {n, #due}`
+
+// KEYS: stock → units released and not yet claimed; the count goes to 0
+const TAKE_RELEASED = `
+local n = tonumber(redis.call('HGET', KEYS[1], 'released') or '0') or 0
+if n > 0 then redis.call('HSET', KEYS[1], 'released', 0) end
+return n`
+
+// KEYS: one edge quota segment counter · ARGV: units wanted → units taken off it (never below 0)
+const EDGE_RELEASE = `
+local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local t = math.min(v, tonumber(ARGV[1]))
+if t > 0 then redis.call('DECRBY', KEYS[1], t) else t = 0 end
+return t`
+
+// KEYS: stock · ARGV: the edge's quota → {0} nothing to do · {1, delta} followed · {-1, sale} cannot (sale would go below 0)
+const FOLLOW = `
+local cur = redis.call('HGET', KEYS[1], 'edge_quota')
+if cur == ARGV[1] then return {0, 0} end
+local base = tonumber(cur) or tonumber(redis.call('HGET', KEYS[1], 'stock'))
+if base == nil then return {0, 0} end
+local delta = tonumber(ARGV[1]) - base
+local sale = tonumber(redis.call('HGET', KEYS[1], 'sale'))
+if sale + delta < 0 then return {-1, sale} end
+redis.call('HINCRBY', KEYS[1], 'stock', delta)
+redis.call('HINCRBY', KEYS[1], 'sale', delta)
+redis.call('HSET', KEYS[1], 'edge_quota', ARGV[1])
+return {1, delta}`
 
 type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
 
@@ -222,7 +252,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
   }
   client.on('error', (err: Error) => { opts.onError?.(err) })
 
-  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP] } as const
+  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW] } as const
   for (const [name, [numberOfKeys, lua]] of Object.entries(scripts)) client.defineCommand(name, { numberOfKeys, lua })
   const cmd = client as unknown as Record<keyof typeof scripts, ScriptFn>
 
@@ -362,6 +392,34 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       const k = productKeys(prefix, ref)
       const r = await run(async () => await cmd.fgoSweep(k.stock, k.orders, k.paydue, now, max)) as [number, number]
       return r[0]
+    },
+
+    async takeReleased (ref) {
+      const k = productKeys(prefix, ref)
+      return Number(await run(async () => await cmd.fgoTakeReleased(k.stock)))
+    },
+
+    async releaseToEdge (ref, units, segments) {
+      let left = units
+      // Two passes: a segment a concurrent give-back emptied meanwhile is skipped in the first.
+      for (let pass = 0; pass < 2 && left > 0; pass++) {
+        for (let i = 0; i < segments && left > 0; i++) {
+          const t = Number(await run(async () => await cmd.fgoEdgeRelease(prefix + segmentKey(ref.campaign, ref.product, i), left)))
+          left -= t
+        }
+      }
+      const applied = units - left
+      if (applied > 0) await run(async () => await client.publish(prefix + QUOTA_CHANNEL, JSON.stringify({ c: ref.campaign, p: ref.product, released: applied })))
+      return applied
+    },
+
+    async followQuota (ref) {
+      const v = await run(async () => await client.get(prefix + limitKey(ref.campaign, ref.product)))
+      const n = v === null ? NaN : Number(v)
+      if (!Number.isSafeInteger(n) || n < 0) return 0
+      const k = productKeys(prefix, ref)
+      const r = await run(async () => await cmd.fgoFollow(k.stock, n)) as [number, number]
+      return r[0] === -1 ? null : r[1]
     },
 
     async close () {

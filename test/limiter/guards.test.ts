@@ -132,20 +132,20 @@ t.test('quota: exactly quota admitted, latch answers without the store, 404 for 
   now += 2000
 })
 
-t.test('quota: give back on later rejection, upstream failure and 5xx; not on 2xx/4xx', async (t) => {
+t.test('quota: give back on later rejection, upstream failure, 4xx (the origin refused: no unit locked) and 5xx; not on 2xx', async (t) => {
   const store = mem(() => T0)
   const cfg = config(storeCfg, [campaign('c1', [['p1', 2]])])
   const d = deps(store, { config: cfg })
   const g = quotaGuard(qg(), route(), d)
   const admin = createQuotaAdmin({ config: cfg, store, metrics: d.metrics })
-  for (const outcome of [{ kind: 'rejected', rejection: {} as Rejection }, { kind: 'failed', code: 'X' }, { kind: 'upstream', status: 503 }] as const) {
+  for (const outcome of [{ kind: 'rejected', rejection: {} as Rejection }, { kind: 'failed', code: 'X' }, { kind: 'upstream', status: 503 }, { kind: 'upstream', status: 409 }] as const) {
     const c = ctx(T0, params('c1', 'p1'))
     t.equal(await g.check(c), undefined)
     settle(c, outcome)
     await new Promise((resolve) => setImmediate(resolve))
-    t.equal((await admin.get('c1', 'p1'))?.admitted, 0, `${outcome.kind} gives the unit back`)
+    t.equal((await admin.get('c1', 'p1'))?.admitted, 0, `${outcome.kind} ${'status' in outcome ? outcome.status : ''} gives the unit back`)
   }
-  for (const status of [200, 409]) {
+  for (const status of [200, 202]) {
     const c = ctx(T0, params('c1', 'p1'))
     t.equal(await g.check(c), undefined)
     settle(c, { kind: 'upstream', status })

@@ -40,18 +40,19 @@
  * SOLD_OUT), the unit is given back the same way, so a slow moment does not leave units admitted that
  * nobody bought.
  *
- * Failure policy: fail_closed → 503; fail_open → pass (counted); local → this process's share of what was
- * left when it last saw the store, `floor(left / (gateway_nodes × workers))`. A process that never saw the
- * product admits nothing locally. The local admissions are added to the store counter when it answers
- * again. The bound holds when every node's last view is recent (under a sale, nodes talk to the store on
- * every admission); a node that has been idle while others sold units may over-estimate what is left —
- * documented, and the reconciliation then stops further admissions at once.
+ * Failure policy: fail_closed → 503 STORE_UNAVAILABLE, the only policy a quota takes. `local` and
+ * `fail_open` are refused (conf/load.ts at FILE:LINE:COL, and this factory): a node-local share judged
+ * from a stale view, reconciled into the counter after the outage while other calls were judged without
+ * it, oversold (issue 13: 2,496 buyers for a quota of 1,500 through a SIGKILL of Redis), and fail_open
+ * has no bound at all. A lease design (units reserved in the store ahead, spent locally) would bound
+ * `local`; it is not built.
  */
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
 import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
 import { rejection } from '../gateway/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
+import { ConfigError } from '../gateway/errors.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './common.js'
 import { retryRefused } from './breaker.js'
 import type { CounterResult, MarkAddResult, Store } from './store.js'
 
@@ -91,9 +92,6 @@ interface Product {
   fullUntil: number[]
   /** Whole product sold out until (ms). */
   latchUntil: number
-  /** local policy: units this process may still admit (null = not in fallback). */
-  localBudget: number | null
-  localAdmitted: number
   remainingGauge: { set(v: number): void }
   admitted: { inc(): void }
   released: { inc(): void }
@@ -135,8 +133,6 @@ function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics
       seen: new Array<number>(pc.segments).fill(-1),
       fullUntil: new Array<number>(pc.segments).fill(0),
       latchUntil: 0,
-      localBudget: null,
-      localAdmitted: 0,
       remainingGauge: new GaugeCell(metrics.quotaRemaining, { campaign: c.id, product: pc.id }),
       admitted: new CounterCell(metrics.quotaAdmitted, { campaign: c.id, product: pc.id }),
       released: new CounterCell(metrics.quotaReleased, { campaign: c.id, product: pc.id }),
@@ -203,8 +199,8 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const readProduct = valueReader(cfg.product)
   const latchTtl = cfg.latchTtlMs
   const policy = policyOf(cfg.onError, deps)
+  if (policy !== 'fail_closed') throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
-  const shareOf = processCount(deps)
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
 
@@ -217,19 +213,6 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     }, () => { /* store down: the config's quota, retried on the next request */ }).finally(() => { p.loading = null })
     p.loading = l
     return l
-  }
-
-  const reconcile = (p: Product, seg: number): void => {
-    if (p.localBudget === null) return
-    const n = p.localAdmitted
-    p.localBudget = null
-    p.localAdmitted = 0
-    if (n !== 0) {
-      store.add(segmentKey(p.campaign, p.product, seg), n).catch(() => {
-        p.localAdmitted += n
-        deps.log('warn', 'quota reconcile failed', { campaign: p.campaign, product: p.product, units: n })
-      })
-    }
   }
 
   /**
@@ -253,12 +236,6 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     if (!unitReturns(o)) return
     giveBack(p, seg, epoch)
   }
-  const giveBackLocal = (p: Product) => (_ctx: RequestContext, o: Outcome): void => {
-    if (!unitReturns(o)) return
-    p.released.inc()
-    if (p.localBudget !== null) { p.localBudget++; p.localAdmitted-- } else p.localAdmitted--
-  }
-
   /** For a timed-out admission call: set by onError when this request is answered with a rejection. */
   const lateGiveBack = (p: Product, seg: number, epoch: number, state: { rejected: boolean }) => (r: { ok: boolean }): void => {
     if (r.ok && state.rejected) giveBack(p, seg, epoch)
@@ -270,27 +247,12 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     mark.unmark(markKey)
   }
 
-  const onError = (ctx: RequestContext, p: Product, err: unknown, late: { rejected: boolean }): Verdict => {
+  const onError = (err: unknown, late: { rejected: boolean }): Verdict => {
     asStoreError(err)
     fallbacks.inc()
-    if (policy === 'fail_open') return undefined
-    // Answered with a rejection from here on (unless admitted locally below): a late "applied" gives the unit back.
+    // Answered with a rejection: a late "applied" gives the unit back.
     late.rejected = true
-    if (policy === 'fail_closed') return STORE_UNAVAILABLE
-    if (p.localBudget === null) {
-      const left = leftSeen(p)
-      p.localBudget = left < 0 ? 0 : Math.floor(left / shareOf)
-    }
-    // A timed-out or cut-off call may still have been applied by Redis (e.g. it was only slow): count it
-    // against the local budget as if it had been. Only a breaker fast-fail certainly sent nothing.
-    if ((err as { code?: string }).code !== 'FG_ERR_STORE_BREAKER_OPEN' && p.localBudget > 0) p.localBudget--
-    if (p.localBudget <= 0) return soldOut
-    p.localBudget--
-    p.localAdmitted++
-    late.rejected = false
-    p.admitted.inc()
-    onSettle(ctx, giveBackLocal(p))
-    return undefined
+    return STORE_UNAVAILABLE
   }
 
   /**
@@ -334,7 +296,6 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       ? store.addIfWithin(key, 1, limit, { onLate: lateGiveBack(p, i, epoch, late) })
       : store.markAndAdd(markKey as string, String(now), mark.ttlMs, key, 1, limit, { onLate: lateMarked(p, i, epoch, late, mark, markKey as string) })
     return call.then((r): Verdict | Promise<Verdict> => {
-      if (p.localBudget !== null) reconcile(p, i)
       if (mark !== null && !(r as MarkAddResult).fresh) return mark.duplicate
       p.seen[i] = r.value
       if (r.ok) {
@@ -355,7 +316,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
           return v
         }
       }
-      return onError(ctx, p, err, late)
+      return onError(err, late)
     })
   }
 

@@ -75,7 +75,7 @@ export function createOriginMetrics (opts: {
     registers: r,
     collect () { this.set(store.healthy ? 1 : 0) }
   })
-  const edgeReleased = new Counter({ name: 'flashgate_origin_edge_released_total', help: "Released units (cancelled orders) this origin process gave back to the edge's quota on a shared store.", labelNames: ['campaign', 'product'], registers: r })
+  const edgeReleased = new Counter({ name: 'flashgate_origin_edge_released_total', help: "Released units (cancelled orders) this origin process gave back to the edge quota (shared store or --release-to).", labelNames: ['campaign', 'product'], registers: r })
   for (const p of products) edgeReleased.inc({ campaign: p.campaign, product: p.product }, 0)
   return { registry, buys, orders, storeErrors, edgeReleased }
 }

@@ -38,10 +38,11 @@ export interface OriginOptions {
   readonly defaultMetrics?: boolean
   readonly log?: LogFn
   /**
-   * Units the origin released (cancelled unpaid orders), after they were given back to the edge's
-   * counters on a shared store: for an edge that does not share the store (e.g. the in-process demo on
-   * memory, or a `POST /admin/quota/:c/:p/release` call to a remote gateway). A rejection is logged; the
-   * units are not offered again (never an oversell).
+   * Where units the origin released (cancelled unpaid orders) go, for an edge that does not share the
+   * store (the in-process demo on memory, or `--release-to`: a remote gateway's `POST
+   * /admin/quota/:c/:p/release`). When set, the store's edge counters are not touched (one release path,
+   * never two). Unset: the release is written to the edge's counters on the shared store. A rejection is
+   * logged; the units are not offered again (never an oversell).
    */
   readonly onRelease?: (ref: ProductRef, units: number) => Promise<void> | void
 }
@@ -151,16 +152,16 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
         onReleased: async (ref, n) => {
           let applied = 0
           try {
-            applied = await store.releaseToEdge(ref, n, segmentsOf.get(`${ref.campaign}\u0000${ref.product}`) ?? 1)
+            if (opts.onRelease !== undefined) {
+              await opts.onRelease(ref, n)
+              applied = n
+            } else {
+              applied = await store.releaseToEdge(ref, n, segmentsOf.get(`${ref.campaign}\u0000${ref.product}`) ?? 1)
+            }
           } catch (err) {
             log('warn', 'origin: release to the edge failed; the units stay admitted there', { campaign: ref.campaign, product: ref.product, units: n, err: err instanceof Error ? err.message : String(err) })
           }
           metrics.edgeReleased.inc({ campaign: ref.campaign, product: ref.product }, applied)
-          if (opts.onRelease !== undefined) {
-            try { await opts.onRelease(ref, n) } catch (err) {
-              log('warn', 'origin: onRelease failed', { campaign: ref.campaign, product: ref.product, units: n, err: err instanceof Error ? err.message : String(err) })
-            }
-          }
         },
         beforeSweep: async (ref) => {
           const d = await store.followQuota(ref)

@@ -10,7 +10,7 @@ import type { Test } from 'tap'
 import { startRedis } from '../helpers/redis.js'
 import { client, fetchText, memoryAccessLog, startTestGateway } from '../helpers/gateway.js'
 import { createOrigin } from '../../origin-stub/origin.js'
-import { loadConfig, until } from './helpers.js'
+import { configFile, loadConfig, spawnOrigin, until } from './helpers.js'
 
 const STOCK = 20
 const PAY_TIMEOUT_MS = 1500
@@ -129,4 +129,51 @@ t.test('PUT /admin/quota: the origin follows a raise; below admitted is refused 
   const more = await buyAll(s, Array.from({ length: 15 }, (_, i) => `w${i}`))
   t.equal(more.get('QUEUED'), 10, 'the 10 new units sell')
   atRest(t, await ledger(s), 'after selling them')
+})
+
+t.test('an origin that does not share the store: flashgate origin --release-to gives the units back through the admin API', async (t) => {
+  const yaml = (store: string, upstream: string, pay: string): string => `
+store: { kind: ${store} }
+identity: { user: header x-user-id }
+upstreams:
+  purchase: { targets: [{ url: "${upstream}" }], retries: 0 }
+campaigns:
+  - id: c1
+    starts_at: 2020-01-01T00:00:00Z
+    ends_at: 2099-01-01T00:00:00Z
+    products: [{ id: p1, quota: 5 }]
+origin: { listen: 127.0.0.1:0, order_rate: 1000/s, payment_timeout: ${pay} }
+routes:
+  - name: buy
+    match: { path: /buy/:campaign/:product, methods: [POST] }
+    guards: [{ dedupe: { ttl: 1h } }, { quota: { latch_ttl: 1h } }]
+    upstream: purchase
+  - name: orders
+    match: { path_prefix: /orders }
+    upstream: purchase
+`
+  // The gateway first (its admin URL is what the origin releases to), its upstream set by a reload.
+  const gw = await startTestGateway(t, { config: loadConfig(yaml('memory', 'http://127.0.0.1:9', '1s')), admin: { host: '127.0.0.1', port: 0 }, accessLog: memoryAccessLog() })
+  const file = configFile(t, yaml('memory', 'http://127.0.0.1:9', '1s'))
+  const origin = await spawnOrigin(t, file, ['--release-to', gw.adminUrl as string])
+  t.equal((await gw.reload(loadConfig(yaml('memory', origin.url, '1s')))).ok, true)
+  const http = client(t, { connections: 8 })
+  const s = { gw: gw.url, admin: gw.adminUrl as string, origin: origin.url, http }
+  const first = await buyAll(s, Array.from({ length: 8 }, (_, i) => `a${i}`))
+  t.same(Object.fromEntries(first), { QUEUED: 5, SOLD_OUT: 3 })
+  let order: any = null
+  for (let i = 0; i < 8 && order === null; i++) {
+    const r = await fetchText(http, `${gw.url}/orders?campaign=c1&product=p1`, { headers: { 'x-user-id': `a${i}` } })
+    if (r.status === 200) order = r.json
+    else t.equal(r.status, 404, 'no order: 404')
+  }
+  t.ok(order !== null, 'a buyer finds their order through the edge (GET /orders?campaign=C&product=P)')
+  const buyer = String(order?.user)
+  // Nobody pays (paying within 1 s is not something a loaded test machine can promise).
+  const back = await until(async () => (await ledger(s)).edge.remaining === 5, 10_000, 100)
+  t.ok(back, 'the 5 unpaid units are back at the edge (POST .../release from the origin process)')
+  atRest(t, await ledger(s), 'after the release')
+  const late = await buyAll(s, Array.from({ length: 6 }, (_, i) => `b${i}`))
+  t.same(Object.fromEntries(late), { QUEUED: 5, SOLD_OUT: 1 }, 'late buyers get the 5 released units')
+  t.equal(await origin.stop(), 0)
 })

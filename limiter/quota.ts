@@ -36,8 +36,7 @@
  * any `quota` message for the product. A missed message is bounded by `latch_ttl` (default 1 s).
  *
  * A store call that timed out may still have been applied by Redis. When its answer arrives late and
- * says applied for a request this node already answered with a rejection (fail_closed's 503, or local's
- * SOLD_OUT), the unit is given back the same way, so a slow moment does not leave units admitted that
+ * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit is given back the same way, so a slow moment does not leave units admitted that
  * nobody bought.
  *
  * Failure policy: fail_closed → 503 STORE_UNAVAILABLE, the only policy a quota takes. `local` and
@@ -60,6 +59,8 @@ export const QUOTA_CHANNEL = 'quota'
 
 export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
 
+export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
+
 /**
  * Whether the unit a request took goes back: unless the upstream accepted the buy (2xx/3xx). A later
  * guard's rejection, no upstream answer, and every upstream 4xx/5xx give it back — the origin's own
@@ -69,7 +70,6 @@ export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:
 export function unitReturns (o: Outcome): boolean {
   return o.kind !== 'upstream' || o.status >= 400
 }
-export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
 
 /** Quota of segment i when `quota` is split in `n`. */
 export function segmentQuota (quota: number, n: number, i: number): number {

@@ -128,12 +128,15 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     checks.push({ name: 'oversold units (must be 0)', value: sale.correctness.oversold, ok: sale.correctness.oversold === 0 })
     checks.push({ name: 'users with more than one order (must be 0)', value: sale.correctness.usersWithSeveralOrders, ok: sale.correctness.usersWithSeveralOrders === 0 })
     checks.push({ name: 'flash-sale requests lost, sent − answered (must be 0)', value: sale.correctness.lost, ok: sale.correctness.lost === 0 })
+    checks.push({ name: `unpaid orders (${Math.round((1 - sale.unpaid.payShare) * 100)} % of buyers never pay; payment_timeout ${sale.unpaid.paymentTimeoutMs} ms): units released by the origin`, value: sale.correctness.released, ok: null })
+    checks.push({ name: 'released units resold to late buyers', value: sale.correctness.resold, ok: null })
     for (const pr of sale.products) {
-      checks.push({ name: `${pr.product}: orders ≤ quota ${pr.quota}`, value: pr.orders, ok: pr.orders <= pr.quota })
+      checks.push({ name: `${pr.product}: orders − released ≤ quota ${pr.quota}`, value: `${pr.orders} − ${pr.released ?? '?'}`, ok: pr.orders - (pr.released ?? 0) <= pr.quota })
+      if (pr.ledgerOk !== null && pr.origin !== null) checks.push({ name: `${pr.product}: ledger at rest, edge admitted == origin locked + sold, edge remaining == origin sale`, value: `${pr.edgeAdmitted ?? '?'} == ${pr.origin.locked}+${pr.origin.sold}`, ok: pr.ledgerOk })
       if (pr.edgeAdmitted !== null) checks.push({ name: `${pr.product}: edge admitted ≤ quota ${pr.quota}`, value: pr.edgeAdmitted, ok: pr.edgeAdmitted <= pr.quota })
       if (pr.origin !== null) {
         checks.push({ name: `${pr.product}: origin sale+locked+sold == stock`, value: `${pr.origin.sale}+${pr.origin.locked}+${pr.origin.sold} = ${pr.origin.stock}`, ok: pr.invariantOk })
-        checks.push({ name: `${pr.product}: origin units taken == orders seen`, value: `${pr.origin.locked + pr.origin.sold} / ${pr.orders}`, ok: pr.originMatchesOrders })
+        checks.push({ name: `${pr.product}: origin units held == orders seen − released`, value: `${pr.origin.locked + pr.origin.sold} / ${pr.orders} − ${pr.released ?? '?'}`, ok: pr.originMatchesOrders })
       }
     }
   }

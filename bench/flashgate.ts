@@ -167,6 +167,8 @@ export interface SaleConfig {
   readonly globalBurst: number
   readonly perUserRate: string
   readonly orderRate: number
+  /** The origin's payment_timeout (unpaid orders are cancelled after it); default 10m. */
+  readonly paymentTimeout?: string
 }
 
 /** The full funnel in front of the purchase origin: what the flash-sale scenario's crowd goes through. */
@@ -206,7 +208,7 @@ export function saleConfigs (c: SaleConfig): { gateway: string, origin: string }
     upstreams: { self: { targets: [{ url: c.origin }] } },
     campaigns,
     routes: [{ name: 'all', match: { path_prefix: '/' }, upstream: 'self' }],
-    origin: { listen: `127.0.0.1:${c.originListen}`, order_rate: c.orderRate, payment_timeout: '10m' }
+    origin: { listen: `127.0.0.1:${c.originListen}`, order_rate: c.orderRate, payment_timeout: c.paymentTimeout ?? '10m' }
   })
   return { gateway, origin }
 }
@@ -223,11 +225,11 @@ export async function startGateway (o: { dir: string, name: string, yaml: string
   return { url: `http://127.0.0.1:${o.listen}`, admin: `http://127.0.0.1:${o.admin}`, proc, configFile: file }
 }
 
-export async function startOrigin (o: { dir: string, yaml: string, listen: number, cpus: string | null }): Promise<{ url: string, proc: Managed, configFile: string }> {
+export async function startOrigin (o: { dir: string, yaml: string, listen: number, cpus: string | null, releaseTo?: string }): Promise<{ url: string, proc: Managed, configFile: string }> {
   const file = join(o.dir, 'origin.yaml')
   writeFileSync(file, o.yaml)
   const fg = flashgateCommand()
-  const proc = start({ name: 'origin', cmd: fg.cmd, args: [...fg.pre, 'origin', '--config', file, '--listen', `127.0.0.1:${o.listen}`], cpus: o.cpus, logFile: join(o.dir, 'origin.log'), cwd: ROOT })
+  const proc = start({ name: 'origin', cmd: fg.cmd, args: [...fg.pre, 'origin', '--config', file, '--listen', `127.0.0.1:${o.listen}`, ...(o.releaseTo !== undefined ? ['--release-to', o.releaseTo] : [])], cpus: o.cpus, logFile: join(o.dir, 'origin.log'), cwd: ROOT })
   await waitPort(o.listen, 'origin', proc, 30_000)
   return { url: `http://127.0.0.1:${o.listen}`, proc, configFile: file }
 }

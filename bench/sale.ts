@@ -41,12 +41,18 @@ export interface ProductCheck {
   readonly orders: number
   /** The edge's own count (admin API), null when unavailable. */
   readonly edgeAdmitted: number | null
-  /** Units beyond stock: max(0, orders − quota). Must be 0. */
+  /** Units beyond stock: max(0, orders − released − quota). Must be 0. */
   readonly oversold: number
+  /** Units the origin released (unpaid orders cancelled) and gave back to the edge quota (origin metric). */
+  readonly released: number | null
+  /** Orders beyond the quota: released units sold again to late buyers, max(0, orders − quota). */
+  readonly resold: number
+  /** The ledger at rest: edge admitted == origin locked + sold, and edge remaining == origin sale. */
+  readonly ledgerOk: boolean | null
   readonly origin: { stock: number, sale: number, locked: number, sold: number } | null
   /** sale + locked + sold == stock at the origin. */
   readonly invariantOk: boolean | null
-  /** Units the origin handed out (locked + sold) equal the orders the crowd saw. */
+  /** Units the origin holds (locked + sold) equal the orders the crowd saw minus the units released. */
   readonly originMatchesOrders: boolean | null
 }
 
@@ -60,7 +66,9 @@ export interface SaleResult {
   readonly redisCommandsPerReq: number | null
   readonly redisScriptsPerReq: number | null
   readonly storeOpsPerReq: number | null
-  readonly correctness: { oversold: number, usersWithSeveralOrders: number, lost: number, invariantOk: boolean | null, ok: boolean }
+  readonly correctness: { oversold: number, usersWithSeveralOrders: number, lost: number, invariantOk: boolean | null, ledgerOk: boolean | null, released: number, resold: number, ok: boolean }
+  /** Share of buyers who paid, and the origin's payment_timeout. */
+  readonly unpaid: { readonly payShare: number, readonly paymentTimeoutMs: number }
   readonly stack: Record<string, string>
 }
 
@@ -82,6 +90,30 @@ async function startSiteverify (): Promise<{ url: string, server: Server, calls:
   const port = await freePort()
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
   return { url: `http://127.0.0.1:${port}/turnstile/v0/siteverify`, server, calls: () => calls }
+}
+
+/**
+ * The unpaid-order play: this share of buyers pays, the others never do, and the origin cancels their
+ * orders after its payment_timeout — a sixth of the run, at least 1 s — so that late buyers (those still
+ * pressing after SOLD_OUT) can get the released units within the run.
+ */
+const PAY_SHARE = 0.7
+const paymentTimeoutMs = (durationS: number): number => Math.max(1000, Math.round(durationS * 1000 / 6))
+
+/** Sum of a Prometheus counter's samples whose labels include these (text exposition). */
+async function metricSum (url: string, name: string, labels: Record<string, string>): Promise<number | null> {
+  try {
+    const r = await request(url, { headersTimeout: 5000, bodyTimeout: 5000 })
+    const text = await r.body.text()
+    if (r.statusCode !== 200) return null
+    let sum = 0
+    for (const line of text.split('\n')) {
+      const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line)
+      if (m === null || m[1] !== name) continue
+      if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3])
+    }
+    return sum
+  } catch { return null }
 }
 
 async function getJson (url: string): Promise<Record<string, unknown> | null> {
@@ -124,12 +156,14 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
       globalRate: o.globalRate,
       globalBurst: Math.max(1, Math.round(o.globalRate / 5)),
       perUserRate: '5/s',
-      orderRate: 5000
+      orderRate: 5000,
+      paymentTimeout: `${paymentTimeoutMs(o.durationS)}ms`
     })
     // Both start at once (each loads its code for a second or two); the gateway connects to the origin
     // on its first proxied request, and nobody sends one before both listen.
     const [origin, gw] = await Promise.all([
-      startOrigin({ dir: o.dir, yaml: cfg.origin, listen: originPort, cpus: o.cpus.load }),
+      // The origin has its own store: it gives released units back through the gateway's admin API.
+      startOrigin({ dir: o.dir, yaml: cfg.origin, listen: originPort, cpus: o.cpus.load, releaseTo: `http://127.0.0.1:${adminPort}` }),
       startGateway({ dir: o.dir, name: 'gateway-sale', yaml: cfg.gateway, listen, admin: adminPort, workers: o.workers, cpus: o.cpus.server })
     ])
     gatewayUrl = gw.url
@@ -170,7 +204,8 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
     signedLinks: true,
     buyPath: (c, p) => `/buy/${c}/${p}`,
     timeoutMs: 10_000,
-    onTick: o.onTick
+    onTick: o.onTick,
+    payShare: PAY_SHARE
   })
   const cpuB = gwPid === null ? null : cpuMicros(gwPid)
   const redisB = edgeRedis === null ? null : await edgeRedis.commandStats()
@@ -193,25 +228,38 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
   const cmds = commandDelta(redisA, redisB)
   const cmdSum = sumCommands(cmds)
 
-  const products: ProductCheck[] = []
-  for (const p of o.products) {
+  const check = async (p: ProductSpec): Promise<ProductCheck> => {
     const orders = users.ordersByProduct[p.id] ?? 0
     const q = admin === null ? null : await getJson(`${admin}/admin/quota/${CAMPAIGN}/${p.id}`)
     const s = originUrl === null ? null : await getJson(`${originUrl}/stock/${CAMPAIGN}/${p.id}`)
+    const released = originUrl === null ? null : await metricSum(`${originUrl}/metrics`, 'flashgate_origin_edge_released_total', { campaign: CAMPAIGN, product: p.id })
     const origin = s === null ? null : { stock: Number(s.stock), sale: Number(s.sale), locked: Number(s.locked), sold: Number(s.sold) }
-    products.push({
+    const edgeAdmitted = typeof q?.admitted === 'number' ? q.admitted : null
+    return {
       product: p.id,
       quota: p.quota,
       orders,
-      edgeAdmitted: typeof q?.admitted === 'number' ? q.admitted : null,
-      oversold: Math.max(0, orders - p.quota),
+      edgeAdmitted,
+      oversold: Math.max(0, orders - (released ?? 0) - p.quota),
+      released,
+      resold: Math.max(0, orders - p.quota),
+      ledgerOk: origin === null || edgeAdmitted === null ? null : edgeAdmitted === origin.locked + origin.sold && q?.remaining === origin.sale,
       origin,
       invariantOk: origin === null ? null : origin.sale + origin.locked + origin.sold === origin.stock,
-      originMatchesOrders: origin === null ? null : origin.locked + origin.sold === orders
-    })
+      originMatchesOrders: origin === null ? null : origin.locked + origin.sold === orders - (released ?? 0)
+    }
+  }
+  // At rest: a release the origin is handing over as the run ends takes a moment (bounded: 3 s).
+  let products: ProductCheck[] = []
+  for (const until = Date.now() + 3000; ;) {
+    products = []
+    for (const p of o.products) products.push(await check(p))
+    if (products.every((p) => p.ledgerOk !== false && p.originMatchesOrders !== false) || Date.now() > until) break
+    await new Promise((resolve) => setTimeout(resolve, 200))
   }
   const oversold = products.reduce((a, p) => a + p.oversold, 0)
   const inv = products.every((p) => p.invariantOk === null) ? null : products.every((p) => p.invariantOk !== false && p.originMatchesOrders !== false)
+  const ledgerOk = products.every((p) => p.ledgerOk === null) ? null : products.every((p) => p.ledgerOk !== false)
   return {
     users,
     products,
@@ -227,8 +275,12 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
       usersWithSeveralOrders: users.usersWithSeveralOrders,
       lost: users.lost,
       invariantOk: inv,
-      ok: oversold === 0 && users.usersWithSeveralOrders === 0 && users.lost === 0 && inv !== false
+      ledgerOk,
+      released: products.reduce((a, p) => a + (p.released ?? 0), 0),
+      resold: products.reduce((a, p) => a + p.resold, 0),
+      ok: oversold === 0 && users.usersWithSeveralOrders === 0 && users.lost === 0 && inv !== false && ledgerOk !== false
     },
+    unpaid: { payShare: PAY_SHARE, paymentTimeoutMs: paymentTimeoutMs(o.durationS) },
     stack
   }
 }

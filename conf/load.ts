@@ -173,6 +173,8 @@ class Loader {
   private readonly env: NodeJS.ProcessEnv
   private readonly includedFiles = new Map<string, Pos>()
   private identityUser = false
+  /** store.on_error, for guards that inherit it (the quota refuses the policies it cannot bound). */
+  private storeOnError: FailurePolicy = 'fail_closed'
   private secrets: SecretsConfig = { linkKeys: [], session: null, pow: null }
   private campaignIds = new Map<string, { pos: Pos, products: Set<string> }>()
   private readonly rateLimits = new Map<string, RateLimitSeen>()
@@ -238,6 +240,7 @@ class Loader {
 
     const workers = this.readWorkers(top.get('workers'))
     const store = this.readStore(top.get('store'))
+    this.storeOnError = store.onError
     const trustedProxies = this.cidrList(top.get('trusted_proxies'), 'trusted_proxies')
     const server = this.readServer(top.get('server'))
     const accessLog = this.readAccessLog(top.get('access_log'))
@@ -1024,7 +1027,16 @@ class Loader {
         const product = this.productSource(m, rc, 'quota', campaign)
         if (this.campaignIds.size === 0) ck.error(pos, 'quota needs at least one campaign with products in campaigns:')
         const latchTtlMs = this.duration(m.get('latch_ttl'), 'latch_ttl') ?? DEFAULTS.quota.latchTtlMs
-        return { kind, ...common, campaign, product, latchTtlMs, onError: onError() }
+        // A quota sells exactly its units: a node-local fallback (local) or admitting everything
+        // (fail_open) while the store is down cannot bound the total across nodes and the reconciliation
+        // after the outage, so both are refused for a quota (issue 13). fail_closed answers 503.
+        const own = onError()
+        const effective = own ?? this.storeOnError
+        if (effective === 'local' || effective === 'fail_open') {
+          const at = m.get('on_error')?.pos ?? pos
+          ck.error(at, `quota: on_error ${effective}${own === null ? ' (inherited from store.on_error)' : ''} cannot bound the units sold while the store is down (it would oversell); use quota: { on_error: fail_closed }${effective === 'local' ? ' (local stays available to rate_limit and dedupe)' : ''}`)
+        }
+        return { kind, ...common, campaign, product, latchTtlMs, onError: own }
       }
     }
   }

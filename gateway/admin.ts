@@ -17,10 +17,15 @@ export type ReloadResult = { readonly ok: true } | { readonly ok: false, readonl
 export interface QuotaView { readonly quota: number, readonly admitted: number, readonly remaining: number }
 
 /** Quota administration, implemented by the limiter (`createQuotaAdmin`); null = unknown campaign/product. */
+/** A change refused with nothing changed: 409 with `conflict` as the code. */
+export interface QuotaRefusal { readonly conflict: string, readonly message: string, readonly view: QuotaView }
+
 export interface QuotaAdmin {
   get (campaign: string, product: string): Promise<QuotaView | null>
-  set (campaign: string, product: string, quota: number): Promise<QuotaView | null>
+  set (campaign: string, product: string, quota: number): Promise<QuotaView | QuotaRefusal | null>
   reset (campaign: string, product: string): Promise<QuotaView | null>
+  /** Units a backend gives back (POST .../release); absent: 501. */
+  release? (campaign: string, product: string, units: number): Promise<QuotaView | QuotaRefusal | null>
 }
 
 export interface AdminHooks {
@@ -47,8 +52,9 @@ function err (res: ServerResponse, status: number, code: string, message: string
   send(res, status, { code, message, ...extra })
 }
 
-function answer (res: ServerResponse, v: QuotaView | null): void {
+function answer (res: ServerResponse, v: QuotaView | QuotaRefusal | null): void {
   if (v === null) err(res, 404, 'NOT_FOUND', 'unknown campaign or product')
+  else if ('conflict' in v) err(res, 409, v.conflict, v.message, { ...v.view })
   else send(res, 200, v)
 }
 
@@ -120,7 +126,8 @@ export function createAdminServer (host: string, token: string | null, hooks: Ad
 
   async function quota (req: IncomingMessage, res: ServerResponse, method: string, parts: string[]): Promise<void> {
     const isReset = parts.length === 3 && parts[2] === 'reset'
-    if (!(parts.length === 2 || isReset) || parts[0] === '' || parts[1] === '') { err(res, 404, 'NOT_FOUND', 'no such admin endpoint'); return }
+    const isRelease = parts.length === 3 && parts[2] === 'release'
+    if (!(parts.length === 2 || isReset || isRelease) || parts[0] === '' || parts[1] === '') { err(res, 404, 'NOT_FOUND', 'no such admin endpoint'); return }
     let campaign: string
     let product: string
     try {
@@ -133,6 +140,18 @@ export function createAdminServer (host: string, token: string | null, hooks: Ad
     if (c === undefined || !c.products.some((p) => p.id === product)) { err(res, 404, 'NOT_FOUND', 'unknown campaign or product'); return }
     const admin = hooks.quota()
     if (admin === null) { err(res, 501, 'NOT_IMPLEMENTED', 'quota admin is not available'); return }
+    if (isRelease) {
+      if (method !== 'POST') { res.setHeader('allow', 'POST'); err(res, 405, 'METHOD_NOT_ALLOWED', 'use POST'); return }
+      if (admin.release === undefined) { err(res, 501, 'NOT_IMPLEMENTED', 'quota release is not available here'); return }
+      const body = await readBody(req)
+      let units: unknown
+      try { units = body === null ? undefined : (JSON.parse(body) as { units?: unknown } | null)?.units } catch { units = undefined }
+      if (typeof units !== 'number' || !Number.isSafeInteger(units) || units < 1) {
+        err(res, 400, 'BAD_UNITS', 'body must be {"units": N} with N a positive integer'); return
+      }
+      answer(res, await admin.release(campaign, product, units))
+      return
+    }
     if (isReset) {
       if (method !== 'POST') { res.setHeader('allow', 'POST'); err(res, 405, 'METHOD_NOT_ALLOWED', 'use POST'); return }
       answer(res, await admin.reset(campaign, product))

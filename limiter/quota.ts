@@ -26,30 +26,50 @@
  * give-back sent by a node between the reset's DEL and that node receiving the reset message (on
  * loopback well under a millisecond); the floor at 0 still holds there.
  *
+ * Give-back on the upstream's answer (unitReturns): the unit stays taken only when the upstream accepted
+ * the buy (2xx/3xx); any 4xx/5xx (the origin's own SOLD_OUT or DUPLICATE locked no unit) returns it.
+ *
+ * One ledger with the origin: `release` (admin `POST .../release`, or an origin-stub on the same store,
+ * which takes units off the same `q:{C:P:i}` counters itself) lowers the counters by units a backend gave
+ * back (never below 0) and publishes `{"c","p","released"}` on `quota`: every node clears its latch. That
+ * publish is the hook for any other broadcast (e.g. an IPC store's primary): a node clears its latch on
+ * any `quota` message for the product. A missed message is bounded by `latch_ttl` (default 1 s).
+ *
  * A store call that timed out may still have been applied by Redis. When its answer arrives late and
- * says applied for a request this node already answered with a rejection (fail_closed's 503, or local's
- * SOLD_OUT), the unit is given back the same way, so a slow moment does not leave units admitted that
+ * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit is given back the same way, so a slow moment does not leave units admitted that
  * nobody bought.
  *
- * Failure policy: fail_closed → 503; fail_open → pass (counted); local → this process's share of what was
- * left when it last saw the store, `floor(left / (gateway_nodes × workers))`. A process that never saw the
- * product admits nothing locally. The local admissions are added to the store counter when it answers
- * again. The bound holds when every node's last view is recent (under a sale, nodes talk to the store on
- * every admission); a node that has been idle while others sold units may over-estimate what is left —
- * documented, and the reconciliation then stops further admissions at once.
+ * Failure policy: fail_closed → 503 STORE_UNAVAILABLE, the only policy a quota takes. `local` and
+ * `fail_open` are refused (conf/load.ts at FILE:LINE:COL, and this factory): a node-local share judged
+ * from a stale view, reconciled into the counter after the outage while other calls were judged without
+ * it, oversold (issue 13: 2,496 buyers for a quota of 1,500 through a SIGKILL of Redis), and fail_open
+ * has no bound at all. A lease design (units reserved in the store ahead, spent locally) would bound
+ * `local`; it is not built.
  */
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
 import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
 import { rejection } from '../gateway/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
+import { ConfigError } from '../gateway/errors.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './common.js'
 import { retryRefused } from './breaker.js'
 import type { CounterResult, MarkAddResult, Store } from './store.js'
 
 export const QUOTA_CHANNEL = 'quota'
 
 export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
+
 export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
+
+/**
+ * Whether the unit a request took goes back: unless the upstream accepted the buy (2xx/3xx). A later
+ * guard's rejection, no upstream answer, and every upstream 4xx/5xx give it back — the origin's own
+ * SOLD_OUT or DUPLICATE means it locked no unit for this request, so the edge must not count one (one
+ * ledger: edge admitted − given back == origin locked + sold + buys in flight).
+ */
+export function unitReturns (o: Outcome): boolean {
+  return o.kind !== 'upstream' || o.status >= 400
+}
 
 /** Quota of segment i when `quota` is split in `n`. */
 export function segmentQuota (quota: number, n: number, i: number): number {
@@ -72,9 +92,6 @@ interface Product {
   fullUntil: number[]
   /** Whole product sold out until (ms). */
   latchUntil: number
-  /** local policy: units this process may still admit (null = not in fallback). */
-  localBudget: number | null
-  localAdmitted: number
   remainingGauge: { set(v: number): void }
   admitted: { inc(): void }
   released: { inc(): void }
@@ -116,8 +133,6 @@ function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics
       seen: new Array<number>(pc.segments).fill(-1),
       fullUntil: new Array<number>(pc.segments).fill(0),
       latchUntil: 0,
-      localBudget: null,
-      localAdmitted: 0,
       remainingGauge: new GaugeCell(metrics.quotaRemaining, { campaign: c.id, product: pc.id }),
       admitted: new CounterCell(metrics.quotaAdmitted, { campaign: c.id, product: pc.id }),
       released: new CounterCell(metrics.quotaReleased, { campaign: c.id, product: pc.id }),
@@ -184,8 +199,8 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const readProduct = valueReader(cfg.product)
   const latchTtl = cfg.latchTtlMs
   const policy = policyOf(cfg.onError, deps)
+  if (policy !== 'fail_closed') throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
-  const shareOf = processCount(deps)
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
 
@@ -198,19 +213,6 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     }, () => { /* store down: the config's quota, retried on the next request */ }).finally(() => { p.loading = null })
     p.loading = l
     return l
-  }
-
-  const reconcile = (p: Product, seg: number): void => {
-    if (p.localBudget === null) return
-    const n = p.localAdmitted
-    p.localBudget = null
-    p.localAdmitted = 0
-    if (n !== 0) {
-      store.add(segmentKey(p.campaign, p.product, seg), n).catch(() => {
-        p.localAdmitted += n
-        deps.log('warn', 'quota reconcile failed', { campaign: p.campaign, product: p.product, units: n })
-      })
-    }
   }
 
   /**
@@ -231,15 +233,9 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     })
   }
   const giveBackFor = (p: Product, seg: number, epoch: number) => (_ctx: RequestContext, o: Outcome): void => {
-    if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
+    if (!unitReturns(o)) return
     giveBack(p, seg, epoch)
   }
-  const giveBackLocal = (p: Product) => (_ctx: RequestContext, o: Outcome): void => {
-    if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
-    p.released.inc()
-    if (p.localBudget !== null) { p.localBudget++; p.localAdmitted-- } else p.localAdmitted--
-  }
-
   /** For a timed-out admission call: set by onError when this request is answered with a rejection. */
   const lateGiveBack = (p: Product, seg: number, epoch: number, state: { rejected: boolean }) => (r: { ok: boolean }): void => {
     if (r.ok && state.rejected) giveBack(p, seg, epoch)
@@ -251,27 +247,12 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     mark.unmark(markKey)
   }
 
-  const onError = (ctx: RequestContext, p: Product, err: unknown, late: { rejected: boolean }): Verdict => {
+  const onError = (err: unknown, late: { rejected: boolean }): Verdict => {
     asStoreError(err)
     fallbacks.inc()
-    if (policy === 'fail_open') return undefined
-    // Answered with a rejection from here on (unless admitted locally below): a late "applied" gives the unit back.
+    // Answered with a rejection: a late "applied" gives the unit back.
     late.rejected = true
-    if (policy === 'fail_closed') return STORE_UNAVAILABLE
-    if (p.localBudget === null) {
-      const left = leftSeen(p)
-      p.localBudget = left < 0 ? 0 : Math.floor(left / shareOf)
-    }
-    // A timed-out or cut-off call may still have been applied by Redis (e.g. it was only slow): count it
-    // against the local budget as if it had been. Only a breaker fast-fail certainly sent nothing.
-    if ((err as { code?: string }).code !== 'FG_ERR_STORE_BREAKER_OPEN' && p.localBudget > 0) p.localBudget--
-    if (p.localBudget <= 0) return soldOut
-    p.localBudget--
-    p.localAdmitted++
-    late.rejected = false
-    p.admitted.inc()
-    onSettle(ctx, giveBackLocal(p))
-    return undefined
+    return STORE_UNAVAILABLE
   }
 
   /**
@@ -315,7 +296,6 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       ? store.addIfWithin(key, 1, limit, { onLate: lateGiveBack(p, i, epoch, late) })
       : store.markAndAdd(markKey as string, String(now), mark.ttlMs, key, 1, limit, { onLate: lateMarked(p, i, epoch, late, mark, markKey as string) })
     return call.then((r): Verdict | Promise<Verdict> => {
-      if (p.localBudget !== null) reconcile(p, i)
       if (mark !== null && !(r as MarkAddResult).fresh) return mark.duplicate
       p.seen[i] = r.value
       if (r.ok) {
@@ -336,7 +316,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
           return v
         }
       }
-      return onError(ctx, p, err, late)
+      return onError(err, late)
     })
   }
 
@@ -372,11 +352,30 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
 
 export interface QuotaStatus { readonly quota: number, readonly admitted: number, readonly remaining: number }
 
+/** A change refused with nothing changed (the admin API answers 409 with `code`). */
+export interface QuotaConflict {
+  readonly conflict: 'QUOTA_BELOW_ADMITTED' | 'RELEASE_EXCEEDS_ADMITTED'
+  readonly message: string
+  readonly view: QuotaStatus
+}
+
+export const isQuotaConflict = (v: QuotaStatus | QuotaConflict | null): v is QuotaConflict => v !== null && 'conflict' in v
+
 export interface QuotaAdmin {
   /** null: unknown campaign or product (the admin API answers 404). Store failures reject with StoreError. */
   get(campaign: string, product: string): Promise<QuotaStatus | null>
-  /** Set the quota (a non-negative integer; RangeError otherwise) on every node: stored, then published. */
-  set(campaign: string, product: string, quota: number): Promise<QuotaStatus | null>
+  /**
+   * Set the quota (a non-negative integer; RangeError otherwise) on every node: stored, then published.
+   * Refused (QUOTA_BELOW_ADMITTED, nothing changed) below the units admitted: they are held by buyers.
+   * An origin sharing the store follows the new quota with its stock (origin-stub `followQuota`).
+   */
+  set(campaign: string, product: string, quota: number): Promise<QuotaStatus | QuotaConflict | null>
+  /**
+   * Give back `units` (a positive integer; RangeError otherwise) a backend released (cancelled orders,
+   * buys it refused): admitted goes down by `units`, and every node clears its sold-out latch (the
+   * `quota` channel). Refused (RELEASE_EXCEEDS_ADMITTED, nothing changed) when more than admitted.
+   */
+  release(campaign: string, product: string, units: number): Promise<QuotaStatus | QuotaConflict | null>
   /** Admitted back to 0 on every node (the quota stays). */
   reset(campaign: string, product: string): Promise<QuotaStatus | null>
 }
@@ -400,13 +399,53 @@ export function createQuotaAdmin (deps: { config: Config, store: Store, metrics:
     deps.metrics.quotaRemaining.labels(c, p).set(remaining)
     return { quota, admitted, remaining }
   }
+  /**
+   * Take `units` off the product's segment counters (never one below 0), largest first. Each step is one
+   * atomic add-with-floor; a segment a concurrent give-back emptied meanwhile is skipped, so the total
+   * taken may fall short: the caller decides what to do then. Answers the units taken.
+   */
+  const takeOff = async (c: string, p: string, segments: number, units: number): Promise<number> => {
+    const vals = await Promise.all(Array.from({ length: segments }, async (_, i) => Number(await store.get(segmentKey(c, p, i)) ?? 0)))
+    const order = vals.map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0])
+    let left = units
+    for (const [v, i] of order) {
+      if (left === 0) break
+      const t = Math.min(left, Math.max(0, v))
+      if (t === 0) continue
+      const r = await store.addIfWithin(segmentKey(c, p, i), -t, Number.MAX_SAFE_INTEGER, { min: 0 })
+      if (r.ok) left -= t
+    }
+    return units - left
+  }
   return {
     get,
     async set (c, p, quota) {
       if (!Number.isSafeInteger(quota) || quota < 0) throw new RangeError('quota must be a non-negative integer')
       if (find(c, p) === undefined) return null
+      const before = await get(c, p)
+      if (before !== null && quota < before.admitted) {
+        return { conflict: 'QUOTA_BELOW_ADMITTED', message: `${before.admitted} units are admitted (held by buyers); the quota cannot go below that`, view: before }
+      }
       await store.set(limitKey(c, p), String(quota))
       await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, quota }))
+      return await get(c, p)
+    },
+    async release (c, p, units) {
+      if (!Number.isSafeInteger(units) || units < 1) throw new RangeError('units must be a positive integer')
+      const pc = find(c, p)
+      if (pc === undefined) return null
+      const before = await get(c, p) as QuotaStatus
+      if (units > before.admitted) {
+        return { conflict: 'RELEASE_EXCEEDS_ADMITTED', message: `only ${before.admitted} units are admitted; cannot release ${units}`, view: before }
+      }
+      const taken = await takeOff(c, p, pc.segments, units)
+      if (taken < units) {
+        // Raced with give-backs that emptied the counters meanwhile: put back what was taken, change nothing.
+        if (taken > 0) await store.add(segmentKey(c, p, 0), taken)
+        const now = await get(c, p) as QuotaStatus
+        return { conflict: 'RELEASE_EXCEEDS_ADMITTED', message: `only ${now.admitted} units are admitted; cannot release ${units}`, view: now }
+      }
+      await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, released: units }))
       return await get(c, p)
     },
     async reset (c, p) {

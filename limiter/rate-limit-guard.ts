@@ -11,8 +11,11 @@
  *   fail_closed → 503, fail_open → pass, local → this process's share (rate / (gateway_nodes × workers)).
  * - A key part that the request lacks (no user, no header) means the request is not counted by this limit
  *   (nginx skips empty keys); put an identity check before a per-user limit.
- * - Combining: a pass registers a settler; when a later guard rejects the request, the token is given
- *   back (lua-resty-limit-traffic's uncommit), so stacked limits do not leak.
+ * - Combining: a pass registers a settler; the token is given back (lua-resty-limit-traffic's uncommit)
+ *   only when a later *limit* rejects the request (429) or the store or the upstream fails it
+ *   (gateway/settle.ts limitGivesBack), so stacked limits do not leak — but a guard that judged the
+ *   client (LINK_INVALID, CAPTCHA_*, DUPLICATE, SOLD_OUT...) keeps the token spent: a per-IP limit slows
+ *   link guessing.
  * - Leaky bucket delays: the request's check returns a Promise released by one shared DelayQueue timer.
  * - Rejection: 429 RATE_LIMITED, `Retry-After` in whole seconds rounded up, and IETF
  *   `RateLimit-Policy: "<name>";q=<count>;w=<seconds>` / `RateLimit: "<name>";r=<remaining>;t=<seconds>`.
@@ -25,6 +28,7 @@ import { ConfigError } from '../gateway/errors.js'
 import { rejection } from '../gateway/reject.js'
 import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../gateway/types.js'
 import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './common.js'
+import { limitGivesBack } from '../gateway/settle.js'
 import { DelayQueue } from './delay-queue.js'
 import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from './leaky-bucket.js'
 import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy } from './token-bucket.js'
@@ -173,7 +177,7 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
       }
       keep(zone, key, cell, r.state.excess, r.state.last)
       if (keyless) signals.overloaded = false
-      onSettle(ctx, (_c, o) => { if (o.kind === 'rejected') uncommitLocal(key, 'leaky') })
+      onSettle(ctx, (_c, o) => { if (limitGivesBack(o)) uncommitLocal(key, 'leaky') })
       if (r.delayMs > 0) return (queue as DelayQueue).wait(ctx.now + r.delayMs).then(() => undefined)
       return undefined
     }
@@ -184,7 +188,7 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
       return limited(r.retryAfterMs, r.remaining)
     }
     if (keyless && signals.overloaded) signals.overloaded = false
-    onSettle(ctx, key === null ? settleSingle : (_c, o) => { if (o.kind === 'rejected') uncommitLocal(key, 'token') })
+    onSettle(ctx, key === null ? settleSingle : (_c, o) => { if (limitGivesBack(o)) uncommitLocal(key, 'token') })
     return undefined
   }
   const uncommitLocal = (key: string | null, kind: 'token' | 'leaky'): void => {
@@ -200,7 +204,7 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
       cell.b = next.at
     }
   }
-  const settleSingle = (_c: RequestContext, o: Outcome): void => { if (o.kind === 'rejected') uncommitLocal(null, 'token') }
+  const settleSingle = (_c: RequestContext, o: Outcome): void => { if (limitGivesBack(o)) uncommitLocal(null, 'token') }
 
   if (cfg.scope === 'node') {
     return {
@@ -237,7 +241,7 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
     }
     if (keyless && signals.overloaded) signals.overloaded = false
     onSettle(ctx, (c, o) => {
-      if (o.kind !== 'rejected') return
+      if (!limitGivesBack(o)) return
       store.gcra(sk, c.now, interval, burst, -1).catch((err: unknown) => {
         deps.log('debug', 'rate_limit uncommit failed', { guard: id, error: err instanceof Error ? err.message : String(err) })
       })

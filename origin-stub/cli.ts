@@ -8,6 +8,7 @@
  * `node --import tsx origin-stub/cli.ts --config FILE`.
  */
 import { pathToFileURL } from 'node:url'
+import { request } from 'undici'
 import { formatErrors, loadConfigFile } from '../conf/load.js'
 import { parseDuration, parseHostPort } from '../conf/parse.js'
 import type { HostPort } from '../conf/types.js'
@@ -16,12 +17,17 @@ import { createOrigin, type OriginOptions } from './origin.js'
 
 export const USAGE = `Usage: flashgate origin --config FILE [--listen HOST:PORT]
 
-Runs the purchase origin (POST /buy/:campaign/:product, GET /orders/:id, POST /orders/:id/pay,
+Runs the purchase origin (POST /buy/:campaign/:product, GET /orders/:id, GET /orders?campaign=C&product=P,
+POST /orders/:id/pay,
 GET /stock/:campaign/:product, /healthz, /readyz, /metrics) on the config's store and campaigns.
 
   --config FILE          the YAML config (required): campaigns, store, origin
   --listen HOST:PORT     overrides origin.listen (port 0: any free port)
   --claim-idle DURATION  take over queue entries another origin left unfinished this long (default 5s)
+  --release-to URL       give released units (cancelled unpaid orders) back to a gateway whose store this
+                         origin does not share: POST URL/admin/quota/C/P/release {"units": N}, with
+                         Authorization: Bearer $FLASHGATE_ADMIN_TOKEN when set (on a shared Redis the
+                         origin writes the release itself: leave this out)
   --help                 this text
 
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.`
@@ -31,11 +37,11 @@ function usageError (msg: string): number {
   return 2
 }
 
-interface Flags { config?: string, listen?: string, claimIdle?: string, help: boolean }
+interface Flags { config?: string, listen?: string, claimIdle?: string, releaseTo?: string, help: boolean }
 
 function parseArgs (args: readonly string[]): Flags | string {
   const out: Flags = { help: false }
-  const valued: Record<string, 'config' | 'listen' | 'claimIdle'> = { config: 'config', listen: 'listen', 'claim-idle': 'claimIdle' }
+  const valued: Record<string, 'config' | 'listen' | 'claimIdle' | 'releaseTo'> = { config: 'config', listen: 'listen', 'claim-idle': 'claimIdle', 'release-to': 'releaseTo' }
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string
     if (a === '-h' || a === '--help') { out.help = true; continue }
@@ -51,6 +57,22 @@ function parseArgs (args: readonly string[]): Flags | string {
   return out
 }
 
+/** onRelease for --release-to: the gateway admin's release endpoint (a refusal or failure is logged by the origin). */
+function releaser (base: URL, token: string | null): NonNullable<OriginOptions['onRelease']> {
+  return async (ref, units) => {
+    const url = new URL(`admin/quota/${encodeURIComponent(ref.campaign)}/${encodeURIComponent(ref.product)}/release`, base.href.endsWith('/') ? base : new URL(base.href + '/'))
+    const r = await request(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token !== null ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify({ units }),
+      headersTimeout: 5000,
+      bodyTimeout: 5000
+    })
+    const text = await r.body.text()
+    if (r.statusCode !== 200) throw new Error(`release to ${base.origin}: ${r.statusCode} ${text.slice(0, 200)}`)
+  }
+}
+
 /** The `origin` subcommand. Resolves with the exit code once the origin has stopped. */
 export async function main (args: string[]): Promise<number> {
   const flags = parseArgs(args)
@@ -59,7 +81,12 @@ export async function main (args: string[]): Promise<number> {
   if (flags.config === undefined) return usageError('--config FILE is required')
   let listen: HostPort | undefined
   let claimIdleMs: number | undefined
+  let releaseTo: URL | undefined
   try {
+    if (flags.releaseTo !== undefined) {
+      releaseTo = new URL(flags.releaseTo)
+      if (releaseTo.protocol !== 'http:' && releaseTo.protocol !== 'https:') throw new Error('--release-to: an http(s) URL of the gateway admin listener')
+    }
     if (flags.listen !== undefined) listen = parseHostPort(flags.listen)
     if (flags.claimIdle !== undefined) claimIdleMs = parseDuration(flags.claimIdle)
   } catch (err) {
@@ -75,7 +102,8 @@ export async function main (args: string[]): Promise<number> {
   const opts: OriginOptions = {
     log,
     ...(listen !== undefined ? { listen } : {}),
-    ...(claimIdleMs !== undefined ? { claimIdleMs } : {})
+    ...(claimIdleMs !== undefined ? { claimIdleMs } : {}),
+    ...(releaseTo !== undefined ? { onRelease: releaser(releaseTo, process.env.FLASHGATE_ADMIN_TOKEN ?? null) } : {})
   }
   const origin = createOrigin(r.config, opts)
   try {

@@ -146,8 +146,15 @@ export async function main (args: string[]): Promise<number> {
   const config = r.config
   const log = createLog({ level: 'warn' })
 
-  const origin = createOrigin(config, { log, defaultMetrics: false })
   let gateway: Gateway | null = null
+  // One ledger on the memory store: units the origin releases (unpaid orders cancelled) go back to the
+  // gateway's quota in this process (on a shared Redis the origin writes them to the edge's counters).
+  const onRelease = async (ref: { campaign: string, product: string }, units: number): Promise<void> => {
+    if (config.store.kind !== 'memory') return
+    const r = await gateway?.quotaAdmin()?.release?.(ref.campaign, ref.product, units)
+    if (r != null && 'conflict' in r) log('warn', 'demo: release refused by the gateway', { ...ref, units, code: r.conflict })
+  }
+  const origin = createOrigin(config, { log, defaultMetrics: false, onRelease })
   try {
     await origin.start()
     gateway = await startGateway({ config, configFile: file, env, log })

@@ -7,15 +7,18 @@
  *
  * | key                          | type   | holds |
  * |------------------------------|--------|-------|
- * | `<prefix>stock:{C:P}`        | hash   | `stock` (initial units), `sale`, `locked`, `sold`, `seq` (last order number) |
- * | `<prefix>buyers:{C:P}`       | hash   | user id → order number (one order per user and product) |
- * | `<prefix>orders:{C:P}`       | hash   | order number → JSON order record |
- * | `<prefix>queue:{C:P}`        | stream | `o` = order number; consumer group `origin`; entries are XACKed and XDELed when the order is created |
- * | `<prefix>paydue:{C:P}`       | zset   | order number scored by its payment deadline (CREATED orders only) |
+ * | `<prefix>stock:{C:P}`        | hash   | `stock` (initial units), `sale`, `locked`, `sold`, `seq` (orders made) |
+ * | `<prefix>buyers:{C:P}`       | hash   | user id → order token (one order per user and product) |
+ * | `<prefix>orders:{C:P}`       | hash   | order token → JSON order record |
+ * | `<prefix>queue:{C:P}`        | stream | `o` = order token; consumer group `origin`; entries are XACKed and XDELed when the order is created |
+ * | `<prefix>paydue:{C:P}`       | zset   | order token scored by its payment deadline (CREATED orders only) |
  *
- * An order id is `C:P:N` (C and P percent-encoded, N the order number): it names its slot, so
- * `GET /orders/:id` needs no global index. The prefix must not contain `{`.
+ * An order id is `C:P:T` (C and P percent-encoded, T the order token: 128 random bits from the CSPRNG,
+ * base64url, 22 characters): it names its slot, so `GET /orders/:id` needs no global index, and it
+ * cannot be guessed from another (sequential ids let anyone enumerate the orders). The prefix must not
+ * contain `{`.
  */
+import { randomBytes } from 'node:crypto'
 import type { ProductRef } from './types.js'
 
 export interface ProductKeys {
@@ -44,19 +47,26 @@ export function productKeys (prefix: string, ref: ProductRef): ProductKeys {
   }
 }
 
-export function orderId (ref: ProductRef, seq: number | string): string {
-  return `${encodeURIComponent(ref.campaign)}:${encodeURIComponent(ref.product)}:${seq}`
+/** A new order token: 128 random bits, base64url (22 characters). */
+export function newOrderToken (): string {
+  return randomBytes(16).toString('base64url')
 }
 
-/** `C:P:N` → its product and order number; null when malformed (never throws). */
-export function parseOrderId (id: string): { ref: ProductRef, seq: number } | null {
+const TOKEN_RE = /^[A-Za-z0-9_-]{22}$/
+
+export function orderId (ref: ProductRef, token: string): string {
+  return `${encodeURIComponent(ref.campaign)}:${encodeURIComponent(ref.product)}:${token}`
+}
+
+/** `C:P:T` → its product and order token; null when malformed (never throws). */
+export function parseOrderId (id: string): { ref: ProductRef, token: string } | null {
   if (id.length === 0 || id.length > 512) return null
   const parts = id.split(':')
   if (parts.length !== 3) return null
   const [c, p, n] = parts as [string, string, string]
-  if (c === '' || p === '' || !/^[1-9]\d{0,15}$/.test(n)) return null
+  if (c === '' || p === '' || !TOKEN_RE.test(n)) return null
   try {
-    return { ref: { campaign: decodeURIComponent(c), product: decodeURIComponent(p) }, seq: Number(n) }
+    return { ref: { campaign: decodeURIComponent(c), product: decodeURIComponent(p) }, token: n }
   } catch {
     return null
   }

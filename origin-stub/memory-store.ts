@@ -3,7 +3,7 @@
  * step for step. Each method runs synchronously to completion before it resolves, so each is atomic
  * exactly as a Lua script is on Redis. Two processes do not share it: run one origin on memory.
  */
-import { orderId as makeOrderId, parseOrderId, refKey } from './keys.js'
+import { newOrderToken, orderId as makeOrderId, parseOrderId, refKey } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
 interface MemOrder {
@@ -16,7 +16,7 @@ interface MemOrder {
   cancelledAt: number | null
 }
 
-interface Delivery { readonly seq: number, consumer: string, deliveredAt: number }
+interface Delivery { readonly seq: string, consumer: string, deliveredAt: number }
 
 interface MemProduct {
   readonly ref: ProductRef
@@ -25,15 +25,18 @@ interface MemProduct {
   locked: number
   sold: number
   seq: number
-  readonly buyers: Map<string, number>
-  readonly orders: Map<number, MemOrder>
-  /** Not yet delivered, FIFO: [entryId, seq]. */
-  readonly fresh: Array<[string, number]>
+  /** user → order token */
+  readonly buyers: Map<string, string>
+  readonly orders: Map<string, MemOrder>
+  /** Not yet delivered, FIFO: [entryId, order token]. */
+  readonly fresh: Array<[string, string]>
   /** Delivered, not completed: entryId → delivery (insertion order = delivery order). */
   readonly pending: Map<string, Delivery>
-  /** CREATED orders awaiting payment: seq → deadline. */
-  readonly paydue: Map<number, number>
+  /** CREATED orders awaiting payment: order token → deadline. */
+  readonly paydue: Map<string, number>
   entrySeq: number
+  /** Units released and not yet claimed by takeReleased. */
+  released: number
 }
 
 export interface MemoryOriginStoreOptions {
@@ -48,7 +51,7 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
 
   const get = (ref: ProductRef): MemProduct | undefined => products.get(refKey(ref))
 
-  const view = (p: MemProduct, seq: number, o: MemOrder): Order => ({
+  const view = (p: MemProduct, seq: string, o: MemOrder): Order => ({
     orderId: makeOrderId(p.ref, seq),
     campaign: p.ref.campaign,
     product: p.ref.product,
@@ -61,15 +64,16 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
     cancelledAt: o.cancelledAt
   })
 
-  const cancel = (p: MemProduct, seq: number, o: MemOrder, now: number): void => {
+  const cancel = (p: MemProduct, seq: string, o: MemOrder, now: number): void => {
     o.status = 'CANCELLED'
     o.cancelledAt = now
     p.locked -= 1
     p.sale += 1
+    p.released += 1
     p.paydue.delete(seq)
   }
 
-  const entries = (p: MemProduct, list: Array<[string, number]>): QueueEntry[] =>
+  const entries = (p: MemProduct, list: Array<[string, string]>): QueueEntry[] =>
     list.map(([entryId, seq]) => ({ ref: p.ref, entryId, orderId: makeOrderId(p.ref, seq) }))
 
   return {
@@ -93,7 +97,8 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
           fresh: [],
           pending: new Map(),
           paydue: new Map(),
-          entrySeq: 0
+          entrySeq: 0,
+          released: 0
         })
       }
     },
@@ -106,7 +111,8 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       if (p.sale < 1) return { kind: 'sold_out' }
       p.sale -= 1
       p.locked += 1
-      const seq = ++p.seq
+      p.seq++
+      const seq = newOrderToken()
       p.buyers.set(user, seq)
       p.orders.set(seq, { status: 'QUEUED', user, queuedAt: now, createdAt: null, payBy: null, paidAt: null, cancelledAt: null })
       p.fresh.push([`${++p.entrySeq}-0`, seq])
@@ -122,39 +128,46 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       const parsed = parseOrderId(id)
       if (parsed === null) return null
       const p = get(parsed.ref)
-      const o = p?.orders.get(parsed.seq)
-      return p === undefined || o === undefined ? null : view(p, parsed.seq, o)
+      const o = p?.orders.get(parsed.token)
+      return p === undefined || o === undefined ? null : view(p, parsed.token, o)
+    },
+
+    async orderOf (ref, user) {
+      const p = get(ref)
+      const token = p?.buyers.get(user)
+      const o = token === undefined ? undefined : p?.orders.get(token)
+      return p === undefined || token === undefined || o === undefined ? null : view(p, token, o)
     },
 
     async pay (id, user, now): Promise<PayResult> {
       const parsed = parseOrderId(id)
       if (parsed === null) return { kind: 'not_found' }
       const p = get(parsed.ref)
-      const o = p?.orders.get(parsed.seq)
+      const o = p?.orders.get(parsed.token)
       if (p === undefined || o === undefined) return { kind: 'not_found' }
       if (user !== null && user !== o.user) return { kind: 'forbidden' }
       switch (o.status) {
-        case 'PAID': return { kind: 'paid', already: true, order: view(p, parsed.seq, o) }
-        case 'CANCELLED': return { kind: 'cancelled', order: view(p, parsed.seq, o), byThisCall: false }
-        case 'QUEUED': return { kind: 'not_created', order: view(p, parsed.seq, o) }
+        case 'PAID': return { kind: 'paid', already: true, order: view(p, parsed.token, o) }
+        case 'CANCELLED': return { kind: 'cancelled', order: view(p, parsed.token, o), byThisCall: false }
+        case 'QUEUED': return { kind: 'not_created', order: view(p, parsed.token, o) }
         case 'CREATED':
           if (o.payBy !== null && now >= o.payBy) {
-            cancel(p, parsed.seq, o, now)
-            return { kind: 'cancelled', order: view(p, parsed.seq, o), byThisCall: true }
+            cancel(p, parsed.token, o, now)
+            return { kind: 'cancelled', order: view(p, parsed.token, o), byThisCall: true }
           }
           o.status = 'PAID'
           o.paidAt = now
           p.locked -= 1
           p.sold += 1
-          p.paydue.delete(parsed.seq)
-          return { kind: 'paid', already: false, order: view(p, parsed.seq, o) }
+          p.paydue.delete(parsed.token)
+          return { kind: 'paid', already: false, order: view(p, parsed.token, o) }
       }
     },
 
     async readOwnPending (ref, consumer, max) {
       const p = get(ref)
       if (p === undefined) return []
-      const out: Array<[string, number]> = []
+      const out: Array<[string, string]> = []
       const t = clock()
       for (const [id, d] of p.pending) {
         if (out.length >= max) break
@@ -179,7 +192,7 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       const p = get(ref)
       if (p === undefined) return []
       const t = clock()
-      const out: Array<[string, number]> = []
+      const out: Array<[string, string]> = []
       for (const [id, d] of p.pending) {
         if (out.length >= max) break
         if (t - d.deliveredAt >= minIdleMs) {
@@ -196,12 +209,12 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       const p = get(entry.ref)
       if (p === undefined) return false
       p.pending.delete(entry.entryId)
-      const o = parsed === null ? undefined : p.orders.get(parsed.seq)
+      const o = parsed === null ? undefined : p.orders.get(parsed.token)
       if (parsed === null || o === undefined || o.status !== 'QUEUED') return false
       o.status = 'CREATED'
       o.createdAt = now
       o.payBy = now + paymentTimeoutMs
-      p.paydue.set(parsed.seq, o.payBy)
+      p.paydue.set(parsed.token, o.payBy)
       return true
     },
 
@@ -227,6 +240,17 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       }
       return n
     },
+
+    async takeReleased (ref) {
+      const p = get(ref)
+      if (p === undefined) return 0
+      const n = p.released
+      p.released = 0
+      return n
+    },
+
+    async releaseToEdge () { return 0 },
+    async followQuota () { return 0 },
 
     async close () { closed = true }
   }

@@ -16,6 +16,8 @@ export interface OriginMetrics {
   /** Order transitions made by this process: queued, created, paid, cancelled. */
   readonly orders: Counter<'status'>
   readonly storeErrors: Counter<'op'>
+  /** Released units this process gave back to the edge's counters on a shared store. */
+  readonly edgeReleased: Counter<'campaign' | 'product'>
 }
 
 export function createOriginMetrics (opts: {
@@ -74,5 +76,7 @@ export function createOriginMetrics (opts: {
     registers: r,
     collect () { this.set(store.healthy ? 1 : 0) }
   })
-  return { registry, buys, orders, storeErrors }
+  const edgeReleased = new Counter({ name: 'flashgate_origin_edge_released_total', help: "Released units (cancelled orders) this origin process gave back to the edge quota (shared store or --release-to).", labelNames: ['campaign', 'product'], registers: r })
+  for (const p of products) edgeReleased.inc({ campaign: p.campaign, product: p.product }, 0)
+  return { registry, buys, orders, storeErrors, edgeReleased }
 }

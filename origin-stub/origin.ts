@@ -37,6 +37,14 @@ export interface OriginOptions {
   /** Register Node's default process metrics (default true; the demo, which shares a process with the gateway, turns it off). */
   readonly defaultMetrics?: boolean
   readonly log?: LogFn
+  /**
+   * Where units the origin released (cancelled unpaid orders) go, for an edge that does not share the
+   * store (the in-process demo on memory, or `--release-to`: a remote gateway's `POST
+   * /admin/quota/:c/:p/release`). When set, the store's edge counters are not touched (one release path,
+   * never two). Unset: the release is written to the edge's counters on the shared store. A rejection is
+   * logged; the units are not offered again (never an oversell).
+   */
+  readonly onRelease?: (ref: ProductRef, units: number) => Promise<void> | void
 }
 
 export interface Origin {
@@ -52,10 +60,10 @@ export interface Origin {
 }
 
 /** The products an origin sells, with their initial stock (the config's quota). */
-export function productsOf (config: Config): Array<ProductRef & { stock: number }> {
-  const out: Array<ProductRef & { stock: number }> = []
+export function productsOf (config: Config): Array<ProductRef & { stock: number, segments: number }> {
+  const out: Array<ProductRef & { stock: number, segments: number }> = []
   for (const c of config.campaigns.values()) {
-    for (const p of c.products) out.push({ campaign: c.id, product: p.id, stock: p.quota })
+    for (const p of c.products) out.push({ campaign: c.id, product: p.id, stock: p.quota, segments: p.segments })
   }
   return out
 }
@@ -85,6 +93,7 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
   const log: LogFn = opts.log ?? (() => {})
   const stock = productsOf(config)
   const products: ProductRef[] = stock.map(({ campaign, product }) => ({ campaign, product }))
+  const segmentsOf = new Map(stock.map((s) => [`${s.campaign}\u0000${s.product}`, s.segments]))
   const store = opts.store ?? buildStore(config, opts)
   const metrics = createOriginMetrics({ store, products, defaultMetrics: opts.defaultMetrics ?? true })
   const consumer = opts.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
@@ -138,6 +147,27 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
         clock,
         intervalMs: opts.sweepIntervalMs ?? Math.min(1000, Math.max(20, Math.floor(paymentTimeoutMs / 10))),
         onCancelled: (_p, n) => metrics.orders.inc({ status: 'cancelled' }, n),
+        // The ledger with the edge: released units go back to the edge's quota (shared store: its
+        // counters, and a message that clears every node's sold-out latch), then to the hook.
+        onReleased: async (ref, n) => {
+          let applied = 0
+          try {
+            if (opts.onRelease !== undefined) {
+              await opts.onRelease(ref, n)
+              applied = n
+            } else {
+              applied = await store.releaseToEdge(ref, n, segmentsOf.get(`${ref.campaign}\u0000${ref.product}`) ?? 1)
+            }
+          } catch (err) {
+            log('warn', 'origin: release to the edge failed; the units stay admitted there', { campaign: ref.campaign, product: ref.product, units: n, err: err instanceof Error ? err.message : String(err) })
+          }
+          metrics.edgeReleased.inc({ campaign: ref.campaign, product: ref.product }, applied)
+        },
+        beforeSweep: async (ref) => {
+          const d = await store.followQuota(ref)
+          if (d === null) log('warn', "origin: cannot follow the edge's quota (fewer units for sale than it takes away)", { campaign: ref.campaign, product: ref.product })
+          else if (d !== 0) log('info', "origin: stock follows the edge's quota", { campaign: ref.campaign, product: ref.product, change: d })
+        },
         onError: onLoopError('payment sweeper')
       })
       const srv = createServer({ keepAliveTimeout: 5000, headersTimeout: 10_000, requestTimeout: 30_000 }, handler)

@@ -17,7 +17,8 @@
  */
 import { Cluster, Redis } from 'ioredis'
 import { StoreError } from '../gateway/errors.js'
-import { GROUP, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
+import { QUOTA_CHANNEL, limitKey, segmentKey } from '../limiter/quota.js'
+import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
 const INIT = `
@@ -27,20 +28,22 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return 0`
 
-// KEYS: stock buyers orders queue · ARGV: user now
-// → {1, seq} queued · {2, seq} duplicate · {0, ''} sold out (or stock absent)
+// KEYS: stock buyers orders queue · ARGV: user now token (a fresh random order token)
+// → {1, token} queued · {2, token} duplicate (the user's existing order) · {0, ''} sold out (or stock absent)
 const BUY = `
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then return {2, existing} end
 local sale = tonumber(redis.call('HGET', KEYS[1], 'sale'))
 if sale == nil or sale < 1 then return {0, ''} end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local seq = ARGV[3]
+if redis.call('HEXISTS', KEYS[3], seq) == 1 then return redis.error_reply('ERR order token collision') end
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HINCRBY', KEYS[1], 'sale', -1)
 redis.call('HINCRBY', KEYS[1], 'locked', 1)
 redis.call('HSET', KEYS[2], ARGV[1], seq)
 redis.call('HSET', KEYS[3], seq, cjson.encode({status = 'QUEUED', user = ARGV[1], queued_at = tonumber(ARGV[2])}))
 redis.call('XADD', KEYS[4], '*', 'o', seq)
-return {1, tostring(seq)}`
+return {1, seq}`
 
 // KEYS: orders paydue queue · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
 const COMPLETE = `
@@ -80,6 +83,7 @@ if o.pay_by ~= nil and now >= o.pay_by then
   o.status = 'CANCELLED'
   o.cancelled_at = now
   redis.call('HINCRBY', KEYS[1], 'sale', 1)
+  redis.call('HINCRBY', KEYS[1], 'released', 1)
   code = 6
 else
   o.status = 'PAID'
@@ -110,7 +114,35 @@ for _, seq in ipairs(due) do
     end
   end
 end
+if n > 0 then redis.call('HINCRBY', KEYS[1], 'released', n) end
 return {n, #due}`
+
+// KEYS: stock → units released and not yet claimed; the count goes to 0
+const TAKE_RELEASED = `
+local n = tonumber(redis.call('HGET', KEYS[1], 'released') or '0') or 0
+if n > 0 then redis.call('HSET', KEYS[1], 'released', 0) end
+return n`
+
+// KEYS: one edge quota segment counter · ARGV: units wanted → units taken off it (never below 0)
+const EDGE_RELEASE = `
+local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local t = math.min(v, tonumber(ARGV[1]))
+if t > 0 then redis.call('DECRBY', KEYS[1], t) else t = 0 end
+return t`
+
+// KEYS: stock · ARGV: the edge's quota → {0} nothing to do · {1, delta} followed · {-1, sale} cannot (sale would go below 0)
+const FOLLOW = `
+local cur = redis.call('HGET', KEYS[1], 'edge_quota')
+if cur == ARGV[1] then return {0, 0} end
+local base = tonumber(cur) or tonumber(redis.call('HGET', KEYS[1], 'stock'))
+if base == nil then return {0, 0} end
+local delta = tonumber(ARGV[1]) - base
+local sale = tonumber(redis.call('HGET', KEYS[1], 'sale'))
+if sale + delta < 0 then return {-1, sale} end
+redis.call('HINCRBY', KEYS[1], 'stock', delta)
+redis.call('HINCRBY', KEYS[1], 'sale', delta)
+redis.call('HSET', KEYS[1], 'edge_quota', ARGV[1])
+return {1, delta}`
 
 type ScriptFn = (...args: Array<string | number>) => Promise<unknown>
 
@@ -141,7 +173,7 @@ function num (v: unknown): number | null {
   return typeof v === 'number' && Number.isFinite(v) ? v : null
 }
 
-function toOrder (ref: ProductRef, seq: number | string, raw: string): Order {
+function toOrder (ref: ProductRef, seq: string, raw: string): Order {
   const o = JSON.parse(raw) as RawOrder
   return {
     orderId: makeOrderId(ref, seq),
@@ -220,7 +252,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
   }
   client.on('error', (err: Error) => { opts.onError?.(err) })
 
-  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP] } as const
+  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW] } as const
   for (const [name, [numberOfKeys, lua]] of Object.entries(scripts)) client.defineCommand(name, { numberOfKeys, lua })
   const cmd = client as unknown as Record<keyof typeof scripts, ScriptFn>
 
@@ -285,7 +317,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
 
     async buy (ref, user, now): Promise<BuyResult> {
       const k = productKeys(prefix, ref)
-      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now)) as [number, string]
+      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now, newOrderToken())) as [number, string]
       if (r[0] === 1) return { kind: 'queued', orderId: makeOrderId(ref, r[1]) }
       if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
       return { kind: 'sold_out' }
@@ -302,18 +334,26 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       const parsed = parseOrderId(id)
       if (parsed === null) return null
       const k = productKeys(prefix, parsed.ref)
-      const raw = await run(async () => await client.hget(k.orders, String(parsed.seq)))
-      return raw === null ? null : toOrder(parsed.ref, parsed.seq, raw)
+      const raw = await run(async () => await client.hget(k.orders, String(parsed.token)))
+      return raw === null ? null : toOrder(parsed.ref, parsed.token, raw)
+    },
+
+    async orderOf (ref, user) {
+      const k = productKeys(prefix, ref)
+      const token = await run(async () => await client.hget(k.buyers, user))
+      if (token === null) return null
+      const raw = await run(async () => await client.hget(k.orders, token))
+      return raw === null ? null : toOrder(ref, token, raw)
     },
 
     async pay (id, user, now): Promise<PayResult> {
       const parsed = parseOrderId(id)
       if (parsed === null) return { kind: 'not_found' }
       const k = productKeys(prefix, parsed.ref)
-      const [code, raw] = await run(async () => await cmd.fgoPay(k.stock, k.orders, k.paydue, parsed.seq, now, user ?? '')) as [number, string]
+      const [code, raw] = await run(async () => await cmd.fgoPay(k.stock, k.orders, k.paydue, parsed.token, now, user ?? '')) as [number, string]
       if (code === 0) return { kind: 'not_found' }
       if (code === 4) return { kind: 'forbidden' }
-      const order = toOrder(parsed.ref, parsed.seq, raw)
+      const order = toOrder(parsed.ref, parsed.token, raw)
       if (code === 1 || code === 5) return { kind: 'paid', already: code === 5, order }
       if (code === 3) return { kind: 'not_created', order }
       return { kind: 'cancelled', order, byThisCall: code === 6 }
@@ -339,7 +379,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         await run(async () => await client.xack(k.queue, GROUP, entry.entryId))
         return false
       }
-      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.seq, entry.entryId, now, paymentTimeoutMs, GROUP))
+      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))
       return r === 1
     },
 
@@ -352,6 +392,34 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       const k = productKeys(prefix, ref)
       const r = await run(async () => await cmd.fgoSweep(k.stock, k.orders, k.paydue, now, max)) as [number, number]
       return r[0]
+    },
+
+    async takeReleased (ref) {
+      const k = productKeys(prefix, ref)
+      return Number(await run(async () => await cmd.fgoTakeReleased(k.stock)))
+    },
+
+    async releaseToEdge (ref, units, segments) {
+      let left = units
+      // Two passes: a segment a concurrent give-back emptied meanwhile is skipped in the first.
+      for (let pass = 0; pass < 2 && left > 0; pass++) {
+        for (let i = 0; i < segments && left > 0; i++) {
+          const t = Number(await run(async () => await cmd.fgoEdgeRelease(prefix + segmentKey(ref.campaign, ref.product, i), left)))
+          left -= t
+        }
+      }
+      const applied = units - left
+      if (applied > 0) await run(async () => await client.publish(prefix + QUOTA_CHANNEL, JSON.stringify({ c: ref.campaign, p: ref.product, released: applied })))
+      return applied
+    },
+
+    async followQuota (ref) {
+      const v = await run(async () => await client.get(prefix + limitKey(ref.campaign, ref.product)))
+      const n = v === null ? NaN : Number(v)
+      if (!Number.isSafeInteger(n) || n < 0) return 0
+      const k = productKeys(prefix, ref)
+      const r = await run(async () => await cmd.fgoFollow(k.stock, n)) as [number, number]
+      return r[0] === -1 ? null : r[1]
     },
 
     async close () {

@@ -4,8 +4,9 @@
  * | request                          | answers |
  * |----------------------------------|---------|
  * | `POST /buy/:campaign/:product`   | 202 `{"status":"QUEUED","order_id"}` · 409 SOLD_OUT · 409 DUPLICATE (+ `order_id`) · 400 BAD_REQUEST (no/invalid `x-user-id`, unknown product) · 503 STORE_UNAVAILABLE |
- * | `GET /orders/:id`                | 200 the order · 404 NOT_FOUND |
- * | `POST /orders/:id/pay`           | 200 `{"status":"PAID",...}` (again 200 when already paid) · 409 ORDER_CANCELLED · 409 ORDER_NOT_CREATED (still QUEUED, retry) · 403 FORBIDDEN (`x-user-id` given and not the buyer) · 404 |
+ * | `GET /orders/:id`                | 200 the order, to its buyer (`x-user-id`) · 403 FORBIDDEN for anyone else or no user · 404 NOT_FOUND |
+ * | `GET /orders?campaign=C&product=P` | 200 the `x-user-id` user's order for that product (a buyer who lost the 202 finds it here) · 404 NOT_FOUND (no order) · 400 (no user, unknown product) |
+ * | `POST /orders/:id/pay`           | 200 `{"status":"PAID",...}` (again 200 when already paid) · 409 ORDER_CANCELLED · 409 ORDER_NOT_CREATED (still QUEUED, retry) · 403 FORBIDDEN (not the buyer, or no `x-user-id`) · 404 |
  * | `GET /stock/:campaign/:product`  | 200 `{"stock","sale","locked","sold"}` · 404 |
  * | `GET /healthz` · `GET /readyz`   | 200 `{"status":"ok","store":"up"\|"down"}` · readyz 503 while the store is down |
  * | `GET /metrics`                   | Prometheus text |
@@ -134,7 +135,11 @@ export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, 
     }
   }
 
-  const getOrder = async (res: ServerResponse, id: string): Promise<void> => {
+  // Orders are shown and paid only for their buyer: an order id handed to someone else (or leaked in a
+  // log) neither shows who bought what nor lets anyone else pay it.
+  const getOrder = async (req: IncomingMessage, res: ServerResponse, id: string): Promise<void> => {
+    const user = userOf(req)
+    if (user == null) { fail(res, 403, 'FORBIDDEN', 'orders are shown to their buyer only (x-user-id)'); return }
     let o
     try {
       o = await store.order(id)
@@ -143,12 +148,33 @@ export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, 
       return
     }
     if (o === null) fail(res, 404, 'NOT_FOUND', 'no such order')
+    else if (o.user !== user) fail(res, 403, 'FORBIDDEN', 'this order belongs to another user')
+    else send(res, 200, orderJson(o))
+  }
+
+  /** `GET /orders?campaign=C&product=P`: the caller's own order (one per user and product). */
+  const myOrder = async (req: IncomingMessage, res: ServerResponse, query: string): Promise<void> => {
+    const user = userOf(req)
+    if (user == null) { fail(res, 400, 'BAD_REQUEST', user === null ? 'x-user-id is required' : 'x-user-id is invalid'); return }
+    const q = new URLSearchParams(query)
+    const c = q.get('campaign')
+    const p = q.get('product')
+    const ref = c === null || p === null ? null : productOf(res, encodeURIComponent(c), encodeURIComponent(p), 400)
+    if (ref === null) { if (!res.headersSent) fail(res, 400, 'BAD_REQUEST', 'campaign and product are required'); return }
+    let o
+    try {
+      o = await store.orderOf(ref, user)
+    } catch (err) {
+      storeDown(res, 'order', err)
+      return
+    }
+    if (o === null) fail(res, 404, 'NOT_FOUND', 'no order of this user for this product')
     else send(res, 200, orderJson(o))
   }
 
   const pay = async (req: IncomingMessage, res: ServerResponse, id: string): Promise<void> => {
     const user = userOf(req)
-    if (user === undefined) { fail(res, 400, 'BAD_REQUEST', 'x-user-id is invalid'); return }
+    if (user == null) { fail(res, 403, 'FORBIDDEN', 'orders are paid by their buyer only (x-user-id)'); return }
     let r
     try {
       r = await store.pay(id, user, clock())
@@ -207,12 +233,16 @@ export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, 
       if (m !== 'POST') { methodNotAllowed(res, 'POST'); return }
       await buy(req, res, b, c); return
     }
+    if (a === 'orders' && seg.length === 1) {
+      if (m !== 'GET' && m !== 'HEAD') { methodNotAllowed(res, 'GET'); return }
+      await myOrder(req, res, q === -1 ? '' : url.slice(q + 1)); return
+    }
     if (a === 'orders' && b !== undefined && b !== '') {
       const id = decode(b)
       if (seg.length === 2) {
         if (m !== 'GET' && m !== 'HEAD') { methodNotAllowed(res, 'GET'); return }
         if (id === null) { fail(res, 404, 'NOT_FOUND', 'no such order'); return }
-        await getOrder(res, id); return
+        await getOrder(req, res, id); return
       }
       if (seg.length === 3 && c === 'pay') {
         if (m !== 'POST') { methodNotAllowed(res, 'POST'); return }

@@ -87,6 +87,9 @@ export interface OriginStore {
 
   order(orderId: string): Promise<Order | null>
 
+  /** The user's order for this product (there is at most one), null when none. */
+  orderOf(ref: ProductRef, user: string): Promise<Order | null>
+
   /** CREATED → PAID and one unit locked → sold. `user` (when not null) must be the order's user. */
   pay(orderId: string, user: string | null, now: number): Promise<PayResult>
 
@@ -109,6 +112,32 @@ export interface OriginStore {
 
   /** Cancel up to `max` CREATED orders whose deadline is <= now, unit locked → sale; answers how many. Exactly once per order. */
   sweep(ref: ProductRef, now: number, max: number): Promise<number>
+
+  // --- the ledger with the edge (see origin-stub/ledger.ts) ---
+
+  /**
+   * Units released (cancelled orders: by the sweeper or by a pay after the deadline) and not yet handed
+   * to the edge, claimed by this call: answers how many and sets the count to 0, atomically. A process
+   * that dies after claiming and before handing them on loses them for the edge (units stay counted as
+   * admitted there: never an oversell).
+   */
+  takeReleased(ref: ProductRef): Promise<number>
+
+  /**
+   * Give `units` back to the edge's quota when the gateway shares this store (same Redis, same
+   * key_prefix): the edge's segment counters `q:{C:P:i}` go down by `units` in total (never below 0) and
+   * a `{"c","p","released"}` message on the edge's `quota` channel clears every node's sold-out latch.
+   * Answers the units applied. Memory: 0 (nothing is shared; the origin's `onRelease` hook carries them).
+   */
+  releaseToEdge(ref: ProductRef, units: number, segments: number): Promise<number>
+
+  /**
+   * Follow a quota the edge's admin set (`PUT /admin/quota`, key `ql:{C:P}` on a shared store): the
+   * stock and sale move by the difference from the last quota followed (or from the initial stock).
+   * Answers the change applied, 0 when none, null when it cannot be followed (sale would go below 0).
+   * Memory: 0.
+   */
+  followQuota(ref: ProductRef): Promise<number | null>
 
   /** True while the store is believed reachable. */
   readonly healthy: boolean

@@ -168,6 +168,13 @@ export interface SweeperOptions {
   readonly batch?: number
   readonly clock?: () => number
   readonly onCancelled?: (ref: ProductRef, n: number) => void
+  /**
+   * Units released (cancelled orders) claimed from the store after each sweep, to hand to the edge
+   * (origin-stub/origin.ts: the shared store's edge counters and the onRelease hook). Awaited.
+   */
+  readonly onReleased?: (ref: ProductRef, n: number) => Promise<void>
+  /** Called once per sweep and product before the orders are swept (following the edge's quota). */
+  readonly beforeSweep?: (ref: ProductRef) => Promise<void>
   readonly onError?: (err: unknown) => void
 }
 
@@ -185,11 +192,17 @@ export function startSweeper (opts: SweeperOptions): Sweeper {
   const sweepOnce = async (): Promise<number> => {
     let total = 0
     for (const p of opts.products) {
+      await opts.beforeSweep?.(p)
       for (;;) {
         const n = await opts.store.sweep(p, clock(), batch)
         total += n
         if (n > 0) opts.onCancelled?.(p, n)
         if (n < batch) break
+      }
+      // Also what a pay after the deadline cancelled (it releases its unit without the sweeper).
+      if (opts.onReleased !== undefined) {
+        const r = await opts.store.takeReleased(p)
+        if (r > 0) await opts.onReleased(p, r)
       }
     }
     return total

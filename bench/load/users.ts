@@ -48,6 +48,12 @@ export interface UsersOptions {
   readonly onTick?: (elapsedS: number, totals: Readonly<Record<string, number>>) => void
   /** Seed for the deterministic user mix. */
   readonly seed?: number
+  /**
+   * Share of buyers (non-bots with an order) who pay it (`POST /orders/:id/pay` through the gateway,
+   * retried while the order is still QUEUED); the others never pay, so the origin cancels their orders
+   * after its payment_timeout and the units go back to the edge for late buyers. Default 1.
+   */
+  readonly payShare?: number
 }
 
 export interface Order { readonly user: string, readonly product: string, readonly orderId: string | null }
@@ -67,6 +73,8 @@ export interface UsersResult extends LoadResult {
   readonly buyLatencyMs: Readonly<Record<string, ReturnType<typeof latencyOf>>>
   /** Lost requests by error message (first few kinds). */
   readonly lostBy: Readonly<Record<string, number>>
+  /** Orders paid (200 PAID), orders left unpaid on purpose, and pay attempts that found the order cancelled. */
+  readonly payments: { readonly paid: number, readonly unpaid: number, readonly cancelled: number }
 }
 
 type BotKind = 'nolink' | 'replay' | 'hammer'
@@ -99,6 +107,8 @@ export async function runUsers (o: UsersOptions): Promise<UsersResult> {
   const lostBy: Record<string, number> = {}
   const orders: Order[] = []
   const ordersPerUser = new Map<string, number>()
+  const payments = { paid: 0, unpaid: 0, cancelled: 0 }
+  const payShare = o.payShare ?? 1
   const spentTokens: string[] = []
   let sent = 0
   let answered = 0
@@ -159,6 +169,18 @@ export async function runUsers (o: UsersOptions): Promise<UsersResult> {
     }
   }
 
+  /** Pay an order as its buyer, retrying (bounded) while the origin has not created it yet. */
+  const pay = async (base: Record<string, string>, orderId: string): Promise<void> => {
+    // Bounded by count and by 5 s past the end of the run (a buyer who got the order at the last moment still pays).
+    for (let tries = 0; tries < 50 && Date.now() < endAt + 5000; tries++) {
+      const a = await call('pay', 'POST', `/orders/${encodeURIComponent(orderId)}/pay`, base)
+      if (a?.status === 200) { payments.paid++; return }
+      if (a?.code === 'ORDER_CANCELLED') { payments.cancelled++; return }
+      await sleep(100)
+    }
+    payments.unpaid++
+  }
+
   const user = async (i: number): Promise<void> => {
     const id = `u${i}`
     const bot: BotKind | null = rand() < o.botShare ? (['nolink', 'replay', 'hammer'] as const)[i % 3] ?? 'hammer' : null
@@ -216,7 +238,11 @@ export async function runUsers (o: UsersOptions): Promise<UsersResult> {
         const orderId = typeof a.json?.order_id === 'string' || typeof a.json?.order_id === 'number' ? String(a.json.order_id) : null
         orders.push({ user: id, product, orderId })
         ordersPerUser.set(id, (ordersPerUser.get(id) ?? 0) + 1)
-        if (bot !== 'hammer') break
+        if (bot !== 'hammer') {
+          if (orderId !== null && rand() < payShare) await pay(base, orderId)
+          else payments.unpaid++
+          break
+        }
       }
       if (a.status === 429 && a.retryAfterS !== null) await sleep(Math.min(a.retryAfterS * 1000, 2000) + think())
       else await sleep(think())
@@ -251,6 +277,7 @@ export async function runUsers (o: UsersOptions): Promise<UsersResult> {
     ordersByProduct,
     bots: Math.round(o.users * o.botShare),
     buyLatencyMs,
-    lostBy
+    lostBy,
+    payments
   }
 }

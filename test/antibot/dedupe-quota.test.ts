@@ -173,15 +173,13 @@ t.test('fused on a real Redis: two nodes at once, one attempt per user, never pa
     // p2 is a product with stock left, so the quota's own fallback is what answers.
     return (await pipeline(c, n1).attempt(user, '/buy/c1/p2')).code
   }
-  t.equal(await down('fail_closed', 'fail_open', 'd1'), 'STORE_UNAVAILABLE', 'dedupe fail_closed answers 503')
+  t.equal(await down('fail_closed', 'fail_closed', 'd1'), 'STORE_UNAVAILABLE', 'dedupe fail_closed answers 503')
   t.equal(await down('fail_open', 'fail_closed', 'd2'), 'STORE_UNAVAILABLE', 'dedupe fail_open, quota fail_closed: 503')
-  t.equal(await down('fail_open', 'fail_open', 'd3'), undefined, 'both fail_open: passes')
-  const local = pipeline(cfgOf('local', 'fail_open'), n1)
-  t.equal((await local.attempt('d4', '/buy/c1/p2')).code, undefined, 'dedupe local: the first attempt passes on a node-local mark')
-  t.equal((await local.attempt('d4', '/buy/c1/p2')).code, 'DUPLICATE', 'and the second is refused by it')
+  t.equal(await down('local', 'fail_closed', 'd3'), 'STORE_UNAVAILABLE', 'dedupe local, quota fail_closed: 503 from the quota')
+  t.throws(() => cfgOf('fail_open', 'fail_open'), /quota: on_error fail_open cannot bound/, 'fail_open is refused for a quota')
   const fallbacks = await n1.registry.getSingleMetricAsString('flashgate_store_fallbacks_total')
   t.match(fallbacks, /guard="buy#0:dedupe",policy="local"\} [1-9]/, 'the dedupe fallback is counted')
-  t.match(fallbacks, /guard="buy#1:quota",policy="fail_open"\} [1-9]/, 'and the quota fallback')
+  t.match(fallbacks, /guard="buy#1:quota",policy="fail_closed"\} [1-9]/, 'and the quota fallback')
 })
 
 t.test('fused on a slow Redis (CLIENT PAUSE): a late "applied" for a request answered 503 gives back the unit and the mark', async (t) => {

@@ -43,7 +43,7 @@ t.test('the printed curl sequence buys and shows an order', async (t) => {
   const lines = run.stdout.trim().split('\n')
   t.match(JSON.parse(lines[0] ?? '{}'), { now: Number }, 'time')
   const buy = JSON.parse(lines[1] ?? '{}')
-  t.match(buy, { status: 'QUEUED', order_id: /^demo:phone:\d+$/ }, 'buy: 202 QUEUED')
+  t.match(buy, { status: 'QUEUED', order_id: /^demo:phone:[A-Za-z0-9_-]{22}$/ }, 'buy: 202 QUEUED')
   const order = JSON.parse(lines[2] ?? '{}')
   t.match(order, { order_id: buy.order_id, user: 'alice', campaign: 'demo', product: 'phone' }, 'the order')
   t.match(order.status, /^(QUEUED|CREATED)$/)

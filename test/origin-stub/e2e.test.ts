@@ -67,9 +67,8 @@ routes:
   const admitted = (await gw.metrics.quotaAdmitted.get()).values.reduce((a, v) => a + v.value, 0)
   t.equal(admitted, STOCK, 'edge admitted == quota')
 
-  const ids = ok.map((r) => r.body.order_id as string)
   const created = await until(async () => {
-    const st = await Promise.all(ids.map(async (id) => (await http('GET', `${gw.url}/orders/${id}`)).body.status))
+    const st = await Promise.all(ok.map(async (r) => (await http('GET', `${gw.url}/orders/${String(r.body.order_id)}`, { 'x-user-id': r.user })).body.status))
     return st.every((s) => s === 'CREATED')
   }, 20_000, 200)
   t.ok(created, 'no admitted request lost: every order reaches CREATED (read through the gateway)')

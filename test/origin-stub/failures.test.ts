@@ -26,14 +26,16 @@ t.test('a consumer killed mid-stream loses no order', async (t) => {
   await doomed.init([{ ...REF, stock: N }])
 
   const ids: string[] = []
+  // order id → its buyer (only the buyer may read an order)
+  const owner = new Map<string, string>()
   const first = await Promise.all(Array.from({ length: 50 }, async (_, i) => await http('POST', `${a.url}/buy/c1/p1`, { 'x-user-id': `early${i}` })))
-  for (const r of first) ids.push(r.body.order_id)
+  first.forEach((r, i) => { ids.push(r.body.order_id); owner.set(r.body.order_id, `early${i}`) })
   const stolen = await doomed.readNew(REF, 'doomed', 1000)
   t.ok(stolen.length > 0, 'the doomed consumer holds entries it will never finish')
   await doomed.close()
 
   const rest = await Promise.all(Array.from({ length: N - 50 }, async (_, i) => await http('POST', `${i % 2 === 0 ? a.url : b.url}/buy/c1/p1`, { 'x-user-id': `u${i}` })))
-  for (const r of rest) ids.push(r.body.order_id)
+  rest.forEach((r, i) => { ids.push(r.body.order_id); owner.set(r.body.order_id, `u${i}`) })
   t.equal(ids.filter((id) => typeof id === 'string').length, N, `${N} buys queued`)
 
   // Kill A (SIGKILL) while both work through the queue (100/s each: ~2 s for 400).
@@ -42,12 +44,12 @@ t.test('a consumer killed mid-stream loses no order', async (t) => {
   t.pass('origin A killed mid-stream')
 
   const created = await until(async () => {
-    const st = await Promise.all(ids.map(async (id) => (await http('GET', `${b.url}/orders/${id}`)).body.status))
+    const st = await Promise.all(ids.map(async (id) => (await http('GET', `${b.url}/orders/${id}`, { 'x-user-id': owner.get(id) ?? '' })).body.status))
     return st.every((s) => s === 'CREATED')
   }, 30_000, 250)
   t.ok(created, 'every order reaches CREATED (the survivor claimed the dead consumers\' entries)')
   for (const e of stolen) {
-    const o = await http('GET', `${b.url}/orders/${e.orderId}`)
+    const o = await http('GET', `${b.url}/orders/${e.orderId}`, { 'x-user-id': owner.get(e.orderId) ?? '' })
     if (o.body.status !== 'CREATED') t.fail(`stolen ${e.orderId} not created`)
   }
   t.same((await http('GET', `${b.url}/stock/c1/p1`)).body, { stock: N, sale: 0, locked: N, sold: 0 })
@@ -67,10 +69,12 @@ t.test('redis down: 503 STORE_UNAVAILABLE quickly, nothing accepted is lost, the
   const http = client(t, 16)
 
   const accepted: string[] = []
+  const owner = new Map<string, string>()
   for (let i = 0; i < 60; i++) {
     const r = await http('POST', `${url}/buy/c1/p1`, { 'x-user-id': `a${i}` })
     t.equal(r.status, 202)
     accepted.push(r.body.order_id)
+    owner.set(r.body.order_id, `a${i}`)
   }
   // 20 orders/s: most are still QUEUED when Redis dies.
   redis.kill()
@@ -90,7 +94,7 @@ t.test('redis down: 503 STORE_UNAVAILABLE quickly, nothing accepted is lost, the
   t.ok(back, 'ready again once Redis is back')
 
   const created = await until(async () => {
-    const st = await Promise.all(accepted.map(async (id) => (await http('GET', `${url}/orders/${id}`)).body.status))
+    const st = await Promise.all(accepted.map(async (id) => (await http('GET', `${url}/orders/${id}`, { 'x-user-id': owner.get(id) ?? '' })).body.status))
     return st.every((s) => s === 'CREATED')
   }, 20_000, 200)
   t.ok(created, 'every order accepted before the outage exists and reaches CREATED (worker resumed)')

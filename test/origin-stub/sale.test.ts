@@ -71,19 +71,21 @@ async function sale (t: Test, store: 'memory' | string, processes: number): Prom
 
   // Every order reaches CREATED.
   const ids = [...winners.values()]
+  const owner = new Map([...winners].map(([u, id]) => [id, u]))
+  const as = (id: string): Record<string, string> => ({ 'x-user-id': owner.get(id) ?? '' })
   const allCreated = await until(async () => {
-    const st = await Promise.all(ids.map(async (id, i) => (await http('GET', `${urls[i % urls.length]}/orders/${id}`)).body.status))
+    const st = await Promise.all(ids.map(async (id, i) => (await http('GET', `${urls[i % urls.length]}/orders/${id}`, as(id))).body.status))
     return st.every((s) => s === 'CREATED')
   }, 20_000, 200)
   t.ok(allCreated, 'all 500 orders reach CREATED')
-  const one = await http('GET', `${urls[0]}/orders/${ids[0] ?? ''}`)
+  const one = await http('GET', `${urls[0]}/orders/${ids[0] ?? ''}`, as(ids[0] ?? ''))
   t.match(one.body, { order_id: ids[0], status: 'CREATED', campaign: 'nov11', product: '153', user: String, queued_at: Number, created_at: Number, pay_by: Number, paid_at: null })
 
   // Pay 300 (through alternating processes), let 200 time out.
   const toPay = ids.slice(0, PAY)
-  const paid = await Promise.all(toPay.map(async (id, i) => await http('POST', `${urls[i % urls.length]}/orders/${id}/pay`)))
+  const paid = await Promise.all(toPay.map(async (id, i) => await http('POST', `${urls[i % urls.length]}/orders/${id}/pay`, as(id))))
   t.ok(paid.every((r) => r.status === 200 && r.body.status === 'PAID'), '300 payments answered 200 PAID')
-  const again = await http('POST', `${urls[urls.length - 1]}/orders/${toPay[0] ?? ''}/pay`)
+  const again = await http('POST', `${urls[urls.length - 1]}/orders/${toPay[0] ?? ''}/pay`, as(toPay[0] ?? ''))
   t.match(again, { status: 200, body: { status: 'PAID' } }, 'paying twice is 200 again')
   t.same((await http('GET', stockUrl)).body, { stock: STOCK, sale: 0, locked: STOCK - PAY, sold: PAY })
 
@@ -91,8 +93,8 @@ async function sale (t: Test, store: 'memory' | string, processes: number): Prom
   t.ok(released, 'unpaid orders were released')
   t.same((await http('GET', stockUrl)).body, { stock: STOCK, sale: STOCK - PAY, locked: 0, sold: PAY }, 'ends at sold 300, sale 200, locked 0')
   const late = ids[PAY] ?? ''
-  t.match(await http('GET', `${urls[0]}/orders/${late}`), { status: 200, body: { status: 'CANCELLED', cancelled_at: Number } })
-  t.match(await http('POST', `${urls[0]}/orders/${late}/pay`), { status: 409, body: { code: 'ORDER_CANCELLED' } }, 'paying a cancelled order is 409')
+  t.match(await http('GET', `${urls[0]}/orders/${late}`, as(late)), { status: 200, body: { status: 'CANCELLED', cancelled_at: Number } })
+  t.match(await http('POST', `${urls[0]}/orders/${late}/pay`, as(late)), { status: 409, body: { code: 'ORDER_CANCELLED' } }, 'paying a cancelled order is 409')
 
   // Exactly once across processes: the per-process counters add up.
   const texts = await Promise.all(urls.map(async (u) => (await http('GET', `${u}/metrics`)).body as string))

@@ -20,7 +20,7 @@ import { loadConfigFile } from '../conf/load.js'
 import type { Config } from '../conf/types.js'
 import { createQuotaAdmin, createStore } from '../limiter/index.js'
 import { IpcStore, LedgerStore, serveLedger, socketPeer, type Peer } from '../limiter/ipc-store.js'
-import { createAdminServer, type QuotaAdmin, type QuotaView, type ReloadResult } from './admin.js'
+import { createAdminServer, type QuotaAdmin, type QuotaRefusal, type QuotaView, type ReloadResult } from './admin.js'
 import { ConfigError } from './errors.js'
 import type { Log } from './log.js'
 import { startGateway, type Gateway } from './main.js'
@@ -31,7 +31,7 @@ import { missingFlags } from './node-flags.js'
 type ToWorker =
   | { fg: true, type: 'metrics', id: number }
   | { fg: true, type: 'reload', id: number }
-  | { fg: true, type: 'quota', id: number, op: 'get' | 'set' | 'reset', campaign: string, product: string, quota?: number }
+  | { fg: true, type: 'quota', id: number, op: 'get' | 'set' | 'reset' | 'release', campaign: string, product: string, quota?: number }
   | { fg: true, type: 'shutdown' }
 type FromWorker =
   | { fg: true, type: 'ready', url: string }
@@ -130,7 +130,13 @@ export async function serveWorker (configFile: string, index: number, count: num
       case 'quota': {
         const q = gw.quotaAdmin()
         if (q === null) { reply(m.id, Promise.resolve(null)); break }
-        reply(m.id, m.op === 'get' ? q.get(m.campaign, m.product) : m.op === 'reset' ? q.reset(m.campaign, m.product) : q.set(m.campaign, m.product, m.quota ?? 0))
+        reply(m.id, m.op === 'get'
+          ? q.get(m.campaign, m.product)
+          : m.op === 'reset'
+            ? q.reset(m.campaign, m.product)
+            : m.op === 'release'
+              ? (q.release === undefined ? Promise.resolve(null) : q.release(m.campaign, m.product, m.quota ?? 0))
+              : q.set(m.campaign, m.product, m.quota ?? 0))
         break
       }
       case 'shutdown': process.kill(process.pid, 'SIGTERM'); break
@@ -242,14 +248,23 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     return { ok: true }
   }
 
-  async function quota (op: 'get' | 'set' | 'reset', campaign: string, product: string, q?: number): Promise<QuotaView | null> {
-    // The ledger's own admin answers for the node (its set/reset publish reaches every worker's latch).
-    if (quotaAdmin !== null) return op === 'get' ? await quotaAdmin.get(campaign, product) : op === 'reset' ? await quotaAdmin.reset(campaign, product) : await quotaAdmin.set(campaign, product, q ?? 0)
+  async function quota (op: 'get' | 'set' | 'reset' | 'release', campaign: string, product: string, q?: number): Promise<QuotaView | QuotaRefusal | null> {
+    // The ledger's own admin answers for the node (its set/reset/release publish reaches every worker's latch).
+    if (quotaAdmin !== null) {
+      switch (op) {
+        case 'get': return await quotaAdmin.get(campaign, product)
+        case 'reset': return await quotaAdmin.reset(campaign, product)
+        case 'set': return await quotaAdmin.set(campaign, product, q ?? 0)
+        case 'release': return quotaAdmin.release === undefined ? null : await quotaAdmin.release(campaign, product, q ?? 0)
+      }
+    }
     const ws = live()
     if (ws.length === 0) throw Object.assign(new Error('no worker ready'), { code: 'FG_ERR_STORE_UNAVAILABLE' })
-    const targets = op === 'get' ? ws.slice(0, 1) : ws
+    // On a shared store one worker reads or gives back (a release done by every worker would count N
+    // times); a quota change or reset goes to every worker, so each one's latch follows at once.
+    const targets = op === 'get' || op === 'release' ? ws.slice(0, 1) : ws
     const msg = q === undefined ? { type: 'quota' as const, op, campaign, product } : { type: 'quota' as const, op, campaign, product, quota: q }
-    const answers = await Promise.all(targets.map(async (w) => await ask(w, msg) as QuotaView | null))
+    const answers = await Promise.all(targets.map(async (w) => await ask(w, msg) as QuotaView | QuotaRefusal | null))
     return answers[0] ?? null
   }
 
@@ -262,7 +277,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     const read = new Set<string>()
     await Promise.all([...config.campaigns.values()].flatMap((c) => c.products.map(async (p) => {
       try {
-        const v = await quota('get', c.id, p.id)
+        const v = await quota('get', c.id, p.id) as QuotaView | null
         if (v === null) return
         metrics.quotaRemaining.labels(c.id, p.id).set(v.remaining)
         read.add(`${c.id}\u0000${p.id}`)
@@ -306,9 +321,10 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
       reload: reloadAll,
       config: () => config,
       quota: () => quotaAdmin ?? ({
-        get: async (c, p) => await quota('get', c, p),
+        get: async (c, p) => await quota('get', c, p) as QuotaView | null,
         set: async (c, p, q) => await quota('set', c, p, q),
-        reset: async (c, p) => await quota('reset', c, p)
+        reset: async (c, p) => await quota('reset', c, p) as QuotaView | null,
+        release: async (c, p, units) => await quota('release', c, p, units)
       })
     }, log)
     const at = config.admin

@@ -90,7 +90,8 @@ t.test('retired guards are closed after their in-flight requests settle', async 
     }
   })
   const d = client(t)
-  const inflight = fetchText(d, gw.url + '/slow/300')
+  // Long enough to outlast the reload, which first judges the file on a worker thread.
+  const inflight = fetchText(d, gw.url + '/slow/3000')
   await sleep(100)
   t.ok((await gw.reload()).ok)
   t.same(events, [], 'old guard kept while its request is in flight')

@@ -241,7 +241,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       // Judged on a worker thread first: a hostile file (alias bomb, huge) never stalls serving.
       const pre = await checkConfigOffThread(file, env)
       if (!pre.ok) {
-        metrics.configReloads.inc({ result: 'failure' })
+        recordReload(metrics, false)
         log('warn', 'reload rejected', { errors: pre.errors })
         return { ok: false, errors: [...pre.errors] }
       }

@@ -105,6 +105,7 @@ routes:
   - name: site
     match: { path_prefix: / }
     upstream: origin
+    allow_bypass_of: [buy]
 `)
   const gw = await startTestGateway(t, { configFile: gwFile })
   const adminHost = new URL(gw.adminUrl as string).host

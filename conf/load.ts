@@ -21,7 +21,7 @@
  * Problems are errors (the config is refused) or warnings (it loads): e.g. a secret shorter than 16 bytes,
  * a route that can never match, an include pattern that matches nothing.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { ConfigError } from '../gateway/errors.js'
@@ -33,7 +33,7 @@ import type { PMap, PNode, Pos, PScalar } from './tree.js'
 import type {
   AccessLogConfig, BalanceConfig, CampaignConfig, CaptchaGuardConfig, CaptchaProvider, Config, FailurePolicy,
   GuardConfig, HostPort, IdentityConfig, LinkKey, OriginConfig, ProductConfig, RateKeyPart, Rate,
-  RejectOverride, RouteConfig, RouteMatch, SecretsConfig, ServerLimits, StoreConfig, UpstreamConfig,
+  RejectOverride, RouteConfig, RouteMatch, SecretsConfig, ServerLimits, StaticConfig, StoreConfig, UpstreamConfig,
   UpstreamTarget, ValueSource
 } from './types.js'
 
@@ -58,7 +58,8 @@ export const DEFAULTS = Object.freeze({
   captcha: { timeoutMs: 2_000, tokenTtlMs: 300_000, clearanceCookie: 'fg_clearance', difficulty: 16, challengeTtlMs: 60_000 },
   dedupe: { ttlMs: 86_400_000 },
   quota: { latchTtlMs: 1_000 },
-  origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 }
+  origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 },
+  static: { cacheControl: 'public, max-age=60', htmlCacheControl: 'no-cache' }
 })
 
 /** Each provider's documented siteverify endpoint. */
@@ -652,7 +653,7 @@ class Loader {
 
   private readRoute (n: PNode, upstreams: ReadonlyMap<string, Pos>, defaultBody: number, routePos: Map<string, Pos>): RouteConfig | undefined {
     const { ck } = this
-    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'max_body_size'])
+    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'static', 'max_body_size'])
     if (m === undefined) return undefined
     const name = ck.str(m.get('name'), 'name', { pattern: NAME_RE, patternHelp: 'must be letters, digits, and . _ - (it is a metrics label)' })
     if (m.get('name') === undefined) ck.error(m.pos, 'route is missing required key "name"')
@@ -663,7 +664,11 @@ class Loader {
     }
     const match = this.readMatch(m.get('match'))
     const upstream = ck.str(m.get('upstream'), 'upstream')
-    if (m.get('upstream') === undefined) ck.error(m.pos, `route${name === undefined ? '' : ' ' + quote(name)} is missing required key "upstream"`)
+    const staticNode = m.get('static')
+    const files = staticNode === undefined ? undefined : this.readStatic(staticNode, match)
+    if (staticNode !== undefined && m.get('upstream') !== undefined) ck.error(staticNode.pos, `route${name === undefined ? '' : ' ' + quote(name)}: use either upstream or static, not both`)
+    else if (staticNode !== undefined) { /* a static route: no upstream */ }
+    else if (m.get('upstream') === undefined) ck.error(m.pos, `route${name === undefined ? '' : ' ' + quote(name)} is missing required key "upstream" (or "static" for files)`)
     else if (upstream !== undefined && !upstreams.has(upstream)) {
       const known = [...upstreams.keys()]
       ck.error(m.get('upstream')!.pos, `upstream ${ck.show(m.get('upstream') as PScalar)} is not defined${didYouMean(upstream, known) || (known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no upstreams are defined)')}`)
@@ -677,8 +682,50 @@ class Loader {
       if (g !== undefined) guards.push(g)
       return undefined
     })
-    if (name === undefined || upstream === undefined) return undefined
+    if (name === undefined) return undefined
+    if (staticNode !== undefined) return files === undefined ? undefined : { name, match, guards, upstream: null, static: files, maxBodySize }
+    if (upstream === undefined) return undefined
     return { name, match, guards, upstream, maxBodySize }
+  }
+
+  /**
+   * `static: DIR` or `static: { dir: DIR, cache_control: "...", html_cache_control: "..." }`. DIR is relative
+   * to the file that names it and must be a directory; it is kept as its real path (symlinks resolved),
+   * the root no served file may leave. A static route answers GET and HEAD only.
+   */
+  private readStatic (n: PNode, match: RouteMatch): StaticConfig | undefined {
+    const { ck } = this
+    const D = DEFAULTS.static
+    let dirNode: PNode | undefined = n
+    let cacheControl: string = D.cacheControl
+    let htmlCacheControl: string = D.htmlCacheControl
+    if (n.kind === 'map') {
+      const m = ck.map(n, 'static', ['dir', 'cache_control', 'html_cache_control'])
+      if (m === undefined) return undefined
+      dirNode = m.get('dir')
+      if (dirNode === undefined) return ck.error(n.pos, 'static: missing required key "dir"')
+      for (const [key, set] of [['cache_control', (v: string) => { cacheControl = v }], ['html_cache_control', (v: string) => { htmlCacheControl = v }]] as const) {
+        const cn = m.get(key)
+        const v = ck.str(cn, key, { nonEmpty: true })
+        if (v === undefined || cn === undefined) continue
+        // A header value: printable ASCII and spaces only (no CR/LF to split the answer).
+        if (!/^[\x20-\x7e]+$/.test(v)) ck.error(cn.pos, `${key}: must be printable ASCII (a Cache-Control header value)`)
+        else set(v.trim())
+      }
+    }
+    const d = ck.str(dirNode, 'static', { nonEmpty: true })
+    if (d === undefined || dirNode === undefined) return undefined
+    const abs = isAbsolute(d) ? d : resolve(dirname(dirNode.pos.file), d)
+    let st
+    try { st = statSync(abs) } catch (err) {
+      return ck.error(dirNode.pos, `static: directory ${quote(d)} does not exist (${(err as NodeJS.ErrnoException).code ?? 'cannot stat'}; looked for in ${quote(dirname(abs))})`)
+    }
+    if (!st.isDirectory()) return ck.error(dirNode.pos, `static: ${quote(d)} is not a directory`)
+    if (match.methods !== null) {
+      const other = match.methods.filter((x) => x !== 'GET' && x !== 'HEAD')
+      if (other.length > 0) ck.error(dirNode.pos, `static: a static route answers GET and HEAD only, but its match.methods has ${other.join(', ')}`)
+    }
+    return { dir: realpathSync(abs), cacheControl, htmlCacheControl }
   }
 
   private readMatch (n: PNode | undefined): RouteMatch {

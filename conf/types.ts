@@ -260,11 +260,24 @@ export interface RouteMatch {
   readonly methods: readonly string[] | null
 }
 
+/** YAML route `static: DIR` or `static: { dir, cache_control, html_cache_control }`: files served from DIR. */
+export interface StaticConfig {
+  /** Absolute, symlink-free path of the directory (resolved at load, relative to the file naming it). */
+  readonly dir: string
+  /** Cache-Control of files other than HTML documents (default `public, max-age=60`). */
+  readonly cacheControl: string
+  /** Cache-Control of `.html` documents, index.html included (default `no-cache`: revalidate with the ETag). */
+  readonly htmlCacheControl: string
+}
+
 export interface RouteConfig {
   readonly name: string
   readonly match: RouteMatch
   readonly guards: readonly GuardConfig[]
-  readonly upstream: string
+  /** The upstream requests are forwarded to; null for a static route. Exactly one of upstream and static is set. */
+  readonly upstream: string | null
+  /** Files served by the gateway itself; absent for a proxied route. */
+  readonly static?: StaticConfig
   /** Request body cap (413 above); defaults to server.max_body_size. */
   readonly maxBodySize: number
 }

@@ -174,7 +174,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       throw new ConfigError([`${cfg.file}: edge endpoints: ${err instanceof Error ? err.message : String(err)}`])
     }
     edge.set('/_flashgate/time', timeHandler(clock))
-    return createState(cfg, routes, guards, edge)
+    return createState(cfg, routes, guards, edge, log)
   }
 
   const frontend = new Frontend({ state: build(config), upstreams, metrics, accessLog, log, clock })

@@ -22,6 +22,7 @@ import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } fr
 import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from './pipeline.js'
 import { REJECT_HEADERS, rejection } from './reject.js'
 import { compileRouter, NO_PARAMS, type Router } from './router.js'
+import { StaticFiles } from './static.js'
 import type { EdgeHandler, Guard, Outcome, Rejection, RequestContext } from './types.js'
 
 /** What the gateway needs from the upstream side (gateway/upstream/index.ts implements it). */
@@ -92,6 +93,8 @@ export interface ServingState {
   readonly trusted: CidrSet
   readonly guards: readonly Guard[]
   readonly edge: ReadonlyMap<string, EdgeHandler>
+  /** Per route: the file server of a static route (gateway/static.ts), null for a proxied one. */
+  readonly files: readonly (StaticFiles | null)[]
   /** Requests of this state not yet settled. */
   inflight: number
   retired: boolean
@@ -100,7 +103,7 @@ export interface ServingState {
 }
 
 /** Build a serving state from a config and its already-built pipelines. */
-export function createState (config: Config, routes: readonly CompiledRoute[], guards: readonly Guard[], edge: ReadonlyMap<string, EdgeHandler>): ServingState {
+export function createState (config: Config, routes: readonly CompiledRoute[], guards: readonly Guard[], edge: ReadonlyMap<string, EdgeHandler>, log: Log = () => {}): ServingState {
   return {
     config,
     router: compileRouter(config.routes),
@@ -109,6 +112,7 @@ export function createState (config: Config, routes: readonly CompiledRoute[], g
     trusted: compileCidrs(config.trustedProxies),
     guards,
     edge,
+    files: routes.map((r) => r.route.static === undefined ? null : new StaticFiles(r.route.static, log)),
     inflight: 0,
     retired: false,
     onIdle: null
@@ -301,14 +305,30 @@ export class Frontend implements PipelineSink<Ctx> {
   pass (ctx: Ctx): void {
     if (ctx.tooLarge) { this.reject(ctx, ANSWERS.tooLarge); return }
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
+    const files = (ctx.owner as ServingState).files[ctx.routeIndex]
+    if (files !== null && files !== undefined) { this.serveFile(ctx, files); return }
     const done = ctx.done = (outcome: Outcome): void => { this.upstreamDone(ctx, outcome) }
     const cr = (ctx.owner as ServingState).routes[ctx.routeIndex] as CompiledRoute
     try {
-      this.upstreams.forward(ctx, cr.upstream, done)
+      this.upstreams.forward(ctx, cr.upstream as string, done)
     } catch (err) {
       this.log('error', 'forward failed', { route: cr.name, err })
       this.upstreamDone(ctx, { kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
     }
+  }
+
+  /**
+   * A static route whose guards passed: the file server answers. A file answer settles like an upstream
+   * answer with that status (settlers see `{ kind: 'upstream', status }`), a 404/405 like a rejection.
+   */
+  private serveFile (ctx: Ctx, files: StaticFiles): void {
+    files.serve(ctx, {
+      reject: (r) => { this.reject(ctx, r) },
+      done: (status, aborted) => {
+        if (aborted) { ctx.outcome = 'CLIENT_ABORTED'; this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED) }
+        else this.settle(ctx, { kind: 'upstream', status }, status)
+      }
+    })
   }
 
   reject (ctx: Ctx, r: Rejection): void {

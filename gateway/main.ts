@@ -173,7 +173,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       closeGuards(guards, deps)
       throw new ConfigError([`${cfg.file}: edge endpoints: ${err instanceof Error ? err.message : String(err)}`])
     }
-    edge.set('/_flashgate/time', timeHandler(clock))
+    edge.set('/_flashgate/time', timeHandler(clock, cfg.campaigns))
     return createState(cfg, routes, guards, edge, log)
   }
 

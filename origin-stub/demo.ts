@@ -161,6 +161,7 @@ export async function main (args: string[]): Promise<number> {
   const products = [...config.campaigns.values()].flatMap((c) => c.products.map((p) => `${p.id} (${p.quota})`)).join(', ')
   process.stdout.write(`flashgate demo — gateway and purchase origin on the in-memory store
 
+  sale page ${gw.url}/         (open it in a browser: countdown, pow in a Web Worker, buy, order, pay)
   gateway   ${gw.url}          (the edge: every request goes through here)
   admin     ${gw.adminUrl ?? '-'}          (/metrics /healthz /readyz /admin/quota/demo/phone)
   origin    http://${HOST}:${originPort}   (/stock/demo/phone /metrics; behind the gateway)

@@ -668,7 +668,7 @@ class Loader {
     const files = staticNode === undefined ? undefined : this.readStatic(staticNode, match)
     if (staticNode !== undefined && m.get('upstream') !== undefined) ck.error(staticNode.pos, `route${name === undefined ? '' : ' ' + quote(name)}: use either upstream or static, not both`)
     else if (staticNode !== undefined) { /* a static route: no upstream */ }
-    else if (m.get('upstream') === undefined) ck.error(m.pos, `route${name === undefined ? '' : ' ' + quote(name)} is missing required key "upstream" (or "static" for files)`)
+    else if (m.get('upstream') === undefined) ck.error(m.pos, `route${name === undefined ? '' : ' ' + quote(name)} is missing required key "upstream"`)
     else if (upstream !== undefined && !upstreams.has(upstream)) {
       const known = [...upstreams.keys()]
       ck.error(m.get('upstream')!.pos, `upstream ${ck.show(m.get('upstream') as PScalar)} is not defined${didYouMean(upstream, known) || (known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no upstreams are defined)')}`)

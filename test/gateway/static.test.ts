@@ -11,6 +11,8 @@ import { brotliCompressSync, gzipSync } from 'node:zlib'
 import { request } from 'undici'
 import t from 'tap'
 import type { Test } from 'tap'
+import { Ajv } from 'ajv'
+import { parse } from 'yaml'
 import { loadConfigText } from '../../conf/load.js'
 import { acceptsEncoding, noneMatch, safeSegments } from '../../gateway/static.js'
 import { yamlConfig, tempDir } from '../helpers/config.js'
@@ -319,7 +321,7 @@ ${routes}`, file, {})
     ['  - name: p\n    static: { cache_control: x }\n', /f\.yaml:5:13: static: missing required key "dir"/],
     ['  - name: p\n    static: { dir: ./site, cache_control: "a\\r\\nset-cookie: x" }\n', /f\.yaml:5:43: cache_control: must be printable ASCII/],
     ['  - name: p\n    static: ""\n', /f\.yaml:5:13: static/],
-    ['  - name: p\n', /f\.yaml:4:5: route "p" is missing required key "upstream" \(or "static" for files\)/]
+    ['  - name: p\n', /f\.yaml:4:5: route "p" is missing required key "upstream"/]
   ]
   for (const [routes, re] of cases) {
     const r = load(routes)
@@ -347,4 +349,17 @@ t.test('a reload that breaks the static route keeps the old config serving', asy
   t.notOk(r.ok, 'the reload is refused')
   t.match(JSON.stringify(r), /f\.yaml:5:24: static: directory/)
   t.equal((await fetchText(d, gw.url + '/assets/style.css')).status, 200, 'the old config keeps serving')
+})
+
+t.test('the JSON schema knows static: exactly one of upstream and static', async (t) => {
+  const schema = JSON.parse((await import('node:fs')).readFileSync(new URL('../../conf/flashgate.schema.json', import.meta.url), 'utf8')) as Record<string, unknown>
+  const validate = new Ajv({ allErrors: true, validateFormats: false }).compile(schema)
+  const ok = (routes: string): boolean => validate(parse(`routes:\n${routes}`))
+  t.ok(ok('  - { name: p, static: ./site }\n'), 'static: DIR')
+  t.ok(ok('  - { name: p, static: { dir: ./site, cache_control: "public, max-age=60", html_cache_control: no-cache } }\n'), 'the map form')
+  t.notOk(ok('  - { name: p, static: ./site, upstream: u }\n'), 'not both')
+  t.notOk(ok('  - { name: p }\n'), 'not neither')
+  t.notOk(ok('  - { name: p, static: { cache_control: x } }\n'), 'dir is required')
+  t.notOk(ok('  - { name: p, static: { dir: ./site, cache: x } }\n'), 'unknown keys')
+  t.notOk(ok('  - { name: p, static: { dir: ./site, cache_control: "a\\nb" } }\n'), 'no control characters in the header value')
 })

@@ -34,7 +34,7 @@ import type {
   AccessLogConfig, BalanceConfig, CampaignConfig, CaptchaGuardConfig, CaptchaProvider, Config, FailurePolicy,
   GuardConfig, HostPort, IdentityConfig, LinkKey, OriginConfig, ProductConfig, RateKeyPart, Rate,
   RejectOverride, RouteConfig, RouteMatch, SecretsConfig, ServerLimits, StaticConfig, StoreConfig, UpstreamConfig,
-  UpstreamTarget, ValueSource
+  UpstreamTarget, ValueSource, WaitingRoomConfig
 } from './types.js'
 
 export { parseDuration, parseRate, parseSize, parseHostPort, parseTimerDuration, checkCidr, isLoopbackHost } from './parse.js'
@@ -58,6 +58,7 @@ export const DEFAULTS = Object.freeze({
   captcha: { timeoutMs: 2_000, tokenTtlMs: 300_000, clearanceCookie: 'fg_clearance', difficulty: 16, challengeTtlMs: 60_000 },
   dedupe: { ttlMs: 86_400_000 },
   quota: { latchTtlMs: 1_000 },
+  waitingRoom: { prequeueMs: 600_000, passTtlMs: 300_000, overbook: 1, pollMs: 1_000 },
   origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 },
   static: { cacheControl: 'public, max-age=60', htmlCacheControl: 'no-cache' }
 })
@@ -81,7 +82,7 @@ export const CAPTCHA_TOKEN_DEFAULTS: Readonly<Record<CaptchaProvider, string>> =
 const TOP_KEYS = ['include', 'listen', 'admin', 'admin_token', 'workers', 'store', 'trusted_proxies', 'identity', 'secrets', 'server', 'access_log', 'upstreams', 'campaigns', 'routes', 'origin'] as const
 const INCLUDED_KEYS = ['routes', 'upstreams', 'campaigns'] as const
 const POLICIES = ['fail_closed', 'fail_open', 'local'] as const
-const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota'] as const
+const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota', 'waiting_room'] as const
 const COMMON_GUARD_KEYS = ['shadow', 'reject'] as const
 const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
   deny: ['ips', 'ip_files', 'users', 'users_set', 'on_error'],
@@ -90,7 +91,8 @@ const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
   signed_link: ['mode', 'single_use', 'secure_link', 'secure_link_md5', 'campaign', 'product'],
   campaign_window: ['campaign'],
   dedupe: ['ttl', 'campaign', 'product', 'on_error'],
-  quota: ['campaign', 'product', 'latch_ttl', 'on_error']
+  quota: ['campaign', 'product', 'latch_ttl', 'on_error'],
+  waiting_room: ['campaign', 'on_error']
 }
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/
@@ -150,7 +152,7 @@ class Loader {
   private readonly includedFiles = new Map<string, Pos>()
   private identityUser = false
   private secrets: SecretsConfig = { linkKeys: [], session: null, pow: null }
-  private campaignIds = new Map<string, { pos: Pos, products: Set<string> }>()
+  private campaignIds = new Map<string, { pos: Pos, products: Set<string>, room?: boolean }>()
   private readonly rateLimits = new Map<string, RateLimitSeen>()
 
   constructor (d: Diagnostics, file: string, env: NodeJS.ProcessEnv) {
@@ -610,7 +612,7 @@ class Loader {
   private readCampaign (n: PNode): CampaignConfig | undefined {
     const { ck } = this
     const D = DEFAULTS.campaign
-    const m = ck.map(n, 'campaign', ['id', 'starts_at', 'ends_at', 'link_reveal', 'link_grace', 'link_ttl', 'products'])
+    const m = ck.map(n, 'campaign', ['id', 'starts_at', 'ends_at', 'link_reveal', 'link_grace', 'link_ttl', 'products', 'waiting_room'])
     if (m === undefined) return undefined
     const id = ck.id(m.get('id'), 'id')
     for (const k of ['id', 'starts_at', 'ends_at'] as const) if (m.get(k) === undefined) ck.error(m.pos, `campaign is missing required key ${quote(k)}`)
@@ -645,8 +647,30 @@ class Loader {
     const linkRevealMs = this.duration(m.get('link_reveal'), 'link_reveal', { timer: false }) ?? D.linkRevealMs
     const linkGraceMs = this.duration(m.get('link_grace'), 'link_grace', { timer: false }) ?? D.linkGraceMs
     const linkTtlMs = this.duration(m.get('link_ttl'), 'link_ttl', { min: 1000, timer: false }) ?? null
+    const waitingRoom = this.readWaitingRoom(m.get('waiting_room'), products.length)
+    if (waitingRoom !== null && id !== undefined && fresh) { const e = this.campaignIds.get(id); if (e !== undefined) e.room = true }
     if (id === undefined || startsAt === undefined || endsAt === undefined || !fresh) return undefined
-    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products }
+    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products, waitingRoom }
+  }
+
+  /** `campaigns[].waiting_room` (null when absent). */
+  private readWaitingRoom (n: PNode | undefined, products: number): WaitingRoomConfig | null {
+    const { ck } = this
+    if (n === undefined) return null
+    const D = DEFAULTS.waitingRoom
+    const m = ck.map(n, 'waiting_room', ['prequeue', 'admit', 'pass_ttl', 'overbook', 'poll'])
+    if (m === undefined) return null
+    if (m.get('admit') === undefined) ck.error(m.pos, 'waiting_room is missing required key "admit" (users let in per unit of time, e.g. 600/m)')
+    const admit = this.rate(m.get('admit'), 'admit')
+    if (admit !== undefined && admit.count <= 0) ck.error(m.get('admit')!.pos, 'admit: must let at least one user in per period')
+    const prequeueMs = this.duration(m.get('prequeue'), 'prequeue', { timer: false }) ?? D.prequeueMs
+    const passTtlMs = this.duration(m.get('pass_ttl'), 'pass_ttl', { min: 1000, timer: false }) ?? D.passTtlMs
+    const overbook = ck.num(m.get('overbook'), 'overbook', 1, 100, false) ?? D.overbook
+    const pollMs = this.duration(m.get('poll'), 'poll', { min: 100, timer: false }) ?? D.pollMs
+    if (pollMs > 60_000 && m.get('poll') !== undefined) ck.error(m.get('poll')!.pos, 'poll: must be at most 60s')
+    if (products === 0) ck.error(m.pos, 'waiting_room: the campaign has no products (the room admits against their remaining stock)')
+    if (admit === undefined || admit.count <= 0) return null
+    return { prequeueMs, admit, passTtlMs, overbook, pollMs }
   }
 
   // --- routes ---------------------------------------------------------------------------------------------
@@ -908,6 +932,17 @@ class Loader {
         const campaign = this.campaignSource(m, 'campaign', rc, 'dedupe')
         const product = this.productSource(m, rc, 'dedupe', campaign)
         return { kind, ...common, ttlMs, campaign, product, onError: onError() }
+      }
+      case 'waiting_room': {
+        needUser('waiting_room')
+        const campaign = this.campaignSource(m, 'campaign', rc, 'waiting_room')
+        const rooms = [...this.campaignIds.entries()].filter(([, c]) => c.room === true).map(([id]) => id)
+        if (campaign.from === 'literal') {
+          if (this.campaignIds.has(campaign.value) && !rooms.includes(campaign.value)) ck.error(m.get('campaign')?.pos ?? pos, `waiting_room: campaign ${quote(campaign.value)} has no waiting_room (add campaigns[].waiting_room: { admit: 600/m })`)
+        } else if (rooms.length === 0) {
+          ck.error(pos, 'waiting_room: no campaign has a waiting_room (add campaigns[].waiting_room: { admit: 600/m })')
+        }
+        return { kind, ...common, campaign, onError: onError() }
       }
       case 'quota': {
         const campaign = this.campaignSource(m, 'campaign', rc, 'quota')

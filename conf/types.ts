@@ -117,6 +117,20 @@ export interface ProductConfig {
   readonly segments: number
 }
 
+/** `campaigns[].waiting_room`: a fair, stock-aware queue in front of the campaign's buy routes. */
+export interface WaitingRoomConfig {
+  /** Joining opens at startsAt - prequeueMs; who joined by startsAt is shuffled then (default 10m). */
+  readonly prequeueMs: number
+  /** New users let in per unit of time. */
+  readonly admit: Rate
+  /** How long an admitted user may buy (default 5m). */
+  readonly passTtlMs: number
+  /** Admit no more than remaining stock × overbook users holding unused passes (default 1). */
+  readonly overbook: number
+  /** How often clients are told to poll (YAML `poll`, default 1s); a user silent for 3 × this loses the place. */
+  readonly pollMs: number
+}
+
 export interface CampaignConfig {
   readonly id: string
   readonly startsAt: number
@@ -128,6 +142,8 @@ export interface CampaignConfig {
   /** Signed links live at most this long from issue (default: until endsAt + linkGraceMs). */
   readonly linkTtlMs: number | null
   readonly products: readonly ProductConfig[]
+  /** The campaign's waiting room; null = none. */
+  readonly waitingRoom?: WaitingRoomConfig | null
 }
 
 /** A guard's answer override: `reject: { status: 418, body: {...} }`. */
@@ -239,6 +255,13 @@ export interface QuotaGuardConfig extends GuardCommon {
   readonly onError: FailurePolicy | null
 }
 
+export interface WaitingRoomGuardConfig extends GuardCommon {
+  readonly kind: 'waiting_room'
+  /** The campaign whose room's pass is required (default `param campaign`). */
+  readonly campaign: ValueSource
+  readonly onError: FailurePolicy | null
+}
+
 export type GuardConfig =
   | DenyGuardConfig
   | RateLimitGuardConfig
@@ -247,6 +270,7 @@ export type GuardConfig =
   | CampaignWindowGuardConfig
   | DedupeGuardConfig
   | QuotaGuardConfig
+  | WaitingRoomGuardConfig
 
 export type GuardKind = GuardConfig['kind']
 

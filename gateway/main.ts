@@ -80,7 +80,8 @@ export const DEFAULT_FACTORIES: GuardFactories = {
   signed_link: antibot.signedLinkGuard,
   campaign_window: antibot.campaignWindowGuard,
   dedupe: antibot.dedupeGuard,
-  quota: quotaGuard
+  quota: quotaGuard,
+  waiting_room: antibot.waitingRoomGuard
 }
 
 function urlOf (a: AddressInfo): string {
@@ -242,6 +243,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
         reload: async () => await reload(),
         config: () => config,
         quota: () => quotaAdmin,
+        queueJoins: async (campaign: string) => await antibot.roomJoinLog({ config, store, metrics, clock, log }, campaign),
         upstreams: () => upstreams.status()
       }, log)
       adminAddress = await listen(admin, adminAt)

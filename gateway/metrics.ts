@@ -26,6 +26,12 @@ export interface Metrics {
   readonly captchaVerifications: Counter<'provider' | 'result'>
   readonly configReloads: Counter<'result'>
   readonly connections: Gauge
+  /** Waiting room: users by state (waiting, admitted, expired), as last synced by this node. */
+  readonly waitingRoomUsers: Gauge<'campaign' | 'state'>
+  /** Waiting room: users admitted per second over the last seconds (the whole room, all nodes). */
+  readonly waitingRoomAdmitRate: Gauge<'campaign'>
+  /** Waiting room: estimated wait of the last user in line, seconds. */
+  readonly waitingRoomWait: Gauge<'campaign'>
 }
 
 /** Buckets of `flashgate_store_duration_seconds` (for {@link HistogramCell}). */
@@ -67,7 +73,10 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
     storeBreakerOpen: new Gauge({ name: 'flashgate_store_breaker_open', help: '1 while the store circuit breaker is open.', registers: r }),
     captchaVerifications: new Counter({ name: 'flashgate_captcha_verifications_total', help: 'Captcha checks by provider and result.', labelNames: ['provider', 'result'], registers: r }),
     configReloads: new Counter({ name: 'flashgate_config_reloads_total', help: 'Config reloads by result (success or failure).', labelNames: ['result'], registers: r }),
-    connections: new Gauge({ name: 'flashgate_connections', help: 'Open client connections.', registers: r })
+    connections: new Gauge({ name: 'flashgate_connections', help: 'Open client connections.', registers: r }),
+    waitingRoomUsers: new Gauge({ name: 'flashgate_waiting_room_users', help: 'Waiting room users by state: waiting (in line, not reached), admitted (cumulative), expired (positions skipped for not polling, cumulative).', labelNames: ['campaign', 'state'], registers: r }),
+    waitingRoomAdmitRate: new Gauge({ name: 'flashgate_waiting_room_admitted_per_second', help: 'Waiting room admissions per second (whole room), over the last 5 s.', labelNames: ['campaign'], registers: r }),
+    waitingRoomWait: new Gauge({ name: 'flashgate_waiting_room_wait_seconds', help: 'Estimated wait of the last user in line.', labelNames: ['campaign'], registers: r })
   }
 }
 

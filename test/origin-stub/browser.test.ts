@@ -3,14 +3,14 @@
  * playwright-core; no browser is downloaded) against a real gateway and purchase origin started as the
  * demo starts them (conf/demo.yaml, free ports, a campaign opening a few seconds later).
  *
- * A shopper opens the page before the start and sees the countdown synced with the gateway clock; when
- * the sale opens she buys: the page solves the proof-of-work in a Web Worker, fetches her signed link,
- * buys through the whole funnel, polls the order until CREATED and pays it. A second browser context is
- * another shopper who buys too. Reloading as the first shopper and buying again shows DUPLICATE.
+ * A shopper opens the page before the start, sees the countdown synced with the gateway clock and
+ * joins the campaign's waiting room (pre-queue: her place is drawn at the start); when the sale opens
+ * she is admitted and buys: the page solves the proof-of-work in a Web Worker, fetches her signed link,
+ * buys through the whole funnel (her room pass included), polls the order until CREATED and pays it. A
+ * second browser context is another shopper who waits, is admitted and buys too. Reloading as the first
+ * shopper shows her order again (PAID) and offers no second buy; a second buy by hand is refused at the
+ * edge, and with a fresh page state her room pass no longer buys (a pass buys once).
  * Screenshots go to the test's temp dir (kept when FLASHGATE_KEEP_SCREENSHOTS=1).
- *
- * The waiting room (issue 15, part 1) is not on this branch yet: the page finds no room
- * (/_flashgate/queue answers 404) and the test checks that it then shows none.
  */
 import { mkdtempSync, rmSync, readdirSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -30,7 +30,7 @@ const CHROMIUM = '/usr/bin/chromium'
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync']
 /** The sale opens this long after the test starts it: time to launch the browser and open the page. */
-const OPENS_IN_MS = 12_000
+const OPENS_IN_MS = 20_000
 const STEP_MS = 30_000
 
 function demoConfig (env: NodeJS.ProcessEnv): Config {
@@ -92,7 +92,7 @@ t.test('a shopper and another buy through the whole funnel in headless Chromium'
   }
   const missing: string[] = []
   for (const p of [page, page2]) {
-    p.on('response', (r) => { if (r.status() === 404 && !r.url().includes('/_flashgate/queue')) missing.push(r.url()) })
+    p.on('response', (r) => { if (r.status() === 404) missing.push(r.url()) })
   }
   const offsite: string[] = []
   for (const c of [alice, bob]) {
@@ -115,14 +115,21 @@ t.test('a shopper and another buy through the whole funnel in headless Chromium'
   t.ok(await page.locator('#buy').isDisabled(), 'buy is disabled before the start')
   t.match(await text(page, '#buy'), /Wait for the start/)
   t.equal(await page.locator('#user').inputValue(), 'alice', 'the user the page sends as x-user-id')
-  // No waiting room on this campaign yet: the page shows none.
-  await until(page, 'window.flashgateSale.room.present === false')
-  t.ok(await page.locator('#room').isHidden(), 'no waiting room configured: none shown')
+  // The waiting room: joined before the start, the place drawn when the sale opens.
+  await until(page, "document.getElementById('room-status').dataset.status === 'waiting'")
+  t.ok(await page.locator('#room').isVisible(), 'the waiting room is shown')
+  t.equal(await text(page, '#room-position'), 'drawn at the start', 'pre-queue: the place is drawn at the start')
+  t.match(await text(page, '#room-eta'), /^~00:00:\d\d$/, 'the estimated wait: until the start')
+  await until(page2, "document.getElementById('room-status').dataset.status === 'waiting'")
+  t.ok(Date.now() < startsAt, 'both shoppers are in the line before the start')
   await page.screenshot({ path: join(shots, '1-before-start.png') })
 
   // The sale opens: buy.
   await until(page, phaseIs('open'), OPENS_IN_MS + STEP_MS)
   t.ok(Date.now() >= startsAt - 1000, 'the page opened the sale at the gateway\'s start time')
+  await until(page, "document.getElementById('room-status').dataset.status === 'admitted'")
+  t.ok(Date.now() >= startsAt, 'admitted from the room only once the sale opened')
+  t.equal(await text(page, '#room-eta'), 'now')
   await until(page, enabled)
   await page.click('#buy')
   await until(page, orderIs('CREATED'))
@@ -147,14 +154,26 @@ t.test('a shopper and another buy through the whole funnel in headless Chromium'
   await until(page2, orderIs('PAID'))
   await page2.screenshot({ path: join(shots, '4-second-user-paid.png') })
 
-  // The first shopper again: one attempt per user, and the page says so.
+  // The first shopper again: the page shows her order, and offers no second buy.
   await page.reload()
+  await until(page, orderIs('PAID'))
+  t.equal(await text(page, '#order-id'), orderId, 'a reload shows her order again')
+  t.ok(await page.locator('#buy').isDisabled(), 'no further attempt offered')
+  t.equal(await text(page, '#buy'), 'You got one')
+  // Forget what the page remembered: the room still admits her (her pass cookie), but the pass is used.
+  await page.evaluate('localStorage.clear()')
+  await page.reload()
+  await until(page, "document.getElementById('room-status').dataset.status === 'admitted'")
   await until(page, enabled)
   await page.click('#buy')
   await until(page, "document.getElementById('status').dataset.state === 'duplicate'")
-  t.match(await text(page, '#status'), /DUPLICATE/)
+  t.match(await text(page, '#status'), /turn in the line has been used.*QUEUE_REQUIRED/, 'the used pass, said as such')
   t.ok(await page.locator('#buy').isDisabled(), 'no further attempt offered')
-  await page.screenshot({ path: join(shots, '5-duplicate.png') })
+  await page.screenshot({ path: join(shots, '5-turn-used.png') })
+  // And the edge agrees: her pass cookie no longer buys.
+  const again = await page.evaluate(`fetch('/_flashgate/link?campaign=demo&product=phone', { headers: { 'x-user-id': 'alice' } })
+    .then((r) => r.json()).then((l) => fetch(l.url, { method: 'POST', headers: { 'x-user-id': 'alice' } })).then((r) => r.json())`)
+  t.match(again, { code: /^(CAPTCHA_REQUIRED|QUEUE_REQUIRED)$/ }, 'a second buy by hand is refused at the edge')
 
   // What the origin saw: one unit of each product sold, and paid.
   const phone = origin.products.find((p) => p.product === 'phone')
@@ -166,7 +185,7 @@ t.test('a shopper and another buy through the whole funnel in headless Chromium'
   }
   t.same(errors, [], 'no script errors in the pages')
   t.same(offsite, [], 'the page asked nothing of any other origin')
-  t.same(missing, [], 'every file the page loads is there (only the room probe may answer 404)')
+  t.same(missing, [], 'every file the page loads is there, and the room answers')
   const files = readdirSync(shots).filter((f) => f.endsWith('.png'))
   t.equal(files.length, 5, 'five screenshots')
   t.ok(files.every((f) => statSync(join(shots, f)).size > 5000), 'screenshots are real images')

@@ -162,12 +162,17 @@
       if (r.status === 200 && r.json) {
         room.status = r.json.status
         $('room-status').dataset.status = r.json.status
-        $('room-position').textContent = typeof r.json.position === 'number' ? '#' + r.json.position : '–'
+        // Position 0 while waiting: joined during the pre-queue, the order is drawn (shuffled) at the start.
+        $('room-position').textContent = typeof r.json.position !== 'number' ? '–' : r.json.position === 0 ? (r.json.status === 'waiting' ? 'drawn at the start' : '–') : '#' + r.json.position
         $('room-eta').textContent = typeof r.json.eta_ms === 'number' ? '~' + duration(r.json.eta_ms) : '–'
         if (typeof r.json.poll_ms === 'number') next = r.json.poll_ms
         switch (r.json.status) {
           case 'not_open': $('room-status').textContent = 'The line opens before the sale starts; keep this page open.'; break
-          case 'waiting': $('room-status').textContent = 'You are in line. Keep this page open: your place is kept while it polls.'; break
+          case 'waiting':
+            $('room-status').textContent = r.json.position === 0
+              ? 'You are in the line. Everyone who joins before the start gets a fair, random place when it opens.'
+              : 'You are in line. Keep this page open: your place is kept while it polls.'
+            break
           case 'admitted':
             room.admitted = true
             $('room-status').textContent = 'It is your turn: you may buy now.'
@@ -180,8 +185,14 @@
             finish('Sold out', 'sold_out', 'Sold out — every unit is taken.')
             return
           case 'closed':
-            $('room-status').textContent = 'The waiting room is closed.'
-            finish('The sale has ended', 'error', 'The waiting room is closed.')
+            // Before ends_at, "closed" for this user means their turn was used: a pass buys once.
+            if (phase() === 'open') {
+              $('room-status').textContent = 'Your turn has been used: one purchase per turn.'
+              finish('Turn used', 'duplicate', 'You have had your turn in the line (one purchase per turn).')
+            } else {
+              $('room-status').textContent = 'The waiting room is closed.'
+              finish('The sale has ended', 'error', 'The waiting room is closed.')
+            }
             return
           default: $('room-status').textContent = r.json.status
         }
@@ -303,6 +314,7 @@
       }
       if (r.json.order_id) {
         finish('You got one', 'ok', 'You got one! Your order is being created.')
+        remember(r.json.order_id)
         showOrder(r.json.order_id, r.json.status || 'QUEUED')
         return
       }
@@ -335,8 +347,13 @@
         break
       case 'ENDED': finish('The sale has ended', 'error', 'The sale has ended (ENDED).'); break
       case 'QUEUE_REQUIRED':
-        setStatus('wait', 'You need a turn from the waiting room (QUEUE_REQUIRED): back in line.')
-        restartRoom()
+        if (state.room.admitted) {
+          // The room said "admitted" and the buy says no pass: this turn's pass is used (it buys once).
+          finish('Turn used', 'duplicate', 'Your turn in the line has been used: one purchase per turn (QUEUE_REQUIRED).')
+        } else {
+          setStatus('wait', 'You need a turn from the waiting room (QUEUE_REQUIRED): back in line.')
+          restartRoom()
+        }
         break
       case 'CAPTCHA_REQUIRED': case 'CAPTCHA_INVALID':
         setStatus('error', 'The anti-bot check did not pass (' + code + ') — try again.')
@@ -369,6 +386,20 @@
   }
 
   // ---- the order ------------------------------------------------------------------------------
+
+  /** The order this user got in this campaign, kept so a reload shows it again. */
+  function orderKey () { return 'flashgate-order:' + campaign + ':' + state.user }
+  function remember (id) { try { localStorage.setItem(orderKey(), id) } catch (e) { /* private mode */ } }
+  function remembered () { try { return localStorage.getItem(orderKey()) } catch (e) { return null } }
+
+  /** Show this user's earlier order, if any: the attempt is over, the order may still need paying. */
+  function resume () {
+    var id = remembered()
+    if (id === null) return false
+    finish('You got one', 'ok', 'You got one earlier in this sale.')
+    showOrder(id, 'QUEUED')
+    return true
+  }
 
   function renderOrder (status) {
     var el = $('order-status')
@@ -435,15 +466,15 @@
     state.order = null
     $('order').hidden = true
     setStatus('idle', '')
-    restartRoom()
+    if (!resume()) restartRoom()
   })
   $('buy').addEventListener('click', buy)
   $('pay').addEventListener('click', pay)
   setInterval(tick, 200)
   setInterval(function () { syncClock().catch(function () {}) }, 60000)
+  // The room after the clock: what a room answer means depends on the sale's phase.
   syncClock().catch(function (e) {
     $('phase').textContent = 'Cannot reach the gateway clock'
     $('clock-note').textContent = e.message
-  })
-  restartRoom()
+  }).then(function () { if (!resume()) restartRoom() })
 })()

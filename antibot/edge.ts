@@ -7,6 +7,8 @@
  *   this user, campaign and product. Before → 409 NOT_STARTED (with `now`, `starts_in`, `reveal_in`),
  *   from `ends_at` → 409 ENDED, unknown campaign/product/route → 404 NOT_FOUND. The link expires at
  *   `ends_at + link_grace`, or `link_ttl` after issue when that is sooner.
+ * - `GET /_flashgate/queue?campaign=C`, `GET /_flashgate/queue/seed?campaign=C` — the waiting room
+ *   (antibot/waiting-room.ts).
  * - `GET /_flashgate/challenge` — a proof-of-work challenge for the `pow` captcha provider
  *   (difficulty raised to `difficulty_under_load` while the global limiter is rejecting).
  */
@@ -18,6 +20,7 @@ import { powKey } from './captcha.js'
 import { issueChallenge } from './captcha/pow.js'
 import { linkKeys, newNonce, signLinkQuery } from './signed-link.js'
 import { sendJson } from './util.js'
+import { createQueueHandlers } from './waiting-room.js'
 
 function reject (res: ServerResponse, r: Rejection): void {
   res.writeHead(r.status, [...REJECT_HEADERS, 'content-length', String(r.body.length), ...(r.headers ?? [])])
@@ -61,7 +64,7 @@ function identityCtx (req: IncomingMessage, res: ServerResponse, e: { clientIp: 
 
 /** Build the antibot edge handlers for a config (called once per load by the core). */
 export function createEdgeHandlers (deps: GuardDeps): Record<string, EdgeHandler> {
-  const handlers: Record<string, EdgeHandler> = {}
+  const handlers: Record<string, EdgeHandler> = createQueueHandlers(deps)
   const routes = linkRoutes(deps)
   const signer = routes.length > 0 ? linkKeys(deps.config).signer : null
 

@@ -11,6 +11,7 @@ export { compileSecureLink, nginxLinkHash, nginxDecodeBase64url } from './nginx-
 export { campaignWindowGuard, windowState } from './campaign-window.js'
 export { dedupeGuard, releasesMark } from './dedupe.js'
 export { createEdgeHandlers } from './edge.js'
+export { waitingRoomGuard, roomJoinLog, createQueueHandlers, Room, roomsOf } from './waiting-room.js'
 export { createSiteverify, VERIFY_URLS, CaptchaError, Breaker, parseAnswer } from './captcha/siteverify.js'
 export type { CaptchaVerifier, VerifyResult, SiteverifyOptions, SiteverifyProvider } from './captcha/siteverify.js'
 export { issueChallenge, verifySolution, solveChallenge, leadingZeroBits } from './captcha/pow.js'

@@ -35,7 +35,7 @@ export function findBypasses (routes: readonly RouteConfig[]): Bypass[] {
     if (g.guards.length === 0 || (g.match.host === null && g.match.methods === null)) continue
     for (let ri = 0; ri < routes.length; ri++) {
       const r = routes[ri] as RouteConfig
-      if (ri === gi || r.upstream !== g.upstream) continue
+      if (ri === gi || r.upstream === null || r.upstream !== g.upstream) continue
       const otherHost = g.match.host !== null && hostEscapes(r.match.host, g.match.host)
       const otherMethod = g.match.methods !== null && methodsEscape(r.match.methods, g.match.methods)
       if (!otherHost && !otherMethod) continue

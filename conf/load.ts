@@ -21,7 +21,7 @@
  * Problems are errors (the config is refused) or warnings (it loads): e.g. a secret shorter than 16 bytes,
  * a route that can never match, an include pattern that matches nothing.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { createSecureContext } from 'node:tls'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
@@ -35,8 +35,8 @@ import type { PMap, PNode, Pos, PScalar } from './tree.js'
 import type {
   AccessLogConfig, ListenerConfig, TlsConfig, TracingConfig, BalanceConfig, CampaignConfig, CaptchaGuardConfig, CaptchaProvider, Config, FailurePolicy,
   GuardConfig, HostPort, IdentityConfig, LinkKey, OriginConfig, ProductConfig, RateKeyPart, Rate,
-  RejectOverride, RouteConfig, RouteMatch, SecretsConfig, ServerLimits, StoreConfig, UpstreamConfig,
-  UpstreamTarget, ValueSource
+  RejectOverride, RouteConfig, RouteMatch, SecretsConfig, ServerLimits, StaticConfig, StoreConfig, UpstreamConfig,
+  UpstreamTarget, ValueSource, WaitingRoomConfig
 } from './types.js'
 
 export { parseDuration, parseRate, parseSize, parseHostPort, parseTimerDuration, checkCidr, isLoopbackHost } from './parse.js'
@@ -60,8 +60,10 @@ export const DEFAULTS = Object.freeze({
   captcha: { timeoutMs: 2_000, tokenTtlMs: 300_000, clearanceCookie: 'fg_clearance', difficulty: 16, challengeTtlMs: 60_000 },
   dedupe: { ttlMs: 86_400_000 },
   quota: { latchTtlMs: 1_000 },
+  waitingRoom: { prequeueMs: 600_000, passTtlMs: 300_000, overbook: 1, pollMs: 1_000 },
   origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 },
-  tracing: { sample: 1, serviceName: 'flashgate', maxQueue: 2048 }
+  tracing: { sample: 1, serviceName: 'flashgate', maxQueue: 2048 },
+  static: { cacheControl: 'public, max-age=60', htmlCacheControl: 'no-cache' }
 })
 
 /** Each provider's documented siteverify endpoint. */
@@ -83,7 +85,7 @@ export const CAPTCHA_TOKEN_DEFAULTS: Readonly<Record<CaptchaProvider, string>> =
 const TOP_KEYS = ['include', 'listen', 'admin', 'admin_token', 'workers', 'store', 'trusted_proxies', 'identity', 'secrets', 'server', 'access_log', 'upstreams', 'campaigns', 'routes', 'origin', 'tracing'] as const
 const INCLUDED_KEYS = ['routes', 'upstreams', 'campaigns'] as const
 const POLICIES = ['fail_closed', 'fail_open', 'local'] as const
-const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota'] as const
+const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota', 'waiting_room'] as const
 const COMMON_GUARD_KEYS = ['shadow', 'reject'] as const
 const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
   deny: ['ips', 'ip_files', 'users', 'users_set', 'on_error'],
@@ -92,7 +94,8 @@ const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
   signed_link: ['mode', 'single_use', 'secure_link', 'secure_link_md5', 'campaign', 'product'],
   campaign_window: ['campaign'],
   dedupe: ['ttl', 'campaign', 'product', 'on_error'],
-  quota: ['campaign', 'product', 'latch_ttl', 'on_error']
+  quota: ['campaign', 'product', 'latch_ttl', 'on_error'],
+  waiting_room: ['campaign', 'on_error']
 }
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/
@@ -176,7 +179,7 @@ class Loader {
   /** store.on_error, for guards that inherit it (the quota refuses the policies it cannot bound). */
   private storeOnError: FailurePolicy = 'fail_closed'
   private secrets: SecretsConfig = { linkKeys: [], session: null, pow: null }
-  private campaignIds = new Map<string, { pos: Pos, products: Set<string> }>()
+  private campaignIds = new Map<string, { pos: Pos, products: Set<string>, room?: boolean }>()
   private readonly rateLimits = new Map<string, RateLimitSeen>()
 
   private readonly requireRoutes: boolean
@@ -741,7 +744,7 @@ class Loader {
   private readCampaign (n: PNode): CampaignConfig | undefined {
     const { ck } = this
     const D = DEFAULTS.campaign
-    const m = ck.map(n, 'campaign', ['id', 'starts_at', 'ends_at', 'link_reveal', 'link_grace', 'link_ttl', 'products'])
+    const m = ck.map(n, 'campaign', ['id', 'starts_at', 'ends_at', 'link_reveal', 'link_grace', 'link_ttl', 'products', 'waiting_room'])
     if (m === undefined) return undefined
     const id = ck.id(m.get('id'), 'id')
     for (const k of ['id', 'starts_at', 'ends_at'] as const) if (m.get(k) === undefined) ck.error(m.pos, `campaign is missing required key ${quote(k)}`)
@@ -776,15 +779,37 @@ class Loader {
     const linkRevealMs = this.duration(m.get('link_reveal'), 'link_reveal', { timer: false }) ?? D.linkRevealMs
     const linkGraceMs = this.duration(m.get('link_grace'), 'link_grace', { timer: false }) ?? D.linkGraceMs
     const linkTtlMs = this.duration(m.get('link_ttl'), 'link_ttl', { min: 1000, timer: false }) ?? null
+    const waitingRoom = this.readWaitingRoom(m.get('waiting_room'), products.length)
+    if (waitingRoom !== null && id !== undefined && fresh) { const e = this.campaignIds.get(id); if (e !== undefined) e.room = true }
     if (id === undefined || startsAt === undefined || endsAt === undefined || !fresh) return undefined
-    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products }
+    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products, waitingRoom }
+  }
+
+  /** `campaigns[].waiting_room` (null when absent). */
+  private readWaitingRoom (n: PNode | undefined, products: number): WaitingRoomConfig | null {
+    const { ck } = this
+    if (n === undefined) return null
+    const D = DEFAULTS.waitingRoom
+    const m = ck.map(n, 'waiting_room', ['prequeue', 'admit', 'pass_ttl', 'overbook', 'poll'])
+    if (m === undefined) return null
+    if (m.get('admit') === undefined) ck.error(m.pos, 'waiting_room is missing required key "admit" (users let in per unit of time, e.g. 600/m)')
+    const admit = this.rate(m.get('admit'), 'admit')
+    if (admit !== undefined && admit.count <= 0) ck.error(m.get('admit')!.pos, 'admit: must let at least one user in per period')
+    const prequeueMs = this.duration(m.get('prequeue'), 'prequeue', { timer: false }) ?? D.prequeueMs
+    const passTtlMs = this.duration(m.get('pass_ttl'), 'pass_ttl', { min: 1000, timer: false }) ?? D.passTtlMs
+    const overbook = ck.num(m.get('overbook'), 'overbook', 1, 100, false) ?? D.overbook
+    const pollMs = this.duration(m.get('poll'), 'poll', { min: 100, timer: false }) ?? D.pollMs
+    if (pollMs > 60_000 && m.get('poll') !== undefined) ck.error(m.get('poll')!.pos, 'poll: must be at most 60s')
+    if (products === 0) ck.error(m.pos, 'waiting_room: the campaign has no products (the room admits against their remaining stock)')
+    if (admit === undefined || admit.count <= 0) return null
+    return { prequeueMs, admit, passTtlMs, overbook, pollMs }
   }
 
   // --- routes ---------------------------------------------------------------------------------------------
 
   private readRoute (n: PNode, upstreams: ReadonlyMap<string, Pos>, defaultBody: number, routePos: Map<string, Pos>): RouteConfig | undefined {
     const { ck } = this
-    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'max_body_size', 'allow_bypass_of'])
+    const m = ck.map(n, 'route', ['name', 'match', 'guards', 'upstream', 'static', 'max_body_size', 'allow_bypass_of'])
     if (m === undefined) return undefined
     const name = ck.str(m.get('name'), 'name', { pattern: NAME_RE, patternHelp: 'must be letters, digits, and . _ - (it is a metrics label)' })
     if (m.get('name') === undefined) ck.error(m.pos, 'route is missing required key "name"')
@@ -795,7 +820,11 @@ class Loader {
     }
     const match = this.readMatch(m.get('match'))
     const upstream = ck.str(m.get('upstream'), 'upstream')
-    if (m.get('upstream') === undefined) ck.error(m.pos, `route${name === undefined ? '' : ' ' + quote(name)} is missing required key "upstream"`)
+    const staticNode = m.get('static')
+    const files = staticNode === undefined ? undefined : this.readStatic(staticNode, match)
+    if (staticNode !== undefined && m.get('upstream') !== undefined) ck.error(staticNode.pos, `route${name === undefined ? '' : ' ' + quote(name)}: use either upstream or static, not both`)
+    else if (staticNode !== undefined) { /* a static route: no upstream */ }
+    else if (m.get('upstream') === undefined) ck.error(m.pos, `route${name === undefined ? '' : ' ' + quote(name)} is missing required key "upstream"`)
     else if (upstream !== undefined && !upstreams.has(upstream)) {
       const known = [...upstreams.keys()]
       ck.error(m.get('upstream')!.pos, `upstream ${ck.show(m.get('upstream') as PScalar)} is not defined${didYouMean(upstream, known) || (known.length > 0 ? ` (defined: ${known.join(', ')})` : ' (no upstreams are defined)')}`)
@@ -815,9 +844,52 @@ class Loader {
       if (s !== undefined) allow.push({ name: s, pos: it.pos })
       return undefined
     })
-    if (name === undefined || upstream === undefined) return undefined
+    if (name === undefined) return undefined
     this.routeInfo.set(name, { pos: m.pos, allow })
-    return allow.length === 0 ? { name, match, guards, upstream, maxBodySize } : { name, match, guards, upstream, maxBodySize, allowBypassOf: allow.map((a) => a.name) }
+    const bypass = allow.length === 0 ? {} : { allowBypassOf: allow.map((a) => a.name) }
+    if (staticNode !== undefined) return files === undefined ? undefined : { name, match, guards, upstream: null, static: files, maxBodySize, ...bypass }
+    if (upstream === undefined) return undefined
+    return { name, match, guards, upstream, maxBodySize, ...bypass }
+  }
+
+  /**
+   * `static: DIR` or `static: { dir: DIR, cache_control: "...", html_cache_control: "..." }`. DIR is relative
+   * to the file that names it and must be a directory; it is kept as its real path (symlinks resolved),
+   * the root no served file may leave. A static route answers GET and HEAD only.
+   */
+  private readStatic (n: PNode, match: RouteMatch): StaticConfig | undefined {
+    const { ck } = this
+    const D = DEFAULTS.static
+    let dirNode: PNode | undefined = n
+    let cacheControl: string = D.cacheControl
+    let htmlCacheControl: string = D.htmlCacheControl
+    if (n.kind === 'map') {
+      const m = ck.map(n, 'static', ['dir', 'cache_control', 'html_cache_control'])
+      if (m === undefined) return undefined
+      dirNode = m.get('dir')
+      if (dirNode === undefined) return ck.error(n.pos, 'static: missing required key "dir"')
+      for (const [key, set] of [['cache_control', (v: string) => { cacheControl = v }], ['html_cache_control', (v: string) => { htmlCacheControl = v }]] as const) {
+        const cn = m.get(key)
+        const v = ck.str(cn, key, { nonEmpty: true })
+        if (v === undefined || cn === undefined) continue
+        // A header value: printable ASCII and spaces only (no CR/LF to split the answer).
+        if (!/^[\x20-\x7e]+$/.test(v)) ck.error(cn.pos, `${key}: must be printable ASCII (a Cache-Control header value)`)
+        else set(v.trim())
+      }
+    }
+    const d = ck.str(dirNode, 'static', { nonEmpty: true })
+    if (d === undefined || dirNode === undefined) return undefined
+    const abs = isAbsolute(d) ? d : resolve(dirname(dirNode.pos.file), d)
+    let st
+    try { st = statSync(abs) } catch (err) {
+      return ck.error(dirNode.pos, `static: directory ${quote(d)} does not exist (${(err as NodeJS.ErrnoException).code ?? 'cannot stat'}; looked for in ${quote(dirname(abs))})`)
+    }
+    if (!st.isDirectory()) return ck.error(dirNode.pos, `static: ${quote(d)} is not a directory`)
+    if (match.methods !== null) {
+      const other = match.methods.filter((x) => x !== 'GET' && x !== 'HEAD')
+      if (other.length > 0) ck.error(dirNode.pos, `static: a static route answers GET and HEAD only, but its match.methods has ${other.join(', ')}`)
+    }
+    return { dir: realpathSync(abs), cacheControl, htmlCacheControl }
   }
 
   private readMatch (n: PNode | undefined): RouteMatch {
@@ -1021,6 +1093,17 @@ class Loader {
         const campaign = this.campaignSource(m, 'campaign', rc, 'dedupe')
         const product = this.productSource(m, rc, 'dedupe', campaign)
         return { kind, ...common, ttlMs, campaign, product, onError: onError() }
+      }
+      case 'waiting_room': {
+        needUser('waiting_room')
+        const campaign = this.campaignSource(m, 'campaign', rc, 'waiting_room')
+        const rooms = [...this.campaignIds.entries()].filter(([, c]) => c.room === true).map(([id]) => id)
+        if (campaign.from === 'literal') {
+          if (this.campaignIds.has(campaign.value) && !rooms.includes(campaign.value)) ck.error(m.get('campaign')?.pos ?? pos, `waiting_room: campaign ${quote(campaign.value)} has no waiting_room (add campaigns[].waiting_room: { admit: 600/m })`)
+        } else if (rooms.length === 0) {
+          ck.error(pos, 'waiting_room: no campaign has a waiting_room (add campaigns[].waiting_room: { admit: 600/m })')
+        }
+        return { kind, ...common, campaign, onError: onError() }
       }
       case 'quota': {
         const campaign = this.campaignSource(m, 'campaign', rc, 'quota')

@@ -129,6 +129,20 @@ export interface ProductConfig {
   readonly segments: number
 }
 
+/** `campaigns[].waiting_room`: a fair, stock-aware queue in front of the campaign's buy routes. */
+export interface WaitingRoomConfig {
+  /** Joining opens at startsAt - prequeueMs; who joined by startsAt is shuffled then (default 10m). */
+  readonly prequeueMs: number
+  /** New users let in per unit of time. */
+  readonly admit: Rate
+  /** How long an admitted user may buy (default 5m). */
+  readonly passTtlMs: number
+  /** Admit no more than remaining stock × overbook users holding unused passes (default 1). */
+  readonly overbook: number
+  /** How often clients are told to poll (YAML `poll`, default 1s); a user silent for 3 × this loses the place. */
+  readonly pollMs: number
+}
+
 export interface CampaignConfig {
   readonly id: string
   readonly startsAt: number
@@ -140,6 +154,8 @@ export interface CampaignConfig {
   /** Signed links live at most this long from issue (default: until endsAt + linkGraceMs). */
   readonly linkTtlMs: number | null
   readonly products: readonly ProductConfig[]
+  /** The campaign's waiting room; null = none. */
+  readonly waitingRoom?: WaitingRoomConfig | null
 }
 
 /** A guard's answer override: `reject: { status: 418, body: {...} }`. */
@@ -251,6 +267,13 @@ export interface QuotaGuardConfig extends GuardCommon {
   readonly onError: FailurePolicy | null
 }
 
+export interface WaitingRoomGuardConfig extends GuardCommon {
+  readonly kind: 'waiting_room'
+  /** The campaign whose room's pass is required (default `param campaign`). */
+  readonly campaign: ValueSource
+  readonly onError: FailurePolicy | null
+}
+
 export type GuardConfig =
   | DenyGuardConfig
   | RateLimitGuardConfig
@@ -259,6 +282,7 @@ export type GuardConfig =
   | CampaignWindowGuardConfig
   | DedupeGuardConfig
   | QuotaGuardConfig
+  | WaitingRoomGuardConfig
 
 export type GuardKind = GuardConfig['kind']
 
@@ -272,11 +296,24 @@ export interface RouteMatch {
   readonly methods: readonly string[] | null
 }
 
+/** YAML route `static: DIR` or `static: { dir, cache_control, html_cache_control }`: files served from DIR. */
+export interface StaticConfig {
+  /** Absolute, symlink-free path of the directory (resolved at load, relative to the file naming it). */
+  readonly dir: string
+  /** Cache-Control of files other than HTML documents (default `public, max-age=60`). */
+  readonly cacheControl: string
+  /** Cache-Control of `.html` documents, index.html included (default `no-cache`: revalidate with the ETag). */
+  readonly htmlCacheControl: string
+}
+
 export interface RouteConfig {
   readonly name: string
   readonly match: RouteMatch
   readonly guards: readonly GuardConfig[]
-  readonly upstream: string
+  /** The upstream requests are forwarded to; null for a static route. Exactly one of upstream and static is set. */
+  readonly upstream: string | null
+  /** Files served by the gateway itself; absent for a proxied route. */
+  readonly static?: StaticConfig
   /** Request body cap (413 above); defaults to server.max_body_size. */
   readonly maxBodySize: number
   /** Guarded routes this route may walk around on purpose (`allow_bypass_of`, see conf/bypass.ts). */

@@ -38,6 +38,8 @@ export interface AdminHooks {
   config (): Config
   /** The quota admin of the config in force; null when unavailable. */
   quota (): QuotaAdmin | null
+  /** A waiting room's join log as NDJSON (GET /admin/queue/:campaign/joins); null = no such room. */
+  queueJoins?: (campaign: string) => Promise<string | null>
   /** Upstream health snapshot (GET /admin/upstreams). */
   upstreams?: () => unknown
 }
@@ -120,6 +122,16 @@ export function createAdminServer (host: string, token: string | null, hooks: Ad
       return
     }
     if (path === '/admin/upstreams' && hooks.upstreams !== undefined) { send(res, 200, hooks.upstreams()); return }
+    if (path.startsWith('/admin/queue/') && path.endsWith('/joins') && hooks.queueJoins !== undefined) {
+      if (method !== 'GET' && method !== 'HEAD') { res.setHeader('allow', 'GET'); err(res, 405, 'METHOD_NOT_ALLOWED', 'use GET'); return }
+      let campaign: string
+      try { campaign = decodeURIComponent(path.slice('/admin/queue/'.length, -'/joins'.length)) } catch { err(res, 400, 'BAD_REQUEST', 'bad campaign'); return }
+      const text = await hooks.queueJoins(campaign)
+      if (text === null) { err(res, 404, 'NOT_FOUND', 'no waiting room for this campaign'); return }
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+      return
+    }
     if (path.startsWith('/admin/quota/')) { await quota(req, res, method, path.slice('/admin/quota/'.length).split('/')); return }
     err(res, 404, 'NOT_FOUND', 'no such admin endpoint')
   }

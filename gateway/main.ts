@@ -89,7 +89,8 @@ export const DEFAULT_FACTORIES: GuardFactories = {
   signed_link: antibot.signedLinkGuard,
   campaign_window: antibot.campaignWindowGuard,
   dedupe: antibot.dedupeGuard,
-  quota: quotaGuard
+  quota: quotaGuard,
+  waiting_room: antibot.waitingRoomGuard
 }
 
 function urlOf (a: AddressInfo): string {
@@ -194,8 +195,8 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       closeGuards(guards, deps)
       throw new ConfigError([`${cfg.file}: edge endpoints: ${err instanceof Error ? err.message : String(err)}`])
     }
-    edge.set('/_flashgate/time', timeHandler(clock))
-    return createState(cfg, routes, guards, edge)
+    edge.set('/_flashgate/time', timeHandler(clock, cfg.campaigns))
+    return createState(cfg, routes, guards, edge, log)
   }
 
   const onTraceError = (err: unknown): void => { log('debug', 'trace export failed', { err }) }
@@ -315,6 +316,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
         reload: async () => await reload(),
         config: () => config,
         quota: () => quotaAdmin,
+        queueJoins: async (campaign: string) => await antibot.roomJoinLog({ config, store, metrics, clock, log }, campaign),
         upstreams: () => upstreams.status()
       }, log)
       adminAddress = await listen(admin, adminAt)

@@ -37,6 +37,12 @@ export interface Metrics {
   readonly configLastReload: Gauge
   /** 1 when the last load or reload attempt succeeded, else 0. */
   readonly configLastReloadOk: Gauge
+  /** Waiting room: users by state (waiting, admitted, expired), as last synced by this node. */
+  readonly waitingRoomUsers: Gauge<'campaign' | 'state'>
+  /** Waiting room: users admitted per second over the last seconds (the whole room, all nodes). */
+  readonly waitingRoomAdmitRate: Gauge<'campaign'>
+  /** Waiting room: estimated wait of the last user in line, seconds. */
+  readonly waitingRoomWait: Gauge<'campaign'>
 }
 
 /** Record the outcome of a config load or reload attempt (counter, timestamp and success gauges). */
@@ -125,7 +131,10 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
     guardRejections: new Counter({ name: 'flashgate_guard_rejections_total', help: 'Rejections by route, guard (<index>:<kind> in the route\'s guard list) and code.', labelNames: ['route', 'guard', 'code'], registers: r }),
     buildInfo,
     configLastReload,
-    configLastReloadOk
+    configLastReloadOk,
+    waitingRoomUsers: new Gauge({ name: 'flashgate_waiting_room_users', help: 'Waiting room users by state: waiting (in line, not reached), admitted (cumulative), expired (positions skipped for not polling, cumulative).', labelNames: ['campaign', 'state'], aggregator: 'max', registers: r }),
+    waitingRoomAdmitRate: new Gauge({ name: 'flashgate_waiting_room_admitted_per_second', help: 'Waiting room admissions per second (whole room), over the last 5 s.', labelNames: ['campaign'], aggregator: 'max', registers: r }),
+    waitingRoomWait: new Gauge({ name: 'flashgate_waiting_room_wait_seconds', help: 'Estimated wait of the last user in line.', labelNames: ['campaign'], aggregator: 'max', registers: r })
   }
 }
 

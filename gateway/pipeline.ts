@@ -25,7 +25,8 @@ export interface CompiledRoute {
   readonly checks: ReadonlyArray<(ctx: RequestContext) => Verdict | Promise<Verdict>> | null
   /** `shadow[i]`: guard i only counts what it would reject. */
   readonly shadow: readonly boolean[]
-  readonly upstream: string
+  /** null for a static route (gateway/static.ts answers it). */
+  readonly upstream: string | null
   readonly maxBodySize: number
 }
 

@@ -24,6 +24,7 @@ import { REJECT_HEADERS, STATUS, rejection } from './reject.js'
 import { compileRouter, NO_PARAMS, type Router } from './router.js'
 import { NO_TRACER, type Tracer } from './otlp.js'
 import { formatTraceparent, newRequestId, newSpanId, newTraceId, parseTraceparent, sampledByRatio, validRequestId } from './trace.js'
+import { StaticFiles } from './static.js'
 import type { EdgeHandler, Guard, Outcome, Rejection, RequestContext } from './types.js'
 
 /** What the gateway needs from the upstream side (gateway/upstream/index.ts implements it). */
@@ -99,6 +100,8 @@ export interface ServingState {
   readonly trusted: CidrSet
   readonly guards: readonly Guard[]
   readonly edge: ReadonlyMap<string, EdgeHandler>
+  /** Per route: the file server of a static route (gateway/static.ts), null for a proxied one. */
+  readonly files: readonly (StaticFiles | null)[]
   /** Requests of this state not yet settled. */
   inflight: number
   retired: boolean
@@ -107,7 +110,7 @@ export interface ServingState {
 }
 
 /** Build a serving state from a config and its already-built pipelines. */
-export function createState (config: Config, routes: readonly CompiledRoute[], guards: readonly Guard[], edge: ReadonlyMap<string, EdgeHandler>): ServingState {
+export function createState (config: Config, routes: readonly CompiledRoute[], guards: readonly Guard[], edge: ReadonlyMap<string, EdgeHandler>, log: Log = () => {}): ServingState {
   return {
     config,
     router: compileRouter(config.routes),
@@ -116,6 +119,7 @@ export function createState (config: Config, routes: readonly CompiledRoute[], g
     trusted: compileCidrs(config.trustedProxies),
     guards,
     edge,
+    files: routes.map((r) => r.route.static === undefined ? null : new StaticFiles(r.route.static, log)),
     inflight: 0,
     retired: false,
     onIdle: null
@@ -482,16 +486,32 @@ export class Frontend implements PipelineSink<Ctx> {
     if (ctx.settled) return
     if (ctx.tooLarge) { this.reject(ctx, ANSWERS.tooLarge); return }
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
+    const files = (ctx.owner as ServingState).files[ctx.routeIndex]
+    if (files !== null && files !== undefined) { this.serveFile(ctx, files); return }
     if (ctx.bufferBody && ctx.body === null && !ctx.req.readableEnded) { this.readBody(ctx); return }
     const done = ctx.done = (outcome: Outcome): void => { this.upstreamDone(ctx, outcome) }
     startSpan(ctx, this.tracer)
     const cr = (ctx.owner as ServingState).routes[ctx.routeIndex] as CompiledRoute
     try {
-      this.upstreams.forward(ctx, cr.upstream, done)
+      this.upstreams.forward(ctx, cr.upstream as string, done)
     } catch (err) {
       this.log('error', 'forward failed', { route: cr.name, err })
       this.upstreamDone(ctx, { kind: 'failed', code: 'UPSTREAM_UNAVAILABLE' })
     }
+  }
+
+  /**
+   * A static route whose guards passed: the file server answers. A file answer settles like an upstream
+   * answer with that status (settlers see `{ kind: 'upstream', status }`), a 404/405 like a rejection.
+   */
+  private serveFile (ctx: Ctx, files: StaticFiles): void {
+    files.serve(ctx, {
+      reject: (r) => { this.reject(ctx, r) },
+      done: (status, aborted) => {
+        if (aborted) { ctx.outcome = 'CLIENT_ABORTED'; this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED) }
+        else this.settle(ctx, { kind: 'upstream', status }, status)
+      }
+    })
   }
 
   reject (ctx: Ctx, r: Rejection, guard?: Guard): void {
@@ -627,7 +647,7 @@ export class Frontend implements PipelineSink<Ctx> {
       ['server.address', ctx.host],
       ['network.protocol.version', ctx.req.httpVersion]
     ]
-    if (ctx.upstreamTarget !== null) attributes.push(['flashgate.upstream', ctx.route.upstream], ['flashgate.upstream.target', ctx.upstreamTarget])
+    if (ctx.upstreamTarget !== null) attributes.push(['flashgate.upstream', ctx.route.upstream ?? ''], ['flashgate.upstream.target', ctx.upstreamTarget])
     if (ctx.upstreamStatus !== 0) attributes.push(['flashgate.upstream.status_code', ctx.upstreamStatus])
     this.tracer.record({
       traceId: ctx.traceId, spanId: ctx.spanId, parentSpanId: ctx.parentSpanId,
@@ -693,14 +713,26 @@ function edgeCode (chunk: unknown, status: number): string {
   return `HTTP_${status}`
 }
 
-/** `GET /_flashgate/time`: the edge clock for countdowns. */
-export function timeHandler (clock: () => number): EdgeHandler {
-  return (req, res) => {
+const NO_CAMPAIGN = rejection('NOT_FOUND', 'no such campaign')
+
+/**
+ * `GET /_flashgate/time`: the edge clock for countdowns. With `?campaign=C` also the campaign's public
+ * schedule, `{"now","campaign","starts_at","ends_at"}` (what a sale page counts down to); 404 for an
+ * unknown campaign.
+ */
+export function timeHandler (clock: () => number, campaigns: Config['campaigns'] = new Map()): EdgeHandler {
+  return (req, res, e) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       writeRejection(res, ANSWERS.methodNotAllowed, ['allow', 'GET, HEAD'])
       return
     }
-    const body = '{"now":' + clock() + '}'
+    const cid = e.query.get('campaign')
+    let body = '{"now":' + clock() + '}'
+    if (cid !== null) {
+      const c = campaigns.get(cid)
+      if (c === undefined) { writeRejection(res, NO_CAMPAIGN); return }
+      body = JSON.stringify({ now: clock(), campaign: c.id, starts_at: c.startsAt, ends_at: c.endsAt })
+    }
     res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(Buffer.byteLength(body))])
     res.end(body)
   }

@@ -16,6 +16,7 @@ export type RejectCode =
   | 'LINK_INVALID' | 'LINK_EXPIRED' | 'NOT_FOUND' | 'SOLD_OUT' | 'DUPLICATE' | 'NOT_STARTED' | 'ENDED'
   | 'RATE_LIMITED' | 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'STORE_UNAVAILABLE' | 'OVERLOADED'
   | 'PAYLOAD_TOO_LARGE' | 'METHOD_NOT_ALLOWED' | 'INTERNAL_ERROR' | 'REQUEST_TIMEOUT' | 'UNSUPPORTED_VERSION'
+  | 'QUEUE_REQUIRED'
 
 /**
  * A rejection is a value, not an exception: expected rejections cost no stack trace. Guards build the

@@ -28,6 +28,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import type { StoreConfig } from '../conf/types.js'
+import type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 import { StoreError } from '../gateway/errors.js'
 import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/metrics.js'
 import { Breaker } from './breaker.js'
@@ -104,7 +105,7 @@ export function socketPeer (sock: Duplex): Peer {
 type Op = Exclude<keyof Store, 'kind' | 'healthy' | 'subscribe' | 'ready' | 'close'> | 'ping'
 const OPS: Readonly<Record<Op, true>> = {
   gcra: true, addIfWithin: true, markAndAdd: true, add: true, get: true, set: true, setIfAbsent: true, del: true,
-  setAdd: true, setRemove: true, setHas: true, publish: true, ping: true
+  setAdd: true, setRemove: true, setHas: true, roomSync: true, roomPass: true, roomLog: true, publish: true, ping: true
 }
 /** Answers JSON cannot carry as they are (the worker's decoder undoes it). */
 const ENCODE: Partial<Record<Op, (v: never) => unknown>> = {
@@ -397,6 +398,9 @@ export class IpcStore implements Store {
   setAdd (key: string, members: readonly string[]): Promise<number> { return this.call('setAdd', [key, members], same as (v: unknown) => number) }
   setRemove (key: string, members: readonly string[]): Promise<number> { return this.call('setRemove', [key, members], same as (v: unknown) => number) }
   setHas (key: string, member: string): Promise<boolean> { return this.call('setHas', [key, member], same as (v: unknown) => boolean) }
+  roomSync (room: string, params: RoomParams, entries: readonly RoomEntry[]): Promise<RoomSyncResult> { return this.call('roomSync', [room, params, entries], same as (v: unknown) => RoomSyncResult) }
+  roomPass (room: string, user: string, now: number, use: boolean, expiresAt: number): Promise<boolean> { return this.call('roomPass', [room, user, now, use, expiresAt], same as (v: unknown) => boolean) }
+  roomLog (room: string): Promise<RoomLog> { return this.call('roomLog', [room], same as (v: unknown) => RoomLog) }
   publish (channel: string, message: string): Promise<void> { return this.call('publish', [channel, message], toVoid) }
 
   subscribe (channel: string, onMessage: (message: string) => void): () => void {

@@ -12,6 +12,7 @@
 import { LRUCache } from 'lru-cache'
 import { gcraStep } from './gcra.js'
 import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
+import { RoomState, type RoomEntry, type RoomLog, type RoomParams, type RoomSyncResult } from './waiting-room.js'
 
 const MARKED: MarkAddResult = Object.freeze({ fresh: false, ok: false, value: -1 })
 
@@ -30,6 +31,8 @@ export class MemoryStore implements Store {
   private readonly lru: LRUCache<string, Entry>
   private readonly pinned = new Map<string, Entry>()
   private readonly subs = new Map<string, Set<(m: string) => void>>()
+  /** Waiting rooms by campaign id (named by the config: few, never evicted). */
+  private readonly rooms = new Map<string, RoomState>()
   private readonly clock: () => number
 
   constructor (opts: MemoryStoreOptions) {
@@ -154,6 +157,24 @@ export class MemoryStore implements Store {
 
   async setHas (key: string, member: string): Promise<boolean> {
     return this.setOf(key, false)?.has(member) ?? false
+  }
+
+  private room (id: string): RoomState {
+    let r = this.rooms.get(id)
+    if (r === undefined) { r = new RoomState(); this.rooms.set(id, r) }
+    return r
+  }
+
+  async roomSync (room: string, params: RoomParams, entries: readonly RoomEntry[]): Promise<RoomSyncResult> {
+    return this.room(room).sync(params, entries)
+  }
+
+  async roomPass (room: string, user: string, now: number, use: boolean, expiresAt: number): Promise<boolean> {
+    return this.room(room).pass(user, now, use, expiresAt)
+  }
+
+  async roomLog (room: string): Promise<RoomLog> {
+    return this.room(room).log()
   }
 
   async publish (channel: string, message: string): Promise<void> {

@@ -54,6 +54,7 @@ import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/
 import type { StoreConfig } from '../conf/types.js'
 import { Breaker } from './breaker.js'
 import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
+import type { RoomEntry, RoomEntryResult, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 
 /** GCRA in µs — a copy of gcra.ts gcraStep (keep the two in step). KEYS[1]; ARGV now, interval, burst, cost. */
 const GCRA_LUA = `
@@ -111,13 +112,187 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, 1, redis.call('INCRBY', KEYS[2], d)}
 `
 
+/**
+ * The waiting room's sync step — the Lua twin of RoomState.sync (limiter/waiting-room.ts; keep the two in
+ * step). KEYS: state hash, pre-queue zset (score → user), later joiners list, users hash (user →
+ * "position:joinedAt", position 0 = pre-queue), seen hash (user → last poll ms), admission hash (user →
+ * pass expiry | 'u' used | 'x' expired), live-pass zset (expiry → user). ARGV: now, startsAt, expireMs,
+ * count, periodMs, burst, cap, passTtl, scanMax, keyTtl, then (op, user, score) per entry.
+ * → {sealed, pre, total, cursor, outstanding, admitted, expired, then (position, pass) per join}.
+ */
+const ROOM_SYNC_LUA = `
+local now = tonumber(ARGV[1])
+local startsAt = tonumber(ARGV[2])
+local expireMs = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
+local period = tonumber(ARGV[5])
+local burst = tonumber(ARGV[6])
+local cap = tonumber(ARGV[7])
+local passTtl = tonumber(ARGV[8])
+local scanMax = tonumber(ARGV[9])
+local keyTtl = tonumber(ARGV[10])
+local nowS = string.format('%.0f', now)
+local st = redis.call('HMGET', KEYS[1], 'sealed', 'pre', 'cursor', 'last', 'credit', 'out', 'admitted', 'expired')
+local sealed = tonumber(st[1]) or 0
+local pre = tonumber(st[2]) or 0
+local cursor = tonumber(st[3]) or 0
+local last = tonumber(st[4]) or 0
+local credit = tonumber(st[5]) or 0
+local out = tonumber(st[6]) or 0
+local admitted = tonumber(st[7]) or 0
+local expired = tonumber(st[8]) or 0
+if sealed == 0 and now >= startsAt then
+  sealed = 1
+  pre = redis.call('ZCARD', KEYS[2])
+  last = startsAt
+end
+if sealed == 1 then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', nowS)
+  for _, u in ipairs(gone) do redis.call('HSET', KEYS[6], u, 'x') end
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', nowS)
+    out = out - #gone
+  end
+end
+local post = redis.call('LLEN', KEYS[3])
+local function posOf (user)
+  local v = redis.call('HGET', KEYS[4], user)
+  if not v then return nil end
+  local p = tonumber(string.match(v, '^(%d+)'))
+  if p == 0 and sealed == 1 then
+    local r = redis.call('ZRANK', KEYS[2], user)
+    if not r then return nil end
+    return r + 1
+  end
+  return p
+end
+local function append (user)
+  post = redis.call('RPUSH', KEYS[3], user)
+  redis.call('HSET', KEYS[4], user, string.format('%.0f', pre + post) .. ':' .. nowS)
+  redis.call('HDEL', KEYS[6], user)
+end
+local n = (#ARGV - 10) / 3
+for i = 0, n - 1 do
+  local op = ARGV[11 + i * 3]
+  local user = ARGV[12 + i * 3]
+  if op == 'join' then
+    local p = posOf(user)
+    if p == nil then
+      if sealed == 0 then
+        redis.call('ZADD', KEYS[2], ARGV[13 + i * 3], user)
+        redis.call('HSET', KEYS[4], user, '0:' .. nowS)
+      else
+        append(user)
+      end
+    elseif sealed == 1 and p <= cursor then
+      local a = redis.call('HGET', KEYS[6], user)
+      if (not a) or a == 'x' then append(user) end
+    end
+  end
+  redis.call('HSET', KEYS[5], user, nowS)
+end
+if sealed == 1 then
+  if now > last then
+    credit = credit + (now - last) * count
+    last = now
+  end
+  if credit > burst * period then credit = burst * period end
+  local k = math.floor(credit / period)
+  if cap >= 0 and cap - out < k then k = cap - out end
+  local total = pre + post
+  local scanned = 0
+  while k > 0 and cursor < total and scanned < scanMax do
+    cursor = cursor + 1
+    scanned = scanned + 1
+    local user
+    if cursor <= pre then
+      user = redis.call('ZRANGE', KEYS[2], cursor - 1, cursor - 1)[1]
+    else
+      user = redis.call('LINDEX', KEYS[3], cursor - pre - 1)
+    end
+    if user then
+      local v = redis.call('HGET', KEYS[4], user)
+      local sp = v and tonumber(string.match(v, '^(%d+)'))
+      if sp ~= nil and ((cursor <= pre and sp == 0) or sp == cursor) then
+        local ls = tonumber(redis.call('HGET', KEYS[5], user) or '-1')
+        if ls >= now - expireMs then
+          local exp = string.format('%.0f', now + passTtl)
+          redis.call('HSET', KEYS[6], user, exp)
+          redis.call('ZADD', KEYS[7], exp, user)
+          out = out + 1
+          admitted = admitted + 1
+          credit = credit - period
+          k = k - 1
+        else
+          expired = expired + 1
+        end
+      end
+    end
+  end
+end
+local f = function (x) return string.format('%.0f', x) end
+redis.call('HSET', KEYS[1], 'sealed', sealed, 'pre', f(pre), 'cursor', f(cursor), 'last', f(last), 'credit', f(credit), 'out', f(out), 'admitted', f(admitted), 'expired', f(expired))
+for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], keyTtl) end
+local viewPre = pre
+if sealed == 0 then viewPre = redis.call('ZCARD', KEYS[2]) end
+local res = {sealed, viewPre, pre + post, cursor, out, admitted, expired}
+for i = 0, n - 1 do
+  if ARGV[11 + i * 3] == 'join' then
+    local user = ARGV[12 + i * 3]
+    local a = redis.call('HGET', KEYS[6], user)
+    local pass = 0
+    if a == 'u' then pass = -1 elseif a and a ~= 'x' then pass = tonumber(a) end
+    res[#res + 1] = posOf(user) or 0
+    res[#res + 1] = pass
+  end
+end
+return res
+`
+
+/** Use or give back a waiting-room pass (RoomState.pass). KEYS state, admission, live; ARGV user, now, use, expiresAt → 1/0. */
+const ROOM_PASS_LUA = `
+local a = redis.call('HGET', KEYS[2], ARGV[1])
+local now = tonumber(ARGV[2])
+if ARGV[3] == '1' then
+  local e = tonumber(a)
+  if a == 'u' or a == 'x' or not e or e <= now then return 0 end
+  redis.call('HSET', KEYS[2], ARGV[1], 'u')
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'out', -1)
+  return 1
+end
+if a ~= 'u' then return 0 end
+if tonumber(ARGV[4]) > now then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'out', 1)
+else
+  redis.call('HSET', KEYS[2], ARGV[1], 'x')
+end
+return 1
+`
+
+/** The join log (RoomState.log). KEYS state, pre-queue, later joiners, users → {state..., pre flat, post, users flat}. */
+const ROOM_LOG_LUA = `
+local st = redis.call('HMGET', KEYS[1], 'sealed', 'pre', 'cursor', 'out', 'admitted', 'expired')
+local post = redis.call('LRANGE', KEYS[3], 0, -1)
+local sealed = tonumber(st[1]) or 0
+local pre = tonumber(st[2]) or 0
+if sealed == 0 then pre = redis.call('ZCARD', KEYS[2]) end
+return {{sealed, pre, pre + #post, tonumber(st[3]) or 0, tonumber(st[4]) or 0, tonumber(st[5]) or 0, tonumber(st[6]) or 0},
+  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), post, redis.call('HGETALL', KEYS[4])}
+`
+
 /** A Lua script: its text, SHA-1 (for EVALSHA) and number of keys. */
 interface Lua { readonly lua: string, readonly sha: string, readonly keys: number }
 const lua = (text: string, keys: number): Lua => ({ lua: text, sha: createHash('sha1').update(text).digest('hex'), keys })
 const GCRA = lua(GCRA_LUA, 1)
 const ADD_WITHIN = lua(ADD_WITHIN_LUA, 1)
 const MARK_ADD = lua(MARK_ADD_LUA, 2)
-const SCRIPTS: readonly Lua[] = [GCRA, ADD_WITHIN, MARK_ADD]
+const ROOM_SYNC = lua(ROOM_SYNC_LUA, 7)
+const ROOM_PASS = lua(ROOM_PASS_LUA, 3)
+const ROOM_LOG = lua(ROOM_LOG_LUA, 4)
+const SCRIPTS: readonly Lua[] = [GCRA, ADD_WITHIN, MARK_ADD, ROOM_SYNC, ROOM_PASS, ROOM_LOG]
 type Arg = string | number
 
 const isNoScript = (err: unknown): boolean => err instanceof Error && err.message.startsWith('NOSCRIPT')
@@ -130,6 +305,28 @@ const isOne = (r: number): boolean => r === 1
 const positive = (r: number): boolean => r > 0
 const toCounter = ([ok, value]: [number, number]): CounterResult => ({ ok: ok === 1, value })
 const toMarkAdd = ([fresh, ok, value]: [number, number, number]): MarkAddResult => ({ fresh: fresh === 1, ok: ok === 1, value })
+const toRoomSync = (r: number[]): RoomSyncResult => {
+  const results: RoomEntryResult[] = []
+  for (let i = 7; i + 1 < r.length; i += 2) results.push({ position: r[i] as number, pass: r[i + 1] as number })
+  return { sealed: r[0] === 1, pre: r[1] as number, total: r[2] as number, cursor: r[3] as number, outstanding: r[4] as number, admitted: r[5] as number, expired: r[6] as number, results }
+}
+const toRoomLog = ([st, pre, post, users]: [number[], string[], string[], string[]]): RoomLog => {
+  const u = new Map<string, [number, number]>()
+  for (let i = 0; i + 1 < users.length; i += 2) {
+    const [p, at] = (users[i + 1] as string).split(':')
+    u.set(users[i] as string, [Number(p), Number(at)])
+  }
+  const preQueue: Array<{ user: string, score: number, joinedAt: number }> = []
+  for (let i = 0; i + 1 < pre.length; i += 2) preQueue.push({ user: pre[i] as string, score: Number(pre[i + 1]), joinedAt: u.get(pre[i] as string)?.[1] ?? 0 })
+  const preCount = st[1] as number
+  const after: Array<{ user: string, position: number, joinedAt: number }> = []
+  post.forEach((user, i) => {
+    const p = preCount + i + 1
+    const x = u.get(user)
+    if (x !== undefined && x[0] === p) after.push({ user, position: p, joinedAt: x[1] })
+  })
+  return { sealed: st[0] === 1, pre: preCount, total: st[2] as number, cursor: st[3] as number, outstanding: st[4] as number, admitted: st[5] as number, expired: st[6] as number, preQueue, after }
+}
 const toGcra = ([ok, remaining, retry, reset]: [number, number, number, number]): GcraResult =>
   ({ ok: ok === 1, remaining, retryAfterMs: retry < 0 ? Infinity : Math.ceil(retry / 1000), resetAfterMs: Math.ceil(reset / 1000) })
 
@@ -220,8 +417,8 @@ class Deadlines {
 
 type Client = Redis | Cluster
 
-type Op = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish'
-const OPS: readonly Op[] = ['gcra', 'add_if_within', 'mark_and_add', 'add', 'get', 'set', 'set_if_absent', 'del', 'set_add', 'set_remove', 'set_has', 'publish']
+type Op = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish' | 'room_sync' | 'room_pass' | 'room_log'
+const OPS: readonly Op[] = ['gcra', 'add_if_within', 'mark_and_add', 'add', 'get', 'set', 'set_if_absent', 'del', 'set_add', 'set_remove', 'set_has', 'publish', 'room_sync', 'room_pass', 'room_log']
 
 export interface RedisStoreDeps {
   readonly metrics: Metrics
@@ -503,6 +700,27 @@ export class RedisStore implements Store {
     const k = this.prefix + key
     const ttl = Math.max(1, Math.ceil(ttlMs))
     return this.script('mark_and_add', MARK_ADD, [mk, k, mark, ttl, delta, limit], toMarkAdd, opts?.onLate)
+  }
+
+  /** The room's keys: one hash tag per campaign, so a cluster keeps them on one slot. */
+  private roomKeys (room: string, names: readonly string[]): string[] {
+    return names.map((n) => `${this.prefix}wr:{${room}}:${n}`)
+  }
+
+  roomSync (room: string, p: RoomParams, entries: readonly RoomEntry[]): Promise<RoomSyncResult> {
+    const args: Arg[] = this.roomKeys(room, ['s', 'pre', 'post', 'u', 'seen', 'adm', 'live'])
+    args.push(p.now, p.startsAt, p.expireMs, p.rate.count, p.rate.periodMs, p.burst, p.cap, p.passTtlMs, p.scanMax, Math.max(1, Math.ceil(p.keyTtlMs)))
+    for (const e of entries) args.push(e.op, e.user, e.score)
+    return this.script('room_sync', ROOM_SYNC, args, toRoomSync)
+  }
+
+  roomPass (room: string, user: string, now: number, use: boolean, expiresAt: number): Promise<boolean> {
+    const args: Arg[] = [...this.roomKeys(room, ['s', 'adm', 'live']), user, now, use ? 1 : 0, expiresAt]
+    return this.script('room_pass', ROOM_PASS, args, isOne)
+  }
+
+  roomLog (room: string): Promise<RoomLog> {
+    return this.script('room_log', ROOM_LOG, this.roomKeys(room, ['s', 'pre', 'post', 'u']), toRoomLog)
   }
 
   add (key: string, delta: number): Promise<number> {

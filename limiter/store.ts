@@ -48,6 +48,9 @@ export interface MarkAddResult extends CounterResult {
   readonly fresh: boolean
 }
 
+export type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
+import type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
+
 export interface Store {
   readonly kind: 'memory' | 'redis' | 'redis-cluster'
 
@@ -92,6 +95,21 @@ export interface Store {
   setAdd(key: string, members: readonly string[]): Promise<number>
   setRemove(key: string, members: readonly string[]): Promise<number>
   setHas(key: string, member: string): Promise<boolean>
+
+  /**
+   * Waiting room `room` (a campaign id), one atomic step: apply the entries (joins and liveness marks),
+   * seal the pre-queue once `now >= startsAt`, expire passes, advance the admission cursor (see
+   * limiter/waiting-room.ts), and answer the room's state and one result per join entry. Keys
+   * `wr:{<room>}:*` share one hash tag (one cluster slot).
+   */
+  roomSync(room: string, params: RoomParams, entries: readonly RoomEntry[]): Promise<RoomSyncResult>
+  /**
+   * Use (`use` true: the pass of `user` is unused and unexpired → used, true) or give back (`use` false: a
+   * used pass → unused again until `expiresAt`, true) a waiting-room pass. false: nothing changed.
+   */
+  roomPass(room: string, user: string, now: number, use: boolean, expiresAt: number): Promise<boolean>
+  /** The room's join log: the pre-queue in served order, then later joiners (an admin export). */
+  roomLog(room: string): Promise<RoomLog>
 
   /** Broadcast to every node sharing this store (e.g. "quota raised: clear your sold-out latch"). */
   publish(channel: string, message: string): Promise<void>

@@ -3,8 +3,8 @@
  * purchase origin and the gateway (through the gateway's composition root, `startGateway`) on the memory
  * store with `conf/demo.yaml`: a campaign opening a few seconds after start, two products, the full
  * funnel (deny → global and per-IP limits → proof-of-work captcha → signed link → campaign window →
- * one attempt per user → quota → origin). It prints the URLs and a copy-paste curl sequence
- * (time → challenge → link → buy → order status), then one summary line per second. Ctrl-C (SIGINT) or
+ * waiting room → one attempt per user → quota → origin). It prints the URLs and a copy-paste curl
+ * sequence (time → challenge → queue → link → buy → order status), then one summary line per second. Ctrl-C (SIGINT) or
  * SIGTERM stops everything and exits 0.
  *
  * Ports: 8080 (gateway), 9090 (admin), 7001 (origin) when free, else free ports picked at start.
@@ -80,12 +80,14 @@ export function curlSequence (gateway: string, campaign: string, product: string
     'curl -s "$GW/_flashgate/time"; echo',
     '# 2. a proof-of-work challenge, solved locally',
     `POW=$(curl -s "$GW/_flashgate/challenge" | node -e '${SOLVER}')`,
-    '# 3. a purchase link signed for this user and product',
+    '# 3. the waiting room: join, poll until admitted; the pass comes back in the JSON (and as a cookie)',
+    `for i in $(seq 1 120); do PASS=$(curl -s -H "x-user-id: $U" "$GW/_flashgate/queue?campaign=${campaign}" | ${field('pass||""')}); [ -n "$PASS" ] && break; sleep 0.5; done`,
+    '# 4. a purchase link signed for this user and product',
     `LINK=$(curl -s -H "x-user-id: $U" "$GW/_flashgate/link?campaign=${campaign}&product=${product}" | ${field('url')})`,
-    '# 4. buy (202 QUEUED with an order id; 409 NOT_STARTED before the sale opens)',
-    'BUY=$(curl -s -X POST -H "x-user-id: $U" -H "x-flashgate-pow: $POW" "$GW$LINK"); echo "$BUY"',
+    '# 5. buy with the pass (202 QUEUED with an order id; 409 NOT_STARTED before the sale opens)',
+    'BUY=$(curl -s -X POST -H "x-user-id: $U" -H "x-flashgate-pow: $POW" -H "x-flashgate-pass: $PASS" "$GW$LINK"); echo "$BUY"',
     `ORDER=$(echo "$BUY" | ${field('order_id')})`,
-    '# 5. the order: QUEUED, then CREATED; pay it with POST $GW/orders/$ORDER/pay',
+    '# 6. the order: QUEUED, then CREATED; pay it with POST $GW/orders/$ORDER/pay',
     'sleep 1; curl -s -H "x-user-id: $U" "$GW/orders/$ORDER"; echo'
   ].join('\n')
 }
@@ -168,12 +170,13 @@ export async function main (args: string[]): Promise<number> {
   const products = [...config.campaigns.values()].flatMap((c) => c.products.map((p) => `${p.id} (${p.quota})`)).join(', ')
   process.stdout.write(`flashgate demo — gateway and purchase origin on the in-memory store
 
+  sale page ${gw.url}/         (open it in a browser: countdown, pow in a Web Worker, buy, order, pay)
   gateway   ${gw.url}          (the edge: every request goes through here)
   admin     ${gw.adminUrl ?? '-'}          (/metrics /healthz /readyz /admin/quota/demo/phone)
   origin    http://${HOST}:${originPort}   (/stock/demo/phone /metrics; behind the gateway)
 
   campaign  demo: ${products}; opens at ${clockTime(startsAt)} UTC (in ${Math.round((startsAt - Date.now()) / 1000)} s), lasts ${LASTS_MS / 60_000} min
-  funnel    deny → rate limits (global, per IP) → pow captcha → signed link → window → one per user → quota → origin
+  funnel    deny → rate limits (global, per IP) → pow captcha → signed link → window → waiting room → one per user → quota → origin
 
 Try it (bash; needs curl and node):
 

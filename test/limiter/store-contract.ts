@@ -5,6 +5,7 @@
  */
 import type { Test } from 'tap'
 import type { Store } from '../../limiter/store.js'
+import { preQueueOrder, shuffleScore, type RoomEntry, type RoomParams } from '../../limiter/waiting-room.js'
 
 export interface ContractSubject {
   store: Store
@@ -204,6 +205,73 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     t.ok(got2.includes('after'))
     t.notOk(got.includes('after'), 'unsubscribed one gets nothing')
     off2()
+  })
+
+  t.test('waiting room: pre-queue shuffle, admission at the rate, abandonment, overbook cap, passes', async (t) => {
+    const room = `r${process.pid}-${Date.now()}-${++seq}`
+    const T0 = 1_700_000_000_000
+    const startsAt = T0 + 10_000
+    const P = (now: number, cap = 1000): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 10, periodMs: 1000 }, burst: 10, cap, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
+    const join = (user: string, score = 0): RoomEntry => ({ op: 'join', user, score })
+    const seen = (user: string): RoomEntry => ({ op: 'seen', user, score: 0 })
+    const st = (r: { sealed: boolean, pre: number, total: number, cursor: number, outstanding: number, admitted: number, expired: number }): unknown =>
+      ({ sealed: r.sealed, pre: r.pre, total: r.total, cursor: r.cursor, outstanding: r.outstanding, admitted: r.admitted, expired: r.expired })
+
+    let r = await s.store.roomSync(room, P(T0), [join('u1', 50), join('u2', 10), join('u3', 30), join('u4', 20), join('u5', 40)])
+    t.same(r.results, [0, 0, 0, 0, 0].map(() => ({ position: 0, pass: 0 })), 'pre-queue: no position before the draw')
+    t.same(st(r), { sealed: false, pre: 5, total: 0, cursor: 0, outstanding: 0, admitted: 0, expired: 0 })
+    r = await s.store.roomSync(room, P(T0 + 1), [join('u1', 99)])
+    t.equal(r.pre, 5, 'joining again is idempotent')
+
+    r = await s.store.roomSync(room, P(startsAt), [seen('u1'), join('u2'), seen('u4'), seen('u5')])
+    t.same(st(r), { sealed: true, pre: 5, total: 5, cursor: 0, outstanding: 0, admitted: 0, expired: 0 }, 'sealed at starts_at, no credit yet')
+    t.same(r.results, [{ position: 1, pass: 0 }], 'lowest score first')
+
+    r = await s.store.roomSync(room, P(startsAt + 300), [seen('u1'), join('u2'), seen('u4'), seen('u5')])
+    t.same(st(r), { sealed: true, pre: 5, total: 5, cursor: 4, outstanding: 3, admitted: 3, expired: 1 }, '300 ms at 10/s: 3 admitted, the silent u3 skipped')
+    t.same(r.results, [{ position: 1, pass: startsAt + 300 + 5000 }], 'admitted: the pass expiry')
+
+    r = await s.store.roomSync(room, P(startsAt + 400), [join('u6')])
+    t.same(r.results, [{ position: 6, pass: 0 }], 'after starts_at: first come, first served, behind the pre-queue')
+    t.same(st(r), { sealed: true, pre: 5, total: 6, cursor: 5, outstanding: 4, admitted: 4, expired: 1 }, 'one more credit: u1 (position 5)')
+
+    const exp2 = startsAt + 5300
+    t.equal(await s.store.roomPass(room, 'u2', startsAt + 500, true, exp2), true, 'a pass is used once')
+    t.equal(await s.store.roomPass(room, 'u2', startsAt + 500, true, exp2), false, '... and only once')
+    t.equal(await s.store.roomPass(room, 'u2', startsAt + 500, false, exp2), true, 'given back (the buy was rejected downstream)')
+    t.equal(await s.store.roomPass(room, 'u2', startsAt + 500, true, exp2), true, 'used again')
+    t.equal(await s.store.roomPass(room, 'nobody', startsAt + 500, true, exp2), false, 'no pass, nothing to use')
+    t.equal(await s.store.roomPass(room, 'u6', startsAt + 500, true, exp2), false, 'not admitted yet')
+
+    r = await s.store.roomSync(room, P(startsAt + 2000, 3), [seen('u6'), join('u3')])
+    t.same(st(r), { sealed: true, pre: 5, total: 7, cursor: 5, outstanding: 3, admitted: 4, expired: 1 }, 'cap 3 with 3 unused passes: nobody admitted')
+    t.same(r.results, [{ position: 7, pass: 0 }], 'the skipped user comes back: joins again at the back')
+
+    r = await s.store.roomSync(room, P(startsAt + 5301, 3), [seen('u6'), seen('u3'), join('u4')])
+    t.same(r.results, [{ position: 8, pass: 0 }], 'a pass that expired unused: back in line')
+    t.same(st(r), { sealed: true, pre: 5, total: 8, cursor: 7, outstanding: 3, admitted: 6, expired: 1 }, 'two passes expired: two admitted under the cap')
+
+    const log = await s.store.roomLog(room)
+    t.same(log.preQueue.map((e) => [e.user, e.score]), [['u2', 10], ['u4', 20], ['u3', 30], ['u5', 40], ['u1', 50]], 'join log: the pre-queue in served order')
+    t.same(log.preQueue.map((e) => e.joinedAt), [T0, T0, T0, T0, T0].map((x, i) => i === 1 ? startsAt + 5301 : i === 2 ? startsAt + 2000 : x), 'joined_at (a rejoin restamps it)')
+    t.same(log.after.map((e) => [e.user, e.position]), [['u6', 6], ['u3', 7], ['u4', 8]])
+    t.equal(log.sealed, true)
+  })
+
+  t.test('waiting room: concurrent joins get distinct positions; the shuffle is the HMAC order', async (t) => {
+    const room = `r${process.pid}-${Date.now()}-${++seq}`
+    const seed = Buffer.alloc(32, 7)
+    const startsAt = 1_700_000_000_000
+    const P = (now: number): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 100, periodMs: 1000 }, burst: 100, cap: 0, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
+    const users = Array.from({ length: 60 }, (_, i) => `user-${i}`)
+    await Promise.all(users.map(async (u) => await s.store.roomSync(room, P(startsAt - 1000), [{ op: 'join', user: u, score: shuffleScore(seed, room, u) }])))
+    const r = await s.store.roomSync(room, P(startsAt), users.map((u) => ({ op: 'join' as const, user: u, score: 0 })))
+    const order = preQueueOrder(seed, room, users)
+    t.same(r.results.map((x) => x.position), users.map((u) => order.indexOf(u) + 1), 'positions are the recomputed order')
+    const later = await Promise.all(Array.from({ length: 40 }, async (_, i) => await s.store.roomSync(room, P(startsAt + 1), [{ op: 'join', user: `late-${i}`, score: 0 }])))
+    const pos = later.map((x) => (x.results[0] as { position: number }).position).sort((a, b) => a - b)
+    t.same(pos, Array.from({ length: 40 }, (_, i) => 61 + i), 'each late joiner a distinct position after the pre-queue')
+    t.equal(r.admitted, 0, 'cap 0 (sold out): nobody admitted')
   })
 
   t.test('healthy', async (t) => {

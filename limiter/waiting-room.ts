@@ -100,8 +100,11 @@ export interface RoomParams {
   readonly keyTtlMs: number
 }
 
-/** `join`: join if new, answer the position and pass. `seen`: the user polled (liveness). */
-export interface RoomEntry { readonly op: 'join' | 'seen', readonly user: string, readonly score: number }
+/**
+ * `join`: join if new, answer the position and pass. `seen`: the user polled (liveness). `at`: when the
+ * user polled (epoch ms; a node batches polls, so this is earlier than the call's `now`).
+ */
+export interface RoomEntry { readonly op: 'join' | 'seen', readonly user: string, readonly score: number, readonly at: number }
 
 /** Pass state in an answer: > 0 the pass's expiry (admitted); 0 not admitted; USED; (expired passes rejoin). */
 export const PASS_USED = -1
@@ -220,7 +223,8 @@ export class RoomState {
       }
     }
     for (const e of entries) {
-      if (e.op === 'seen') { this.seen.set(e.user, now); continue }
+      const at = Math.min(e.at, now)
+      if (e.op === 'seen') { this.seen.set(e.user, Math.max(at, this.seen.get(e.user) ?? -Infinity)); continue }
       const p = this.positionOf(e.user)
       if (p === null) {
         if (!this.sealed) {
@@ -234,7 +238,7 @@ export class RoomState {
         // Reached but skipped (no admission), or a pass that expired unused: join again at the back.
         if (a === undefined || a === 'x') this.append(e.user, now)
       }
-      this.seen.set(e.user, now)
+      this.seen.set(e.user, Math.max(at, this.seen.get(e.user) ?? -Infinity))
     }
     if (this.sealed) {
       const b = admitBudget(this.credit, this.last, now, params.rate, params.burst, params.cap, this.outstanding)

@@ -211,9 +211,11 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     const room = `r${process.pid}-${Date.now()}-${++seq}`
     const T0 = 1_700_000_000_000
     const startsAt = T0 + 10_000
-    const P = (now: number, cap = 1000): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 10, periodMs: 1000 }, burst: 10, cap, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
-    const join = (user: string, score = 0): RoomEntry => ({ op: 'join', user, score })
-    const seen = (user: string): RoomEntry => ({ op: 'seen', user, score: 0 })
+    const Pn = (now: number, cap = 1000): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 10, periodMs: 1000 }, burst: 10, cap, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
+    let at = T0
+    const join = (user: string, score = 0): RoomEntry => ({ op: 'join', user, score, at })
+    const seen = (user: string): RoomEntry => ({ op: 'seen', user, score: 0, at })
+    const P = (now: number, cap = 1000): RoomParams => { at = now; return Pn(now, cap) }
     const st = (r: { sealed: boolean, pre: number, total: number, cursor: number, outstanding: number, admitted: number, expired: number }): unknown =>
       ({ sealed: r.sealed, pre: r.pre, total: r.total, cursor: r.cursor, outstanding: r.outstanding, admitted: r.admitted, expired: r.expired })
 
@@ -264,11 +266,11 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     const startsAt = 1_700_000_000_000
     const P = (now: number): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 100, periodMs: 1000 }, burst: 100, cap: 0, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
     const users = Array.from({ length: 60 }, (_, i) => `user-${i}`)
-    await Promise.all(users.map(async (u) => await s.store.roomSync(room, P(startsAt - 1000), [{ op: 'join', user: u, score: shuffleScore(seed, room, u) }])))
-    const r = await s.store.roomSync(room, P(startsAt), users.map((u) => ({ op: 'join' as const, user: u, score: 0 })))
+    await Promise.all(users.map(async (u) => await s.store.roomSync(room, P(startsAt - 1000), [{ op: 'join', user: u, score: shuffleScore(seed, room, u), at: startsAt - 1000 }])))
+    const r = await s.store.roomSync(room, P(startsAt), users.map((u) => ({ op: 'join' as const, user: u, score: 0, at: startsAt })))
     const order = preQueueOrder(seed, room, users)
     t.same(r.results.map((x) => x.position), users.map((u) => order.indexOf(u) + 1), 'positions are the recomputed order')
-    const later = await Promise.all(Array.from({ length: 40 }, async (_, i) => await s.store.roomSync(room, P(startsAt + 1), [{ op: 'join', user: `late-${i}`, score: 0 }])))
+    const later = await Promise.all(Array.from({ length: 40 }, async (_, i) => await s.store.roomSync(room, P(startsAt + 1), [{ op: 'join', user: `late-${i}`, score: 0, at: startsAt + 1 }])))
     const pos = later.map((x) => (x.results[0] as { position: number }).position).sort((a, b) => a - b)
     t.same(pos, Array.from({ length: 40 }, (_, i) => 61 + i), 'each late joiner a distinct position after the pre-queue')
     t.equal(r.admitted, 0, 'cap 0 (sold out): nobody admitted')

@@ -16,7 +16,8 @@
  * first served: a joiner takes the next position after everyone already in line.
  *
  * Admission. A credit grows at `admit` (count per periodMs) since the last advance, capped at `burst`
- * admissions; each admission spends one. Integer arithmetic: the credit is kept in units of
+ * admissions (10 s worth) while users wait and at `idleBurst` (1 s worth) once the line has run empty;
+ * each admission spends one. Integer arithmetic: the credit is kept in units of
  * 1/periodMs of an admission (elapsed ms × count), so no rounding drifts over a long sale. The number
  * admitted in one advance is also capped by `cap − outstanding` (cap = floor(remaining stock × overbook),
  * outstanding = admitted users holding an unused, unexpired pass). The cursor walks positions in order;
@@ -90,7 +91,13 @@ export interface RoomParams {
   /** A position whose user has not been seen for this long is skipped (3 × poll_ms). */
   readonly expireMs: number
   readonly rate: AdmitRate
+  /**
+   * Admissions banked at most while users wait (so that a node syncing late, e.g. starved of CPU, still
+   * admits at the rate on average; the Room passes 10 s worth) ...
+   */
   readonly burst: number
+  /** ... and while nobody waits (the line ran empty: at most this many at once when a crowd comes). */
+  readonly idleBurst: number
   /** floor(remaining × overbook); < 0: no cap known (admit nothing). */
   readonly cap: number
   readonly passTtlMs: number
@@ -264,6 +271,7 @@ export class RoomState {
           this.expired++
         }
       }
+      if (this.cursor >= total && this.credit > params.idleBurst * params.rate.periodMs) this.credit = params.idleBurst * params.rate.periodMs
     }
     const results: RoomEntryResult[] = []
     for (const e of entries) {

@@ -211,7 +211,7 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
 async function waitingRoomScenario (ctx: Ctx, started: Date, args: readonly string[]): Promise<number> {
   const { o, p } = ctx
   const store = o.store === 'memory' ? 'memory' : 'redis'
-  const r = await runWaitingRoom({ dir: ctx.dir, users: o.users, admit: o.admit, quota: 10 * o.admit, steady: o.duration, store, serverCpus: ctx.cpus.server, log: (l) => { p.line(l) } })
+  const r = await runWaitingRoom({ dir: ctx.dir, users: o.users, admit: o.admit, quota: 30 * o.admit, steady: o.duration, store, serverCpus: ctx.cpus.server, log: (l) => { p.line(l) } })
   await stopAll()
   const checks = waitingRoomChecks(r)
   const ok = checks.every((c) => c.ok !== false)

@@ -67,7 +67,7 @@ usage: flashgate bench [options]
   --rounds N          interleaved rounds (default 1; 3 with --peers)
   --connections N     client connections (default 64)
   --users N           flash-sale crowd size (default 2000); waiting-room: virtual users (default 20000)
-  --admit N           waiting-room: admissions per second (default 100; the product has 10 × N units)
+  --admit N           waiting-room: admissions per second (default 100; the product has 30 × N units)
   --requests-per-step N
                       funnel steps f4 … f9 (and fg-funnel with flash-sale --peers): distinct users,
                       each a signed request generated before the run (default 60000). A user may come

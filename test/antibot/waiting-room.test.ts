@@ -193,7 +193,8 @@ async function scenario (t: Test, gws: Gateway[], d: Dispatcher, setNow: (ms: nu
 
   // 1 s at 2/s: the first two are admitted.
   setNow(STARTS + 1000)
-  let now = await until(async () => await Promise.all(byOrder.map(async (u) => await u.poll())), (a) => a[1]?.json.status === 'admitted')
+  // Every node's cached cursor catches up within a sync or two: wait for the whole picture.
+  let now = await until(async () => await Promise.all(byOrder.map(async (u) => await u.poll())), (a) => a[1]?.json.status === 'admitted' && a[2]?.json.position === 1 && a[4]?.json.position === 3)
   t.same(now.map((x) => x.json.status), ['admitted', 'admitted', 'waiting', 'waiting', 'waiting'], '2/s: the first two in the drawn order are admitted')
   t.same(now.slice(2).map((x) => x.json.position), [1, 2, 3], 'the others: their place in line')
   t.ok(String(now[0]?.headers['set-cookie']).includes(`fgp_c1=${now[0]?.json.pass as string}`), 'the pass in the answer and in a cookie')
@@ -236,7 +237,7 @@ async function scenario (t: Test, gws: Gateway[], d: Dispatcher, setNow: (ms: nu
     .replace(`"position":2,"user":"${order[1] as string}"`, `"position":2,"user":"${order[0] as string}"`)
   t.ok(auditQueue('c1', seed.toString('hex'), tampered).mismatches.length > 0, 'audit: a log that was not the draw mismatches')
   t.ok(auditQueue('c1', 'ab'.repeat(32), log.text).mismatches.some((m) => m.includes('commitment')), 'audit: another seed fails the commitment')
-  const m = await fetchText(d, `${admin}/metrics`)
+  const m = await until(async () => await fetchText(d, `${admin}/metrics`), (x) => /state="admitted"\} 3\n/.test(x.text))
   t.match(m.text, /flashgate_waiting_room_users\{campaign="c1",state="admitted"\} 3/)
 }
 

@@ -650,7 +650,8 @@ class Loader {
     // Marked even when its settings have errors (those are reported there, not again at every guard).
     if (m.get('waiting_room') !== undefined && id !== undefined && fresh) { const e = this.campaignIds.get(id); if (e !== undefined) e.room = true }
     if (id === undefined || startsAt === undefined || endsAt === undefined || !fresh) return undefined
-    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products, waitingRoom }
+    // waitingRoom only when configured (the key stays absent otherwise).
+    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products, ...(waitingRoom === null ? {} : { waitingRoom }) }
   }
 
   /** `campaigns[].waiting_room` (null when absent). */

@@ -63,7 +63,7 @@ export interface QueueAnswer {
 }
 
 interface Waiter { resolve: (r: RoomEntryResult) => void, reject: (err: unknown) => void }
-interface Pending { op: 'join' | 'seen', score: number, waiters: Waiter[] | null }
+interface Pending { op: 'join' | 'seen', score: number, at: number, waiters: Waiter[] | null }
 
 /** The waiting room of one campaign on this node. */
 export class Room {
@@ -175,9 +175,11 @@ export class Room {
     }
   }
 
-  private seen (user: string): void {
-    if (this.pending.has(user) || this.pending.size >= MAX_PENDING) return
-    this.pending.set(user, { op: 'seen', score: 0, waiters: null })
+  private seen (user: string, now: number): void {
+    const p = this.pending.get(user)
+    if (p !== undefined) { if (now > p.at) p.at = now; return }
+    if (this.pending.size >= MAX_PENDING) return
+    this.pending.set(user, { op: 'seen', score: 0, at: now, waiters: null })
   }
 
   /** Ask the store (at the next sync) for this user's position and pass, joining if new. */
@@ -185,9 +187,10 @@ export class Room {
     let p = this.pending.get(user)
     if (p === undefined) {
       if (this.pending.size >= MAX_PENDING) return null
-      p = { op: 'join', score: 0, waiters: null }
+      p = { op: 'join', score: 0, at: now, waiters: null }
       this.pending.set(user, p)
     }
+    if (now > p.at) p.at = now
     if (p.op === 'seen') p.op = 'join'
     if (now < this.campaign.startsAt && this.seed !== null) p.score = shuffleScore(this.seed, this.campaign.id, user)
     const entry = p
@@ -240,7 +243,8 @@ export class Room {
       startsAt: this.campaign.startsAt,
       expireMs: 3 * this.cfg.pollMs,
       rate: { count: r.count, periodMs: r.periodMs },
-      burst: defaultBurst(r),
+      burst: 10 * defaultBurst(r),
+      idleBurst: defaultBurst(r),
       cap,
       passTtlMs: this.cfg.passTtlMs,
       scanMax: SCAN_MAX,
@@ -261,7 +265,7 @@ export class Room {
       let i = 0
       do {
         const part = users.slice(i, i + CHUNK)
-        const entries: RoomEntry[] = part.map((u) => { const p = batch.get(u) as Pending; return { op: p.op, user: u, score: p.score } })
+        const entries: RoomEntry[] = part.map((u) => { const p = batch.get(u) as Pending; return { op: p.op, user: u, score: p.score, at: p.at } })
         this.storeCalls++
         const r = await this.store.roomSync(this.campaign.id, this.params(now, cap), entries)
         this.observe(r, now)
@@ -320,11 +324,11 @@ export class Room {
     const pos = this.verifyTicket(user, ticket)
     if (pos !== null) {
       if (pos === 0 && now < c.startsAt && (v === null || !v.sealed)) {
-        this.seen(user)
+        this.seen(user, now)
         return { status: 'waiting', position: 0, eta_ms: c.startsAt - now, poll_ms: cfg.pollMs, draw_at: c.startsAt }
       }
       if (pos > 0 && v !== null && pos > v.cursor) {
-        this.seen(user)
+        this.seen(user, now)
         return this.waiting(pos, v)
       }
     }
@@ -495,6 +499,10 @@ export const waitingRoomGuard: GuardFactory<WaitingRoomGuardConfig> = (cfg, rout
     if (exp === null || exp <= ctx.now) return required
     return store.roomPass(room.campaign.id, user, ctx.now, true, exp).then((ok): Verdict => {
       if (!ok) return used
+      // The used pass leaves the browser, so the next status poll asks the store (→ closed).
+      const clear = `${passCookie(room.campaign.id)}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`
+      if (ctx.extraHeaders === null) ctx.extraHeaders = ['set-cookie', clear]
+      else ctx.extraHeaders.push('set-cookie', clear)
       onSettle(ctx, giveBack(room, user, exp))
       return undefined
     }, (err: unknown): Verdict => {

@@ -24,6 +24,7 @@ import type { SaleResult } from './sale.js'
 import { startUpstream } from './upstream.js'
 import { COMPARISONS, FUNNEL_STEPS, PEERS_OF, flashgateTargets, peerTargets } from './targets.js'
 import { chart } from './svg.js'
+import { runWaitingRoom, waitingRoomChecks, waitingRoomTable } from './waiting-room.js'
 import type { TimelinePoint } from './load/types.js'
 
 interface Ctx {
@@ -88,6 +89,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   if (generator === 'wrk' && which('wrk') === null) { missing.push('wrk is not installed (apt-get install -y wrk): autocannon used instead'); generator = 'autocannon' }
   const ctx: Ctx = { o, dir, p, missing, cpus, serverCpu, generator }
   p.line(`bench: scenario ${o.scenario}, logs and configs in ${dir}, flashgate via ${flashgateCommand().how}${pinned ? `, server on CPU ${o.serverCpus}, load on CPU ${o.loadCpus}` : ''}`)
+
+  if (o.scenario === 'waiting-room') return await waitingRoomScenario(ctx, started, args)
 
   let sale: SaleResult | null = null
   let runs: Run[] = []
@@ -204,6 +207,28 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   p.end()
   process.stdout.write(`${markdown(report)}\n`)
   process.stdout.write(`files: ${files.join(' ')}\n`)
+  return ok ? 0 : 1
+}
+
+/** `--scenario waiting-room` (bench/waiting-room.ts): its own run, a table, JSON and markdown. */
+async function waitingRoomScenario (ctx: Ctx, started: Date, args: readonly string[]): Promise<number> {
+  const { o, p } = ctx
+  const store = o.store === 'memory' ? 'memory' : 'redis'
+  const r = await runWaitingRoom({ dir: ctx.dir, users: o.users, admit: o.admit, quota: 30 * o.admit, steady: o.duration, store, serverCpus: ctx.cpus.server, log: (l) => { p.line(l) } })
+  await stopAll()
+  const checks = waitingRoomChecks(r)
+  const ok = checks.every((c) => c.ok !== false)
+  const { machine, versions } = machineInfo()
+  const table = waitingRoomTable(r)
+  const text = [`# flashgate bench — waiting-room, ${started.toISOString()}`, '', `\`flashgate bench ${args.join(' ')}\`, store ${store}; the machine is shared, so CPU figures are noisy.`, '', table, '',
+    '| check | value | ok |', '|---|---:|:---:|', ...checks.map((c) => `| ${c.name} | ${String(c.value)} | ${c.ok === null ? '–' : c.ok ? 'yes' : 'NO'} |`)].join('\n')
+  const stamp = started.toISOString().replace(/[:]/g, '').replace(/\..*$/, '')
+  const json = o.json !== null ? resolve(o.json) : join(isAbsolute(o.out) ? o.out : join(ROOT, o.out), `waiting-room-${stamp}.json`)
+  mkdirSync(dirname(json), { recursive: true })
+  writeFileSync(json, JSON.stringify({ tool: 'flashgate bench', schema: 1, scenario: 'waiting-room', date: started.toISOString(), command: `flashgate bench ${args.join(' ')}`.trim(), machine, versions, store, waitingRoom: r, correctness: { ok, checks } }, null, 2) + '\n')
+  writeFileSync(json.replace(/\.json$/, '.md'), text + '\n')
+  p.end()
+  process.stdout.write(text + '\n\n' + `written: ${json}\n`)
   return ok ? 0 : 1
 }
 

@@ -47,13 +47,15 @@ export interface BenchOptions {
   loadCpus: string
   quiet: boolean
   help: boolean
+  /** waiting-room: admissions per second (default 100). */
+  admit: number
 }
 
 export const USAGE = `flashgate bench — load scenarios with correctness checks, peers side by side
 
 usage: flashgate bench [options]
 
-  --scenario NAME     flash-sale (default) | proxy | reject | funnel
+  --scenario NAME     flash-sale (default) | proxy | reject | funnel | waiting-room
   --json FILE         write the JSON report there (the SVG chart and markdown go next to it);
                       default: bench/results/<scenario>-<date>.{json,svg,md}
   --out DIR           folder for the default file names (default bench/results)
@@ -64,7 +66,8 @@ usage: flashgate bench [options]
   --pause S           seconds between two runs, for the server to settle (default 1; may be 0 or 0.2)
   --rounds N          interleaved rounds (default 1; 3 with --peers)
   --connections N     client connections (default 64)
-  --users N           flash-sale crowd size (default 2000)
+  --users N           flash-sale crowd size (default 2000); waiting-room: virtual users (default 20000)
+  --admit N           waiting-room: admissions per second (default 100; the product has 30 × N units)
   --requests-per-step N
                       funnel steps f4 … f9 (and fg-funnel with flash-sale --peers): distinct users,
                       each a signed request generated before the run (default 60000). A user may come
@@ -100,7 +103,7 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 
 export class UsageError extends Error {}
 
-const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers'])
+const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit'])
 const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
@@ -110,6 +113,7 @@ export function defaultsFor (scenario: Scenario): { duration: number, warmup: nu
     case 'proxy': return { duration: 8, warmup: 5 }
     case 'reject': return { duration: 5, warmup: 5 }
     case 'funnel': return { duration: 2, warmup: 1 }
+    case 'waiting-room': return { duration: 5, warmup: 0 }
   }
 }
 
@@ -230,7 +234,7 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     pause: num(m, 'pause', 0, 60, false) ?? 1,
     rounds: num(m, 'rounds', 1, 20) ?? (peers ? 3 : 1),
     connections: num(m, 'connections', 1, 10_000) ?? 64,
-    users: num(m, 'users', 1, 200_000) ?? 2000,
+    users: num(m, 'users', 1, 200_000) ?? (scenario === 'waiting-room' ? 20_000 : 2000),
     requestsPerStep: num(m, 'requests-per-step', 10, 1_000_000) ?? 60_000,
     ramp: num(m, 'ramp', 0, 120) ?? 4,
     products: parseProducts(str('products') ?? 'hot:100,cold:400'),
@@ -251,6 +255,7 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     serverCpus: cpuList('server-cpus', '0'),
     loadCpus: cpuList('load-cpus', '1'),
     quiet: m.get('quiet') === true,
-    help: m.get('help') === true
+    help: m.get('help') === true,
+    admit: num(m, 'admit', 1, 100_000) ?? 100
   }
 }

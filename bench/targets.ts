@@ -12,8 +12,8 @@ import type { Target } from './measure.js'
 import { PEER_TARGETS } from './peers.js'
 import type { RedisProbe } from './redis-stats.js'
 
-export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel'
-export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel']
+export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel' | 'waiting-room'
+export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel', 'waiting-room']
 
 export const FUNNEL_STEPS = funnelGuards({ verifyUrl: '', dedupeTtl: `${DEDUPE_TTL_S}s` }).map((s) => s.name)
 /** The first funnel step with the dedupe guard (route fN has the first N guards). */
@@ -24,6 +24,7 @@ export const PEERS_OF: Readonly<Record<Scenario, readonly string[]>> = {
   proxy: ['node-hello', 'node-undici-proxy', 'nginx-proxy', 'fastify-proxy'],
   reject: ['node-hello', 'nginx-limit-req-reject', 'lua-bucket-reject', 'lua-redis-soldout', 'lua-redis-pass', 'fastify-rl-reject'],
   funnel: ['node-undici-proxy', 'nginx-proxy'],
+  'waiting-room': [],
   'flash-sale': PEER_TARGETS.map((p) => p.name)
 }
 
@@ -106,6 +107,7 @@ export function flashgateTargets (scenario: Scenario, c: FgCtx): Target[] {
       return [proxy, ...steps, funnel(`+ ${FUNNEL_STEPS[last - 1] ?? ''} (whole funnel)`)]
     }
     case 'flash-sale': return [proxy, reject, soldout, quota, funnel(`all ${last} guards passing, then proxy`)]
+    case 'waiting-room': return [] // its own run: bench/waiting-room.ts
   }
 }
 

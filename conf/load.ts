@@ -780,9 +780,11 @@ class Loader {
     const linkGraceMs = this.duration(m.get('link_grace'), 'link_grace', { timer: false }) ?? D.linkGraceMs
     const linkTtlMs = this.duration(m.get('link_ttl'), 'link_ttl', { min: 1000, timer: false }) ?? null
     const waitingRoom = this.readWaitingRoom(m.get('waiting_room'), products.length)
-    if (waitingRoom !== null && id !== undefined && fresh) { const e = this.campaignIds.get(id); if (e !== undefined) e.room = true }
+    // Marked even when its settings have errors (those are reported there, not again at every guard).
+    if (m.get('waiting_room') !== undefined && id !== undefined && fresh) { const e = this.campaignIds.get(id); if (e !== undefined) e.room = true }
     if (id === undefined || startsAt === undefined || endsAt === undefined || !fresh) return undefined
-    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products, waitingRoom }
+    // waitingRoom only when configured (the key stays absent otherwise).
+    return { id, startsAt, endsAt, linkRevealMs, linkGraceMs, linkTtlMs, products, ...(waitingRoom === null ? {} : { waitingRoom }) }
   }
 
   /** `campaigns[].waiting_room` (null when absent). */
@@ -794,7 +796,6 @@ class Loader {
     if (m === undefined) return null
     if (m.get('admit') === undefined) ck.error(m.pos, 'waiting_room is missing required key "admit" (users let in per unit of time, e.g. 600/m)')
     const admit = this.rate(m.get('admit'), 'admit')
-    if (admit !== undefined && admit.count <= 0) ck.error(m.get('admit')!.pos, 'admit: must let at least one user in per period')
     const prequeueMs = this.duration(m.get('prequeue'), 'prequeue', { timer: false }) ?? D.prequeueMs
     const passTtlMs = this.duration(m.get('pass_ttl'), 'pass_ttl', { min: 1000, timer: false }) ?? D.passTtlMs
     const overbook = ck.num(m.get('overbook'), 'overbook', 1, 100, false) ?? D.overbook

@@ -154,7 +154,7 @@ export interface CampaignConfig {
   /** Signed links live at most this long from issue (default: until endsAt + linkGraceMs). */
   readonly linkTtlMs: number | null
   readonly products: readonly ProductConfig[]
-  /** The campaign's waiting room; null = none. */
+  /** The campaign's waiting room; absent (or null) = none. */
   readonly waitingRoom?: WaitingRoomConfig | null
 }
 

@@ -117,7 +117,7 @@ return {1, 1, redis.call('INCRBY', KEYS[2], d)}
  * step). KEYS: state hash, pre-queue zset (score → user), later joiners list, users hash (user →
  * "position:joinedAt", position 0 = pre-queue), seen hash (user → last poll ms), admission hash (user →
  * pass expiry | 'u' used | 'x' expired), live-pass zset (expiry → user). ARGV: now, startsAt, expireMs,
- * count, periodMs, burst, cap, passTtl, scanMax, keyTtl, then (op, user, score) per entry.
+ * count, periodMs, burst, cap, passTtl, scanMax, keyTtl, idleBurst, then (op, user, score, at) per entry.
  * → {sealed, pre, total, cursor, outstanding, admitted, expired, then (position, pass) per join}.
  */
 const ROOM_SYNC_LUA = `
@@ -131,6 +131,7 @@ local cap = tonumber(ARGV[7])
 local passTtl = tonumber(ARGV[8])
 local scanMax = tonumber(ARGV[9])
 local keyTtl = tonumber(ARGV[10])
+local idleBurst = tonumber(ARGV[11])
 local nowS = string.format('%.0f', now)
 local st = redis.call('HMGET', KEYS[1], 'sealed', 'pre', 'cursor', 'last', 'credit', 'out', 'admitted', 'expired')
 local sealed = tonumber(st[1]) or 0
@@ -171,15 +172,15 @@ local function append (user)
   redis.call('HSET', KEYS[4], user, string.format('%.0f', pre + post) .. ':' .. nowS)
   redis.call('HDEL', KEYS[6], user)
 end
-local n = (#ARGV - 10) / 3
+local n = (#ARGV - 11) / 4
 for i = 0, n - 1 do
-  local op = ARGV[11 + i * 3]
-  local user = ARGV[12 + i * 3]
+  local op = ARGV[12 + i * 4]
+  local user = ARGV[13 + i * 4]
   if op == 'join' then
     local p = posOf(user)
     if p == nil then
       if sealed == 0 then
-        redis.call('ZADD', KEYS[2], ARGV[13 + i * 3], user)
+        redis.call('ZADD', KEYS[2], ARGV[14 + i * 4], user)
         redis.call('HSET', KEYS[4], user, '0:' .. nowS)
       else
         append(user)
@@ -189,7 +190,10 @@ for i = 0, n - 1 do
       if (not a) or a == 'x' then append(user) end
     end
   end
-  redis.call('HSET', KEYS[5], user, nowS)
+  local at = tonumber(ARGV[15 + i * 4])
+  if at > now then at = now end
+  local was = tonumber(redis.call('HGET', KEYS[5], user) or '-1')
+  if at > was then redis.call('HSET', KEYS[5], user, string.format('%.0f', at)) end
 end
 if sealed == 1 then
   if now > last then
@@ -229,6 +233,7 @@ if sealed == 1 then
       end
     end
   end
+  if cursor >= total and credit > idleBurst * period then credit = idleBurst * period end
 end
 local f = function (x) return string.format('%.0f', x) end
 redis.call('HSET', KEYS[1], 'sealed', sealed, 'pre', f(pre), 'cursor', f(cursor), 'last', f(last), 'credit', f(credit), 'out', f(out), 'admitted', f(admitted), 'expired', f(expired))
@@ -237,8 +242,8 @@ local viewPre = pre
 if sealed == 0 then viewPre = redis.call('ZCARD', KEYS[2]) end
 local res = {sealed, viewPre, pre + post, cursor, out, admitted, expired}
 for i = 0, n - 1 do
-  if ARGV[11 + i * 3] == 'join' then
-    local user = ARGV[12 + i * 3]
+  if ARGV[12 + i * 4] == 'join' then
+    local user = ARGV[13 + i * 4]
     local a = redis.call('HGET', KEYS[6], user)
     local pass = 0
     if a == 'u' then pass = -1 elseif a and a ~= 'x' then pass = tonumber(a) end
@@ -709,8 +714,8 @@ export class RedisStore implements Store {
 
   roomSync (room: string, p: RoomParams, entries: readonly RoomEntry[]): Promise<RoomSyncResult> {
     const args: Arg[] = this.roomKeys(room, ['s', 'pre', 'post', 'u', 'seen', 'adm', 'live'])
-    args.push(p.now, p.startsAt, p.expireMs, p.rate.count, p.rate.periodMs, p.burst, p.cap, p.passTtlMs, p.scanMax, Math.max(1, Math.ceil(p.keyTtlMs)))
-    for (const e of entries) args.push(e.op, e.user, e.score)
+    args.push(p.now, p.startsAt, p.expireMs, p.rate.count, p.rate.periodMs, p.burst, p.cap, p.passTtlMs, p.scanMax, Math.max(1, Math.ceil(p.keyTtlMs)), p.idleBurst)
+    for (const e of entries) args.push(e.op, e.user, e.score, e.at)
     return this.script('room_sync', ROOM_SYNC, args, toRoomSync)
   }
 

@@ -16,7 +16,8 @@
  * first served: a joiner takes the next position after everyone already in line.
  *
  * Admission. A credit grows at `admit` (count per periodMs) since the last advance, capped at `burst`
- * admissions; each admission spends one. Integer arithmetic: the credit is kept in units of
+ * admissions (10 s worth) while users wait and at `idleBurst` (1 s worth) once the line has run empty;
+ * each admission spends one. Integer arithmetic: the credit is kept in units of
  * 1/periodMs of an admission (elapsed ms × count), so no rounding drifts over a long sale. The number
  * admitted in one advance is also capped by `cap − outstanding` (cap = floor(remaining stock × overbook),
  * outstanding = admitted users holding an unused, unexpired pass). The cursor walks positions in order;
@@ -90,7 +91,13 @@ export interface RoomParams {
   /** A position whose user has not been seen for this long is skipped (3 × poll_ms). */
   readonly expireMs: number
   readonly rate: AdmitRate
+  /**
+   * Admissions banked at most while users wait (so that a node syncing late, e.g. starved of CPU, still
+   * admits at the rate on average; the Room passes 10 s worth) ...
+   */
   readonly burst: number
+  /** ... and while nobody waits (the line ran empty: at most this many at once when a crowd comes). */
+  readonly idleBurst: number
   /** floor(remaining × overbook); < 0: no cap known (admit nothing). */
   readonly cap: number
   readonly passTtlMs: number
@@ -100,8 +107,11 @@ export interface RoomParams {
   readonly keyTtlMs: number
 }
 
-/** `join`: join if new, answer the position and pass. `seen`: the user polled (liveness). */
-export interface RoomEntry { readonly op: 'join' | 'seen', readonly user: string, readonly score: number }
+/**
+ * `join`: join if new, answer the position and pass. `seen`: the user polled (liveness). `at`: when the
+ * user polled (epoch ms; a node batches polls, so this is earlier than the call's `now`).
+ */
+export interface RoomEntry { readonly op: 'join' | 'seen', readonly user: string, readonly score: number, readonly at: number }
 
 /** Pass state in an answer: > 0 the pass's expiry (admitted); 0 not admitted; USED; (expired passes rejoin). */
 export const PASS_USED = -1
@@ -220,7 +230,8 @@ export class RoomState {
       }
     }
     for (const e of entries) {
-      if (e.op === 'seen') { this.seen.set(e.user, now); continue }
+      const at = Math.min(e.at, now)
+      if (e.op === 'seen') { this.seen.set(e.user, Math.max(at, this.seen.get(e.user) ?? -Infinity)); continue }
       const p = this.positionOf(e.user)
       if (p === null) {
         if (!this.sealed) {
@@ -234,7 +245,7 @@ export class RoomState {
         // Reached but skipped (no admission), or a pass that expired unused: join again at the back.
         if (a === undefined || a === 'x') this.append(e.user, now)
       }
-      this.seen.set(e.user, now)
+      this.seen.set(e.user, Math.max(at, this.seen.get(e.user) ?? -Infinity))
     }
     if (this.sealed) {
       const b = admitBudget(this.credit, this.last, now, params.rate, params.burst, params.cap, this.outstanding)
@@ -260,6 +271,7 @@ export class RoomState {
           this.expired++
         }
       }
+      if (this.cursor >= total && this.credit > params.idleBurst * params.rate.periodMs) this.credit = params.idleBurst * params.rate.periodMs
     }
     const results: RoomEntryResult[] = []
     for (const e of entries) {

@@ -211,9 +211,11 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     const room = `r${process.pid}-${Date.now()}-${++seq}`
     const T0 = 1_700_000_000_000
     const startsAt = T0 + 10_000
-    const P = (now: number, cap = 1000): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 10, periodMs: 1000 }, burst: 10, cap, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
-    const join = (user: string, score = 0): RoomEntry => ({ op: 'join', user, score })
-    const seen = (user: string): RoomEntry => ({ op: 'seen', user, score: 0 })
+    const Pn = (now: number, cap = 1000): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 10, periodMs: 1000 }, burst: 10, idleBurst: 10, cap, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
+    let at = T0
+    const join = (user: string, score = 0): RoomEntry => ({ op: 'join', user, score, at })
+    const seen = (user: string): RoomEntry => ({ op: 'seen', user, score: 0, at })
+    const P = (now: number, cap = 1000): RoomParams => { at = now; return Pn(now, cap) }
     const st = (r: { sealed: boolean, pre: number, total: number, cursor: number, outstanding: number, admitted: number, expired: number }): unknown =>
       ({ sealed: r.sealed, pre: r.pre, total: r.total, cursor: r.cursor, outstanding: r.outstanding, admitted: r.admitted, expired: r.expired })
 
@@ -262,16 +264,32 @@ export function storeContract (t: Test, make: () => Promise<ContractSubject>): v
     const room = `r${process.pid}-${Date.now()}-${++seq}`
     const seed = Buffer.alloc(32, 7)
     const startsAt = 1_700_000_000_000
-    const P = (now: number): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 100, periodMs: 1000 }, burst: 100, cap: 0, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
+    const P = (now: number): RoomParams => ({ now, startsAt, expireMs: 3000, rate: { count: 100, periodMs: 1000 }, burst: 100, idleBurst: 100, cap: 0, passTtlMs: 5000, scanMax: 1000, keyTtlMs: 600_000 })
     const users = Array.from({ length: 60 }, (_, i) => `user-${i}`)
-    await Promise.all(users.map(async (u) => await s.store.roomSync(room, P(startsAt - 1000), [{ op: 'join', user: u, score: shuffleScore(seed, room, u) }])))
-    const r = await s.store.roomSync(room, P(startsAt), users.map((u) => ({ op: 'join' as const, user: u, score: 0 })))
+    await Promise.all(users.map(async (u) => await s.store.roomSync(room, P(startsAt - 1000), [{ op: 'join', user: u, score: shuffleScore(seed, room, u), at: startsAt - 1000 }])))
+    const r = await s.store.roomSync(room, P(startsAt), users.map((u) => ({ op: 'join' as const, user: u, score: 0, at: startsAt })))
     const order = preQueueOrder(seed, room, users)
     t.same(r.results.map((x) => x.position), users.map((u) => order.indexOf(u) + 1), 'positions are the recomputed order')
-    const later = await Promise.all(Array.from({ length: 40 }, async (_, i) => await s.store.roomSync(room, P(startsAt + 1), [{ op: 'join', user: `late-${i}`, score: 0 }])))
+    const later = await Promise.all(Array.from({ length: 40 }, async (_, i) => await s.store.roomSync(room, P(startsAt + 1), [{ op: 'join', user: `late-${i}`, score: 0, at: startsAt + 1 }])))
     const pos = later.map((x) => (x.results[0] as { position: number }).position).sort((a, b) => a - b)
     t.same(pos, Array.from({ length: 40 }, (_, i) => 61 + i), 'each late joiner a distinct position after the pre-queue')
     t.equal(r.admitted, 0, 'cap 0 (sold out): nobody admitted')
+  })
+
+  t.test('waiting room: credit banked while users wait, clamped once the line runs empty', async (t) => {
+    const room = `r${process.pid}-${Date.now()}-${++seq}`
+    const startsAt = 1_700_000_000_000
+    const P = (now: number): RoomParams => ({ now, startsAt, expireMs: 60_000, rate: { count: 10, periodMs: 1000 }, burst: 100, idleBurst: 2, cap: 1000, passTtlMs: 60_000, scanMax: 1000, keyTtlMs: 600_000 })
+    const joins = (n: number, at: number, from = 0): RoomEntry[] => Array.from({ length: n }, (_, i) => ({ op: 'join' as const, user: `u${from + i}`, score: 0, at }))
+    await s.store.roomSync(room, P(startsAt), [])
+    let r = await s.store.roomSync(room, P(startsAt + 10_000), [])
+    r = await s.store.roomSync(room, P(startsAt + 10_000), joins(5, startsAt + 10_000))
+    t.equal(r.admitted, 2, 'after 10 s with nobody waiting: only idleBurst at once')
+    r = await s.store.roomSync(room, P(startsAt + 10_000), joins(40, startsAt + 10_000, 5))
+    r = await s.store.roomSync(room, P(startsAt + 13_000), [])
+    t.equal(r.admitted, 32, '3 s later with users waiting: 30 more, at the rate')
+    r = await s.store.roomSync(room, P(startsAt + 20_000), joins(45, startsAt + 19_000))
+    t.equal(r.admitted, 45, 'a late sync (7 s) still admits 7 s worth while users wait (banked up to burst)')
   })
 
   t.test('healthy', async (t) => {

@@ -32,7 +32,7 @@ import type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-r
 import { StoreError } from '../gateway/errors.js'
 import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/metrics.js'
 import { Breaker } from './breaker.js'
-import { MemoryStore, type MemoryStoreOptions } from './memory-store.js'
+import { MemoryStore, addSubscriber, type MemoryStoreOptions } from './memory-store.js'
 import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
 
 /**
@@ -404,15 +404,7 @@ export class IpcStore implements Store {
   publish (channel: string, message: string): Promise<void> { return this.call('publish', [channel, message], toVoid) }
 
   subscribe (channel: string, onMessage: (message: string) => void): () => void {
-    let set = this.subs.get(channel)
-    if (set === undefined) { set = new Set(); this.subs.set(channel, set) }
-    const fn = (m: string): void => { onMessage(m) }
-    set.add(fn)
-    return () => {
-      const s = this.subs.get(channel)
-      s?.delete(fn)
-      if (s?.size === 0) this.subs.delete(channel)
-    }
+    return addSubscriber(this.subs, channel, onMessage)
   }
 
   /** Resolves once the primary answers a ping (rejects with a StoreError after `timeoutMs`). */

@@ -186,20 +186,28 @@ export class MemoryStore implements Store {
   }
 
   subscribe (channel: string, onMessage: (message: string) => void): () => void {
-    let set = this.subs.get(channel)
-    if (set === undefined) { set = new Set(); this.subs.set(channel, set) }
-    const fn = (m: string): void => { onMessage(m) }
-    set.add(fn)
-    return () => {
-      const s = this.subs.get(channel)
-      s?.delete(fn)
-      if (s?.size === 0) this.subs.delete(channel)
-    }
+    return addSubscriber(this.subs, channel, onMessage)
   }
 
   async ready (): Promise<void> {}
 
   async close (): Promise<void> {
     this.subs.clear()
+  }
+}
+
+/**
+ * Add a subscriber to an in-process channel table (the memory store's, the IPC store's); the returned
+ * function removes it, and the channel once it has none.
+ */
+export function addSubscriber (subs: Map<string, Set<(m: string) => void>>, channel: string, onMessage: (message: string) => void): () => void {
+  let set = subs.get(channel)
+  if (set === undefined) { set = new Set(); subs.set(channel, set) }
+  const fn = (m: string): void => { onMessage(m) }
+  set.add(fn)
+  return () => {
+    const s = subs.get(channel)
+    s?.delete(fn)
+    if (s?.size === 0) subs.delete(channel)
   }
 }

@@ -13,6 +13,10 @@ const child = spawn(process.execPath, [tap, '--reporter=tap', ...process.argv.sl
 })
 let summary = null
 let buf = ''
+// Every failed assertion with the subtests around it, printed again at the end: CI logs are read from
+// their tail, and a failure 10,000 lines up is otherwise invisible.
+const open = [] // subtest names by depth (4 spaces per level)
+const failures = []
 child.stdout.on('data', (chunk) => {
   process.stdout.write(chunk)
   buf += chunk.toString('utf8')
@@ -22,6 +26,14 @@ child.stdout.on('data', (chunk) => {
     // tap's top-level summary comment: `# { total: 12, pass: 11, fail: 1, skip: 0 }`
     const m = /^# \{ total: (\d+)(.*)\}$/.exec(line)
     if (m) summary = line
+    const sub = /^( *)# Subtest: (.*)$/.exec(line)
+    if (sub) { open.length = sub[1].length / 4; open.push(sub[2]) }
+    const bad = /^( *)not ok \d+ - (.*)$/.exec(line)
+    if (bad) {
+      const depth = bad[1].length / 4
+      // a failed parent repeats its failed children: only the innermost lines are printed
+      failures.push([...open.slice(0, depth), bad[2]].join(' > '))
+    }
   }
 })
 child.on('close', (code, signal) => {
@@ -30,6 +42,11 @@ child.on('close', (code, signal) => {
     pass = Number(/pass: (\d+)/.exec(summary)?.[1] ?? 0)
     fail = Number(/fail: (\d+)/.exec(summary)?.[1] ?? 0)
     skip = Number(/skip: (\d+)/.exec(summary)?.[1] ?? 0) + Number(/todo: (\d+)/.exec(summary)?.[1] ?? 0)
+  }
+  const leaves = failures.filter((f) => !failures.some((g) => g !== f && g.startsWith(f.replace(/ # time=.*$/, '') + ' > ')))
+  if (leaves.length > 0) {
+    console.log('\nfailed:')
+    for (const f of leaves.slice(0, 50)) console.log(`  ${f}`)
   }
   if (code !== 0 && fail === 0) fail = 1 // a crashed runner is a failure even with no counted assertion
   console.log(`tests: ${pass} passed, ${fail} failed${skip ? `, ${skip} skipped` : ''}`)

@@ -331,7 +331,7 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
       if (miss.length > 0) {
         c.missing.push(`peers: prerequisites missing, install with: ${miss.join('; ')}`)
       } else {
-        const source = o.peersDir ?? process.env.FLASHGATE_PEERS_DIR ?? join(ROOT, '..', 'shared', 'peers')
+        const source = o.peersDir ?? process.env.FLASHGATE_PEERS_DIR ?? join(ROOT, 'bench', 'peers-kit')
         const dir = await prepareKit(source, (m) => { p.line(m) })
         const wanted = PEER_TARGETS.filter((t) => PEERS_OF[scenario].includes(t.name))
         p.line(`bench: starting the peers kit from ${dir} (${wanted.map((t) => t.name).join(', ')})`)

@@ -88,7 +88,7 @@ usage: flashgate bench [options]
   --config FILE       start \`flashgate serve --config FILE\` (pinned) and measure GET --path on it
   --path PATH         path for --config (default /)
   --peers             also measure the peers kit (nginx, nginx+Lua, fastify, node) in the same rounds
-  --peers-dir DIR     the peers kit (default ../shared/peers next to the checkout, or $FLASHGATE_PEERS_DIR)
+  --peers-dir DIR     the peers kit (default bench/peers-kit, part of the project; or $FLASHGATE_PEERS_DIR)
   --server-cpus LIST  CPUs for the server under test (default 0)
   --load-cpus LIST    CPUs for the bench, load generator, Redis and origins (default 1)
   --only LIST         measure only these targets, e.g. fg-proxy,fg-funnel (names as in the report);

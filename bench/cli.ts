@@ -34,6 +34,7 @@ interface Ctx {
   readonly missing: string[]
   readonly cpus: { server: string | null, load: string | null }
   readonly serverCpu: number | null
+  readonly loadCpu: number | null
   generator: 'wrk' | 'autocannon'
 }
 
@@ -82,12 +83,13 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   const pinned = canPin && pinSelf(o.loadCpus)
   const cpus = { server: pinned ? o.serverCpus : null, load: null }
   const serverCpu = pinned && /^\d+$/.test(o.serverCpus) ? Number(o.serverCpus) : null
+  const loadCpu = pinned && /^\d+$/.test(o.loadCpus) ? Number(o.loadCpus) : null
   const dir = mkdtempSync(join(tmpdir(), 'flashgate-bench-'))
   const missing: string[] = []
   if (!pinned) missing.push('CPU pinning: taskset missing or fewer than 2 CPUs; server and load generator share the cores, so figures are not comparable with the peers kit\'s')
   let generator: 'wrk' | 'autocannon' = o.generator === 'auto' ? (which('wrk') !== null ? 'wrk' : 'autocannon') : o.generator
   if (generator === 'wrk' && which('wrk') === null) { missing.push('wrk is not installed (apt-get install -y wrk): autocannon used instead'); generator = 'autocannon' }
-  const ctx: Ctx = { o, dir, p, missing, cpus, serverCpu, generator }
+  const ctx: Ctx = { o, dir, p, missing, cpus, serverCpu, loadCpu, generator }
   p.line(`bench: scenario ${o.scenario}, logs and configs in ${dir}, flashgate via ${flashgateCommand().how}${pinned ? `, server on CPU ${o.serverCpus}, load on CPU ${o.loadCpus}` : ''}`)
 
   if (o.scenario === 'waiting-room') return await waitingRoomScenario(ctx, started, args)
@@ -286,6 +288,7 @@ async function runSaleScenario (c: Ctx): Promise<SaleResult> {
     globalRate: o.globalRate,
     secrets: newSecrets(),
     cpus: c.cpus,
+    loadCpu: c.loadCpu,
     target,
     onTick: (s, totals) => {
       const t = Object.entries(totals).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, v]) => `${k} ${v}`).join(' ')
@@ -391,6 +394,7 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     pauseMs: Math.round(o.pause * 1000),
     loadCpus: null,
     serverCpu: c.serverCpu,
+    loadCpu: c.loadCpu,
     log: (l) => { p.line(l) },
     progress: (d, t, label) => { p.update(d, t, label) }
   })

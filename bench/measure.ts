@@ -13,6 +13,10 @@ import { bucketPercentile, byOutcome, deltaMap, scrape } from './prom.js'
 import type { GatewayCounters } from './prom.js'
 import { cpuMicros, cpuTicks, sleep } from './proc.js'
 import { commandDelta, scriptCalls, sumCommands } from './redis-stats.js'
+import { watchGenerator } from './generator-health.js'
+import type { GeneratorHealth } from './generator-health.js'
+import { serverLatency } from './server-latency.js'
+import type { ServerLatency } from './server-latency.js'
 import type { RedisProbe } from './redis-stats.js'
 
 export interface Target {
@@ -54,6 +58,10 @@ export interface Run {
   /** flashgate's answers by outcome during the run (passed or a reject code). */
   readonly outcomes: Record<string, number> | null
   readonly timeline: readonly TimelinePoint[] | null
+  /** flashgate's own latency per outcome over the run (its histogram), beside the client's. */
+  readonly serverLatency?: Record<string, ServerLatency> | null
+  /** The generator's CPU (and event-loop lag when in process): was it the bottleneck? */
+  readonly generatorHealth?: GeneratorHealth
 }
 
 export interface MeasureOptions {
@@ -68,6 +76,8 @@ export interface MeasureOptions {
   readonly loadCpus: string | null
   /** CPU whose busy share is reported (the server core), or null. */
   readonly serverCpu: number | null
+  /** The load core, for the generator's health (its busy share), or null. */
+  readonly loadCpu?: number | null
   readonly log: (line: string) => void
   readonly progress: (done: number, total: number, label: string) => void
 }
@@ -118,6 +128,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
     }
   })()
   let load: LoadResult
+  const watch = watchGenerator(o.generator, { inProcess: o.generator === 'autocannon', loadCpu: o.loadCpu ?? null })
   try {
     load = o.generator === 'wrk'
       ? await runWrk({ baseUrl: t.baseUrl, requests: t.requests, connections: o.connections, seconds, cpus: o.loadCpus })
@@ -127,6 +138,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
     wake()
     await sampler
   }
+  const generatorHealth = watch.stop()
   const cpuB = t.pid === null ? null : cpuMicros(t.pid)
   const cpu0b = o.serverCpu === null ? null : cpuTicks(o.serverCpu)
   const redisB = t.redis === null ? null : await t.redis.commandStats()
@@ -173,7 +185,9 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
     redisScriptsPerReq: cmds !== null && n > 0 ? scriptCalls(cmds) / n : null,
     storeOpsPerReq: storeOps !== null && n > 0 ? storeOps / n : null,
     outcomes,
-    timeline
+    timeline,
+    serverLatency: serverLatency(metA, metB, t.route),
+    generatorHealth
   }
 }
 
@@ -242,6 +256,11 @@ export interface TargetSummary {
   readonly redisScriptsPerReq: number | null
   readonly storeOpsPerReq: number | null
   readonly outcomes: Record<string, number> | null
+  /** Median over rounds of flashgate's own p99 (ms) per outcome. */
+  readonly serverP99?: Record<string, number | null> | null
+  /** Median over rounds of the generator's CPU (% of a core), and whether any run saturated it. */
+  readonly generatorCpuPct?: number | null
+  readonly generatorSaturated?: boolean
 }
 
 export function summarise (targets: readonly Target[], runs: readonly Run[]): TargetSummary[] {
@@ -269,9 +288,20 @@ export function summarise (targets: readonly Target[], runs: readonly Run[]): Ta
       redisCommandsPerReq: median(rs.map((r) => r.redisCommandsPerReq)),
       redisScriptsPerReq: median(rs.map((r) => r.redisScriptsPerReq)),
       storeOpsPerReq: median(rs.map((r) => r.storeOpsPerReq)),
-      outcomes: any ? outcomes : null
+      outcomes: any ? outcomes : null,
+      serverP99: serverP99Of(rs),
+      generatorCpuPct: median(rs.map((r) => r.generatorHealth?.cpuPct ?? null)),
+      generatorSaturated: rs.some((r) => r.generatorHealth?.saturated === true)
     }
   })
+}
+
+function serverP99Of (rs: readonly Run[]): Record<string, number | null> | null {
+  const keys = new Set(rs.flatMap((r) => Object.keys(r.serverLatency ?? {})))
+  if (keys.size === 0) return null
+  const out: Record<string, number | null> = {}
+  for (const k of keys) out[k] = median(rs.map((r) => r.serverLatency?.[k]?.p99 ?? null))
+  return out
 }
 
 /** rps(target) / rps(reference), taken within each round, then the median. */

@@ -86,8 +86,16 @@ export function markdown (r: Report): string {
     L.push(`${fInt(Number(r.settings.users))} users (${fInt(u.bots)} bots), ${String(r.settings.connections)} connections, ${f(u.seconds, 1)} s; products ${s.products.map((p) => `${p.product} (quota ${p.quota})`).join(', ')}.`, '')
     L.push('| requests/s | p50 ms | p99 ms | p99.9 ms | answers | lost | gateway CPU µs/req | Redis cmds/req | Redis round trips/req |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     L.push(`| ${fInt(u.rps)} | ${f(u.latencyMs.p50, 2)} | ${f(u.latencyMs.p99, 2)} | ${f(u.latencyMs.p999, 2)} | ${fInt(u.answered)} | ${u.lost} | ${f(s.cpuUsPerReq, 1)} | ${f(s.redisCommandsPerReq, 3)} | ${f(s.storeOpsPerReq ?? s.redisScriptsPerReq, 3)} |`, '')
-    L.push('| buy answers by outcome | count | p50 ms | p99 ms |', '|:---|---:|---:|---:|')
-    for (const [k, v] of Object.entries(u.buyOutcomes).sort((a, b) => b[1] - a[1])) L.push(`| ${k} | ${fInt(v)} | ${f(u.buyLatencyMs[k]?.p50, 2)} | ${f(u.buyLatencyMs[k]?.p99, 2)} |`)
+    L.push('Latency per outcome where it happens: the client\'s (the crowd, from sending to the last byte) beside the gateway\'s own (its `flashgate_request_duration_seconds` histogram for the buy route, scraped before and after; bucket bounds 0.5, 1, 2.5, 5, 10, 25, 50 ms …, interpolated). The gap is time the gateway does not see: its accept queue, its event loop before a request is parsed, the network stack, the generator.', '')
+    L.push('| buy answers by outcome | count | client p50 ms | client p99 ms | gateway count | gateway p50 ms | gateway p99 ms | gateway ≤ 0.5 ms | gateway ≤ 50 ms |', '|:---|---:|---:|---:|---:|---:|---:|---:|---:|')
+    const sl = s.serverBuyLatency ?? {}
+    const buyKeys = [...new Set([...Object.keys(u.buyOutcomes), ...Object.keys(sl)])].sort((a, b) => (u.buyOutcomes[b] ?? sl[b]?.count ?? 0) - (u.buyOutcomes[a] ?? sl[a]?.count ?? 0))
+    for (const k of buyKeys) {
+      const g = sl[k]
+      L.push(`| ${k} | ${fInt(u.buyOutcomes[k] ?? 0)} | ${f(u.buyLatencyMs[k]?.p50, 2)} | ${f(u.buyLatencyMs[k]?.p99, 2)} | ${fInt(g?.count)} | ${f(g?.p50, 2)} | ${f(g?.p99, 2)} | ${g?.within05msPct == null ? '–' : `${f(g.within05msPct, 1)} %`} | ${g?.within50msPct == null ? '–' : `${f(g.within50msPct, 1)} %`} |`)
+    }
+    const gh = s.generatorHealth
+    if (gh !== undefined) L.push('', `Generator (${gh.generator}, in the bench process on the load core): CPU ${f(gh.cpuPct, 0)} % of a core, event-loop lag p99 ${f(gh.lagP99Ms, 1)} ms (max ${f(gh.lagMaxMs, 1)} ms), load core busy ${f(gh.loadCpuBusyPct, 0)} % (shared with Redis and the origin). ${gh.saturated ? `**Generator saturated — the client-side latencies above are the generator's, not the gateway's: ${gh.why ?? ''}.**` : 'Not saturated (< 90 % of a core, lag p99 < 20 ms).'}`)
     L.push('', `All answers by outcome (gateway metrics): ${outcomesCell(s.gatewayOutcomes)}`, '')
     L.push('| product | quota | orders seen | edge admitted | oversold | origin stock/sale/locked/sold | invariant |', '|:---|---:|---:|---:|---:|---:|:---:|')
     for (const p of s.products) L.push(`| ${p.product} | ${p.quota} | ${p.orders} | ${p.edgeAdmitted ?? '–'} | ${p.oversold} | ${p.origin === null ? '–' : `${p.origin.stock}/${p.origin.sale}/${p.origin.locked}/${p.origin.sold}`} | ${p.invariantOk === null ? '–' : p.invariantOk && p.originMatchesOrders === true ? '✓' : '✗'} |`)
@@ -95,11 +103,12 @@ export function markdown (r: Report): string {
   }
   if (r.targets !== null && r.targets.length > 0) {
     L.push('### Throughput (one core for the server under test; medians over rounds)', '')
-    L.push('| target | what | requests/s | min–max | p50 ms | p99 ms | p99.9 ms | CPU µs/req | Redis cmds/req | store ops/req | non-2xx % | lost | answers (flashgate metrics) |', '|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|')
+    L.push('| target | what | requests/s | min–max | p50 ms | p99 ms | p99.9 ms | gateway p99 ms by outcome | CPU µs/req | Redis cmds/req | store ops/req | non-2xx % | lost | generator CPU % | answers (flashgate metrics) |', '|:---|:---|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|:---|')
     for (const t of r.targets) {
-      L.push(`| ${t.kind === 'flashgate' ? `**${t.target}**` : t.target} | ${t.role} | ${fInt(t.rps)} | ${fInt(t.rpsMin)}–${fInt(t.rpsMax)} | ${f(t.p50, 2)} | ${f(t.p99, 2)} | ${f(t.p999, 2)} | ${f(t.cpuUsPerReq, 1)} | ${f(t.redisCommandsPerReq, 3)} | ${f(t.storeOpsPerReq, 3)} | ${f(t.non2xxPct, 1)} | ${t.lost} | ${outcomesCell(t.outcomes)} |`)
+      const sp = t.serverP99 == null ? '–' : Object.entries(t.serverP99).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ')
+      L.push(`| ${t.kind === 'flashgate' ? `**${t.target}**` : t.target} | ${t.role} | ${fInt(t.rps)}${t.generatorSaturated === true ? ' (generator saturated)' : ''} | ${fInt(t.rpsMin)}–${fInt(t.rpsMax)} | ${f(t.p50, 2)} | ${f(t.p99, 2)} | ${f(t.p999, 2)} | ${sp} | ${f(t.cpuUsPerReq, 1)} | ${f(t.redisCommandsPerReq, 3)} | ${f(t.storeOpsPerReq, 3)} | ${f(t.non2xxPct, 1)} | ${t.lost} | ${f(t.generatorCpuPct, 0)} | ${outcomesCell(t.outcomes)} |`)
     }
-    L.push('')
+    L.push('', 'p50/p99 are the client\'s (the generator\'s); *gateway p99* is flashgate\'s own histogram over the same run (coarse buckets). *Generator CPU* is the load generator\'s share of one core (wrk as a child of the bench; autocannon in the bench process): at ≥ 90 % the row is marked *generator saturated* and its requests/s is a bound on the generator, not the server.', '')
   }
   if (r.comparisons.length > 0) {
     L.push('### Ratios (requests/s, within each round, median)', '', '| flashgate target | × reference | ratio | goal | met | what |', '|:---|:---|---:|---:|:---:|:---|')

@@ -26,6 +26,8 @@ import { COMPARISONS, FUNNEL_STEPS, PEERS_OF, flashgateTargets, peerTargets } fr
 import { chart } from './svg.js'
 import { runWaitingRoom, waitingRoomChecks, waitingRoomTable } from './waiting-room.js'
 import type { TimelinePoint } from './load/types.js'
+import { runSpike } from './spike.js'
+import type { SpikeResult } from './spike.js'
 
 interface Ctx {
   readonly o: BenchOptions
@@ -99,6 +101,7 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   let targets: Target[] = []
   let timeline: readonly TimelinePoint[] | null = null
   let timelineOf: string | null = null
+  let spike: SpikeResult | null = null
 
   if (o.scenario === 'flash-sale' && o.config === null) {
     sale = await runSaleScenario(ctx)
@@ -109,7 +112,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   if (o.scenario !== 'flash-sale' || o.peers || o.config !== null) {
     const m = await runThroughput(ctx)
     runs = m.runs
-    targets = m.targets
+    targets = m.spike === null ? m.targets : []
+    spike = m.spike
     if (timeline === null) {
       const main = targets.find((t) => t.kind === 'flashgate')
       const last = [...runs].reverse().find((r) => r.target === main?.name && r.round !== 'warmup')
@@ -183,6 +187,9 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
       }
     }
   }
+  if (spike !== null) {
+    for (const st of spike.targets) checks.push({ name: `spike ${st.target}: answers other than the expected status (must be 0)`, value: st.unexpected, ok: st.unexpected === 0 })
+  }
   const ok = checks.every((c) => c.ok !== false)
   const { machine, versions } = machineInfo()
   const report: Report = {
@@ -194,7 +201,7 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     machine,
     versions,
     settings: { ...o, products: o.products, serverCpus: pinned ? o.serverCpus : null, loadCpus: pinned ? o.loadCpus : null, flashgate: flashgateCommand().how },
-    generator: sale !== null ? `virtual users (undici)${runs.length > 0 ? ` + ${generator}` : ''}` : generator,
+    generator: sale !== null ? `virtual users (undici)${runs.length > 0 ? ` + ${generator}` : ''}` : spike !== null ? 'open loop at fixed arrival rates (raw sockets, bench/load/open-loop.ts, in the bench process)' : generator,
     sale: sale === null ? null : { ...sale, users: { ...sale.users, orders: sale.users.orders.length } },
     targets: summaries.length > 0 ? summaries : null,
     comparisons,
@@ -203,7 +210,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     correctness: { ok, checks },
     runs,
     timeline,
-    timelineOf
+    timelineOf,
+    spike
   }
   const files = writeReport(report, o)
   p.end()
@@ -299,7 +307,7 @@ async function runSaleScenario (c: Ctx): Promise<SaleResult> {
   return r
 }
 
-async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] }> {
+async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[], spike: SpikeResult | null }> {
   const { o, p } = c
   const targets: Target[] = []
   const scenario = o.scenario
@@ -383,6 +391,12 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     const keep = new Set(o.only)
     targets.splice(0, targets.length, ...targets.filter((t) => keep.has(t.name)))
   }
+  if (scenario === 'spike') {
+    p.line(`bench: open-loop spike, ${o.rateStart}/s × ${o.rateFactor} per ${o.duration} s step up to ${o.rateMax}/s, bound p99 ≤ ${o.p99Ms} ms, ${o.connections} connections, ${targets.length} targets`)
+    const spike = await runSpike(targets, { rateStart: o.rateStart, rateFactor: o.rateFactor, rateMax: o.rateMax, stepSeconds: o.duration, p99Ms: o.p99Ms, connections: o.connections, warmupS: o.warmup, pauseMs: Math.round(o.pause * 1000), loadCpu: c.loadCpu, log: (l) => { p.line(l) }, progress: (d, t, label) => { p.update(d, t, label) } })
+    for (const t of targets) await t.redis?.close()
+    return { runs: [], targets, spike }
+  }
   const seconds = scenario === 'flash-sale' ? o.runDuration : o.duration
   p.line(`bench: checks, then ${o.warmup > 0 ? `${o.warmup}s warm-up per target and ` : ''}${o.rounds} round(s) of ${seconds}s per target (${targets.length} targets), ${c.generator}, ${o.connections} connections`)
   const runs = await measure(targets, {
@@ -399,5 +413,5 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     progress: (d, t, label) => { p.update(d, t, label) }
   })
   for (const t of targets) await t.redis?.close()
-  return { runs, targets }
+  return { runs, targets, spike: null }
 }

@@ -7,6 +7,7 @@ import { cpus, hostname, release, totalmem } from 'node:os'
 import type { Run, TargetSummary } from './measure.js'
 import type { SaleResult } from './sale.js'
 import type { TimelinePoint } from './load/types.js'
+import type { SpikeResult } from './spike.js'
 
 export interface ComparisonRow { readonly target: string, readonly reference: string, readonly ratio: number | null, readonly goal: number | null, readonly met: boolean | null, readonly what: string }
 export interface FunnelCost { readonly step: string, readonly guard: string, readonly rps: number | null, readonly cpuUsPerReq: number | null, readonly addedUs: number | null }
@@ -32,6 +33,8 @@ export interface Report {
   /** The timeline shown in the chart (per second, by outcome). */
   readonly timeline: readonly TimelinePoint[] | null
   readonly timelineOf: string | null
+  /** `--scenario spike`: the open-loop steps per target. */
+  readonly spike?: SpikeResult | null
 }
 
 function version (cmd: string, args: string[]): string {
@@ -120,10 +123,26 @@ export function markdown (r: Report): string {
     for (const c of r.funnel) L.push(`| ${c.step} | ${c.guard} | ${fInt(c.rps)} | ${f(c.cpuUsPerReq, 1)} | ${f(c.addedUs, 1)} |`)
     L.push('')
   }
+  if (r.spike != null) spikeSection(L, r.spike)
   if (r.missing.length > 0) {
     L.push('### Not measured in this run', '')
     for (const m of r.missing) L.push(`- ${m}`)
     L.push('')
   }
   return L.join('\n')
+}
+
+function spikeSection (L: string[], s: SpikeResult): void {
+  L.push(`### Open-loop spike: the highest arrival rate holding p99 ≤ ${s.p99Ms} ms on one server core`, '')
+  L.push(`Arrivals at a fixed rate (open loop, raw sockets, ${s.connections} keep-alive connections, one request in flight each), ${s.stepSeconds} s per step; latency from each request's intended send time, so a stall is charged to every request due during it. *Service p99* is from the moment the request was written (what a closed-loop generator would report).`, '')
+  L.push('| target | what | highest rate held | stopped by |', '|:---|:---|---:|:---|')
+  for (const t of s.targets) L.push(`| ${t.kind === 'flashgate' ? `**${t.target}**` : t.target} | ${t.role} | ${t.bestRate === null ? 'none' : `${fInt(t.bestRate)}/s`}${t.generatorBound ? ' (≥: generator bound)' : ''} | ${t.stoppedBy} |`)
+  L.push('', '| target | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | service p99 ms | gateway p99 ms by outcome | server core % | server µs/req | generator CPU % | generator lag p99 ms | held |', '|:---|---:|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|:---|')
+  for (const t of s.targets) {
+    for (const st of t.steps) {
+      const sp = st.serverLatency === null ? '–' : Object.entries(st.serverLatency).map(([k, v]) => `${k} ${f(v.p99, 2)}`).join(', ')
+      L.push(`| ${t.target} | ${fInt(st.rate)} | ${fInt(st.load.rps)} | ${f(st.load.latencyMs.p50, 2)} | ${f(st.load.latencyMs.p99, 2)} | ${f(st.load.latencyMs.p999, 2)} | ${f(st.load.serviceMs.p99, 2)} | ${sp} | ${f(st.serverCorePct, 0)} | ${f(st.cpuUsPerReq, 1)} | ${f(st.generatorHealth.cpuPct, 0)} | ${f(st.generatorHealth.lagP99Ms, 1)} | ${st.held ? '✓' : `✗ ${st.why ?? ''}`} |`)
+    }
+  }
+  L.push('')
 }

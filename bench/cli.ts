@@ -27,6 +27,10 @@ import { chart } from './svg.js'
 import { runWaitingRoom, waitingRoomChecks, waitingRoomTable } from './waiting-room.js'
 import type { TimelinePoint } from './load/types.js'
 import { runSpike } from './spike.js'
+import { costsFromReport, plan } from './capacity.js'
+import type { Plan } from './capacity.js'
+import { capacityCheck } from './capacity-run.js'
+import type { CapacityCheck } from './capacity-run.js'
 import type { SpikeResult } from './spike.js'
 
 interface Ctx {
@@ -124,6 +128,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   }
 
   const summaries = summarise(targets, runs)
+  let capacity: { plan: Plan | null, planError: string | null, check: CapacityCheck | null } | null = null
+  if (o.scenario === 'capacity') capacity = await capacityScenario(ctx, summaries)
   const names = new Set(targets.map((t) => t.name))
   const comparisons: ComparisonRow[] = COMPARISONS.filter((c) => names.has(c.target) && names.has(c.reference)).map((c) => {
     const r = ratio(runs, c.target, c.reference)
@@ -187,6 +193,13 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
       }
     }
   }
+  if (capacity?.check != null) {
+    const ch = capacity.check
+    checks.push({ name: `capacity check (${ch.workers} workers): requests lost (must be 0)`, value: ch.lost, ok: ch.lost === 0 })
+    const off = Object.entries(o.mix).map(([k, v]) => Math.abs((ch.measuredMix[k] ?? 0) - v)).reduce((a, b) => Math.max(a, b), 0)
+    checks.push({ name: 'capacity check: the gateway answered the planned mix (each outcome within 2 points)', value: `${(off * 100).toFixed(2)} points off`, ok: off <= 0.02 })
+  }
+  if (capacity !== null && capacity.plan === null) checks.push({ name: 'capacity: a plan from the measured costs', value: capacity.planError, ok: false })
   if (spike !== null) {
     for (const st of spike.targets) checks.push({ name: `spike ${st.target}: answers other than the expected status (must be 0)`, value: st.unexpected, ok: st.unexpected === 0 })
   }
@@ -211,7 +224,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     runs,
     timeline,
     timelineOf,
-    spike
+    spike,
+    capacity
   }
   const files = writeReport(report, o)
   p.end()
@@ -414,4 +428,28 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[],
   })
   for (const t of targets) await t.redis?.close()
   return { runs, targets, spike: null }
+}
+
+/** `--scenario capacity`: price each outcome from the one-worker runs, plan the peak, check the model on a `--workers 2` run. */
+async function capacityScenario (c: Ctx, summaries: readonly TargetSummary[]): Promise<{ plan: Plan | null, planError: string | null, check: CapacityCheck | null }> {
+  const { o, p } = c
+  const costs = costsFromReport({ targets: summaries })
+  let pl: Plan | null = null
+  let planError: string | null = null
+  try { pl = plan(o.peak, o.mix, costs, o.headroom) } catch (err) { planError = (err as Error).message }
+  const check = await capacityCheck({
+    dir: c.dir,
+    mix: o.mix,
+    costs,
+    workers: Math.max(2, o.workers),
+    seconds: o.duration,
+    warmupS: o.warmup,
+    connections: o.connections,
+    generator: c.generator,
+    cpus: c.cpus,
+    loadCpu: c.loadCpu,
+    redis: o.store !== 'memory' && which('redis-server') !== null,
+    log: (m) => { p.line(m) }
+  })
+  return { plan: pl, planError, check }
 }

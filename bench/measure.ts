@@ -55,6 +55,8 @@ export interface Run {
   readonly redisScriptsPerReq: number | null
   /** Store operations per request, from flashgate's own metrics. */
   readonly storeOpsPerReq: number | null
+  /** redis-server CPU per request (µs, INFO cpu), for the capacity model's shards. */
+  readonly redisCpuUsPerReq?: number | null
   /** flashgate's answers by outcome during the run (passed or a reject code). */
   readonly outcomes: Record<string, number> | null
   readonly timeline: readonly TimelinePoint[] | null
@@ -106,6 +108,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
   const cpu0 = o.serverCpu === null ? null : cpuTicks(o.serverCpu)
   const cpuA = t.pid === null ? null : cpuMicros(t.pid)
   const redisA = t.redis === null ? null : await t.redis.commandStats()
+  const redisCpuA = t.redis === null ? null : await t.redis.cpuMicros()
   const metA = t.admin === null ? null : await scrape(t.admin)
   // Per-second samples of flashgate's metrics while the load runs (wrk has no per-second output).
   const samples: Array<{ t: number, c: GatewayCounters }> = []
@@ -142,6 +145,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
   const cpuB = t.pid === null ? null : cpuMicros(t.pid)
   const cpu0b = o.serverCpu === null ? null : cpuTicks(o.serverCpu)
   const redisB = t.redis === null ? null : await t.redis.commandStats()
+  const redisCpuB = t.redis === null ? null : await t.redis.cpuMicros()
   const metB = t.admin === null ? null : await scrape(t.admin)
   const n = load.answered
   const cmds = commandDelta(redisA, redisB)
@@ -184,6 +188,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
     redisCommandsPerReq: cmdSum !== null && n > 0 ? cmdSum / n : null,
     redisScriptsPerReq: cmds !== null && n > 0 ? scriptCalls(cmds) / n : null,
     storeOpsPerReq: storeOps !== null && n > 0 ? storeOps / n : null,
+    redisCpuUsPerReq: redisCpuA !== null && redisCpuB !== null && n > 0 ? (redisCpuB - redisCpuA) / n : null,
     outcomes,
     timeline,
     serverLatency: serverLatency(metA, metB, t.route),
@@ -256,6 +261,7 @@ export interface TargetSummary {
   readonly redisScriptsPerReq: number | null
   readonly storeOpsPerReq: number | null
   readonly outcomes: Record<string, number> | null
+  readonly redisCpuUsPerReq?: number | null
   /** Median over rounds of flashgate's own p99 (ms) per outcome. */
   readonly serverP99?: Record<string, number | null> | null
   /** Median over rounds of the generator's CPU (% of a core), and whether any run saturated it. */
@@ -289,6 +295,7 @@ export function summarise (targets: readonly Target[], runs: readonly Run[]): Ta
       redisScriptsPerReq: median(rs.map((r) => r.redisScriptsPerReq)),
       storeOpsPerReq: median(rs.map((r) => r.storeOpsPerReq)),
       outcomes: any ? outcomes : null,
+      redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq ?? null)),
       serverP99: serverP99Of(rs),
       generatorCpuPct: median(rs.map((r) => r.generatorHealth?.cpuPct ?? null)),
       generatorSaturated: rs.some((r) => r.generatorHealth?.saturated === true)

@@ -8,6 +8,9 @@ import type { Run, TargetSummary } from './measure.js'
 import type { SaleResult } from './sale.js'
 import type { TimelinePoint } from './load/types.js'
 import type { SpikeResult } from './spike.js'
+import { planMarkdown } from './capacity.js'
+import type { Plan } from './capacity.js'
+import type { CapacityCheck } from './capacity-run.js'
 
 export interface ComparisonRow { readonly target: string, readonly reference: string, readonly ratio: number | null, readonly goal: number | null, readonly met: boolean | null, readonly what: string }
 export interface FunnelCost { readonly step: string, readonly guard: string, readonly rps: number | null, readonly cpuUsPerReq: number | null, readonly addedUs: number | null }
@@ -35,6 +38,8 @@ export interface Report {
   readonly timelineOf: string | null
   /** `--scenario spike`: the open-loop steps per target. */
   readonly spike?: SpikeResult | null
+  /** `--scenario capacity`: the plan for `--peak` and `--mix`, and the model checked on a multi-worker run. */
+  readonly capacity?: { readonly plan: Plan | null, readonly planError: string | null, readonly check: CapacityCheck | null } | null
 }
 
 function version (cmd: string, args: string[]): string {
@@ -124,6 +129,7 @@ export function markdown (r: Report): string {
     L.push('')
   }
   if (r.spike != null) spikeSection(L, r.spike)
+  if (r.capacity != null) capacitySection(L, r.capacity)
   if (r.missing.length > 0) {
     L.push('### Not measured in this run', '')
     for (const m of r.missing) L.push(`- ${m}`)
@@ -145,4 +151,22 @@ function spikeSection (L: string[], s: SpikeResult): void {
     }
   }
   L.push('')
+}
+
+function capacitySection (L: string[], c: NonNullable<Report['capacity']>): void {
+  L.push('### Capacity model', '')
+  L.push('Costs per outcome from the one-worker runs above (gateway CPU of its process tree, store round trips and Redis commands per request, redis-server CPU from INFO cpu), turned into cores and shards (`flashgate capacity --from THIS.json --peak N --mix …` gives the same for other figures).', '')
+  L.push(c.plan !== null ? planMarkdown(c.plan) : `No plan: ${c.planError ?? ''}`, '')
+  const k = c.check
+  if (k !== null) {
+    L.push(`#### Predicted vs measured: ${k.workers} workers${k.serverCpus !== null ? ` on CPU ${k.serverCpus}` : ''}, ${k.seconds} s, the mix ${Object.entries(k.measuredMix).sort((a, b) => b[1] - a[1]).map(([o, v]) => `${o} ${f(v * 100, 1)} %`).join(', ')} (as counted by the gateway)`, '')
+    L.push('| at the measured rate | predicted | measured | error |', '|:---|---:|---:|---:|')
+    L.push(`| requests/s | | ${fInt(k.requestsPerSec)} | |`)
+    L.push(`| gateway µs/req | ${f(k.gatewayUsPerReqPredicted, 1)} | ${f(k.gatewayUsPerReqMeasured, 1)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
+    L.push(`| gateway cores busy | ${f(k.gatewayCoresPredicted, 3)} | ${f(k.gatewayCoresMeasured, 3)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
+    L.push(`| redis-server cores busy | ${f(k.redisCoresPredicted, 3)} | ${f(k.redisCoresMeasured, 3)} | ${k.redisErrorPct === null ? '–' : `${f(k.redisErrorPct, 1)} %`} |`)
+    L.push('', `Generator: ${k.generatorHealth.generator}, CPU ${f(k.generatorHealth.cpuPct, 0)} % of a core${k.generatorHealth.saturated ? ' — **saturated**' : ''}; load core busy ${f(k.generatorHealth.loadCpuBusyPct, 0)} %.`)
+    for (const n of k.notes) L.push(`- ${n}`)
+    L.push('')
+  }
 }

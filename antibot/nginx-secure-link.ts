@@ -22,7 +22,7 @@
  * of `//` and resolution of `.`/`..` in `$uri` (the gateway's router sees the path as sent).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { RequestContext } from '../gateway/types.js'
+import type { RequestContext } from '../gateway/pipeline/types.js'
 import { cookieOf } from './util.js'
 
 type Getter = (ctx: RequestContext, expires: string) => string

@@ -6,8 +6,8 @@ import * as cryptoNs from 'node:crypto'
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import type { ValueSource } from '../conf/types.js'
-import { queryOf } from '../gateway/query.js'
-import type { RequestContext } from '../gateway/types.js'
+import { queryOf } from '../gateway/http/query.js'
+import type { RequestContext } from '../gateway/pipeline/types.js'
 
 /** First value of a request header (node lower-cases names); null when absent or empty. */
 export function headerOf (headers: Record<string, string | string[] | undefined>, name: string): string | null {

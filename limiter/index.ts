@@ -27,6 +27,6 @@ export function createStore (cfg: StoreConfig, deps: StoreDeps): Store {
   return new RedisStore(cfg, { metrics: deps.metrics, clock: deps.clock, log: deps.log })
 }
 
-export { rateLimitGuard } from './rate-limit-guard.js'
+export { rateLimitGuard } from '../gateway/guards/rate-limit.js'
 export { quotaGuard, createQuotaAdmin, segmentQuota, segmentKey, limitKey, QUOTA_CHANNEL, type QuotaAdmin, type QuotaStatus } from './quota.js'
 export { DelayQueue } from './delay-queue.js'

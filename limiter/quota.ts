@@ -48,10 +48,10 @@
  */
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
 import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
-import { rejection } from '../gateway/reject.js'
-import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
-import { ConfigError } from '../gateway/errors.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './common.js'
+import { rejection } from '../gateway/pipeline/reject.js'
+import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/pipeline/types.js'
+import { ConfigError } from '../conf/errors.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from '../gateway/guards/values.js'
 import { retryRefused } from './breaker.js'
 import type { CounterResult, MarkAddResult, Store } from './store.js'
 

@@ -49,7 +49,7 @@
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
 import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { StoreError } from '../gateway/errors.js'
+import { StoreError } from '../conf/errors.js'
 import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/metrics.js'
 import type { StoreConfig } from '../conf/types.js'
 import { Breaker } from './breaker.js'

@@ -5,7 +5,7 @@
  */
 import t, { type Test } from 'tap'
 import { createMetrics } from '../../gateway/metrics.js'
-import type { Rejection } from '../../gateway/types.js'
+import type { Rejection } from '../../gateway/pipeline/types.js'
 import { createQuotaAdmin, createStore, quotaGuard } from '../../limiter/index.js'
 import type { Store } from '../../limiter/store.js'
 import { redisCli, startRedis, type RedisHandle } from '../helpers/redis.js'

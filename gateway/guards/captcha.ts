@@ -25,15 +25,15 @@
 import { createHash, createSecretKey, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import type { CaptchaGuardConfig } from '../conf/types.js'
-import type { Guard, GuardDeps, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
-import { rejection } from '../gateway/reject.js'
+import type { CaptchaGuardConfig } from '../../conf/types.js'
+import type { Guard, GuardDeps, GuardFactory, RequestContext, Verdict } from '../pipeline/types.js'
+import { rejection } from '../pipeline/reject.js'
 import { guardId, onStoreError } from './common.js'
-import { clearanceSetCookie, signClearance, verifyClearance } from './captcha/clearance.js'
-import { verifySolution } from './captcha/pow.js'
-import { createSiteverify } from './captcha/siteverify.js'
-import type { CaptchaVerifier, VerifyResult } from './captcha/siteverify.js'
-import { FORM_FIELDS, cookieOf, valueOf } from './util.js'
+import { clearanceSetCookie, signClearance, verifyClearance } from '../../antibot/captcha/clearance.js'
+import { verifySolution } from '../../antibot/captcha/pow.js'
+import { createSiteverify } from '../../antibot/captcha/siteverify.js'
+import type { CaptchaVerifier, VerifyResult } from '../../antibot/captcha/siteverify.js'
+import { FORM_FIELDS, cookieOf, valueOf } from '../../antibot/util.js'
 
 /** Longest token looked at (Turnstile documents 2048 characters). */
 export const MAX_TOKEN = 4096

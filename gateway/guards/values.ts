@@ -2,11 +2,11 @@
  * Small pieces the limiter guards share: reading a ValueSource, a stable string hash, the store's 503,
  * and the failure-policy bookkeeping.
  */
-import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../conf/types.js'
-import { StoreError } from '../gateway/errors.js'
-import { queryOf } from '../gateway/query.js'
-import { rejection } from '../gateway/reject.js'
-import type { GuardDeps, Rejection, RequestContext } from '../gateway/types.js'
+import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
+import { StoreError } from '../../conf/errors.js'
+import { queryOf } from '../http/query.js'
+import { rejection } from '../pipeline/reject.js'
+import type { GuardDeps, Rejection, RequestContext } from '../pipeline/types.js'
 
 /** `<route>#<index>:<kind>` */
 export function guardId (route: RouteConfig, cfg: GuardConfig): string {
@@ -59,7 +59,7 @@ export function fnv1a (s: string): number {
   return h >>> 0
 }
 
-export { onSettle } from '../gateway/settle.js'
+export { onSettle } from '../pipeline/settle.js'
 
 /** The guard's failure policy: its own `on_error`, else `store.on_error`. */
 export function policyOf (cfgOnError: FailurePolicy | null, deps: GuardDeps): FailurePolicy {

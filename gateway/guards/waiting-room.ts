@@ -21,17 +21,17 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
-import type { CampaignConfig, Config, WaitingRoomConfig, WaitingRoomGuardConfig } from '../conf/types.js'
-import { GaugeCell } from '../gateway/metrics.js'
-import { REJECT_HEADERS, rejection } from '../gateway/reject.js'
-import type { EdgeHandler, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../gateway/types.js'
-import { StoreError } from '../gateway/errors.js'
-import type { Store } from '../limiter/store.js'
-import { segmentKey, limitKey } from '../limiter/quota.js'
-import { PASS_USED, commitmentOf, defaultBurst, etaMs, shuffleScore, stockCap, type RoomEntry, type RoomEntryResult, type RoomParams, type RoomView } from '../limiter/waiting-room.js'
-import { onSettle } from '../gateway/settle.js'
+import type { CampaignConfig, Config, WaitingRoomConfig, WaitingRoomGuardConfig } from '../../conf/types.js'
+import { GaugeCell } from '../metrics.js'
+import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
+import type { EdgeHandler, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
+import { StoreError } from '../../conf/errors.js'
+import type { Store } from '../../limiter/store.js'
+import { segmentKey, limitKey } from '../../limiter/quota.js'
+import { PASS_USED, commitmentOf, defaultBurst, etaMs, shuffleScore, stockCap, type RoomEntry, type RoomEntryResult, type RoomParams, type RoomView } from '../../limiter/waiting-room.js'
+import { onSettle } from '../pipeline/settle.js'
 import { guardId, onStoreError } from './common.js'
-import { cookieOf, headerOf, hmacB64url, macMatches, sendJson, valueOf } from './util.js'
+import { cookieOf, headerOf, hmacB64url, macMatches, sendJson, valueOf } from '../../antibot/util.js'
 
 /** How often a node syncs with the store while its room is polled (the cursor cache's age bound). */
 export const SYNC_MS = 100

@@ -28,5 +28,5 @@ export function createStore (cfg: StoreConfig, deps: StoreDeps): Store {
 }
 
 export { rateLimitGuard } from '../gateway/guards/rate-limit.js'
-export { quotaGuard, createQuotaAdmin, segmentQuota, segmentKey, limitKey, QUOTA_CHANNEL, type QuotaAdmin, type QuotaStatus } from './quota.js'
+export { quotaGuard, createQuotaAdmin, segmentQuota, segmentKey, limitKey, QUOTA_CHANNEL, type QuotaAdmin, type QuotaStatus } from '../gateway/guards/quota.js'
 export { DelayQueue } from './delay-queue.js'

@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import { dedupeGuard } from '../../gateway/guards/index.js'
-import { quotaGuard } from '../../limiter/quota.js'
+import { quotaGuard } from '../../gateway/guards/quota.js'
 import { buildPipelines } from '../../gateway/pipeline/build.js'
 import { redisCli, startRedis } from '../helpers/redis.js'
 import { guardOf, loadYaml, makeCtx, makeDeps, ready, routeYaml, settle, type TestDeps } from './helpers.js'

@@ -46,14 +46,14 @@
  * has no bound at all. A lease design (units reserved in the store ahead, spent locally) would bound
  * `local`; it is not built.
  */
-import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
-import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
-import { rejection } from '../gateway/pipeline/reject.js'
-import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/pipeline/types.js'
-import { ConfigError } from '../conf/errors.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from '../gateway/guards/values.js'
-import { retryRefused } from './breaker.js'
-import type { CounterResult, MarkAddResult, Store } from './store.js'
+import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'
+import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
+import { rejection } from '../pipeline/reject.js'
+import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
+import { ConfigError } from '../../conf/errors.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './values.js'
+import { retryRefused } from '../../limiter/breaker.js'
+import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
 
 export const QUOTA_CHANNEL = 'quota'
 

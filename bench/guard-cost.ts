@@ -82,7 +82,7 @@ await measure('empty context (allocation only, baseline)', { kind: 'x', id: 'x',
 await measure('identity: signed session cookie', { kind: 'x', id: 'x', check: (c) => { deps.identity(c); return undefined } }, empty)
 await measure('deny: 1,001 CIDRs + users (miss)', denyGuard(g('deny') as never, route, deps), () => ctx('alice'))
 await measure('captcha via clearance cookie', captchaGuard(g('captcha') as never, route, deps), () => ctx('alice'))
-await measure('signed_link (HMAC verify)', (await import('../antibot/signed-link.js')).signedLinkGuard(g('signed_link') as never, route, deps), () => ctx('alice'))
+await measure('signed_link (HMAC verify)', (await import('../gateway/guards/signed-link.js')).signedLinkGuard(g('signed_link') as never, route, deps), () => ctx('alice'))
 await measure('campaign_window', campaignWindowGuard(g('campaign_window') as never, route, deps), () => ctx('alice'))
 await measure('dedupe (memory store setIfAbsent, new user each)', dedupeGuard(g('dedupe') as never, route, deps), () => ctx(`u${seq++}`))
 await deps.store.close()

@@ -17,7 +17,7 @@
  */
 import { Cluster, Redis } from 'ioredis'
 import { StoreError } from '../conf/errors.js'
-import { QUOTA_CHANNEL, limitKey, segmentKey } from '../gateway/guards/quota.js'
+import { QUOTA_CHANNEL, limitKey, segmentKey } from '../conf/store-keys.js'
 import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 

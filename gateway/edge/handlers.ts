@@ -19,7 +19,7 @@ import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
 import { powKey } from '../guards/captcha.js'
 import { issueChallenge } from '../../antibot/captcha/pow.js'
 import { linkKeys, newNonce, signLinkQuery } from '../../antibot/signed-link.js'
-import { sendJson } from '../../antibot/util.js'
+import { sendJson } from '../http/json.js'
 import { createQueueHandlers } from '../guards/waiting-room.js'
 
 function reject (res: ServerResponse, r: Rejection): void {

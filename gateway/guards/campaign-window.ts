@@ -7,7 +7,7 @@ import type { CampaignConfig, CampaignWindowGuardConfig } from '../../conf/types
 import type { Guard, GuardFactory, RequestContext, Rejection, Verdict } from '../pipeline/types.js'
 import { rejection } from '../pipeline/reject.js'
 import { guardId } from './common.js'
-import { valueOf } from '../../antibot/util.js'
+import { valueOf } from './values.js'
 
 export type WindowState = 'not_started' | 'open' | 'ended'
 

@@ -33,7 +33,8 @@ import { clearanceSetCookie, signClearance, verifyClearance } from '../../antibo
 import { verifySolution } from '../../antibot/captcha/pow.js'
 import { createSiteverify } from '../../antibot/captcha/siteverify.js'
 import type { CaptchaVerifier, VerifyResult } from '../../antibot/captcha/siteverify.js'
-import { FORM_FIELDS, cookieOf, valueOf } from '../../antibot/util.js'
+import { cookieOf } from '../../antibot/util.js'
+import { FORM_FIELDS, valueOf } from './values.js'
 
 /** Longest token looked at (Turnstile documents 2048 characters). */
 export const MAX_TOKEN = 4096

@@ -19,7 +19,7 @@ import { rejection } from '../pipeline/reject.js'
 import { onSettle } from '../pipeline/settle.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import { guardId, onStoreError } from './common.js'
-import { valueOf } from '../../antibot/util.js'
+import { valueOf } from './values.js'
 
 /** Whether an attempt that ended this way releases its dedupe mark. */
 export function releasesMark (outcome: Outcome): boolean {

@@ -54,12 +54,9 @@ import { ConfigError } from '../../conf/errors.js'
 import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './values.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
+import { QUOTA_CHANNEL, limitKey, segmentKey } from '../../conf/store-keys.js'
 
-export const QUOTA_CHANNEL = 'quota'
 
-export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
-
-export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
 
 /**
  * Whether the unit a request took goes back: unless the upstream accepted the buy (2xx/3xx). A later

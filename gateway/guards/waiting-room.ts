@@ -27,11 +27,13 @@ import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
 import type { EdgeHandler, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
 import { StoreError } from '../../conf/errors.js'
 import type { Store } from '../../limiter/store.js'
-import { segmentKey, limitKey } from './quota.js'
+import { segmentKey, limitKey } from '../../conf/store-keys.js'
 import { PASS_USED, commitmentOf, defaultBurst, etaMs, shuffleScore, stockCap, type RoomEntry, type RoomEntryResult, type RoomParams, type RoomView } from '../../limiter/waiting-room.js'
 import { onSettle } from '../pipeline/settle.js'
 import { guardId, onStoreError } from './common.js'
-import { cookieOf, headerOf, hmacB64url, macMatches, sendJson, valueOf } from '../../antibot/util.js'
+import { cookieOf, headerOf, hmacB64url, macMatches } from '../../antibot/util.js'
+import { sendJson } from '../http/json.js'
+import { valueOf } from './values.js'
 
 /** How often a node syncs with the store while its room is polled (the cursor cache's age bound). */
 export const SYNC_MS = 100

@@ -1,6 +1,8 @@
 /** rate_limit and quota guards with a fake RequestContext and a fake clock, on the memory store. */
 import t from 'tap'
-import { createQuotaAdmin, createStore, quotaGuard, rateLimitGuard } from '../../limiter/index.js'
+import { createStore } from '../../limiter/index.js'
+import { createQuotaAdmin, quotaGuard } from '../../gateway/guards/quota.js'
+import { rateLimitGuard } from '../../gateway/guards/rate-limit.js'
 import type { Rejection, Verdict } from '../../gateway/pipeline/types.js'
 import { campaign, config, counting, ctx, deps, qg, rl, route, settle, storeCfg } from './fixtures.js'
 

@@ -197,7 +197,10 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     const ch = capacity.check
     checks.push({ name: `capacity check (${ch.workers} workers): requests lost (must be 0)`, value: ch.lost, ok: ch.lost === 0 })
     const off = Object.entries(o.mix).map(([k, v]) => Math.abs((ch.measuredMix[k] ?? 0) - v)).reduce((a, b) => Math.max(a, b), 0)
-    checks.push({ name: 'capacity check: the gateway answered the planned mix (each outcome within 2 points)', value: `${(off * 100).toFixed(2)} points off`, ok: off <= 0.02 })
+    // Besides 2 points: what the 1/s bucket of the 429 path lets through (about one a second, answered
+    // passed) and the requests in flight when the generator hangs up (CLIENT_ABORTED), weigh in a small run.
+    const slack = 0.02 + (Math.ceil(ch.seconds) + 2 + o.connections) / Math.max(1, ch.answered)
+    checks.push({ name: `capacity check: the gateway answered the planned mix (each outcome within ${(slack * 100).toFixed(1)} points)`, value: `${(off * 100).toFixed(2)} points off`, ok: off <= slack })
   }
   if (capacity !== null && capacity.plan === null) checks.push({ name: 'capacity: a plan from the measured costs', value: capacity.planError, ok: false })
   if (spike !== null) {

@@ -185,7 +185,8 @@ t.test('proxy', async (t) => {
   t.equal(fg?.lost, 0)
   t.equal(fg?.outcomes?.passed !== undefined && fg.outcomes.passed > 0, true, 'answers counted from the gateway metrics')
   t.ok(typeof fg?.serverP99?.passed === 'number', 'the gateway\'s own p99 of the run')
-  t.ok(typeof fg?.generatorCpuPct === 'number' && fg.generatorCpuPct > 0, `wrk's CPU measured (${String(fg?.generatorCpuPct)} % of a core)`)
+  // wrk's CPU is read in clock ticks (10 ms) once it has exited: a 1 s run at a few hundred requests/s may show 0.
+  t.ok(typeof fg?.generatorCpuPct === 'number' && fg.generatorCpuPct >= 0 && fg.generatorCpuPct <= 100, `wrk's CPU measured (${String(fg?.generatorCpuPct)} % of a core)`)
   t.match(r.stdout, /\| \*\*fg-proxy\*\* \|/, 'table printed')
 })
 

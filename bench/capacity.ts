@@ -93,7 +93,7 @@ export function plan (peak: number, mix: Readonly<Record<string, number>>, costs
   const sum = (f: (r: PlanRow) => number | null): number | null => rows.some((r) => f(r) === null) ? null : rows.reduce((a, r) => a + (f(r) ?? 0), 0)
   const gatewayCoresBusy = sum((r) => r.gatewayCores) ?? 0
   const redisCoresBusy = sum((r) => r.redisCores)
-  if (redisCoresBusy === null) notes.push('Redis: no redis-server CPU measured for some outcome (memory store?): no shard count')
+  if (redisCoresBusy === null) notes.push('Redis: no redis-server CPU measured for some outcome (the memory store, or a report from before the bench measured it): no shard count')
   const passed = rows.find((r) => r.outcome === 'passed')
   const hotKeyShardLoad = passed?.redisCores ?? null
   if (hotKeyShardLoad !== null && hotKeyShardLoad > headroom) notes.push(`one product's quota counter lives on one shard: its ${Math.round(passed?.rate ?? 0).toLocaleString('en-US')} admitted requests/s need ${hotKeyShardLoad.toFixed(2)} cores of that shard, more than one can give (${headroom}): more shards do not help; spread the product over several quota keys or lower the admitted rate (waiting room)`)

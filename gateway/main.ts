@@ -19,6 +19,7 @@ import { createMetrics, recordReload, type Metrics } from './metrics.js'
 import { createListener, listenerUrl, readTlsFiles, type PublicListener } from './listeners.js'
 import { createTracer, type Tracer } from './otlp.js'
 import { buildPipelines, closeGuards, type GuardFactories } from './pipeline.js'
+import { PENDING_PATH, PendingJournal } from './pending.js'
 import { createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './server.js'
 import type { EdgeHandler, GuardDeps } from './types.js'
 import { createUpstreams } from './upstream/index.js'
@@ -166,6 +167,9 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const persistent = new Map<string, unknown>()
   const signals = { overloaded: false }
   const accessLog = opts.accessLog ?? createAccessLog(config.accessLog, (err) => { log('warn', 'access log write failed', { err }) })
+  // store.on_error: journal — this worker's journal, read back and replayed from start (gateway/pending.ts).
+  const journalCfg = config.store.journal ?? null
+  const pending = journalCfg === null ? null : await PendingJournal.open({ config, journal: journalCfg, store, registry: metrics.registry, worker, clock, log })
 
   function depsFor (cfg: Config): GuardDeps {
     return {
@@ -178,7 +182,8 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       worker,
       persistent,
       signals,
-      log
+      log,
+      pending
     }
   }
 
@@ -196,6 +201,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       throw new ConfigError([`${cfg.file}: edge endpoints: ${err instanceof Error ? err.message : String(err)}`])
     }
     edge.set('/_flashgate/time', timeHandler(clock, cfg.campaigns))
+    if (pending !== null) edge.set(PENDING_PATH, pending.handler(deps.identity))
     return createState(cfg, routes, guards, edge, log)
   }
 
@@ -224,6 +230,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     await Promise.all(publics.filter((p) => p.address !== null).map(async (p) => { await closeServer(p.server) }))
     closeGuards(frontend.state.guards, { log })
     await upstreams.close()
+    await pending?.close()
     await store.close()
     await tracer.close()
     accessLog.close()
@@ -299,6 +306,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       old.close().catch(() => {})
     }
     quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics, persistent })
+    pending?.update(cfg)
     config = cfg
     recordReload(metrics, true)
     log('info', 'config reloaded', { routes: cfg.routes.length })
@@ -324,6 +332,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       await Promise.all(publics.map(async (p) => { await closeServer(p.server) }))
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
+      await pending?.close()
       await store.close()
       accessLog.close()
       throw err
@@ -351,6 +360,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       if (admin !== null) { admin.closeAllConnections(); await closeServer(admin) }
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
+      await pending?.close()
       await store.close()
       await tracer.close()
       accessLog.close()

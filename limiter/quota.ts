@@ -54,6 +54,7 @@ import { ConfigError } from '../gateway/errors.js'
 import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './common.js'
 import { retryRefused } from './breaker.js'
 import type { CounterResult, MarkAddResult, Store } from './store.js'
+import { JOURNAL_MARK } from './journal-replay.js'
 
 export const QUOTA_CHANNEL = 'quota'
 
@@ -199,7 +200,9 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const readProduct = valueReader(cfg.product)
   const latchTtl = cfg.latchTtlMs
   const policy = policyOf(cfg.onError, deps)
-  if (policy !== 'fail_closed') throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
+  // store.on_error: journal (inherited; other guards get `local`): a buy the store cannot judge is journaled (gateway/pending.ts).
+  const pending = cfg.onError === null && deps.config.store.journal != null ? deps.pending ?? null : null
+  if (policy !== 'fail_closed' && pending === null) throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
@@ -247,11 +250,16 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     mark.unmark(markKey)
   }
 
-  const onError = (err: unknown, late: { rejected: boolean }): Verdict => {
+  const onError = (err: unknown, late: { rejected: boolean }, ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null): Verdict | Promise<Verdict> => {
     asStoreError(err)
     fallbacks.inc()
-    // Answered with a rejection: a late "applied" gives the unit back.
+    // Answered with a rejection (or PENDING: the replay takes the unit again): a late "applied" gives the unit back.
     late.rejected = true
+    if (pending !== null) {
+      // The dedupe mark: set in this guard's call (fused), or left by a dedupe before it (a cluster).
+      const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : (ctx.locals?.[JOURNAL_MARK] as { key: string, ttlMs: number } | undefined) ?? null
+      return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m })
+    }
     return STORE_UNAVAILABLE
   }
 
@@ -308,7 +316,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       }
       p.fullUntil[i] = now + latchTtl
       return tryFrom(ctx, p, markKey, mark, start, j + 1)
-    }, (err: unknown): Verdict => {
+    }, (err: unknown): Verdict | Promise<Verdict> => {
       if (mark !== null) {
         const v = mark.onError(ctx, markKey as string, err)
         if (v !== undefined) {
@@ -316,7 +324,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
           return v
         }
       }
-      return onError(err, late)
+      return onError(err, late, ctx, p, markKey, mark)
     })
   }
 

@@ -68,6 +68,8 @@ interface Entry {
   readonly at: number
   readonly user: string | null
   readonly who: string
+  /** X-Request-Id of the journaled request (its live dedupe mark names it). */
+  readonly rid: string | null
   readonly campaign: string
   readonly product: string
   readonly mark: { readonly key: string, readonly ttlMs: number } | null
@@ -305,6 +307,7 @@ export class PendingJournal implements PendingSink {
         at: ctx.now,
         user,
         who: user ?? ctx.clientIp,
+        rid: ctx.requestId ?? null,
         campaign: buy.campaign,
         product: buy.product,
         mark: buy.mark,
@@ -388,6 +391,7 @@ export class PendingJournal implements PendingSink {
     if (pc === undefined) return Promise.resolve({ status: 'SOLD_OUT' })
     return replayAdmit(this.opts.store, {
       ticket: e.id,
+      requestId: e.rid ?? null,
       campaign: e.campaign,
       product: e.product,
       segments: pc.segments,

@@ -18,6 +18,8 @@ export const JOURNAL_MARK = 'dedupe:journal-mark'
 
 export interface ReplayOp {
   readonly ticket: string
+  /** The journaled request's X-Request-Id: a live mark `<id>/<segment>` is this request's own (see quota.ts liveMark). */
+  readonly requestId: string | null
   readonly campaign: string
   readonly product: string
   /** Segment count and config quota of the product (from the config at replay time). */
@@ -44,8 +46,11 @@ export async function replayAdmit (store: Store, op: ReplayOp): Promise<ReplayRe
   const segs = Math.max(1, op.segments)
   const start = segs > 1 ? fnv1a(op.who) % segs : 0
   const mine = (m: string | null): number | null => {
-    if (m === null || !m.startsWith(op.ticket + '/')) return null
-    const s = Number(m.slice(op.ticket.length + 1))
+    if (m === null) return null
+    const slash = m.lastIndexOf('/')
+    const who = slash < 0 ? m : m.slice(0, slash)
+    if (who !== op.ticket && (op.requestId === null || op.requestId === '' || who !== op.requestId)) return null
+    const s = Number(m.slice(slash + 1))
     return Number.isSafeInteger(s) ? s : -1
   }
   if (op.mark !== null && op.fused) {

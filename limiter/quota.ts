@@ -250,6 +250,13 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     mark.unmark(markKey)
   }
 
+  /**
+   * With a journal, a live mark names its request and segment (`<request id>/<i>`): a call whose answer
+   * was lost (Redis killed mid-call) is journaled, and its replay finds the mark its own request set —
+   * the unit was taken, in segment i — instead of answering DUPLICATE (limiter/journal-replay.ts).
+   */
+  const liveMark = (ctx: RequestContext, i: number): string => `${ctx.requestId ?? ''}/${i}`
+
   const onError = (err: unknown, late: { rejected: boolean }, ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null): Verdict | Promise<Verdict> => {
     asStoreError(err)
     fallbacks.inc()
@@ -302,7 +309,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     const limit = segmentQuota(quotaOf(p), p.segments, i)
     const call: Promise<CounterResult | MarkAddResult> = mark === null
       ? store.addIfWithin(key, 1, limit, { onLate: lateGiveBack(p, i, epoch, late) })
-      : store.markAndAdd(markKey as string, String(now), mark.ttlMs, key, 1, limit, { onLate: lateMarked(p, i, epoch, late, mark, markKey as string) })
+      : store.markAndAdd(markKey as string, pending !== null ? liveMark(ctx, i) : String(now), mark.ttlMs, key, 1, limit, { onLate: lateMarked(p, i, epoch, late, mark, markKey as string) })
     return call.then((r): Verdict | Promise<Verdict> => {
       if (mark !== null && !(r as MarkAddResult).fresh) return mark.duplicate
       p.seen[i] = r.value

@@ -471,7 +471,7 @@ class Loader {
       kind,
       url,
       nodes,
-      journal,
+      ...(journal !== null ? { journal } : {}),
       onError: journal !== null ? 'local' : this.policy(m?.get('on_error')) ?? 'fail_closed',
       timeoutMs: this.duration(m?.get('timeout'), 'timeout', { min: 1 }) ?? D.timeoutMs,
       keyPrefix,

@@ -1,7 +1,7 @@
 /**
  * `store.on_error: journal`: buys taken while the store is down, answered 202 PENDING, replayed in
  * arrival order when it is back (the file format is limiter/journal.ts, the store steps
- * limiter/journal-replay.ts).
+ * gateway/guards/journal-replay.ts).
  *
  * - Journaling: the quota guard (alone or fused with a dedupe before it) hands a request whose store call
  *   failed to `submit`. The request passed every guard before it. Its body is read (bounded by the
@@ -37,11 +37,11 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { Pool } from 'undici'
 import type { Config, JournalConfig } from '../conf/types.js'
 import { JournalFile, decodeFrames } from '../limiter/journal.js'
-import { replayAdmit, replayGiveBack, type ReplayResult } from '../limiter/journal-replay.js'
+import { replayAdmit, replayGiveBack, type ReplayResult } from './guards/journal-replay.js'
 import type { Store } from '../limiter/store.js'
-import { StoreError } from './errors.js'
-import { rejection } from './reject.js'
-import type { EdgeHandler, Rejection, RequestContext, Verdict } from './types.js'
+import { StoreError } from '../conf/errors.js'
+import { rejection } from './pipeline/reject.js'
+import type { EdgeHandler, Rejection, RequestContext, Verdict } from './pipeline/types.js'
 import { requestHeaders } from './upstream/headers.js'
 
 export const PENDING_PATH = '/_flashgate/pending/'

@@ -9,9 +9,10 @@
  * entry was admitted, in which segment, instead of answering DUPLICATE. Without a dedupe mark that window
  * (milliseconds) leaves the unit taken and unsent — never an extra unit sold.
  */
-import { fnv1a } from './common.js'
-import { limitKey, segmentKey, segmentQuota } from './quota.js'
-import type { Store } from './store.js'
+import { limitKey, segmentKey } from '../../conf/store-keys.js'
+import type { Store } from '../../limiter/store.js'
+import { fnv1a } from './values.js'
+import { segmentQuota } from './quota.js'
 
 /** ctx.locals key: the dedupe mark (`{ key, ttlMs }`) a dedupe guard falling back leaves for the quota to journal. */
 export const JOURNAL_MARK = 'dedupe:journal-mark'

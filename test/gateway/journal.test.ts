@@ -250,3 +250,32 @@ t.test('a full journal answers 503 STORE_UNAVAILABLE', async (t) => {
   t.equal(await metric(d, gw.adminUrl as string, 'flashgate_journal_depth'), 2)
   t.equal(origin.buys.length, 0)
 })
+
+t.test('workers: one journal file per worker; a worker answers another worker\'s ticket from that worker\'s file', async (t) => {
+  if (!needTools(t, 'redis-server', 'redis-cli')) return
+  // Two gateways started as `--workers 2` starts its workers (worker index 0 and 1, one journal directory).
+  const redis = await aofRedis(t)
+  const origin = await recordingOrigin(t)
+  const { dir, write } = tempDir(t)
+  const jdir = join(dir, 'journal')
+  const file = write('flashgate.yaml', yaml(redis.url, origin.url, jdir, 10))
+  const w0 = await startTestGateway(t, { configFile: file, worker: { index: 0, count: 2 } })
+  const w1 = await startTestGateway(t, { configFile: file, worker: { index: 1, count: 2 } })
+  const d = client(t)
+  redis.kill()
+  const a0 = await buy(d, w0.url, 'wa')
+  const a1 = await buy(d, w1.url, 'wb')
+  t.match(a0.json?.ticket, /^0-/, 'worker 0 names itself in its tickets')
+  t.match(a1.json?.ticket, /^1-/, 'worker 1 names itself in its tickets')
+  const { existsSync } = await import('node:fs')
+  t.ok(existsSync(journalFileOf(jdir, 0)) && existsSync(journalFileOf(jdir, 1)), 'one journal file per worker')
+  // Asked of the other worker (the kernel spreads connections): PENDING, and still 404 for another user.
+  t.equal((await fetchText(d, `${w0.url}/_flashgate/pending/${a1.json.ticket}`, { headers: { 'x-user-id': 'wb' } })).json?.status, 'PENDING')
+  t.equal((await fetchText(d, `${w0.url}/_flashgate/pending/${a1.json.ticket}`, { headers: { 'x-user-id': 'wa' } })).status, 404)
+  t.equal((await fetchText(d, `${w1.url}/_flashgate/pending/2-${'a'.repeat(32)}`, { headers: { 'x-user-id': 'wa' } })).status, 404, 'a worker that does not exist')
+  await redis.restart()
+  // Each worker replays its own file; the final answer is visible through the other one.
+  t.equal((await final(d, w0.url, a1.json.ticket, 'wb')).json?.status, 'ADMITTED')
+  t.equal((await final(d, w1.url, a0.json.ticket, 'wa')).json?.status, 'ADMITTED')
+  t.same(origin.buys.map((b) => b.user).sort(), ['wa', 'wb'], 'each buy replayed once, by the worker that journaled it')
+})

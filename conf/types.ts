@@ -41,6 +41,20 @@ export interface StoreConfig {
    * to its share of a cluster-scope rate and of the quota left when the store was last seen.
    */
   readonly gatewayNodes?: number
+  /**
+   * YAML `store.on_error: journal` with `store.journal: { path, max_entries }` (null otherwise): the
+   * quota (and a dedupe fused with it) write a buy that passed every other guard to this journal while
+   * the store is down and answer 202 PENDING (gateway/pending.ts). `onError` is then `local`: what the
+   * other guards inherit (their node-local fallback).
+   */
+  readonly journal?: JournalConfig | null
+}
+
+export interface JournalConfig {
+  /** Absolute directory (checked writable at load); one file per worker in it. */
+  readonly path: string
+  /** Entries not yet replayed at most; one more is answered 503 STORE_UNAVAILABLE. */
+  readonly maxEntries: number
 }
 
 export interface ServerLimits {

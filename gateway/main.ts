@@ -21,6 +21,7 @@ import { createMetrics, recordReload, type Metrics } from './metrics.js'
 import { createListener, listenerUrl, readTlsFiles, type PublicListener } from './http/listeners.js'
 import { createTracer, type Tracer } from './otlp.js'
 import { buildPipelines, closeGuards, type GuardFactories } from './pipeline/build.js'
+import { PENDING_PATH, PendingJournal } from './pending.js'
 import { createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './http/server.js'
 import type { EdgeHandler, GuardDeps } from './pipeline/types.js'
 import { createUpstreams } from './upstream/index.js'
@@ -168,6 +169,9 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const persistent = new Map<string, unknown>()
   const signals = { overloaded: false }
   const accessLog = opts.accessLog ?? createAccessLog(config.accessLog, (err) => { log('warn', 'access log write failed', { err }) })
+  // store.on_error: journal — this worker's journal, read back and replayed from start (gateway/pending.ts).
+  const journalCfg = config.store.journal ?? null
+  const pending = journalCfg === null ? null : await PendingJournal.open({ config, journal: journalCfg, store, registry: metrics.registry, worker, clock, log })
 
   function depsFor (cfg: Config): GuardDeps {
     return {
@@ -180,7 +184,8 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       worker,
       persistent,
       signals,
-      log
+      log,
+      pending
     }
   }
 
@@ -198,6 +203,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       throw new ConfigError([`${cfg.file}: edge endpoints: ${err instanceof Error ? err.message : String(err)}`])
     }
     edge.set('/_flashgate/time', timeHandler(clock, cfg.campaigns))
+    if (pending !== null) edge.set(PENDING_PATH, pending.handler(deps.identity))
     return createState(cfg, routes, guards, edge, log)
   }
 
@@ -226,6 +232,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     await Promise.all(publics.filter((p) => p.address !== null).map(async (p) => { await closeServer(p.server) }))
     closeGuards(frontend.state.guards, { log })
     await upstreams.close()
+    await pending?.close()
     await store.close()
     await tracer.close()
     accessLog.close()
@@ -301,6 +308,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       old.close().catch(() => {})
     }
     quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics, persistent })
+    pending?.update(cfg)
     config = cfg
     recordReload(metrics, true)
     log('info', 'config reloaded', { routes: cfg.routes.length })
@@ -326,6 +334,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       await Promise.all(publics.map(async (p) => { await closeServer(p.server) }))
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
+      await pending?.close()
       await store.close()
       accessLog.close()
       throw err
@@ -353,6 +362,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       if (admin !== null) { admin.closeAllConnections(); await closeServer(admin) }
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
+      await pending?.close()
       await store.close()
       await tracer.close()
       accessLog.close()

@@ -665,7 +665,7 @@ export class Frontend implements PipelineSink<Ctx> {
   }
 
   private edge (state: ServingState, req: IncomingMessage, res: ServerResponse, path: string, query: string, start: number): void {
-    const handler = state.edge.get(path)
+    const handler = state.edge.get(path) ?? (path.startsWith('/_flashgate/pending/') ? state.edge.get('/_flashgate/pending/') : undefined)
     if (handler === undefined) { this.early(req, res, ANSWERS.notFound, start, path); return }
     const peer = normalizeIp(req.socket.remoteAddress ?? '')
     const trusted = state.trusted.size > 0 && state.trusted.has(peer)

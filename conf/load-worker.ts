@@ -6,7 +6,8 @@
  * by structured clone; `reviveConfig` turns the cloned Uint8Arrays back into Buffers and freezes it
  * again, which takes a few milliseconds where loading took hundreds. Should the clone ever fail (a
  * config field that is not cloneable), the worker answers `config: null` and the caller loads the file
- * itself as before. The worker is terminated after `timeoutMs`.
+ * itself as before. The worker is terminated after `timeoutMs` (30 s: a backstop only, parsing is
+ * bounded by itself; at load 29 on 2 cores a valid 301-route file took more than 10 s of wall time).
  *
  * Run as a module it is the worker; imported, `checkConfigOffThread` starts one per call.
  */
@@ -42,7 +43,7 @@ export function reviveConfig (cloned: unknown): Config {
   return deepFreeze(walk(cloned) as Config)
 }
 
-export function checkConfigOffThread (file: string, env: NodeJS.ProcessEnv, timeoutMs = 10_000): Promise<OffThreadResult> {
+export function checkConfigOffThread (file: string, env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<OffThreadResult> {
   const self = new URL(import.meta.url)
   return new Promise((resolve) => {
     let w: Worker

@@ -208,10 +208,15 @@ function declaredLength (req: IncomingMessage): number {
 /**
  * Start this request's span: the caller's trace id and our new span id (a new trace when the incoming
  * traceparent is missing or invalid). Sampled when exporting: a trusted proxy's flag, else the ratio.
+ * With no export and no valid incoming traceparent there is nothing to continue and nothing to record:
+ * no ids are drawn and no traceparent is sent (the plain proxy pays for none of it).
  */
 function startSpan (ctx: Ctx, tracer: Tracer): void {
   const req = ctx.req
-  const parent = parseTraceparent(req.headers.traceparent)
+  const incoming = req.headers.traceparent
+  if (incoming === undefined && !tracer.exporting) return
+  const parent = parseTraceparent(incoming)
+  if (parent === null && !tracer.exporting) return
   if (parent !== null) {
     ctx.traceId = parent.traceId
     ctx.parentSpanId = parent.spanId

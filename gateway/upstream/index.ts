@@ -528,7 +528,7 @@ function requestPath (ctx: RequestContext): string {
 }
 
 /**
- * A spooled request body (gateway/server.ts readBody), read from its file only when undici sends it
+ * A spooled request body (gateway/http/server.ts readBody), read from its file only when undici sends it
  * (Readable.from pulls lazily):
  * nothing is opened for a request that never gets a connection, and the file is closed however the
  * send ends (undici ends the iteration on an error or abort).

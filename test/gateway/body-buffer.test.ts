@@ -1,4 +1,4 @@
-// Every request body is read whole before an upstream pool connection is taken (gateway/server.ts
+// Every request body is read whole before an upstream pool connection is taken (gateway/http/server.ts
 // readBody): sized or chunked, up to server.body_buffer_size in memory and beyond that in a spool file
 // (mode 0600 in the temp directory, removed when the exchange ends). So a client that sends a chunked
 // or large body slowly holds only its own socket. On a real gateway and a real origin whose upstream has

@@ -23,9 +23,12 @@ function send (port: number, parts: Array<string | Buffer>, gapMs: number, maxMs
     const s = connect(port, '127.0.0.1')
     let out = ''
     let i = 0
-    const timer = setInterval(() => { if (i < parts.length && !s.destroyed) s.write(parts[i++]!) }, gapMs)
+    let timer: NodeJS.Timeout | undefined
     const end = setTimeout(() => { s.destroy() }, maxMs)
-    s.on('connect', () => { s.write(parts[i++]!) })
+    s.on('connect', () => {
+      s.write(parts[i++]!)
+      timer = setInterval(() => { if (i < parts.length && !s.destroyed) s.write(parts[i++]!) }, gapMs)
+    })
     s.on('data', (c: Buffer) => {
       out += c.toString('latin1')
       // one whole answer (head and Content-Length body) read: done

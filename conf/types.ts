@@ -74,8 +74,9 @@ export interface ServerLimits {
   /** Longest pause between two reads of a request body (408 REQUEST_TIMEOUT; nginx client_body_timeout; default 10s). */
   readonly bodyTimeoutMs: number
   /**
-   * Bodies with a Content-Length up to this size are read whole before an upstream connection is taken
-   * (nginx proxy_request_buffering), so a slow body never holds a pool connection (default 128 KiB).
+   * Every body is read whole before an upstream connection is taken (nginx proxy_request_buffering), so
+   * a slow body never holds a pool connection: up to this size in memory, the rest in a temp file
+   * (nginx client_body_buffer_size; default 128 KiB).
    */
   readonly bodyBufferSize: number
 }

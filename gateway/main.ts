@@ -248,14 +248,15 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       cfg = next
     } else {
       const file = opts.configFile ?? config.file
-      // Judged on a worker thread first: a hostile file (alias bomb, huge) never stalls serving.
+      // Loaded on a worker thread: neither a hostile file (alias bomb, huge) nor a big valid one stalls
+      // serving; the config comes back by structured clone (conf/load-worker.ts).
       const pre = await checkConfigOffThread(file, env)
       if (!pre.ok) {
         recordReload(metrics, false)
         log('warn', 'reload rejected', { errors: pre.errors })
         return { ok: false, errors: [...pre.errors] }
       }
-      const r = loadConfigFile(file, env)
+      const r = pre.config != null ? { ok: true as const, config: pre.config, warnings: pre.warnings ?? [] } : loadConfigFile(file, env)
       if (!r.ok) {
         recordReload(metrics, false)
         log('warn', 'reload rejected', { errors: r.errors })

@@ -70,6 +70,8 @@ export interface RequestContext {
    * form field): the proxy sends these bytes instead of streaming `req`. Absent/null = stream `req`.
    */
   body?: Buffer | null
+  /** A body read whole that was larger than server.body_buffer_size: spooled to this file (removed when the exchange ends). */
+  bodyFile?: { readonly path: string, readonly length: number } | null
   /** Route `:param` values. */
   readonly params: Readonly<Record<string, string>>
   /** Epoch ms, read once when the request arrived; guards use this, never Date.now(). */

@@ -41,6 +41,19 @@ export interface StoreConfig {
    * to its share of a cluster-scope rate and of the quota left when the store was last seen.
    */
   readonly gatewayNodes?: number
+  /** YAML `store.sentinels`: kind redis behind Redis Sentinel (then `url` is unused); see conf/store-ha.ts. */
+  readonly sentinels?: readonly HostPort[]
+  /** YAML `store.name`: the master name the sentinels monitor. */
+  readonly sentinelName?: string
+  /** YAML `store.wait`: a quota admission counts only once this many replicas have it (limiter/replica-wait.ts). */
+  readonly wait?: StoreWait
+}
+
+/** `store.wait: { replicas, timeout }` — Redis WAIT after each admission. */
+export interface StoreWait {
+  readonly replicas: number
+  /** The WAIT's own timeout (default half of store.timeout, always shorter than it). */
+  readonly timeoutMs: number
 }
 
 export interface ServerLimits {

@@ -12,8 +12,9 @@
  */
 import t, { type Test } from 'tap'
 import { createMetrics } from '../../gateway/metrics.js'
-import type { Rejection } from '../../gateway/types.js'
-import { createStore, quotaGuard } from '../../limiter/index.js'
+import type { Rejection } from '../../gateway/pipeline/types.js'
+import { quotaGuard } from '../../gateway/guards/quota.js'
+import { createStore } from '../../limiter/index.js'
 import type { Store } from '../../limiter/store.js'
 import { redisCli } from '../helpers/redis.js'
 import { startSentinelSetup } from '../helpers/sentinel.js'

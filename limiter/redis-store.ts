@@ -539,20 +539,7 @@ export class RedisStore implements Store {
       this.batching = true
     }
     this.waitFor = cfg.wait ?? null
-    if (this.waitFor !== null && !(this.client instanceof Cluster)) {
-      const conn = this.client.duplicate()
-      conn.on('error', () => {}) // reported by the main connection's handler
-      this.admitConn = conn
-      const waitErrors = this.errors.wait
-      const waitDuration = this.durations.wait
-      this.waiter = new ReplicaWait(conn, {
-        ...this.waitFor,
-        observe: (acked, ms) => {
-          waitDuration.observe(ms / 1000)
-          if (acked < (this.waitFor?.replicas ?? 0)) waitErrors.inc()
-        }
-      })
-    }
+    if (this.waitFor !== null && !(this.client instanceof Cluster)) this.openAdmission()
     this.client.on('ready', () => {
       if (this.wasDown) this.log('info', 'store connection ready', { store: this.kind })
       this.wasDown = false
@@ -763,6 +750,27 @@ export class RedisStore implements Store {
   }
 
   /**
+   * (Re)open the admission connection of store.wait and its WAIT batches. Reopened when found ended: a
+   * duplicate of a Sentinel client was seen to end (status 'end', "Connection is closed") after a failover
+   * under load instead of reconnecting, while the main connection reconnected.
+   */
+  private openAdmission (): void {
+    const main = this.client as Redis
+    const conn = main.duplicate()
+    conn.on('error', () => {}) // reported by the main connection's handler
+    this.admitConn = conn
+    const waitErrors = this.errors.wait
+    const waitDuration = this.durations.wait
+    this.waiter = new ReplicaWait(conn, {
+      ...(this.waitFor as { readonly replicas: number, readonly timeoutMs: number }),
+      observe: (acked, ms) => {
+        waitDuration.observe(ms / 1000)
+        if (acked < (this.waitFor?.replicas ?? 0)) waitErrors.inc()
+      }
+    })
+  }
+
+  /**
    * An admission under store.wait (see limiter/replica-wait.ts): the script, then WAIT; answers the
    * script's reply only once `replicas` replicas have it. Standalone/Sentinel: on the admission
    * connection, one WAIT per event-loop turn for all of them. Cluster: the script and a WAIT in one
@@ -776,8 +784,13 @@ export class RedisStore implements Store {
       if (unmark !== null && markApplied(r)) this.client.del(unmark).catch(() => {})
     }
     if (this.waiter !== null && this.admitConn !== null) {
-      const waiter = this.waiter
-      return evalOn(this.admitConn, s, args).then((r) => waiter.confirm().then(() => r, (err: unknown) => {
+      if (this.admitConn.status === 'end' && !this.closed) {
+        this.log('warn', 'store admission connection ended: reopening', { store: this.kind })
+        this.admitConn.disconnect()
+        this.openAdmission()
+      }
+      const waiter = this.waiter as ReplicaWait
+      return evalOn(this.admitConn as Redis, s, args).then((r) => waiter.confirm().then(() => r, (err: unknown) => {
         dropMark(r)
         throw err
       }))

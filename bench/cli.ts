@@ -23,6 +23,7 @@ import { runSale } from './sale.js'
 import type { SaleResult } from './sale.js'
 import { startUpstream } from './upstream.js'
 import { COMPARISONS, FUNNEL_STEPS, PEERS_OF, flashgateTargets, peerTargets } from './targets.js'
+import { faultsTable, runFaults } from './faults.js'
 import { chart } from './svg.js'
 import { runWaitingRoom, waitingRoomChecks, waitingRoomTable } from './waiting-room.js'
 import type { TimelinePoint } from './load/types.js'
@@ -99,6 +100,7 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   p.line(`bench: scenario ${o.scenario}, logs and configs in ${dir}, flashgate via ${flashgateCommand().how}${pinned ? `, server on CPU ${o.serverCpus}, load on CPU ${o.loadCpus}` : ''}`)
 
   if (o.scenario === 'waiting-room') return await waitingRoomScenario(ctx, started, args)
+  if (o.scenario === 'faults') return await faultsScenario(ctx, started, args)
 
   let sale: SaleResult | null = null
   let runs: Run[] = []
@@ -234,6 +236,23 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   p.end()
   process.stdout.write(`${markdown(report)}\n`)
   process.stdout.write(`files: ${files.join(' ')}\n`)
+  return ok ? 0 : 1
+}
+
+/** `--scenario faults` (bench/faults.ts): redis killed, a Sentinel failover, the order system down; oversold and lost must be 0. */
+async function faultsScenario (ctx: Ctx, started: Date, args: readonly string[]): Promise<number> {
+  const { o, p } = ctx
+  const rs = await runFaults((l) => { p.line(l) })
+  const ok = rs.every((r) => r.oversold === 0 && r.lost === 0)
+  const { machine, versions } = machineInfo()
+  const text = [`# flashgate bench — faults, ${started.toISOString()}`, '', `\`flashgate bench ${args.join(' ')}\`; the machine is shared, so times and rates are noisy (oversold and lost are exact).`, '', faultsTable(rs), '', `correctness: ${ok ? 'ok (0 oversold, 0 lost in every phase)' : 'FAILED'}`].join('\n')
+  const stamp = started.toISOString().replace(/[:]/g, '').replace(/\..*$/, '')
+  const json = o.json !== null ? resolve(o.json) : join(isAbsolute(o.out) ? o.out : join(ROOT, o.out), `faults-${stamp}.json`)
+  mkdirSync(dirname(json), { recursive: true })
+  writeFileSync(json, JSON.stringify({ tool: 'flashgate bench', schema: 1, scenario: 'faults', date: started.toISOString(), command: `flashgate bench ${args.join(' ')}`.trim(), machine, versions, phases: rs, correctness: { ok } }, null, 2) + '\n')
+  writeFileSync(json.replace(/\.json$/, '.md'), text + '\n')
+  p.end()
+  process.stdout.write(text + '\n\n' + `written: ${json}\n`)
   return ok ? 0 : 1
 }
 

@@ -65,7 +65,7 @@ export const USAGE = `flashgate bench — load scenarios with correctness checks
 
 usage: flashgate bench [options]
 
-  --scenario NAME     flash-sale (default) | proxy | reject | funnel | waiting-room | spike | capacity
+  --scenario NAME     flash-sale (default) | proxy | reject | funnel | waiting-room | spike | capacity | faults
   --json FILE         write the JSON report there (the SVG chart and markdown go next to it);
                       default: bench/results/<scenario>-<date>.{json,svg,md}
   --out DIR           folder for the default file names (default bench/results)
@@ -133,6 +133,7 @@ export function defaultsFor (scenario: Scenario): { duration: number, warmup: nu
     case 'waiting-room': return { duration: 5, warmup: 0 }
     case 'spike': return { duration: 3, warmup: 2 }
     case 'capacity': return { duration: 5, warmup: 3 }
+    case 'faults': return { duration: 35, warmup: 0 }
   }
 }
 

@@ -12,8 +12,8 @@ import type { Target } from './measure.js'
 import { PEER_TARGETS } from './peers.js'
 import type { RedisProbe } from './redis-stats.js'
 
-export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel' | 'waiting-room' | 'spike' | 'capacity'
-export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel', 'waiting-room', 'spike', 'capacity']
+export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel' | 'waiting-room' | 'spike' | 'capacity' | 'faults'
+export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel', 'waiting-room', 'spike', 'capacity', 'faults']
 
 export const FUNNEL_STEPS = funnelGuards({ verifyUrl: '', dedupeTtl: `${DEDUPE_TTL_S}s` }).map((s) => s.name)
 /** The first funnel step with the dedupe guard (route fN has the first N guards). */
@@ -28,6 +28,7 @@ export const PEERS_OF: Readonly<Record<Scenario, readonly string[]>> = {
   // The open-loop spike: flashgate's sold-out and quota paths beside OpenResty doing the same (bench/spike.ts).
   spike: ['lua-redis-soldout', 'lua-redis-pass'],
   capacity: [],
+  faults: [],
   'flash-sale': PEER_TARGETS.map((p) => p.name)
 }
 
@@ -114,6 +115,7 @@ export function flashgateTargets (scenario: Scenario, c: FgCtx): Target[] {
     case 'spike': return [soldout, quota]
     // One target per outcome the capacity model prices (bench/capacity-run.ts adds the mixed run).
     case 'capacity': return [soldout, reject, quota]
+    case 'faults': return [] // its own run: bench/faults.ts
   }
 }
 

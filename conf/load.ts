@@ -30,6 +30,7 @@ import { ConfigError } from './errors.js'
 import { findBypasses } from './bypass.js'
 import { Checker, didYouMean, failed, MapView } from './check.js'
 import { globSync, hasMagic } from './glob.js'
+import { readStoreHa, STORE_HA_KEYS } from './store-ha.js'
 import { checkCidr, isLoopbackHost, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration, quote } from './parse.js'
 import { Diagnostics, fmtPos, parseYaml } from './tree.js'
 import type { PMap, PNode, Pos, PScalar } from './tree.js'
@@ -440,7 +441,7 @@ class Loader {
   private readStore (n: PNode | undefined): StoreConfig {
     const { ck } = this
     const D = DEFAULTS.store
-    const m = ck.map(n, 'store', ['kind', 'url', 'nodes', 'on_error', 'timeout', 'key_prefix', 'breaker_failures', 'breaker_backoff', 'max_keys', 'gateway_nodes', 'journal'])
+    const m = ck.map(n, 'store', ['kind', 'url', 'nodes', 'on_error', 'timeout', 'key_prefix', 'breaker_failures', 'breaker_backoff', 'max_keys', 'gateway_nodes', 'journal', ...STORE_HA_KEYS])
     const kind = ck.oneOf(m?.get('kind'), 'kind', ['memory', 'redis', 'redis-cluster'] as const) ?? 'memory'
     const redisUrl = (it: PNode | undefined, label: string): string | undefined => {
       const s = ck.str(it, label, { secret: true })
@@ -464,6 +465,9 @@ class Loader {
     if (kind === 'redis' && url === null) url = D.url
     if (kind === 'memory') { url = null; nodes = [] }
     if (kind === 'redis') nodes = []
+    const timeoutMs = this.duration(m?.get('timeout'), 'timeout', { min: 1 }) ?? D.timeoutMs
+    const ha = readStoreHa(ck, m, kind, timeoutMs)
+    if (ha.sentinels !== undefined) url = null
     const keyPrefix = ck.str(m?.get('key_prefix'), 'key_prefix', { nonEmpty: false, pattern: /^[^\s{}]*$/, patternHelp: 'must not contain spaces or braces (braces are hash tags on Redis Cluster)' }) ?? D.keyPrefix
     const journal = readJournal(ck, m)
     this.storeJournal = journal !== null
@@ -473,12 +477,13 @@ class Loader {
       nodes,
       ...(journal !== null ? { journal } : {}),
       onError: journal !== null ? 'local' : this.policy(m?.get('on_error')) ?? 'fail_closed',
-      timeoutMs: this.duration(m?.get('timeout'), 'timeout', { min: 1 }) ?? D.timeoutMs,
+      timeoutMs,
       keyPrefix,
       breakerFailures: ck.num(m?.get('breaker_failures'), 'breaker_failures', 1, 1_000_000) ?? D.breakerFailures,
       breakerBackoffMs: this.duration(m?.get('breaker_backoff'), 'breaker_backoff', { min: 1 }) ?? D.breakerBackoffMs,
       maxKeys: ck.num(m?.get('max_keys'), 'max_keys', 1, 1e9) ?? D.maxKeys,
-      gatewayNodes: ck.num(m?.get('gateway_nodes'), 'gateway_nodes', 1, 10_000) ?? D.gatewayNodes
+      gatewayNodes: ck.num(m?.get('gateway_nodes'), 'gateway_nodes', 1, 10_000) ?? D.gatewayNodes,
+      ...ha
     }
   }
 

@@ -48,6 +48,12 @@ export interface StoreConfig {
    * other guards inherit (their node-local fallback).
    */
   readonly journal?: JournalConfig | null
+  /** YAML `store.sentinels`: kind redis behind Redis Sentinel (then `url` is unused); see conf/store-ha.ts. */
+  readonly sentinels?: readonly HostPort[]
+  /** YAML `store.name`: the master name the sentinels monitor. */
+  readonly sentinelName?: string
+  /** YAML `store.wait`: a quota admission counts only once this many replicas have it (limiter/replica-wait.ts). */
+  readonly wait?: StoreWait
 }
 
 export interface JournalConfig {
@@ -55,6 +61,13 @@ export interface JournalConfig {
   readonly path: string
   /** Entries not yet replayed at most; one more is answered 503 STORE_UNAVAILABLE. */
   readonly maxEntries: number
+}
+
+/** `store.wait: { replicas, timeout }` — Redis WAIT after each admission. */
+export interface StoreWait {
+  readonly replicas: number
+  /** The WAIT's own timeout (default half of store.timeout, always shorter than it). */
+  readonly timeoutMs: number
 }
 
 export interface ServerLimits {

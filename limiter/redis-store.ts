@@ -52,6 +52,7 @@ import { performance } from 'node:perf_hooks'
 import { StoreError } from '../conf/errors.js'
 import type { StoreConfig } from '../conf/types.js'
 import { Breaker } from './breaker.js'
+import { NotConfirmedError, ReplicaWait } from './replica-wait.js'
 import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store, StoreMetrics } from './store.js'
 import type { RoomEntry, RoomEntryResult, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 
@@ -421,8 +422,13 @@ class Deadlines {
 
 type Client = Redis | Cluster
 
-type Op = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish' | 'room_sync' | 'room_pass' | 'room_log'
-const OPS: readonly Op[] = ['gcra', 'add_if_within', 'mark_and_add', 'add', 'get', 'set', 'set_if_absent', 'del', 'set_add', 'set_remove', 'set_has', 'publish', 'room_sync', 'room_pass', 'room_log']
+type Op = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 'set_if_absent' | 'del' | 'set_add' | 'set_remove' | 'set_has' | 'publish' | 'room_sync' | 'room_pass' | 'room_log' | 'wait'
+const OPS: readonly Op[] = ['gcra', 'add_if_within', 'mark_and_add', 'add', 'get', 'set', 'set_if_absent', 'del', 'set_add', 'set_remove', 'set_has', 'publish', 'room_sync', 'room_pass', 'room_log', 'wait']
+
+/** EVALSHA, once more as EVAL when the server lost its script cache. */
+const evalOn = (c: Redis, s: Lua, args: Arg[]): Promise<unknown> =>
+  c.evalsha(s.sha, s.keys, ...args).catch((err: unknown) => isNoScript(err) ? c.eval(s.lua, s.keys, ...args) : Promise.reject(err))
+const markApplied = (r: unknown): boolean => Array.isArray(r) && r[0] === 1 && r[1] === 1
 
 export interface RedisStoreDeps {
   readonly metrics: StoreMetrics
@@ -470,6 +476,11 @@ export class RedisStore implements Store {
     s?.uncork()
   }
   private wasDown = false
+  /** store.wait: replicas and timeout of the WAIT after each admission (null: off). */
+  private readonly waitFor: { readonly replicas: number, readonly timeoutMs: number } | null
+  /** Standalone/Sentinel with store.wait: the admissions' own connection and its WAIT batches (see replica-wait.ts). */
+  private admitConn: Redis | null = null
+  private waiter: ReplicaWait | null = null
 
   constructor (cfg: StoreConfig, deps: RedisStoreDeps) {
     this.kind = cfg.kind === 'redis-cluster' ? 'redis-cluster' : 'redis'
@@ -507,11 +518,28 @@ export class RedisStore implements Store {
         redisOptions
       }
       this.client = new Cluster(cfg.nodes.map(hostPort), opts) as Client
+    } else if (cfg.sentinels !== undefined && cfg.sentinels.length > 0) {
+      // Behind Redis Sentinel: ioredis asks the sentinels where the master is, and again after every
+      // disconnect (a failover), and hears +switch-master at once (failoverDetector). A demoted primary
+      // answers READONLY: reconnect, which asks the sentinels again.
+      this.client = new Redis({
+        ...common,
+        sentinels: cfg.sentinels.map((h) => ({ host: h.host, port: h.port })),
+        name: cfg.sentinelName ?? 'mymaster',
+        role: 'master',
+        failoverDetector: true,
+        sentinelRetryStrategy: (times: number) => Math.min(100 * times, 1000),
+        sentinelCommandTimeout: Math.max(200, cfg.timeoutMs * 4),
+        reconnectOnError: (err: Error) => err.message.startsWith('READONLY') ? 1 : false
+      }) as Client
+      this.batching = true
     } else {
       if (cfg.url === null) throw new StoreError('FG_ERR_STORE_UNAVAILABLE', 'store.url is missing for redis')
       this.client = new Redis(cfg.url, common) as Client
       this.batching = true
     }
+    this.waitFor = cfg.wait ?? null
+    if (this.waitFor !== null && !(this.client instanceof Cluster)) this.openAdmission()
     this.client.on('ready', () => {
       if (this.wasDown) this.log('info', 'store connection ready', { store: this.kind })
       this.wasDown = false
@@ -538,6 +566,14 @@ export class RedisStore implements Store {
   async ready (timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs
     await this.connected(timeoutMs)
+    if (this.admitConn !== null && this.admitConn.status !== 'ready') {
+      const c = this.admitConn
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => { c.off('ready', onReady); reject(new StoreError('FG_ERR_STORE_UNAVAILABLE', `store admission connection not ready after ${timeoutMs}ms`)) }, Math.max(0, deadline - Date.now()))
+        const onReady = (): void => { clearTimeout(timer); resolve() }
+        c.once('ready', onReady)
+      })
+    }
     await this.warm(Math.max(0, deadline - Date.now()))
     this.warmed = true
   }
@@ -696,6 +732,10 @@ export class RedisStore implements Store {
   addIfWithin (key: string, delta: number, limit: number, opts?: AddOptions): Promise<CounterResult> {
     const k = this.prefix + key
     const min = opts?.min
+    if (this.waitFor !== null && delta > 0) {
+      const args: Arg[] = min === undefined ? [k, delta, limit] : [k, delta, limit, min]
+      return this.run('add_if_within', () => this.durable(ADD_WITHIN, args, null), toCounter as (r: unknown) => CounterResult, opts?.onLate)
+    }
     return this.script('add_if_within', ADD_WITHIN, min === undefined ? [k, delta, limit] : [k, delta, limit, min], toCounter, opts?.onLate)
   }
 
@@ -703,7 +743,79 @@ export class RedisStore implements Store {
     const mk = this.prefix + markKey
     const k = this.prefix + key
     const ttl = Math.max(1, Math.ceil(ttlMs))
+    if (this.waitFor !== null && delta > 0) {
+      return this.run('mark_and_add', () => this.durable(MARK_ADD, [mk, k, mark, ttl, delta, limit], mk), toMarkAdd as (r: unknown) => MarkAddResult, opts?.onLate)
+    }
     return this.script('mark_and_add', MARK_ADD, [mk, k, mark, ttl, delta, limit], toMarkAdd, opts?.onLate)
+  }
+
+  /**
+   * (Re)open the admission connection of store.wait and its WAIT batches. Reopened when found ended: a
+   * duplicate of a Sentinel client was seen to end (status 'end', "Connection is closed") after a failover
+   * under load instead of reconnecting, while the main connection reconnected.
+   */
+  private openAdmission (): void {
+    const main = this.client as Redis
+    const conn = main.duplicate()
+    conn.on('error', () => {}) // reported by the main connection's handler
+    this.admitConn = conn
+    const waitErrors = this.errors.wait
+    const waitDuration = this.durations.wait
+    this.waiter = new ReplicaWait(conn, {
+      ...(this.waitFor as { readonly replicas: number, readonly timeoutMs: number }),
+      observe: (acked, ms) => {
+        waitDuration.observe(ms / 1000)
+        if (acked < (this.waitFor?.replicas ?? 0)) waitErrors.inc()
+      }
+    })
+  }
+
+  /**
+   * An admission under store.wait (see limiter/replica-wait.ts): the script, then WAIT; answers the
+   * script's reply only once `replicas` replicas have it. Standalone/Sentinel: on the admission
+   * connection, one WAIT per event-loop turn for all of them. Cluster: the script and a WAIT in one
+   * pipeline, which ioredis sends to the node of the script's keys. Not confirmed: rejects with
+   * NotConfirmedError (FG_ERR_STORE_UNAVAILABLE), deleting the dedupe mark `unmark` if the script set it;
+   * the unit itself is never given back (it might be given back on a replica that never had it).
+   */
+  private durable (s: Lua, args: Arg[], unmark: string | null): Promise<unknown> {
+    const w = this.waitFor as { readonly replicas: number, readonly timeoutMs: number }
+    const dropMark = (r: unknown): void => {
+      if (unmark !== null && markApplied(r)) this.client.del(unmark).catch(() => {})
+    }
+    if (this.waiter !== null && this.admitConn !== null) {
+      if (this.admitConn.status === 'end' && !this.closed) {
+        this.log('warn', 'store admission connection ended: reopening', { store: this.kind })
+        this.admitConn.disconnect()
+        this.openAdmission()
+      }
+      const waiter = this.waiter as ReplicaWait
+      return evalOn(this.admitConn as Redis, s, args).then((r) => waiter.confirm().then(() => r, (err: unknown) => {
+        dropMark(r)
+        throw err
+      }))
+    }
+    const cluster = this.client as Cluster
+    const send = (sha: boolean): Promise<Array<[Error | null, unknown]>> => {
+      const p = cluster.pipeline()
+      if (sha) p.evalsha(s.sha, s.keys, ...args)
+      else p.eval(s.lua, s.keys, ...args)
+      p.wait(w.replicas, w.timeoutMs)
+      return p.exec() as Promise<Array<[Error | null, unknown]>>
+    }
+    const t0 = performance.now()
+    return send(true).then((res) => isNoScript(res[0]?.[0]) ? send(false) : res).then((res) => {
+      const [e1, r] = res[0] ?? [new Error('empty pipeline answer'), null]
+      if (e1 !== null) throw e1
+      const [e2, acked] = res[1] ?? [new Error('no WAIT answer'), null]
+      this.durations.wait.observe((performance.now() - t0) / 1000)
+      if (e2 !== null || typeof acked !== 'number' || acked < w.replicas) {
+        this.errors.wait.inc()
+        dropMark(r)
+        throw e2 ?? new NotConfirmedError(w.replicas, typeof acked === 'number' ? acked : 0, w.timeoutMs)
+      }
+      return r
+    })
   }
 
   /** The room's keys: one hash tag per campaign, so a cluster keeps them on one slot. */
@@ -817,7 +929,7 @@ export class RedisStore implements Store {
       } catch {}
       c.disconnect()
     }
-    await Promise.all([quit(this.client), quit(this.sub)])
+    await Promise.all([quit(this.client), quit(this.sub), quit(this.admitConn)])
     this.handlers.clear()
   }
 }

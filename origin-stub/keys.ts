@@ -12,6 +12,7 @@
  * | `<prefix>orders:{C:P}`       | hash   | order token → JSON order record |
  * | `<prefix>queue:{C:P}`        | stream | `o` = order token; consumer group `origin`; entries are XACKed and XDELed when the order is created |
  * | `<prefix>paydue:{C:P}`       | zset   | order token scored by its payment deadline (CREATED orders only) |
+ * | `<prefix>dead:{C:P}`         | stream | dead letters: `o` order token, `reason`, `attempts`, `at` (origin-stub/dead-letter.ts) |
  *
  * An order id is `C:P:T` (C and P percent-encoded, T the order token: 128 random bits from the CSPRNG,
  * base64url, 22 characters): it names its slot, so `GET /orders/:id` needs no global index, and it
@@ -27,6 +28,7 @@ export interface ProductKeys {
   readonly orders: string
   readonly queue: string
   readonly paydue: string
+  readonly dead: string
 }
 
 /** The consumer group of every order queue. */
@@ -43,7 +45,8 @@ export function productKeys (prefix: string, ref: ProductRef): ProductKeys {
     buyers: `${prefix}buyers:${t}`,
     orders: `${prefix}orders:${t}`,
     queue: `${prefix}queue:${t}`,
-    paydue: `${prefix}paydue:${t}`
+    paydue: `${prefix}paydue:${t}`,
+    dead: `${prefix}dead:${t}`
   }
 }
 

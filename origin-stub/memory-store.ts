@@ -4,7 +4,7 @@
  * exactly as a Lua script is on Redis. Two processes do not share it: run one origin on memory.
  */
 import { newOrderToken, orderId as makeOrderId, parseOrderId, refKey } from './keys.js'
-import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
+import type { BuyResult, DeadLetter, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
 interface MemOrder {
   status: OrderStatus
@@ -37,6 +37,8 @@ interface MemProduct {
   entrySeq: number
   /** Units released and not yet claimed by takeReleased. */
   released: number
+  /** The dead-letter stream: entryId → letter (insertion order = oldest first). */
+  readonly dead: Map<string, { seq: string, reason: string, attempts: number, at: number }>
 }
 
 export interface MemoryOriginStoreOptions {
@@ -98,7 +100,8 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
           pending: new Map(),
           paydue: new Map(),
           entrySeq: 0,
-          released: 0
+          released: 0,
+          dead: new Map()
         })
       }
     },
@@ -221,6 +224,46 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
     async queueDepth (ref) {
       const p = get(ref)
       return p === undefined ? 0 : p.fresh.length + p.pending.size
+    },
+
+    async deadLetter (entry, reason, attempts, now) {
+      const p = get(entry.ref)
+      const parsed = parseOrderId(entry.orderId)
+      if (p === undefined || parsed === null) return
+      const d = p.pending.get(entry.entryId)
+      const i = p.fresh.findIndex(([id]) => id === entry.entryId)
+      if (d === undefined && i === -1) return // already parked or completed
+      p.pending.delete(entry.entryId)
+      if (i !== -1) p.fresh.splice(i, 1)
+      p.dead.set(`${++p.entrySeq}-0`, { seq: parsed.token, reason: reason.slice(0, 200), attempts, at: now })
+    },
+
+    async deadLetters (ref, max) {
+      const p = get(ref)
+      if (p === undefined) return []
+      const out: DeadLetter[] = []
+      for (const [entryId, l] of p.dead) {
+        if (out.length >= max) break
+        out.push({ ref, entryId, orderId: makeOrderId(ref, l.seq), reason: l.reason, attempts: l.attempts, at: l.at })
+      }
+      return out
+    },
+
+    async deadLetterCount (ref) {
+      return get(ref)?.dead.size ?? 0
+    },
+
+    async redrive (ref, max) {
+      const p = get(ref)
+      if (p === undefined) return 0
+      let n = 0
+      for (const [id, l] of [...p.dead].slice(0, Math.max(0, max))) {
+        p.dead.delete(id)
+        if (p.orders.get(l.seq)?.status !== 'QUEUED') continue
+        p.fresh.push([`${++p.entrySeq}-0`, l.seq])
+        n++
+      }
+      return n
     },
 
     async sweep (ref, now, max) {

@@ -32,7 +32,7 @@ export function createOriginMetrics (opts: {
   const buys = new Counter({ name: 'flashgate_origin_buys_total', help: 'Buy requests answered by the origin, by result.', labelNames: ['result'], registers: r })
   const orders = new Counter({ name: 'flashgate_origin_orders_total', help: 'Order transitions made by this origin process, by new status.', labelNames: ['status'], registers: r })
   for (const s of ['queued', 'sold_out', 'duplicate', 'bad_request', 'store_unavailable']) buys.inc({ result: s }, 0)
-  for (const s of ['queued', 'created', 'paid', 'cancelled']) orders.inc({ status: s }, 0)
+  for (const s of ['queued', 'created', 'paid', 'cancelled', 'dead_lettered']) orders.inc({ status: s }, 0)
 
   const { store, products } = opts
   // eslint-disable-next-line no-new

@@ -15,6 +15,7 @@ import { createRedisOriginStore } from './redis-store.js'
 import { createOriginHandler } from './server.js'
 import type { OriginStore, ProductRef } from './types.js'
 import { startSweeper, startWorker, type Sweeper, type Worker } from './worker.js'
+import type { OrderWriter } from './dead-letter.js'
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
 
@@ -45,6 +46,10 @@ export interface OriginOptions {
    * logged; the units are not offered again (never an oversell).
    */
   readonly onRelease?: (ref: ProductRef, units: number) => Promise<void> | void
+  /** The order system each order is handed to before it is created (origin-stub/dead-letter.ts). */
+  readonly orderWriter?: OrderWriter
+  /** Failures of one order before it goes to the dead-letter stream (default 5). */
+  readonly maxOrderAttempts?: number
 }
 
 export interface Origin {
@@ -139,6 +144,12 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
         ...(opts.claimIdleMs !== undefined ? { claimIdleMs: opts.claimIdleMs } : {}),
         ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
         onCreated: () => metrics.orders.inc({ status: 'created' }),
+        ...(opts.orderWriter !== undefined ? { orderWriter: opts.orderWriter } : {}),
+        ...(opts.maxOrderAttempts !== undefined ? { maxAttempts: opts.maxOrderAttempts } : {}),
+        onDeadLetter: (e, reason) => {
+          metrics.orders.inc({ status: 'dead_lettered' })
+          log('warn', 'origin: order parked in the dead-letter stream', { order: e.orderId, reason })
+        },
         onError: onLoopError('order worker')
       })
       sweeper = startSweeper({

@@ -65,6 +65,32 @@ redis.call('XACK', KEYS[3], ARGV[5], ARGV[2])
 redis.call('XDEL', KEYS[3], ARGV[2])
 return r`
 
+// KEYS: queue dead · ARGV: entryId group seq reason attempts now → 1 parked · 0 not in the queue any more
+// (XACK answers 1 only for an entry still pending: a second park of one entry does nothing)
+const DEAD_LETTER = `
+if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'o', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5], 'at', ARGV[6])
+return 1`
+
+// KEYS: dead orders queue · ARGV: max → queued again (the others, whose order is no longer QUEUED, dropped)
+const REDRIVE = `
+local list = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[1]))
+local n = 0
+for _, e in ipairs(list) do
+  local seq = nil
+  for i = 1, #e[2], 2 do if e[2][i] == 'o' then seq = e[2][i + 1] end end
+  redis.call('XDEL', KEYS[1], e[1])
+  if seq then
+    local raw = redis.call('HGET', KEYS[2], seq)
+    if raw and cjson.decode(raw).status == 'QUEUED' then
+      redis.call('XADD', KEYS[3], '*', 'o', seq)
+      n = n + 1
+    end
+  end
+end
+return n`
+
 // KEYS: stock orders paydue · ARGV: seq now user('' = anyone)
 // → {0,''} not found · {4,''} forbidden · {1,o} paid now · {5,o} already paid · {2,o} cancelled · {6,o} cancelled now (deadline passed) · {3,o} still queued
 const PAY = `
@@ -252,7 +278,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
   }
   client.on('error', (err: Error) => { opts.onError?.(err) })
 
-  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW] } as const
+  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE] } as const
   for (const [name, [numberOfKeys, lua]] of Object.entries(scripts)) client.defineCommand(name, { numberOfKeys, lua })
   const cmd = client as unknown as Record<keyof typeof scripts, ScriptFn>
 
@@ -386,6 +412,34 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     async queueDepth (ref) {
       const k = productKeys(prefix, ref)
       return await run(async () => await client.xlen(k.queue))
+    },
+
+    async deadLetter (entry, reason, attempts, now) {
+      const parsed = parseOrderId(entry.orderId)
+      if (parsed === null) return
+      const k = productKeys(prefix, entry.ref)
+      await run(async () => await cmd.fgoDeadLetter(k.queue, k.dead, entry.entryId, GROUP, parsed.token, reason.slice(0, 200), attempts, now))
+    },
+
+    async deadLetters (ref, max) {
+      if (max <= 0) return []
+      const k = productKeys(prefix, ref)
+      const list = await run(async () => await client.xrange(k.dead, '-', '+', 'COUNT', max))
+      return list.map(([entryId, f]) => {
+        const field = (n: string): string => { const i = f.indexOf(n); return i >= 0 && i % 2 === 0 ? f[i + 1] ?? '' : '' }
+        return { ref, entryId, orderId: makeOrderId(ref, field('o')), reason: field('reason'), attempts: Number(field('attempts')), at: Number(field('at')) }
+      })
+    },
+
+    async deadLetterCount (ref) {
+      const k = productKeys(prefix, ref)
+      return await run(async () => await client.xlen(k.dead))
+    },
+
+    async redrive (ref, max) {
+      if (max <= 0) return 0
+      const k = productKeys(prefix, ref)
+      return Number(await run(async () => await cmd.fgoRedrive(k.dead, k.orders, k.queue, max)))
     },
 
     async sweep (ref, now, max) {

@@ -217,6 +217,32 @@ export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, 
     res.end(text)
   }
 
+  /**
+   * The dead-letter stream's admin view and re-drive (origin-stub/dead-letter.ts): `GET
+   * /admin/dead-letters/C/P[?max=N]` lists the oldest N (default 100), `POST .../redrive[?max=N]` sends
+   * them back into the order queue. Loopback peers only (403 FORBIDDEN otherwise).
+   */
+  const deadLetterAdmin = async (req: IncomingMessage, res: ServerResponse, query: string, c: string | undefined, p: string | undefined, redrive: boolean): Promise<void> => {
+    const peer = req.socket.remoteAddress ?? ''
+    if (!/^(127\.|::1$|::ffff:127\.)/.test(peer)) { fail(res, 403, 'FORBIDDEN', 'admin endpoints answer loopback peers only'); return }
+    const ref = productOf(res, c, p, 404)
+    if (ref === null) return
+    const raw = new URLSearchParams(query).get('max')
+    const max = raw === null ? 100 : Number(raw)
+    if (!Number.isSafeInteger(max) || max < 1 || max > 10_000) { fail(res, 400, 'BAD_REQUEST', 'max must be an integer 1..10000'); return }
+    try {
+      if (redrive) {
+        const queued = await store.redrive(ref, max)
+        if (queued > 0) deps.onQueued?.()
+        send(res, 200, { queued, left: await store.deadLetterCount(ref) })
+      } else {
+        send(res, 200, { count: await store.deadLetterCount(ref), letters: (await store.deadLetters(ref, max)).map((l) => ({ entry_id: l.entryId, order_id: l.orderId, reason: l.reason, attempts: l.attempts, at: l.at })) })
+      }
+    } catch (err) {
+      storeDown(res, redrive ? 'redrive' : 'dead_letters', err)
+    }
+  }
+
   const methodNotAllowed = (res: ServerResponse, allow: string): void => {
     send(res, 405, { code: 'METHOD_NOT_ALLOWED', message: `use ${allow}` }, { allow })
   }
@@ -260,6 +286,11 @@ export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, 
       return
     }
     if (seg.length === 1 && a === 'metrics') { await metricsText(res); return }
+    if (a === 'admin' && b === 'dead-letters' && (seg.length === 4 || (seg.length === 5 && seg[4] === 'redrive'))) {
+      const redrive = seg.length === 5
+      if (m !== (redrive ? 'POST' : 'GET')) { methodNotAllowed(res, redrive ? 'POST' : 'GET'); return }
+      await deadLetterAdmin(req, res, q === -1 ? '' : url.slice(q + 1), c, seg[3], redrive); return
+    }
     fail(res, 404, 'NOT_FOUND', 'no such endpoint')
   }
 

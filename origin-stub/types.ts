@@ -64,6 +64,19 @@ export interface QueueEntry {
   readonly orderId: string
 }
 
+/** An order notice the order writer kept failing on, parked in the product's dead-letter stream. */
+export interface DeadLetter {
+  readonly ref: ProductRef
+  /** Its id in the dead-letter stream. */
+  readonly entryId: string
+  readonly orderId: string
+  /** The last failure, as the worker saw it. */
+  readonly reason: string
+  readonly attempts: number
+  /** When it was parked (epoch ms). */
+  readonly at: number
+}
+
 /**
  * Shared state of the origin. Every method is one atomic step on the store (one Lua script on Redis),
  * so any number of origin processes may share one Redis.
@@ -109,6 +122,24 @@ export interface OriginStore {
   complete(entry: QueueEntry, now: number, paymentTimeoutMs: number): Promise<boolean>
   /** Entries not completed yet (new + pending). */
   queueDepth(ref: ProductRef): Promise<number>
+
+  // --- the dead-letter stream (origin-stub/dead-letter.ts) ---
+
+  /**
+   * Park an entry the order writer failed on `attempts` times: it leaves the queue (acked) and is added
+   * to the product's dead-letter stream, in one step. Its order stays QUEUED and its unit locked (the
+   * invariant holds; the sweeper does not cancel a QUEUED order). Idempotent per entry.
+   */
+  deadLetter(entry: QueueEntry, reason: string, attempts: number, now: number): Promise<void>
+  /** The oldest `max` dead letters of a product (an admin view). */
+  deadLetters(ref: ProductRef, max: number): Promise<DeadLetter[]>
+  /** Dead letters in total (a gauge). */
+  deadLetterCount(ref: ProductRef): Promise<number>
+  /**
+   * Re-drive up to `max` dead letters, oldest first: each whose order is still QUEUED goes back to the
+   * order queue (one step per letter); the others are dropped. Answers how many were queued again.
+   */
+  redrive(ref: ProductRef, max: number): Promise<number>
 
   /** Cancel up to `max` CREATED orders whose deadline is <= now, unit locked → sale; answers how many. Exactly once per order. */
   sweep(ref: ProductRef, now: number, max: number): Promise<number>

@@ -16,6 +16,7 @@
  * payment deadline; exactly once even with several processes, because the cancel is one atomic step
  * that checks the status.
  */
+import { orderAttempts, type OrderWriter } from './dead-letter.js'
 import type { OriginStore, ProductRef, QueueEntry } from './types.js'
 
 export interface WorkerOptions {
@@ -34,6 +35,12 @@ export interface WorkerOptions {
   /** Called after each order this worker created. */
   readonly onCreated?: (entry: QueueEntry) => void
   readonly onError?: (err: unknown) => void
+  /** The order system, handed each order before it is created; failures are retried, then parked (dead-letter.ts). */
+  readonly orderWriter?: OrderWriter
+  /** Failures of one order before it is parked in the dead-letter stream (default 5). */
+  readonly maxAttempts?: number
+  /** Called for each order parked. */
+  readonly onDeadLetter?: (entry: QueueEntry, reason: string) => void
 }
 
 export interface Worker {
@@ -58,6 +65,7 @@ export function startWorker (opts: WorkerOptions): Worker {
   let recoverOwn = true
   let nextClaimAt = 0
   let rr = 0
+  const attempts = opts.orderWriter === undefined ? null : orderAttempts(opts.orderWriter, Math.max(1, opts.maxAttempts ?? 5))
 
   let wakeFn: (() => void) | null = null
   let sleepTimer: NodeJS.Timeout | null = null
@@ -127,15 +135,34 @@ export function startWorker (opts: WorkerOptions): Worker {
           backoff = 100
           continue
         }
+        let todo: readonly QueueEntry[] = batch
+        let retry = false
+        if (attempts !== null) {
+          // The order system first: what it did not take stays pending (retried after a back-off) or,
+          // at its last attempt, is parked in the dead-letter stream.
+          const sent = await attempts.send(batch)
+          todo = sent.taken
+          retry = sent.retry
+          for (const p of sent.park) {
+            await opts.store.deadLetter(p.entry, p.reason, p.attempts, clock())
+            opts.onDeadLetter?.(p.entry, p.reason)
+          }
+        }
         // Completed concurrently (ioredis pipelines them); each is its own atomic step.
-        const results = await Promise.all(batch.map(async (e) => await opts.store.complete(e, clock(), opts.paymentTimeoutMs)))
+        const results = await Promise.all(todo.map(async (e) => await opts.store.complete(e, clock(), opts.paymentTimeoutMs)))
         tokens -= batch.length
         results.forEach((ok, i) => {
           if (!ok) return
           created++
-          const e = batch[i]
+          const e = todo[i]
           if (e !== undefined) opts.onCreated?.(e)
         })
+        if (retry) {
+          recoverOwn = true
+          await sleep(backoff)
+          backoff = Math.min(2000, backoff * 2)
+          continue
+        }
         backoff = 100
       } catch (err) {
         opts.onError?.(err)

@@ -19,6 +19,8 @@ export interface Metrics {
   readonly quotaRemaining: Gauge<'campaign' | 'product'>
   /** Units given back because the request was not admitted after all (later reject, upstream failure). */
   readonly quotaReleased: Counter<'campaign' | 'product'>
+  /** Units this process holds leased for `quota: { on_error: local }` (with workers: summed). */
+  readonly quotaLeased: Gauge<'campaign' | 'product'>
   readonly storeErrors: Counter<'op'>
   readonly storeDuration: Histogram<'op'>
   /** Decisions taken by a failure policy while the store was unusable: policy=fail_open|fail_closed|local. */
@@ -108,6 +110,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
     quotaAdmitted: new Counter({ name: 'flashgate_quota_admitted_total', help: 'Requests admitted by the per-product quota.', labelNames: ['campaign', 'product'], registers: r }),
     quotaRemaining: new Gauge({ name: 'flashgate_quota_remaining', help: 'Quota left per product, as last seen by this node.', labelNames: ['campaign', 'product'], aggregator: 'min', registers: r }),
     quotaReleased: new Counter({ name: 'flashgate_quota_released_total', help: 'Quota units given back because the request was not admitted downstream.', labelNames: ['campaign', 'product'], registers: r }),
+    quotaLeased: new Gauge({ name: 'flashgate_quota_leased', help: 'Quota units reserved in the store by this node for on_error: local and not used yet (counted as admitted there).', labelNames: ['campaign', 'product'], aggregator: 'sum', registers: r }),
     storeErrors: new Counter({ name: 'flashgate_store_errors_total', help: 'Store operations that failed or timed out.', labelNames: ['op'], registers: r }),
     storeDuration: new Histogram({
       name: 'flashgate_store_duration_seconds',

@@ -39,21 +39,23 @@
  * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit is given back the same way, so a slow moment does not leave units admitted that
  * nobody bought.
  *
- * Failure policy: fail_closed → 503 STORE_UNAVAILABLE, the only policy a quota takes. `local` and
- * `fail_open` are refused (conf/load.ts at FILE:LINE:COL, and this factory): a node-local share judged
- * from a stale view, reconciled into the counter after the outage while other calls were judged without
- * it, oversold (issue 13: 2,496 buyers for a quota of 1,500 through a SIGKILL of Redis), and fail_open
- * has no bound at all. A lease design (units reserved in the store ahead, spent locally) would bound
- * `local`; it is not built.
+ * Failure policy: fail_closed → 503 STORE_UNAVAILABLE. `local` → admit from this process's lease
+ * (limiter/quota-lease.ts: units reserved in the store while it answered, so nothing is reconciled
+ * afterwards and the total never passes the quota), 503 once the lease is spent. `fail_open` is refused
+ * (conf/load.ts at FILE:LINE:COL, and this factory): admitting without counting has no bound, and the
+ * only bound it could have — a node-local allowance counted in the store ahead — is `local` with a lease.
+ * (The old `local`, a node-local share reconciled into the counter after the outage while other calls
+ * were judged without it, oversold: issue 13, 2,496 buyers for a quota of 1,500.)
  */
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
 import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
 import { rejection } from '../gateway/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
 import { ConfigError } from '../gateway/errors.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './common.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
 import { retryRefused } from './breaker.js'
 import type { CounterResult, MarkAddResult, Store } from './store.js'
+import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from './quota-lease.js'
 
 export const QUOTA_CHANNEL = 'quota'
 
@@ -98,6 +100,8 @@ interface Product {
   lastRefresh: number
   /** Resets heard of (admin reset); a give-back from an older epoch is dropped. */
   epoch: number
+  /** Units reserved in the store for `on_error: local` (limiter/quota-lease.ts); empty otherwise. */
+  lease: Lease
 }
 
 const quotaOf = (p: Product): number => p.override ?? p.configQuota
@@ -137,7 +141,8 @@ function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics
       admitted: new CounterCell(metrics.quotaAdmitted, { campaign: c.id, product: pc.id }),
       released: new CounterCell(metrics.quotaReleased, { campaign: c.id, product: pc.id }),
       lastRefresh: 0,
-      epoch: 0
+      epoch: 0,
+      lease: newLease(pc.segments)
     }
     reg.products.set(id, p)
     p.remainingGauge.set(pc.quota)
@@ -166,7 +171,7 @@ function ensureSubscribed (reg: Registry, store: Store, log: GuardDeps['log']): 
     const p = reg.products.get(`${String(m.c)}\u0000${String(m.p)}`)
     if (p === undefined) return
     if (typeof m.quota === 'number') { p.override = m.quota; p.overrideLoaded = true }
-    if (m.reset === true) { p.seen.fill(0); p.epoch++ }
+    if (m.reset === true) { p.seen.fill(0); p.epoch++; dropAll(p.lease) }
     clearLatch(p)
     log('info', 'quota changed', { campaign: p.campaign, product: p.product, quota: quotaOf(p) })
   })
@@ -199,7 +204,26 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const readProduct = valueReader(cfg.product)
   const latchTtl = cfg.latchTtlMs
   const policy = policyOf(cfg.onError, deps)
-  if (policy !== 'fail_closed') throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
+  if (policy === 'fail_open') throw new ConfigError(['quota: on_error fail_open cannot bound the units sold while the store is down; use local (bounded by leases) or fail_closed'])
+  const local = policy === 'local'
+  const leaseSize = cfg.lease
+  const processes = processCount(deps)
+  const leaseDeps = (p: Product): LeaseDeps => ({
+    store,
+    campaign: p.campaign,
+    product: p.product,
+    processes,
+    onChange: (held) => { deps.metrics.quotaLeased.labels(p.campaign, p.product).set(held) },
+    log: (level, msg, fields) => { deps.log(level, msg, { guard: id, ...fields }) }
+  })
+  const leaseOf = new Map<Product, LeaseDeps>()
+  for (const m of campaigns.values()) {
+    for (const p of m.values()) {
+      const ld = leaseDeps(p)
+      leaseOf.set(p, ld)
+      if (p.lease.units.length !== p.segments) reshape(p.lease, ld, p.segments)
+    }
+  }
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
@@ -247,11 +271,20 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     mark.unmark(markKey)
   }
 
-  const onError = (err: unknown, late: { rejected: boolean }): Verdict => {
+  const onError = (err: unknown, late: { rejected: boolean }, ctx: RequestContext, p: Product, seg: number, epoch: number): Verdict => {
     asStoreError(err)
     fallbacks.inc()
-    // Answered with a rejection: a late "applied" gives the unit back.
+    // Answered without the store's unit (a rejection, or a unit from the lease): a late "applied" gives it back.
     late.rejected = true
+    if (local) {
+      const s = takeUnit(p.lease, seg)
+      if (s >= 0) {
+        p.admitted.inc()
+        leaseOf.get(p)?.onChange(leaseHeld(p.lease))
+        onSettle(ctx, (_c, o) => { if (unitReturns(o) && p.epoch === epoch) putBack(p.lease, s) })
+        return undefined
+      }
+    }
     return STORE_UNAVAILABLE
   }
 
@@ -275,6 +308,14 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       const i = (start + j) % n
       if ((p.fullUntil[i] ?? 0) > now) continue
       return trySegment(ctx, p, markKey, mark, start, j, i)
+    }
+    // Every segment full while this process holds a lease: return it and try again, so that the leased
+    // units are sold rather than stranded at the end of a sale.
+    if (local && leaseHeld(p.lease) > 0 && store.healthy) {
+      return returnAll(p.lease, leaseOf.get(p) as LeaseDeps).then(() => {
+        p.fullUntil.fill(0)
+        return leaseHeld(p.lease) > 0 ? soldOut : tryFrom(ctx, p, markKey, mark, start, 0)
+      })
     }
     p.latchUntil = now + latchTtl
     p.remainingGauge.set(0)
@@ -302,6 +343,12 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
         p.admitted.inc()
         const left = leftSeen(p)
         if (left >= 0) p.remainingGauge.set(left)
+        if (local) {
+          const ld = leaseOf.get(p) as LeaseDeps
+          // The store answers again: what an outage left of the lease goes back; else keep it topped up.
+          if (p.lease.outage) void returnAll(p.lease, ld)
+          else if (leaseSize > 0) topUp(p.lease, ld, leaseSize, p.segments, i, limit, limit - r.value)
+        }
         onSettle(ctx, giveBackFor(p, i, epoch))
         if (mark !== null) onSettle(ctx, mark.release(markKey as string))
         return undefined
@@ -316,7 +363,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
           return v
         }
       }
-      return onError(err, late)
+      return onError(err, late, ctx, p, i, epoch)
     })
   }
 

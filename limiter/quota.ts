@@ -64,6 +64,13 @@ export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:
 export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
 
 /**
+ * Set by an origin that keeps the product's orders on this store (origin-stub, at start): the edge's
+ * counters are then one ledger with those orders, and an admin reset — which would forget units the
+ * origin's buyers hold — is refused (RESET_BREAKS_LEDGER).
+ */
+export const originKey = (c: string, p: string): string => `qo:{${c}:${p}}`
+
+/**
  * Whether the unit a request took goes back: unless the upstream accepted the buy (2xx/3xx). A later
  * guard's rejection, no upstream answer, and every upstream 4xx/5xx give it back — the origin's own
  * SOLD_OUT or DUPLICATE means it locked no unit for this request, so the edge must not count one (one
@@ -401,7 +408,7 @@ export interface QuotaStatus { readonly quota: number, readonly admitted: number
 
 /** A change refused with nothing changed (the admin API answers 409 with `code`). */
 export interface QuotaConflict {
-  readonly conflict: 'QUOTA_BELOW_ADMITTED' | 'RELEASE_EXCEEDS_ADMITTED'
+  readonly conflict: 'QUOTA_BELOW_ADMITTED' | 'RELEASE_EXCEEDS_ADMITTED' | 'RESET_BREAKS_LEDGER'
   readonly message: string
   readonly view: QuotaStatus
 }
@@ -423,8 +430,12 @@ export interface QuotaAdmin {
    * `quota` channel). Refused (RELEASE_EXCEEDS_ADMITTED, nothing changed) when more than admitted.
    */
   release(campaign: string, product: string, units: number): Promise<QuotaStatus | QuotaConflict | null>
-  /** Admitted back to 0 on every node (the quota stays). */
-  reset(campaign: string, product: string): Promise<QuotaStatus | null>
+  /**
+   * Admitted back to 0 on every node (the quota stays). Refused (RESET_BREAKS_LEDGER, nothing changed)
+   * when an origin keeps the product's orders on this store (`originKey`): the units its buyers hold
+   * would be admitted again, edge and origin would disagree; units go back with `release`.
+   */
+  reset(campaign: string, product: string): Promise<QuotaStatus | QuotaConflict | null>
 }
 
 /** The admin API's quota operations (GET/PUT /admin/quota/:campaign/:product, POST .../reset). */
@@ -498,6 +509,10 @@ export function createQuotaAdmin (deps: { config: Config, store: Store, metrics:
     async reset (c, p) {
       const pc = find(c, p)
       if (pc === undefined) return null
+      if (await store.get(originKey(c, p)) !== null) {
+        const view = await get(c, p) as QuotaStatus
+        return { conflict: 'RESET_BREAKS_LEDGER', message: `an origin keeps this product's orders on this store (${view.admitted} units admitted are its buyers' or on their way): a reset would admit them again; give units back with POST .../release, or change the quota with PUT`, view }
+      }
       await Promise.all(Array.from({ length: pc.segments }, async (_, i) => await store.del(segmentKey(c, p, i))))
       await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, reset: true }))
       return await get(c, p)

@@ -17,7 +17,7 @@
  */
 import { Cluster, Redis } from 'ioredis'
 import { StoreError } from '../gateway/errors.js'
-import { QUOTA_CHANNEL, limitKey, segmentKey } from '../limiter/quota.js'
+import { QUOTA_CHANNEL, limitKey, originKey, segmentKey } from '../limiter/quota.js'
 import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
@@ -307,6 +307,9 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       for (const p of products) {
         const k = productKeys(prefix, p)
         await run(async () => await cmd.fgoInit(k.stock, p.stock))
+        // Tells a gateway on this store that its quota counters are one ledger with these orders (its
+        // admin reset is then refused: limiter/quota.ts originKey).
+        await run(async () => await client.set(prefix + originKey(p.campaign, p.product), '1'))
         try {
           await client.xgroup('CREATE', k.queue, GROUP, '0', 'MKSTREAM')
         } catch (err) {

@@ -2,6 +2,14 @@
  * The flash sale through the real CLI: 5,000 concurrent buys from 3,000 users for 500 units.
  * On Redis through TWO origin processes sharing one redis-server; on memory through one (two processes
  * cannot share memory). Then every order reaches CREATED, 300 are paid, 200 time out.
+ *
+ * Judged in ledger terms, whatever the machine's load (issue 13, point 4): on a loaded machine the 5,000
+ * buys once took longer than order creation + payment_timeout (then 10 s), so the first orders were cancelled
+ * by their deadline while buys still ran and their units sold again — 1,000 (and 1,205) orders for a
+ * stock of 500, with stock == sale + locked + sold at every sample. Not an oversell: never more than
+ * 500 orders held units at once. So: every 202 is an order that is live (CREATED, == locked) or was
+ * cancelled at its deadline; live never above the stock; exactly 500 orders when none was cancelled
+ * during the buys; the pays go to orders whose deadline is still ahead.
  */
 import t from 'tap'
 import type { Test } from 'tap'
@@ -11,8 +19,9 @@ import { client, configFile, metricSum, originYaml, spawnOrigin, until } from '.
 const STOCK = 500
 const USERS = 3000
 const BUYS = 5000
-const PAY = 300
-const PAY_TIMEOUT_MS = 10_000
+const PAY_WANTED = 300
+// Long enough for the buys and the snapshot on a loaded machine to leave live orders to pay.
+const PAY_TIMEOUT_MS = 20_000
 
 async function sale (t: Test, store: 'memory' | string, processes: number): Promise<void> {
   const file = configFile(t, originYaml({
@@ -54,10 +63,10 @@ async function sale (t: Test, store: 'memory' | string, processes: number): Prom
   await sampler
 
   const queued = results.filter((r) => r.status === 202)
-  t.equal(queued.length, STOCK, 'exactly the stock is QUEUED')
+  t.ok(queued.length >= STOCK, `at least the stock is QUEUED (${queued.length})`)
   t.ok(queued.every((r) => r.body.status === 'QUEUED' && typeof r.body.order_id === 'string'), '202 bodies are {status: QUEUED, order_id}')
-  t.equal(new Set(queued.map((r) => r.user)).size, STOCK, 'no user twice')
-  t.equal(new Set(queued.map((r) => r.body.order_id)).size, STOCK, 'distinct order ids')
+  t.equal(new Set(queued.map((r) => r.user)).size, queued.length, 'no user twice')
+  t.equal(new Set(queued.map((r) => r.body.order_id)).size, queued.length, 'distinct order ids')
   const others = results.filter((r) => r.status !== 202)
   t.ok(others.every((r) => r.status === 409 && (r.body.code === 'SOLD_OUT' || r.body.code === 'DUPLICATE')), 'everything else is 409 SOLD_OUT or DUPLICATE')
   const winners = new Map(queued.map((r) => [r.user, r.body.order_id as string]))
@@ -67,42 +76,63 @@ async function sale (t: Test, store: 'memory' | string, processes: number): Prom
   t.ok(samples.length > 5, `invariant sampled during the run`)
   const bad = samples.filter((s) => s.sale + s.locked + s.sold !== s.stock || s.sale < 0 || s.locked < 0 || s.sold < 0 || s.stock !== STOCK)
   t.same(bad, [], 'sale + locked + sold == stock, all >= 0, at every sample')
-  t.same((await http('GET', stockUrl)).body, { stock: STOCK, sale: 0, locked: STOCK, sold: 0 }, 'all units locked at the end of the buys')
 
-  // Every order reaches CREATED.
-  const ids = [...winners.values()]
+  // Every order leaves QUEUED (CREATED; or CANCELLED at its deadline when the buys outlasted it).
+  const all = [...winners.values()]
   const owner = new Map([...winners].map(([u, id]) => [id, u]))
   const as = (id: string): Record<string, string> => ({ 'x-user-id': owner.get(id) ?? '' })
-  const allCreated = await until(async () => {
-    const st = await Promise.all(ids.map(async (id, i) => (await http('GET', `${urls[i % urls.length]}/orders/${id}`, as(id))).body.status))
-    return st.every((s) => s === 'CREATED')
-  }, 20_000, 200)
-  t.ok(allCreated, 'all 500 orders reach CREATED')
-  const one = await http('GET', `${urls[0]}/orders/${ids[0] ?? ''}`, as(ids[0] ?? ''))
-  t.match(one.body, { order_id: ids[0], status: 'CREATED', campaign: 'nov11', product: '153', user: String, queued_at: Number, created_at: Number, pay_by: Number, paid_at: null })
+  const orders = async (): Promise<any[]> => await Promise.all(all.map(async (id, i) => (await http('GET', `${urls[i % urls.length]}/orders/${id}`, as(id))).body))
+  const noneQueued = await until(async () => (await orders()).every((o) => o.status !== 'QUEUED'), 20_000, 200)
+  t.ok(noneQueued, 'every order is created')
+  // A consistent snapshot: the orders, the stock, the orders again (a cancellation in between: again).
+  let snap: { os: any[], stock: any } | null = null
+  for (let i = 0; i < 20 && snap === null; i++) {
+    const a = await orders()
+    const stock = (await http('GET', stockUrl)).body
+    const b = await orders()
+    if (a.every((o, j) => o.status === b[j]?.status)) snap = { os: b, stock }
+  }
+  t.ok(snap !== null, 'a consistent snapshot of orders and stock')
+  const live = (snap?.os ?? []).filter((o) => o.status === 'CREATED')
+  const cancelled = (snap?.os ?? []).filter((o) => o.status === 'CANCELLED')
+  t.equal(live.length + cancelled.length, queued.length, 'every 202 is one order, CREATED or CANCELLED')
+  t.same(snap?.stock, { stock: STOCK, sale: STOCK - live.length, locked: live.length, sold: 0 }, 'locked == the live orders, sale + locked == stock')
+  t.ok(live.length <= STOCK, `live orders ${live.length} ≤ stock ${STOCK}`)
+  t.ok(cancelled.every((o) => typeof o.pay_by === 'number' && o.cancelled_at >= o.pay_by), 'an order was cancelled only at its payment deadline')
+  if (cancelled.length === 0) t.equal(queued.length, STOCK, 'no order timed out during the buys: exactly the stock is QUEUED')
+  else t.comment(`${cancelled.length} orders timed out during the buys (a loaded machine) and their units were sold again: ${queued.length} orders for ${STOCK}`)
+  const first = live[0] ?? cancelled[0]
+  t.match(first, { order_id: String, campaign: 'nov11', product: '153', user: String, queued_at: Number, created_at: Number, pay_by: Number, paid_at: null })
 
-  // Pay 300 (through alternating processes), let 200 time out.
-  const toPay = ids.slice(0, PAY)
+  // Pay up to 300 of the live orders whose deadline is furthest (through alternating processes), let the rest time out.
+  const now = Date.now()
+  const payable = live.filter((o) => o.pay_by - now > 3000).sort((x, y) => y.pay_by - x.pay_by)
+  const PAY = Math.min(PAY_WANTED, payable.length)
+  t.ok(PAY > 0, `live orders left to pay (${PAY})`)
+  const ids = all
+  const toPay = payable.slice(0, PAY).map((o) => o.order_id as string)
   const paid = await Promise.all(toPay.map(async (id, i) => await http('POST', `${urls[i % urls.length]}/orders/${id}/pay`, as(id))))
-  t.ok(paid.every((r) => r.status === 200 && r.body.status === 'PAID'), '300 payments answered 200 PAID')
-  const again = await http('POST', `${urls[urls.length - 1]}/orders/${toPay[0] ?? ''}/pay`, as(toPay[0] ?? ''))
-  t.match(again, { status: 200, body: { status: 'PAID' } }, 'paying twice is 200 again')
-  t.same((await http('GET', stockUrl)).body, { stock: STOCK, sale: 0, locked: STOCK - PAY, sold: PAY })
+  t.ok(paid.every((r) => r.status === 200 && r.body.status === 'PAID'), `${PAY} payments answered 200 PAID`)
+  if (toPay[0] !== undefined) {
+    const again = await http('POST', `${urls[urls.length - 1]}/orders/${toPay[0]}/pay`, as(toPay[0]))
+    t.match(again, { status: 200, body: { status: 'PAID' } }, 'paying twice is 200 again')
+  }
+  t.match((await http('GET', stockUrl)).body, { stock: STOCK, sold: PAY }, 'the paid are sold')
 
   const released = await until(async () => (await http('GET', stockUrl)).body.locked === 0, PAY_TIMEOUT_MS + 10_000, 200)
   t.ok(released, 'unpaid orders were released')
-  t.same((await http('GET', stockUrl)).body, { stock: STOCK, sale: STOCK - PAY, locked: 0, sold: PAY }, 'ends at sold 300, sale 200, locked 0')
-  const late = ids[PAY] ?? ''
+  t.same((await http('GET', stockUrl)).body, { stock: STOCK, sale: STOCK - PAY, locked: 0, sold: PAY }, `ends at sold ${PAY}, sale ${STOCK - PAY}, locked 0`)
+  const late = ids.find((id) => !toPay.includes(id)) ?? ''
   t.match(await http('GET', `${urls[0]}/orders/${late}`, as(late)), { status: 200, body: { status: 'CANCELLED', cancelled_at: Number } })
   t.match(await http('POST', `${urls[0]}/orders/${late}/pay`, as(late)), { status: 409, body: { code: 'ORDER_CANCELLED' } }, 'paying a cancelled order is 409')
 
   // Exactly once across processes: the per-process counters add up.
   const texts = await Promise.all(urls.map(async (u) => (await http('GET', `${u}/metrics`)).body as string))
   const sum = (labels: Record<string, string>, name = 'flashgate_origin_orders_total'): number => texts.reduce((a, x) => a + metricSum(x, name, labels), 0)
-  t.equal(sum({ status: 'created' }), STOCK, 'orders created once each, over all processes')
-  t.equal(sum({ status: 'cancelled' }), STOCK - PAY, 'orders cancelled once each, over all processes')
+  t.equal(sum({ status: 'created' }), queued.length, 'orders created once each, over all processes')
+  t.equal(sum({ status: 'cancelled' }), queued.length - PAY, 'orders cancelled once each, over all processes')
   t.equal(sum({ status: 'paid' }), PAY)
-  t.equal(sum({ result: 'queued' }, 'flashgate_origin_buys_total'), STOCK)
+  t.equal(sum({ result: 'queued' }, 'flashgate_origin_buys_total'), queued.length)
   t.equal(metricSum(texts[0] ?? '', 'flashgate_origin_queue_depth'), 0, 'queue drained')
   t.equal(metricSum(texts[0] ?? '', 'flashgate_origin_stock', { state: 'sold' }), PAY, 'stock gauge')
 

@@ -25,7 +25,7 @@
  * sale). A reset (admin) drops every lease: the units it counted went with the reset.
  */
 import type { Store } from './store.js'
-import { segmentKey, segmentQuota } from './quota.js'
+import { segmentKey, segmentQuota } from '../conf/store-keys.js'
 
 /** The lease of one product in one process. */
 export interface Lease {

@@ -16,8 +16,8 @@
  * (`appendonly yes`, `appendfsync always` for every write, `everysec` for all but the last second).
  */
 import { Cluster, Redis } from 'ioredis'
-import { StoreError } from '../gateway/errors.js'
-import { QUOTA_CHANNEL, limitKey, originKey, segmentKey } from '../limiter/quota.js'
+import { StoreError } from '../conf/errors.js'
+import { QUOTA_CHANNEL, limitKey, originKey, segmentKey } from '../conf/store-keys.js'
 import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
@@ -308,7 +308,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         const k = productKeys(prefix, p)
         await run(async () => await cmd.fgoInit(k.stock, p.stock))
         // Tells a gateway on this store that its quota counters are one ledger with these orders (its
-        // admin reset is then refused: limiter/quota.ts originKey).
+        // admin reset is then refused: conf/store-keys.ts originKey).
         await run(async () => await client.set(prefix + originKey(p.campaign, p.product), '1'))
         try {
           await client.xgroup('CREATE', k.queue, GROUP, '0', 'MKSTREAM')

@@ -47,28 +47,18 @@
  * (The old `local`, a node-local share reconciled into the counter after the outage while other calls
  * were judged without it, oversold: issue 13, 2,496 buyers for a quota of 1,500.)
  */
-import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
-import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
-import { rejection } from '../gateway/reject.js'
-import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
-import { ConfigError } from '../gateway/errors.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './common.js'
-import { retryRefused } from './breaker.js'
-import type { CounterResult, MarkAddResult, Store } from './store.js'
-import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from './quota-lease.js'
+import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'
+import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
+import { rejection } from '../pipeline/reject.js'
+import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
+import { ConfigError } from '../../conf/errors.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './values.js'
+import { retryRefused } from '../../limiter/breaker.js'
+import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
+import { QUOTA_CHANNEL, limitKey, originKey, segmentKey, segmentQuota } from '../../conf/store-keys.js'
+import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from '../../limiter/quota-lease.js'
 
-export const QUOTA_CHANNEL = 'quota'
 
-export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
-
-export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
-
-/**
- * Set by an origin that keeps the product's orders on this store (origin-stub, at start): the edge's
- * counters are then one ledger with those orders, and an admin reset — which would forget units the
- * origin's buyers hold — is refused (RESET_BREAKS_LEDGER).
- */
-export const originKey = (c: string, p: string): string => `qo:{${c}:${p}}`
 
 /**
  * Whether the unit a request took goes back: unless the upstream accepted the buy (2xx/3xx). A later
@@ -81,9 +71,7 @@ export function unitReturns (o: Outcome): boolean {
 }
 
 /** Quota of segment i when `quota` is split in `n`. */
-export function segmentQuota (quota: number, n: number, i: number): number {
-  return Math.floor(quota / n) + (i < quota % n ? 1 : 0)
-}
+export { segmentQuota }
 
 /** A product's node-local state; one per process (deps.persistent), shared by every quota guard and kept across reloads. */
 interface Product {

@@ -60,7 +60,7 @@ export function recordReload (m: Metrics, ok: boolean, nowMs: number = Date.now(
 export const UPSTREAM_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 /** Gauges that add up over workers (each counts its own part); every other flashgate gauge names its aggregator. */
-export const SUMMED_GAUGES: readonly string[] = ['flashgate_connections']
+export const SUMMED_GAUGES: readonly string[] = ['flashgate_connections', 'flashgate_quota_leased']
 
 export { VERSION }
 

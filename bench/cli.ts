@@ -147,6 +147,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     checks.push({ name: 'flash-sale requests lost, sent − answered (must be 0)', value: sale.correctness.lost, ok: sale.correctness.lost === 0 })
     checks.push({ name: `unpaid orders (${Math.round((1 - sale.unpaid.payShare) * 100)} % of buyers never pay; payment_timeout ${sale.unpaid.paymentTimeoutMs} ms): units released by the origin`, value: sale.correctness.released, ok: null })
     checks.push({ name: 'released units resold to late buyers', value: sale.correctness.resold, ok: null })
+    const ls = sale.ledgerSamples
+    if (ls !== null) checks.push({ name: `ledger at every sample (every 250 ms while the sale ran): 0 ≤ edge admitted − origin (locked + sold) − released-not-yet-handed-back ≤ buys in flight (≤ ${ls.connections} connections), ± what moved during the sample`, value: `${ls.samples} samples (${ls.skipped} unreadable), gap ${ls.minGap ?? '–'}..${ls.maxGap ?? '–'}, ${ls.violations} outside`, ok: ls.samples === 0 ? null : ls.violations === 0 })
     for (const pr of sale.products) {
       checks.push({ name: `${pr.product}: orders − released ≤ quota ${pr.quota}`, value: `${pr.orders} − ${pr.released ?? '?'}`, ok: pr.orders - (pr.released ?? 0) <= pr.quota })
       if (pr.ledgerOk !== null && pr.origin !== null) checks.push({ name: `${pr.product}: ledger at rest, edge admitted == origin locked + sold, edge remaining == origin sale`, value: `${pr.edgeAdmitted ?? '?'} == ${pr.origin.locked}+${pr.origin.sold}`, ok: pr.ledgerOk })

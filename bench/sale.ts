@@ -17,6 +17,7 @@ import { watchGenerator } from './generator-health.js'
 import type { GeneratorHealth } from './generator-health.js'
 import { serverLatency } from './server-latency.js'
 import type { ServerLatency } from './server-latency.js'
+import { sampleLedger, type LedgerSampling } from './ledger-samples.js'
 
 export interface SaleOptions {
   readonly dir: string
@@ -79,6 +80,8 @@ export interface SaleResult {
   /** The crowd's own CPU and event-loop lag: whether the generator was the bottleneck. */
   readonly generatorHealth: GeneratorHealth
   readonly correctness: { oversold: number, usersWithSeveralOrders: number, lost: number, invariantOk: boolean | null, ledgerOk: boolean | null, released: number, resold: number, ok: boolean }
+  /** The ledger sampled while the sale ran (bench/ledger-samples.ts); null without admin and origin URLs. */
+  readonly ledgerSamples: LedgerSampling | null
   /** Share of buyers who paid, and the origin's payment_timeout. */
   readonly unpaid: { readonly payShare: number, readonly paymentTimeoutMs: number }
   readonly stack: Record<string, string>
@@ -199,6 +202,7 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
   const redisA = edgeRedis === null ? null : await edgeRedis.commandStats()
   const cpuA = gwPid === null ? null : cpuMicros(gwPid)
   const watch = watchGenerator('virtual users (undici)', { inProcess: true, loadCpu: o.loadCpu ?? null })
+  const sampler = admin === null || originUrl === null ? null : sampleLedger({ admin, origin: originUrl, campaign: CAMPAIGN, products: o.products.map((p) => p.id), connections: o.connections, everyMs: 250 })
   const users = await runUsers({
     baseUrl: gatewayUrl,
     users: o.users,
@@ -222,6 +226,7 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
   })
   const generatorHealth = watch.stop()
   const cpuB = gwPid === null ? null : cpuMicros(gwPid)
+  const ledgerSamples = sampler === null ? null : await sampler.stop()
   const redisB = edgeRedis === null ? null : await edgeRedis.commandStats()
   const metB = admin === null ? null : await scrape(admin)
   await edgeRedis?.close()
@@ -295,8 +300,9 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
       ledgerOk,
       released: products.reduce((a, p) => a + (p.released ?? 0), 0),
       resold: products.reduce((a, p) => a + p.resold, 0),
-      ok: oversold === 0 && users.usersWithSeveralOrders === 0 && users.lost === 0 && inv !== false && ledgerOk !== false
+      ok: oversold === 0 && users.usersWithSeveralOrders === 0 && users.lost === 0 && inv !== false && ledgerOk !== false && (ledgerSamples === null || ledgerSamples.violations === 0)
     },
+    ledgerSamples,
     unpaid: { payShare: PAY_SHARE, paymentTimeoutMs: paymentTimeoutMs(o.durationS) },
     stack
   }

@@ -61,7 +61,7 @@ export const DEFAULTS = Object.freeze({
   rateLimit: { maxKeys: 100_000 },
   captcha: { timeoutMs: 2_000, tokenTtlMs: 300_000, clearanceCookie: 'fg_clearance', difficulty: 16, challengeTtlMs: 60_000 },
   dedupe: { ttlMs: 86_400_000 },
-  quota: { latchTtlMs: 1_000 },
+  quota: { latchTtlMs: 1_000, lease: 10 },
   waitingRoom: { prequeueMs: 600_000, passTtlMs: 300_000, overbook: 1, pollMs: 1_000 },
   origin: { listen: '127.0.0.1:7001', orderRate: 1000, paymentTimeoutMs: 600_000 },
   tracing: { sample: 1, serviceName: 'flashgate', maxQueue: 2048 },
@@ -96,7 +96,7 @@ const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
   signed_link: ['mode', 'single_use', 'secure_link', 'secure_link_md5', 'campaign', 'product'],
   campaign_window: ['campaign'],
   dedupe: ['ttl', 'campaign', 'product', 'on_error'],
-  quota: ['campaign', 'product', 'latch_ttl', 'on_error'],
+  quota: ['campaign', 'product', 'latch_ttl', 'on_error', 'lease'],
   waiting_room: ['campaign', 'on_error']
 }
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -1122,16 +1122,19 @@ class Loader {
         const product = this.productSource(m, rc, 'quota', campaign)
         if (this.campaignIds.size === 0) ck.error(pos, 'quota needs at least one campaign with products in campaigns:')
         const latchTtlMs = this.duration(m.get('latch_ttl'), 'latch_ttl') ?? DEFAULTS.quota.latchTtlMs
-        // A quota sells exactly its units: a node-local fallback (local) or admitting everything
-        // (fail_open) while the store is down cannot bound the total across nodes and the reconciliation
-        // after the outage, so both are refused for a quota (issue 13). fail_closed answers 503.
+        // A quota sells exactly its units: admitting everything while the store is down (fail_open) has no
+        // bound, so it is refused for a quota (issue 13); local admits from units leased in the store ahead
+        // (limiter/quota-lease.ts), fail_closed answers 503.
         const own = onError()
         const effective = own ?? this.storeOnError
-        if ((effective === 'local' || effective === 'fail_open') && !(own === null && this.storeJournal)) {
+        if (effective === 'fail_open') {
           const at = m.get('on_error')?.pos ?? pos
-          ck.error(at, `quota: on_error ${effective}${own === null ? ' (inherited from store.on_error)' : ''} cannot bound the units sold while the store is down (it would oversell); use quota: { on_error: fail_closed }${effective === 'local' ? ' (local stays available to rate_limit and dedupe)' : ''}`)
+          ck.error(at, `quota: on_error fail_open${own === null ? ' (inherited from store.on_error)' : ''} cannot bound the units sold while the store is down (it would oversell); use quota: { on_error: local } (bounded by leases) or { on_error: fail_closed }`)
         }
-        return { kind, ...common, campaign, product, latchTtlMs, onError: own }
+        const lease = ck.num(m.get('lease'), 'lease', 1, 1_000_000) ?? DEFAULTS.quota.lease
+        const journaled = own === null && this.storeJournal
+        if (m.get('lease') !== undefined && (effective !== 'local' || journaled)) ck.error(m.get('lease')!.pos, `lease: only with on_error: local (this quota's on_error is ${journaled ? 'journal, inherited from store.on_error' : effective})`)
+        return { kind, ...common, campaign, product, latchTtlMs, onError: own, lease }
       }
     }
   }

@@ -12,3 +12,15 @@ export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:
 
 /** The quota set through the admin API (absent: the config's quota). */
 export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
+
+/**
+ * Set by an origin that keeps the product's orders on this store (origin-stub, at start): the edge's
+ * counters are then one ledger with those orders, and an admin reset — which would forget units the
+ * origin's buyers hold — is refused (RESET_BREAKS_LEDGER, gateway/guards/quota.ts).
+ */
+export const originKey = (c: string, p: string): string => `qo:{${c}:${p}}`
+
+/** Quota of segment i when `quota` is split in `n` (the first `quota % n` get one more). */
+export function segmentQuota (quota: number, n: number, i: number): number {
+  return Math.floor(quota / n) + (i < quota % n ? 1 : 0)
+}

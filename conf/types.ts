@@ -293,6 +293,8 @@ export interface QuotaGuardConfig extends GuardCommon {
   /** How long a node answers SOLD_OUT from its local latch without asking the store (default 1s). */
   readonly latchTtlMs: number
   readonly onError: FailurePolicy | null
+  /** Units per product each process reserves in the store for `on_error: local` (default 10; limiter/quota-lease.ts). */
+  readonly lease: number
 }
 
 export interface WaitingRoomGuardConfig extends GuardCommon {

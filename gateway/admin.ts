@@ -23,7 +23,7 @@ export interface QuotaRefusal { readonly conflict: string, readonly message: str
 export interface QuotaAdmin {
   get (campaign: string, product: string): Promise<QuotaView | null>
   set (campaign: string, product: string, quota: number): Promise<QuotaView | QuotaRefusal | null>
-  reset (campaign: string, product: string): Promise<QuotaView | null>
+  reset (campaign: string, product: string): Promise<QuotaView | QuotaRefusal | null>
   /** Units a backend gives back (POST .../release); absent: 501. */
   release? (campaign: string, product: string, units: number): Promise<QuotaView | QuotaRefusal | null>
 }

@@ -324,7 +324,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
       quota: () => quotaAdmin ?? ({
         get: async (c, p) => await quota('get', c, p) as QuotaView | null,
         set: async (c, p, q) => await quota('set', c, p, q),
-        reset: async (c, p) => await quota('reset', c, p) as QuotaView | null,
+        reset: async (c, p) => await quota('reset', c, p),
         release: async (c, p, units) => await quota('release', c, p, units)
       })
     }, log)

@@ -21,6 +21,8 @@ export interface Metrics extends StoreMetrics {
   readonly quotaRemaining: Gauge<'campaign' | 'product'>
   /** Units given back because the request was not admitted after all (later reject, upstream failure). */
   readonly quotaReleased: Counter<'campaign' | 'product'>
+  /** Units this process holds leased for `quota: { on_error: local }` (with workers: summed). */
+  readonly quotaLeased: Gauge<'campaign' | 'product'>
   readonly storeErrors: Counter<'op'>
   readonly storeDuration: Histogram<'op'>
   /** Decisions taken by a failure policy while the store was unusable: policy=fail_open|fail_closed|local. */
@@ -58,7 +60,7 @@ export function recordReload (m: Metrics, ok: boolean, nowMs: number = Date.now(
 export const UPSTREAM_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 /** Gauges that add up over workers (each counts its own part); every other flashgate gauge names its aggregator. */
-export const SUMMED_GAUGES: readonly string[] = ['flashgate_connections']
+export const SUMMED_GAUGES: readonly string[] = ['flashgate_connections', 'flashgate_quota_leased']
 
 export { VERSION }
 
@@ -109,6 +111,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
     quotaAdmitted: new Counter({ name: 'flashgate_quota_admitted_total', help: 'Requests admitted by the per-product quota.', labelNames: ['campaign', 'product'], registers: r }),
     quotaRemaining: new Gauge({ name: 'flashgate_quota_remaining', help: 'Quota left per product, as last seen by this node.', labelNames: ['campaign', 'product'], aggregator: 'min', registers: r }),
     quotaReleased: new Counter({ name: 'flashgate_quota_released_total', help: 'Quota units given back because the request was not admitted downstream.', labelNames: ['campaign', 'product'], registers: r }),
+    quotaLeased: new Gauge({ name: 'flashgate_quota_leased', help: 'Quota units reserved in the store by this node for on_error: local and not used yet (counted as admitted there).', labelNames: ['campaign', 'product'], aggregator: 'sum', registers: r }),
     storeErrors,
     storeDuration,
     storeFallbacks: new Counter({ name: 'flashgate_store_fallbacks_total', help: 'Decisions made by a failure policy while the store was unusable.', labelNames: ['guard', 'policy'], registers: r }),

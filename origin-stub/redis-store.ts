@@ -17,7 +17,7 @@
  */
 import { Cluster, Redis } from 'ioredis'
 import { StoreError } from '../conf/errors.js'
-import { QUOTA_CHANNEL, limitKey, segmentKey } from '../conf/store-keys.js'
+import { QUOTA_CHANNEL, limitKey, originKey, segmentKey } from '../conf/store-keys.js'
 import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 
@@ -333,6 +333,9 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       for (const p of products) {
         const k = productKeys(prefix, p)
         await run(async () => await cmd.fgoInit(k.stock, p.stock))
+        // Tells a gateway on this store that its quota counters are one ledger with these orders (its
+        // admin reset is then refused: conf/store-keys.ts originKey).
+        await run(async () => await client.set(prefix + originKey(p.campaign, p.product), '1'))
         try {
           await client.xgroup('CREATE', k.queue, GROUP, '0', 'MKSTREAM')
         } catch (err) {

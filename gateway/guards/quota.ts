@@ -39,23 +39,25 @@
  * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit is given back the same way, so a slow moment does not leave units admitted that
  * nobody bought.
  *
- * Failure policy: fail_closed → 503 STORE_UNAVAILABLE, the only policy a quota takes. `local` and
- * `fail_open` are refused (conf/load.ts at FILE:LINE:COL, and this factory): a node-local share judged
- * from a stale view, reconciled into the counter after the outage while other calls were judged without
- * it, oversold (issue 13: 2,496 buyers for a quota of 1,500 through a SIGKILL of Redis), and fail_open
- * has no bound at all. A lease design (units reserved in the store ahead, spent locally) would bound
- * `local`; it is not built.
+ * Failure policy: fail_closed → 503 STORE_UNAVAILABLE. `local` → admit from this process's lease
+ * (limiter/quota-lease.ts: units reserved in the store while it answered, so nothing is reconciled
+ * afterwards and the total never passes the quota), 503 once the lease is spent. `fail_open` is refused
+ * (conf/load.ts at FILE:LINE:COL, and this factory): admitting without counting has no bound, and the
+ * only bound it could have — a node-local allowance counted in the store ahead — is `local` with a lease.
+ * (The old `local`, a node-local share reconciled into the counter after the outage while other calls
+ * were judged without it, oversold: issue 13, 2,496 buyers for a quota of 1,500.)
  */
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'
 import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
 import { rejection } from '../pipeline/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
 import { ConfigError } from '../../conf/errors.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './values.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, processCount, valueReader } from './values.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
-import { QUOTA_CHANNEL, limitKey, segmentKey } from '../../conf/store-keys.js'
+import { QUOTA_CHANNEL, limitKey, originKey, segmentKey, segmentQuota } from '../../conf/store-keys.js'
 import { JOURNAL_MARK } from './journal-replay.js'
+import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from '../../limiter/quota-lease.js'
 
 
 
@@ -70,9 +72,7 @@ export function unitReturns (o: Outcome): boolean {
 }
 
 /** Quota of segment i when `quota` is split in `n`. */
-export function segmentQuota (quota: number, n: number, i: number): number {
-  return Math.floor(quota / n) + (i < quota % n ? 1 : 0)
-}
+export { segmentQuota }
 
 /** A product's node-local state; one per process (deps.persistent), shared by every quota guard and kept across reloads. */
 interface Product {
@@ -96,6 +96,8 @@ interface Product {
   lastRefresh: number
   /** Resets heard of (admin reset); a give-back from an older epoch is dropped. */
   epoch: number
+  /** Units reserved in the store for `on_error: local` (limiter/quota-lease.ts); empty otherwise. */
+  lease: Lease
 }
 
 const quotaOf = (p: Product): number => p.override ?? p.configQuota
@@ -135,7 +137,8 @@ function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics
       admitted: new CounterCell(metrics.quotaAdmitted, { campaign: c.id, product: pc.id }),
       released: new CounterCell(metrics.quotaReleased, { campaign: c.id, product: pc.id }),
       lastRefresh: 0,
-      epoch: 0
+      epoch: 0,
+      lease: newLease(pc.segments)
     }
     reg.products.set(id, p)
     p.remainingGauge.set(pc.quota)
@@ -164,7 +167,7 @@ function ensureSubscribed (reg: Registry, store: Store, log: GuardDeps['log']): 
     const p = reg.products.get(`${String(m.c)}\u0000${String(m.p)}`)
     if (p === undefined) return
     if (typeof m.quota === 'number') { p.override = m.quota; p.overrideLoaded = true }
-    if (m.reset === true) { p.seen.fill(0); p.epoch++ }
+    if (m.reset === true) { p.seen.fill(0); p.epoch++; dropAll(p.lease) }
     clearLatch(p)
     log('info', 'quota changed', { campaign: p.campaign, product: p.product, quota: quotaOf(p) })
   })
@@ -199,7 +202,26 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const policy = policyOf(cfg.onError, deps)
   // store.on_error: journal (inherited; other guards get `local`): a buy the store cannot judge is journaled (gateway/pending.ts).
   const pending = cfg.onError === null && deps.config.store.journal != null ? deps.pending ?? null : null
-  if (policy !== 'fail_closed' && pending === null) throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
+  if (policy === 'fail_open') throw new ConfigError(['quota: on_error fail_open cannot bound the units sold while the store is down; use local (bounded by leases) or fail_closed'])
+  const local = policy === 'local' && pending === null
+  const leaseSize = cfg.lease
+  const processes = processCount(deps)
+  const leaseDeps = (p: Product): LeaseDeps => ({
+    store,
+    campaign: p.campaign,
+    product: p.product,
+    processes,
+    onChange: (held) => { deps.metrics.quotaLeased.labels(p.campaign, p.product).set(held) },
+    log: (level, msg, fields) => { deps.log(level, msg, { guard: id, ...fields }) }
+  })
+  const leaseOf = new Map<Product, LeaseDeps>()
+  for (const m of campaigns.values()) {
+    for (const p of m.values()) {
+      const ld = leaseDeps(p)
+      leaseOf.set(p, ld)
+      if (p.lease.units.length !== p.segments) reshape(p.lease, ld, p.segments)
+    }
+  }
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
@@ -254,15 +276,24 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
    */
   const liveMark = (ctx: RequestContext, i: number): string => `${ctx.requestId ?? ''}/${i}`
 
-  const onError = (err: unknown, late: { rejected: boolean }, ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null): Verdict | Promise<Verdict> => {
+  const onError = (err: unknown, late: { rejected: boolean }, ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null, seg: number, epoch: number): Verdict | Promise<Verdict> => {
     asStoreError(err)
     fallbacks.inc()
-    // Answered with a rejection (or PENDING: the replay takes the unit again): a late "applied" gives the unit back.
+    // Answered with a rejection, a unit from the lease, or PENDING (the replay takes the unit again): a late "applied" gives the unit back.
     late.rejected = true
     if (pending !== null) {
       // The dedupe mark: set in this guard's call (fused), or left by a dedupe before it (a cluster).
       const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : (ctx.locals?.[JOURNAL_MARK] as { key: string, ttlMs: number } | undefined) ?? null
       return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m })
+    }
+    if (local) {
+      const s = takeUnit(p.lease, seg)
+      if (s >= 0) {
+        p.admitted.inc()
+        leaseOf.get(p)?.onChange(leaseHeld(p.lease))
+        onSettle(ctx, (_c, o) => { if (unitReturns(o) && p.epoch === epoch) putBack(p.lease, s) })
+        return undefined
+      }
     }
     return STORE_UNAVAILABLE
   }
@@ -287,6 +318,14 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       const i = (start + j) % n
       if ((p.fullUntil[i] ?? 0) > now) continue
       return trySegment(ctx, p, markKey, mark, start, j, i)
+    }
+    // Every segment full while this process holds a lease: return it and try again, so that the leased
+    // units are sold rather than stranded at the end of a sale.
+    if (local && leaseHeld(p.lease) > 0 && store.healthy) {
+      return returnAll(p.lease, leaseOf.get(p) as LeaseDeps).then(() => {
+        p.fullUntil.fill(0)
+        return leaseHeld(p.lease) > 0 ? soldOut : tryFrom(ctx, p, markKey, mark, start, 0)
+      })
     }
     p.latchUntil = now + latchTtl
     p.remainingGauge.set(0)
@@ -314,6 +353,12 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
         p.admitted.inc()
         const left = leftSeen(p)
         if (left >= 0) p.remainingGauge.set(left)
+        if (local) {
+          const ld = leaseOf.get(p) as LeaseDeps
+          // The store answers again: what an outage left of the lease goes back; else keep it topped up.
+          if (p.lease.outage) void returnAll(p.lease, ld)
+          else if (leaseSize > 0) topUp(p.lease, ld, leaseSize, p.segments, i, limit, limit - r.value)
+        }
         onSettle(ctx, giveBackFor(p, i, epoch))
         if (mark !== null) onSettle(ctx, mark.release(markKey as string))
         return undefined
@@ -328,7 +373,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
           return v
         }
       }
-      return onError(err, late, ctx, p, markKey, mark)
+      return onError(err, late, ctx, p, markKey, mark, i, epoch)
     })
   }
 
@@ -366,7 +411,7 @@ export interface QuotaStatus { readonly quota: number, readonly admitted: number
 
 /** A change refused with nothing changed (the admin API answers 409 with `code`). */
 export interface QuotaConflict {
-  readonly conflict: 'QUOTA_BELOW_ADMITTED' | 'RELEASE_EXCEEDS_ADMITTED'
+  readonly conflict: 'QUOTA_BELOW_ADMITTED' | 'RELEASE_EXCEEDS_ADMITTED' | 'RESET_BREAKS_LEDGER'
   readonly message: string
   readonly view: QuotaStatus
 }
@@ -388,8 +433,12 @@ export interface QuotaAdmin {
    * `quota` channel). Refused (RELEASE_EXCEEDS_ADMITTED, nothing changed) when more than admitted.
    */
   release(campaign: string, product: string, units: number): Promise<QuotaStatus | QuotaConflict | null>
-  /** Admitted back to 0 on every node (the quota stays). */
-  reset(campaign: string, product: string): Promise<QuotaStatus | null>
+  /**
+   * Admitted back to 0 on every node (the quota stays). Refused (RESET_BREAKS_LEDGER, nothing changed)
+   * when an origin keeps the product's orders on this store (`originKey`): the units its buyers hold
+   * would be admitted again, edge and origin would disagree; units go back with `release`.
+   */
+  reset(campaign: string, product: string): Promise<QuotaStatus | QuotaConflict | null>
 }
 
 /** The admin API's quota operations (GET/PUT /admin/quota/:campaign/:product, POST .../reset). */
@@ -463,6 +512,10 @@ export function createQuotaAdmin (deps: { config: Config, store: Store, metrics:
     async reset (c, p) {
       const pc = find(c, p)
       if (pc === undefined) return null
+      if (await store.get(originKey(c, p)) !== null) {
+        const view = await get(c, p) as QuotaStatus
+        return { conflict: 'RESET_BREAKS_LEDGER', message: `an origin keeps this product's orders on this store (${view.admitted} units admitted are its buyers' or on their way): a reset would admit them again; give units back with POST .../release, or change the quota with PUT`, view }
+      }
       await Promise.all(Array.from({ length: pc.segments }, async (_, i) => await store.del(segmentKey(c, p, i))))
       await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, reset: true }))
       return await get(c, p)

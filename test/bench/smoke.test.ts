@@ -138,6 +138,8 @@ t.test('flash-sale', async (t) => {
   t.equal(hot?.originMatchesOrders, true, 'origin units held == orders seen − released')
   t.equal(hot?.ledgerOk, true, 'ledger at rest: edge admitted == origin locked + sold, edge remaining == origin sale')
   t.equal(s.correctness.ledgerOk, true)
+  const sampled = rep.correctness.checks.find((c) => c.name.startsWith('ledger at every sample'))
+  t.match(sampled, { ok: true, value: /^[1-9]\d* samples/ }, 'the ledger held at every sample while the sale ran')
   t.ok((s.users.buyOutcomes.SOLD_OUT ?? 0) > 0, 'SOLD_OUT answered at the edge')
   t.ok(s.users.timeline.length > 0, 'timeline')
   // The gateway's own latency per outcome beside the client's, and the crowd's own health.

@@ -132,7 +132,7 @@ routes:
       - captcha: { provider: turnstile, secret: s, token: form cf-turnstile-response, clearance: 2m }
 `, 'v.yaml', {}))
   const [q, dd, cap] = c.routes[0]!.guards
-  t.same(q, { kind: 'quota', index: 0, shadow: true, reject: { status: 410, body: { gone: [1, true, null] } }, campaign: { from: 'literal', value: 'c1' }, product: { from: 'header', name: 'x-product' }, latchTtlMs: 1000, onError: null })
+  t.same(q, { kind: 'quota', index: 0, shadow: true, reject: { status: 410, body: { gone: [1, true, null] } }, campaign: { from: 'literal', value: 'c1' }, product: { from: 'header', name: 'x-product' }, latchTtlMs: 1000, onError: null, lease: 10 })
   t.match(dd, { campaign: { from: 'query', name: 'c' }, product: { from: 'cookie', name: 'p' }, ttlMs: 600_000 })
   t.match(cap, { token: { from: 'form', name: 'cf-turnstile-response' }, clearanceMs: 120_000 })
   t.equal(c.campaigns.get('c1')?.startsAt, 1_700_000_000_000, 'epoch ms accepted')

@@ -1,7 +1,7 @@
 /**
- * A quota refuses the failure policies that cannot bound the units sold while the store is down
- * (local, fail_open; issue 13), at FILE:LINE:COL — its own on_error, or store.on_error it inherits —
- * and fail_closed loads.
+ * A quota refuses the failure policy that cannot bound the units sold while the store is down
+ * (fail_open; issue 13), at FILE:LINE:COL — its own on_error, or store.on_error it inherits; local
+ * (bounded by leases, with `lease: N`) and fail_closed load.
  */
 import t from 'tap'
 import { loadConfigText } from '../../conf/load.js'
@@ -24,20 +24,41 @@ routes:
     upstream: purchase
 `
 
-t.test('own on_error local / fail_open: refused at the value', async (t) => {
-  for (const p of ['local', 'fail_open']) {
-    const r = loadConfigText(yaml('', `{ on_error: ${p} }`), '/etc/fg.yaml', {})
-    t.equal(r.ok, false, `${p} refused`)
-    if (r.ok) continue
-    t.equal(r.errors.length, 1)
-    t.match(r.errors[0], new RegExp(`^/etc/fg\\.yaml:15:28: quota: on_error ${p} cannot bound the units sold while the store is down \\(it would oversell\\); use quota: \\{ on_error: fail_closed \\}`))
-  }
+t.test('own on_error fail_open: refused at the value, pointing at local (leases) and fail_closed', async (t) => {
+  const r = loadConfigText(yaml('', '{ on_error: fail_open }'), '/etc/fg.yaml', {})
+  t.equal(r.ok, false)
+  if (r.ok) return
+  t.equal(r.errors.length, 1)
+  t.match(r.errors[0], /^\/etc\/fg\.yaml:15:28: quota: on_error fail_open cannot bound the units sold while the store is down \(it would oversell\); use quota: \{ on_error: local \} \(bounded by leases\) or \{ on_error: fail_closed \}$/)
 })
 
-t.test('inherited from store.on_error: refused at the quota guard, naming where it came from', async (t) => {
-  const r = loadConfigText(yaml(', on_error: local', '{}'), '/etc/fg.yaml', {})
+t.test('inherited fail_open from store.on_error: refused at the quota guard, naming where it came from', async (t) => {
+  const r = loadConfigText(yaml(', on_error: fail_open', '{}'), '/etc/fg.yaml', {})
   t.equal(r.ok, false)
-  if (!r.ok) t.match(r.errors, [/^\/etc\/fg\.yaml:15:\d+: quota: on_error local \(inherited from store\.on_error\) cannot bound .* \(local stays available to rate_limit and dedupe\)$/])
+  if (!r.ok) t.match(r.errors, [/^\/etc\/fg\.yaml:15:\d+: quota: on_error fail_open \(inherited from store\.on_error\) cannot bound/])
+})
+
+t.test('local (own or inherited) loads with a lease, default 10', async (t) => {
+  const pick = (text: string): unknown => {
+    const r = loadConfigText(text, '/etc/fg.yaml', {})
+    if (!r.ok) { t.fail(r.errors.join('\n')); return null }
+    return r.config.routes[0]?.guards[1]
+  }
+  t.match(pick(yaml('', '{ on_error: local }')), { kind: 'quota', onError: 'local', lease: 10 })
+  t.match(pick(yaml('', '{ on_error: local, lease: 250 }')), { kind: 'quota', onError: 'local', lease: 250 })
+  t.match(pick(yaml(', on_error: local', '{ lease: 3 }')), { kind: 'quota', onError: null, lease: 3 }, 'inherited local takes a lease too')
+})
+
+t.test('lease: a bad number, or a lease without local, is an error at the value', async (t) => {
+  const err = (quota: string, store = ''): string[] => {
+    const r = loadConfigText(yaml(store, quota), '/etc/fg.yaml', {})
+    return r.ok ? [] : r.errors
+  }
+  t.match(err('{ on_error: local, lease: 0 }'), [/^\/etc\/fg\.yaml:15:\d+: lease: 0 is out of range/])
+  t.match(err('{ on_error: local, lease: 2.5 }'), [/^\/etc\/fg\.yaml:15:\d+: lease: expected an integer/])
+  t.match(err('{ on_error: local, lease: many }'), [/^\/etc\/fg\.yaml:15:\d+: lease: expected an integer/])
+  t.match(err('{ lease: 5 }'), [/^\/etc\/fg\.yaml:15:\d+: lease: only with on_error: local \(this quota's on_error is fail_closed\)$/])
+  t.match(err('{ on_error: fail_closed, lease: 5 }', ', on_error: local'), [/lease: only with on_error: local/], 'own fail_closed over an inherited local')
 })
 
 t.test('fail_closed (own or inherited) loads; local elsewhere stays allowed', async (t) => {

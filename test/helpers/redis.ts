@@ -131,7 +131,12 @@ export function redisCli (port: number, ...args: string[]): Promise<string> {
   })
 }
 
-interface ServerOpts { cluster?: boolean, args?: readonly string[] }
+interface ServerOpts {
+  cluster?: boolean
+  args?: readonly string[]
+  /** A cluster node keeps its nodes.conf across restart() (with AOF it comes back as the same master). */
+  keepClusterState?: boolean
+}
 
 async function startServer (port: number, opts: ServerOpts): Promise<RedisHandle> {
   hookExit()
@@ -149,8 +154,9 @@ async function startServer (port: number, opts: ServerOpts): Promise<RedisHandle
   let output = ''
   let stopped = false
 
+  let launches = 0
   const launch = async (): Promise<void> => {
-    if (opts.cluster === true) rmSync(join(dir, 'nodes.conf'), { force: true })
+    if (opts.cluster === true && (launches++ === 0 || opts.keepClusterState !== true)) rmSync(join(dir, 'nodes.conf'), { force: true })
     output = ''
     const c = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
     child = c
@@ -222,14 +228,17 @@ export async function startRedis (opts: { args?: readonly string[] } = {}): Prom
 /**
  * A 3-master Redis Cluster (no replicas) on free loopback ports, created with
  * `redis-cli --cluster create`; resolves once every node reports `cluster_state:ok` and knows all slots.
+ * `aof: true`: AOF with `appendfsync always` on every node, and restart() keeps the node's cluster state.
  */
-export async function startRedisCluster (opts: { masters?: number } = {}): Promise<RedisClusterHandle> {
+export async function startRedisCluster (opts: { masters?: number, aof?: boolean } = {}): Promise<RedisClusterHandle> {
   const n = opts.masters ?? 3
   const ports: number[] = []
   for (let i = 0; i < n; i++) ports.push(await freePort(true))
   const servers: RedisHandle[] = []
   try {
-    for (const p of ports) servers.push(await startServer(p, { cluster: true }))
+    // aof: every write fsynced (a SIGKILL loses nothing acknowledged), and a restarted master keeps its slots.
+    const persist: ServerOpts = opts.aof === true ? { args: ['--appendonly', 'yes', '--appendfsync', 'always'], keepClusterState: true } : {}
+    for (const p of ports) servers.push(await startServer(p, { cluster: true, ...persist }))
     await redisCli(ports[0] ?? 0, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes')
     const deadline = Date.now() + 20_000
     for (;;) {

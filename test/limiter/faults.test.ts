@@ -1,6 +1,6 @@
 /**
  * Faults on a real redis-server: killed mid-run and restarted. Each on_error policy behaves, no store
- * call outlives the timeout, admissions never exceed the quota (fail_closed, local), and service
+ * call outlives the timeout, admissions never exceed the quota (fail_closed), and service
  * recovers within 2 s of Redis coming back. Also: Redis commands per admitted / per latched request.
  */
 import t, { type Test } from 'tap'
@@ -113,8 +113,8 @@ async function scenario (t: Test, policy: 'fail_closed'): Promise<void> {
 }
 
 t.test('fail_closed', async (t) => { await scenario(t, 'fail_closed') })
-t.test('fail_open and local are refused for a quota (they cannot bound the units sold while the store is down)', async (t) => {
-  for (const policy of ['fail_open', 'local'] as const) {
+t.test('fail_open is refused for a quota (it cannot bound the units sold while the store is down; local is bounded by leases: test/limiter/quota-lease.test.ts)', async (t) => {
+  for (const policy of ['fail_open'] as const) {
     const cfg = config({ ...storeCfg, onError: policy }, [campaign('c1', [['p1', 10]])])
     t.throws(() => quotaGuard(qg(), route(), deps(createStore(storeCfg, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now }), { config: cfg })), new RegExp(`on_error ${policy} cannot bound`), `${policy} (inherited): refused`)
     t.throws(() => quotaGuard(qg({ onError: policy }), route(), deps(createStore(storeCfg, { metrics: createMetrics({ defaultMetrics: false }), clock: Date.now }), { config: config(storeCfg, [campaign('c1', [['p1', 10]])]) })), /cannot bound/, `${policy} (own): refused`)

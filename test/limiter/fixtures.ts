@@ -96,7 +96,7 @@ export function rl (over: Partial<RateLimitGuardConfig> = {}): RateLimitGuardCon
 export function qg (over: Partial<QuotaGuardConfig> = {}): QuotaGuardConfig {
   return {
     kind: 'quota', index: 7, shadow: false, reject: null, campaign: { from: 'param', name: 'campaign' },
-    product: { from: 'param', name: 'product' }, latchTtlMs: 1000, onError: null, ...over
+    product: { from: 'param', name: 'product' }, latchTtlMs: 1000, onError: null, lease: 10, ...over
   }
 }
 

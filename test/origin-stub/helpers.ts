@@ -93,7 +93,7 @@ export async function spawnOrigin (t: Test, file: string, extra: readonly string
   })
   const url = await new Promise<string>((resolve, reject) => {
     let out = ''
-    const timer = setTimeout(() => reject(new Error(`origin did not start within 20 s: ${err}`)), 20_000)
+    const timer = setTimeout(() => reject(new Error(`origin did not start within 60 s: ${err}`)), 60_000)
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString()
       const m = /origin listening on (http:\/\/\S+)/.exec(out)

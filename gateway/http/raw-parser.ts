@@ -108,10 +108,14 @@ function hasToken (v: string, tok: string): boolean {
   return false
 }
 
-/** The last coding of a Transfer-Encoding value is `chunked`. */
+/** `chunked` is the last coding of the Transfer-Encoding list, and only there (llhttp refuses `chunked, chunked`). */
 function endsChunked (v: string): boolean {
-  const i = v.lastIndexOf(',')
-  return v.slice(i + 1).trim().toLowerCase() === 'chunked'
+  const codings = v.toLowerCase().split(',')
+  for (let i = 0; i < codings.length; i++) {
+    const c = (codings[i] as string).trim()
+    if ((c === 'chunked') !== (i === codings.length - 1)) return false
+  }
+  return true
 }
 
 const enum Phase { Start, Fields }
@@ -200,13 +204,15 @@ export class HeadParser {
     if (i === pos || i === eol || buf[i] !== SP) return 400
     const method = latin1(buf, pos, i)
     if (!METHOD_SET.has(method)) return 400
-    const t0 = ++i
+    // llhttp skips repeated spaces before the target and before the version.
+    while (i < eol && buf[i] === SP) i++
+    const t0 = i
     while (i < eol && TARGET[buf[i] as number] === 1) i++
     if (i === t0) return 400
     if (i === eol) return 505 // no version: HTTP/0.9
     if (buf[i] !== SP) return 400
     this.url = latin1(buf, t0, i)
-    i++
+    while (i < eol && buf[i] === SP) i++
     // HTTP/D.D exactly
     if (eol - i < 5 || buf[i] !== 0x48 || buf[i + 1] !== 0x54 || buf[i + 2] !== 0x54 || buf[i + 3] !== 0x50 || buf[i + 4] !== 0x2f) return 400
     const maj = buf[i + 5] as number
@@ -281,6 +287,7 @@ export class HeadParser {
 }
 
 const enum CState { Size, Ext, SizeLf, Data, DataCr, DataLf, Trailer, Done }
+const enum Ext { Name, InName, Value, InValue, Quoted, Escape, AfterQuoted }
 
 /**
  * Chunked body decoder. `feed` hands each data slice to `onData` and answers the offset it consumed up
@@ -288,6 +295,7 @@ const enum CState { Size, Ext, SizeLf, Data, DataCr, DataLf, Trailer, Done }
  */
 export class ChunkedDecoder {
   private state = CState.Size
+  private ext = Ext.Name
   private size = 0
   private digits = 0
   private left = 0
@@ -308,12 +316,38 @@ export class ChunkedDecoder {
             pos++
           } else if (this.digits === 0) {
             return -400
-          } else if (c === 0x3b) { this.state = CState.Ext; pos++ } else if (c === CR) { this.state = CState.SizeLf; pos++ } else return -400
+          } else if (c === 0x3b) { this.state = CState.Ext; this.ext = Ext.Name; pos++ } else if (c === CR) { this.state = CState.SizeLf; pos++ } else return -400
           break
         case CState.Ext:
-          // chunk-ext: ;name[=token|quoted] — visible bytes, no controls; ends at CR.
-          if (c === CR) { this.state = CState.SizeLf; pos++ } else if (c === HTAB || (c >= 0x20 && c < 0x7f) || c >= 0x80) pos++
-          else return -400
+          // chunk-ext = *( ";" name [ "=" ( token / quoted-string ) ] ), ending at CR.
+          switch (this.ext) {
+            case Ext.Name:
+              // llhttp takes an empty name (`;;`, `;=v`) but no byte outside a token.
+              if (TOKEN[c] === 1) { this.ext = Ext.InName; pos++ } else if (c === 0x3b) pos++
+              else if (c === 0x3d) { this.ext = Ext.Value; pos++ } else if (c === CR) { this.state = CState.SizeLf; pos++ } else return -400
+              break
+            case Ext.InName:
+              if (TOKEN[c] === 1) pos++
+              else if (c === 0x3d) { this.ext = Ext.Value; pos++ } else if (c === 0x3b) { this.ext = Ext.Name; pos++ } else if (c === CR) { this.state = CState.SizeLf; pos++ } else return -400
+              break
+            case Ext.Value:
+              if (c === 0x22) { this.ext = Ext.Quoted; pos++ } else if (TOKEN[c] === 1) { this.ext = Ext.InValue; pos++ } else return -400
+              break
+            case Ext.InValue:
+              if (TOKEN[c] === 1) pos++
+              else if (c === 0x3b) { this.ext = Ext.Name; pos++ } else if (c === CR) { this.state = CState.SizeLf; pos++ } else return -400
+              break
+            case Ext.Quoted:
+              if (c === 0x22) { this.ext = Ext.AfterQuoted; pos++ } else if (c === 0x5c) { this.ext = Ext.Escape; pos++ } else if (c === HTAB || (c >= 0x20 && c !== 0x7f)) pos++
+              else return -400
+              break
+            case Ext.Escape:
+              if (c === HTAB || (c >= 0x20 && c !== 0x7f)) { this.ext = Ext.Quoted; pos++ } else return -400
+              break
+            case Ext.AfterQuoted:
+              if (c === 0x3b) { this.ext = Ext.Name; pos++ } else if (c === CR) { this.state = CState.SizeLf; pos++ } else return -400
+              break
+          }
           break
         case CState.SizeLf:
           if (c !== LF) return -400

@@ -49,6 +49,8 @@ export interface BenchOptions {
   help: boolean
   /** waiting-room: admissions per second (default 100). */
   admit: number
+  /** server.parser of the gateway the throughput scenarios start (default node). */
+  parser: 'node' | 'strict'
 }
 
 export const USAGE = `flashgate bench — load scenarios with correctness checks, peers side by side
@@ -94,6 +96,7 @@ usage: flashgate bench [options]
   --only LIST         measure only these targets, e.g. fg-proxy,fg-funnel (names as in the report);
                       ratios whose two sides did not both run are left out
   --file FILE         read any of these options from a YAML file (keys as above without --)
+  --parser NAME       node (default) | strict: server.parser of the gateway the throughput runs start
   --quiet             no progress output
   -h, --help          this text
 
@@ -104,7 +107,7 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 export class UsageError extends Error {}
 
 const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit'])
-const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
+const STR = new Set(['parser', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
 export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
@@ -256,6 +259,7 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     loadCpus: cpuList('load-cpus', '1'),
     quiet: m.get('quiet') === true,
     help: m.get('help') === true,
-    admit: num(m, 'admit', 1, 100_000) ?? 100
+    admit: num(m, 'admit', 1, 100_000) ?? 100,
+    parser: oneOf(m, 'parser', ['node', 'strict'] as const) ?? 'node'
   }
 }

@@ -22,10 +22,23 @@
  * of `//` and resolution of `.`/`..` in `$uri` (the gateway's router sees the path as sent).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
-import type { RequestContext } from '../gateway/types.js'
 import { cookieOf } from './util.js'
 
-type Getter = (ctx: RequestContext, expires: string) => string
+/**
+ * What the nginx variables read of a request. The gateway's request context has this shape; antibot/
+ * names only the fields it reads, so it needs nothing from gateway/.
+ */
+export interface LinkRequest {
+  readonly path: string
+  readonly query: string
+  readonly clientIp: string
+  readonly host: string
+  readonly method: string
+  readonly now: number
+  readonly req: { readonly headers: { readonly cookie?: string | undefined, readonly [name: string]: string | string[] | undefined } }
+}
+
+type Getter = (ctx: LinkRequest, expires: string) => string
 type Part = string | Getter
 
 /** Raw value of query argument `name` (case-insensitive), as nginx's `$arg_NAME`; '' when absent. */
@@ -107,7 +120,7 @@ export function compileTemplate (tpl: string): Part[] {
   return parts
 }
 
-function run (parts: Part[], ctx: RequestContext, expires: string): string {
+function run (parts: Part[], ctx: LinkRequest, expires: string): string {
   let out = ''
   for (const p of parts) out += typeof p === 'string' ? p : p(ctx, expires)
   return out
@@ -141,7 +154,7 @@ export interface SecureLinkResult {
 const INVALID: SecureLinkResult = { result: 'invalid', expires: 0, hash: '' }
 
 /** Compile the `secure_link` / `secure_link_md5` pair into a checker of requests. */
-export function compileSecureLink (secureLink: string, secureLinkMd5: string): (ctx: RequestContext) => SecureLinkResult {
+export function compileSecureLink (secureLink: string, secureLinkMd5: string): (ctx: LinkRequest) => SecureLinkResult {
   const link = compileTemplate(secureLink)
   const md5 = compileTemplate(secureLinkMd5)
   return (ctx) => {

@@ -11,18 +11,17 @@
  * Expiry: a link is valid while `now < expires` — `expires` itself is already expired (JWT `exp`
  * semantics). The signature is checked before the expiry, so a tampered expired link is LINK_INVALID.
  *
- * `nginx_secure_link_md5` mode: see ./nginx-secure-link.ts.
+ * `nginx_secure_link_md5` mode: see ./nginx-secure-link.ts. The guard is gateway/guards/signed-link.ts.
  */
 import { createSecretKey, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import type { Config, RouteConfig, SignedLinkGuardConfig } from '../conf/types.js'
-import { queryOf, type QueryParams } from '../gateway/query.js'
-import type { Guard, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
-import { rejection } from '../gateway/reject.js'
-import { LRUCache } from 'lru-cache'
-import { guardId, onStoreError } from './common.js'
-import { compileSecureLink } from './nginx-secure-link.js'
-import { hmac, macMatches, valueOf } from './util.js'
+import type { Config, RouteConfig } from '../conf/types.js'
+import { hmac, macMatches } from './util.js'
+
+/** What verifying a link needs of a parsed query (URLSearchParams has this shape, and so has the gateway's raw-query reader). */
+export interface QueryParams {
+  get (name: string): string | null
+}
 
 /** What a link is signed for. */
 export interface LinkClaims {
@@ -116,61 +115,3 @@ export function linkKeys (config: Config): { keys: Map<string, KeyObject>, signe
 export function linkMethodOf (route: RouteConfig, requestMethod: string): string {
   return route.match.methods === null ? '*' : requestMethod
 }
-
-export const signedLinkGuard: GuardFactory<SignedLinkGuardConfig> = (cfg, route, deps): Guard => {
-  const id = guardId(route, cfg)
-  const o = { override: cfg.reject }
-  const invalid = rejection('LINK_INVALID', 'purchase link invalid', o)
-  const used = rejection('LINK_INVALID', 'purchase link already used', o)
-  const expired = rejection('LINK_EXPIRED', 'purchase link expired', o)
-  const unauth = rejection('UNAUTHENTICATED', 'sign in first', o)
-  const policy = deps.config.store.onError
-  // Nonces seen by this node: replays are refused without a store call; also the `local` fallback.
-  const spent = cfg.singleUse ? new LRUCache<string, true>({ max: 100_000 }) : null
-
-  function consume (nonce: string, expiresAt: number, now: number): Verdict | Promise<Verdict> {
-    if (spent === null) return undefined
-    if (spent.has(nonce)) return used
-    const ttl = Math.max(1, expiresAt - now)
-    spent.set(nonce, true, { ttl })
-    return deps.store.setIfAbsent(`link:used:${nonce}`, '1', ttl).then(
-      (fresh) => fresh ? undefined : used,
-      (err: unknown) => policy === 'local' ? undefined : onStoreError(deps, id, policy, err, 'setIfAbsent')
-    )
-  }
-
-  if (cfg.mode === 'nginx_secure_link_md5') {
-    const verify = compileSecureLink(cfg.secureLink, cfg.secureLinkMd5)
-    return {
-      kind: 'signed_link',
-      id,
-      check (ctx: RequestContext): Verdict | Promise<Verdict> {
-        const r = verify(ctx)
-        if (r.result === 'invalid') return invalid
-        if (r.result === 'expired') return expired
-        // nginx links carry no nonce: the MAC itself is the one-time token.
-        return consume(r.hash, r.expires === 0 ? ctx.now + 86_400_000 : r.expires * 1000 + 1000, ctx.now)
-      }
-    }
-  }
-
-  const { keys } = linkKeys(deps.config)
-  return {
-    kind: 'signed_link',
-    id,
-    check (ctx: RequestContext): Verdict | Promise<Verdict> {
-      const user = deps.identity(ctx)
-      if (user === null) return unauth
-      const campaign = valueOf(ctx, cfg.campaign)
-      const product = valueOf(ctx, cfg.product)
-      if (campaign === null || product === null) return invalid
-      const r = verifyLinkQuery(keys, queryOf(ctx), {
-        method: linkMethodOf(route, ctx.method), path: ctx.path, user, campaign, product
-      }, cfg.singleUse, ctx.now)
-      if (r.result === 'invalid') return invalid
-      if (r.result === 'expired') return expired
-      return r.nonce === null ? undefined : consume(r.nonce, r.expiresAt, ctx.now)
-    }
-  }
-}
-

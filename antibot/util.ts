@@ -1,13 +1,10 @@
 /**
- * Small helpers shared by the antibot guards: value sources, cookies, base64url and constant-time
- * HMAC comparison. Nothing here allocates more than the answer it returns.
+ * Small helpers shared by the antibot checks: headers, cookies (with RFC 6265's quote unwrapping),
+ * base64url and constant-time HMAC comparison. Nothing here allocates more than the answer it returns.
  */
 import * as cryptoNs from 'node:crypto'
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import type { ValueSource } from '../conf/types.js'
-import { queryOf } from '../gateway/query.js'
-import type { RequestContext } from '../gateway/types.js'
 
 /** First value of a request header (node lower-cases names); null when absent or empty. */
 export function headerOf (headers: Record<string, string | string[] | undefined>, name: string): string | null {
@@ -42,31 +39,6 @@ export function cookieOf (header: string | undefined, name: string): string | nu
   }
   return null
 }
-
-/** Resolve a guard's value source against a request; null when the value is absent. */
-export function valueOf (ctx: RequestContext, src: ValueSource): string | null {
-  switch (src.from) {
-    case 'literal': return src.value
-    case 'param': {
-      const v = ctx.params[src.name]
-      return v === undefined || v === '' ? null : v
-    }
-    case 'header': return headerOf(ctx.req.headers, src.name)
-    case 'query': {
-      const v = queryOf(ctx).get(src.name)
-      return v === null || v === '' ? null : v
-    }
-    case 'cookie': return cookieOf(ctx.req.headers.cookie, src.name)
-    case 'form': {
-      const form = ctx.locals?.[FORM_FIELDS] as URLSearchParams | undefined
-      const v = form?.get(src.name) ?? null
-      return v === null || v === '' ? null : v
-    }
-  }
-}
-
-/** Key under ctx.locals where the parsed urlencoded form (when buffered) is kept. */
-export const FORM_FIELDS = 'flashgate.form'
 
 const B64URL = /^[A-Za-z0-9_-]*$/
 
@@ -143,10 +115,3 @@ export function macMatches (key: KeyObject | Buffer, msg: string, presented: str
 }
 const EXPECTED = Buffer.alloc(MAC_B64URL_LENGTH)
 const PRESENTED = Buffer.alloc(MAC_B64URL_LENGTH)
-
-/** Write a small JSON answer with no-store caching. */
-export function sendJson (res: import('node:http').ServerResponse, status: number, body: unknown, headers: readonly string[] = []): void {
-  const buf = Buffer.from(JSON.stringify(body))
-  res.writeHead(status, ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(buf.length), ...headers])
-  res.end(buf)
-}

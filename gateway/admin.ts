@@ -8,7 +8,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Config } from '../conf/types.js'
-import { isLoopback } from './cidr.js'
+import { isLoopback } from '../conf/cidr.js'
 import type { Log } from './log.js'
 
 /** The answer of a reload: success, or the `FILE:LINE:COL: message` problems. */

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { loadConfigFile } from '../conf/load.js'
 import { servePrimary, serveSingle, serveWorker } from './cluster.js'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../conf/errors.js'
 import { createLog } from './log.js'
 import { SHIPPED_FLAGS, missingFlags } from './node-flags.js'
 import { VERSION } from './version.js'
@@ -167,8 +167,8 @@ export async function main (args: readonly string[]): Promise<number | null> {
     case 'serve': return await serve(rest)
     case 'validate': return await validate(rest)
     // Sibling modules are resolved relative to this file (gateway/ → ../origin-stub etc.), in src (tsx) or dist.
-    case 'origin': return await delegate('origin', new URL('../origin-stub/cli.js', import.meta.url).href, rest)
-    case 'demo': return await delegate('demo', new URL('../origin-stub/demo.js', import.meta.url).href, rest)
+    case 'origin': return await delegate('origin', new URL('./origin-cli.js', import.meta.url).href, rest)
+    case 'demo': return await delegate('demo', new URL('./demo.js', import.meta.url).href, rest)
     case 'bench': return await delegate('bench', new URL('../bench/cli.js', import.meta.url).href, rest)
     case 'audit-queue': return await delegate('audit-queue', new URL('../antibot/audit-queue.js', import.meta.url).href, rest)
     default: return usageError('main', `unknown command: ${cmd}`)

@@ -3,10 +3,12 @@
  * in the composition root and handed down. Label values are bounded: route, upstream, target, campaign,
  * product and op names come from the config, outcome from the fixed set of reject codes.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { defaultMetrics } from '../conf/default-metrics.js'
+import type { StoreMetrics } from '../limiter/store.js'
 import { VERSION } from './version.js'
 
-export interface Metrics {
+export interface Metrics extends StoreMetrics {
   readonly registry: Registry
   readonly requests: Counter<'route' | 'outcome'>
   readonly requestDuration: Histogram<'route' | 'outcome'>
@@ -55,21 +57,8 @@ export function recordReload (m: Metrics, ok: boolean, nowMs: number = Date.now(
 /** Buckets of `flashgate_upstream_duration_seconds` (for {@link HistogramCell}). */
 export const UPSTREAM_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
-/**
- * prom-client's default metrics that fail `promtool check metrics`: gauges whose names end in `_total`
- * (a counter's suffix). They are dropped; their per-type twins (`nodejs_active_handles{type}`,
- * `nodejs_active_requests{type}`, `nodejs_active_resources{type}`) stay, and `sum()` of those is the total.
- */
-export const DROPPED_DEFAULT_METRICS: readonly string[] = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
-
 /** Gauges that add up over workers (each counts its own part); every other flashgate gauge names its aggregator. */
 export const SUMMED_GAUGES: readonly string[] = ['flashgate_connections']
-
-/** Register prom-client's default process metrics on `registry`, without the ones promtool rejects. */
-export function defaultMetrics (registry: Registry): void {
-  collectDefaultMetrics({ register: registry })
-  for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name)
-}
 
 export { VERSION }
 
@@ -91,7 +80,19 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
   const configReloads = new Counter({ name: 'flashgate_config_reloads_total', help: 'Config reloads by result (success or failure).', labelNames: ['result'], registers: r })
   for (const result of ['success', 'failure']) configReloads.inc({ result }, 0)
   const configLastReloadOk = new Gauge({ name: 'flashgate_config_last_reload_successful', help: '1 when the last config load or reload attempt succeeded, else 0 (the old config keeps serving).', aggregator: 'min', registers: r })
+  const storeBreakerOpen = new Gauge({ name: 'flashgate_store_breaker_open', help: '1 while the store circuit breaker is open (with workers: in any worker).', aggregator: 'max', registers: r })
+  const storeErrors = new Counter({ name: 'flashgate_store_errors_total', help: 'Store operations that failed or timed out.', labelNames: ['op'], registers: r })
+  const storeDuration = new Histogram({
+    name: 'flashgate_store_duration_seconds',
+    help: 'Store operation latency.',
+    labelNames: ['op'],
+    buckets: [...STORE_DURATION_BUCKETS],
+    registers: r
+  })
   return {
+    storeOpErrors: (op) => storeErrors.labels(op),
+    storeOpDuration: (op) => new HistogramCell(storeDuration, { op }, STORE_DURATION_BUCKETS),
+    storeBreakerChanged: (open) => { storeBreakerOpen.set(open ? 1 : 0) },
     registry,
     requests: new Counter({ name: 'flashgate_requests_total', help: 'Requests by route and outcome (passed or a reject code).', labelNames: ['route', 'outcome'], registers: r }),
     requestDuration: new Histogram({
@@ -108,16 +109,10 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
     quotaAdmitted: new Counter({ name: 'flashgate_quota_admitted_total', help: 'Requests admitted by the per-product quota.', labelNames: ['campaign', 'product'], registers: r }),
     quotaRemaining: new Gauge({ name: 'flashgate_quota_remaining', help: 'Quota left per product, as last seen by this node.', labelNames: ['campaign', 'product'], aggregator: 'min', registers: r }),
     quotaReleased: new Counter({ name: 'flashgate_quota_released_total', help: 'Quota units given back because the request was not admitted downstream.', labelNames: ['campaign', 'product'], registers: r }),
-    storeErrors: new Counter({ name: 'flashgate_store_errors_total', help: 'Store operations that failed or timed out.', labelNames: ['op'], registers: r }),
-    storeDuration: new Histogram({
-      name: 'flashgate_store_duration_seconds',
-      help: 'Store operation latency.',
-      labelNames: ['op'],
-      buckets: [...STORE_DURATION_BUCKETS],
-      registers: r
-    }),
+    storeErrors,
+    storeDuration,
     storeFallbacks: new Counter({ name: 'flashgate_store_fallbacks_total', help: 'Decisions made by a failure policy while the store was unusable.', labelNames: ['guard', 'policy'], registers: r }),
-    storeBreakerOpen: new Gauge({ name: 'flashgate_store_breaker_open', help: '1 while the store circuit breaker is open (with workers: in any worker).', aggregator: 'max', registers: r }),
+    storeBreakerOpen,
     captchaVerifications: new Counter({ name: 'flashgate_captcha_verifications_total', help: 'Captcha checks by provider and result.', labelNames: ['provider', 'result'], registers: r }),
     configReloads,
     connections: new Gauge({ name: 'flashgate_connections', help: 'Open client connections.', aggregator: 'sum', registers: r }),

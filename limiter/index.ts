@@ -1,19 +1,18 @@
 /**
- * The limiter: stores, the `rate_limit` and `quota` guards, and the quota admin API.
- * Pure algorithms live in token-bucket.ts, leaky-bucket.ts and gcra.ts.
+ * The limiter: the stores, over strings and numbers. Pure algorithms live in token-bucket.ts,
+ * leaky-bucket.ts and gcra.ts; the `rate_limit` and `quota` guards that use them are in gateway/guards/.
  */
 import type { StoreConfig } from '../conf/types.js'
-import type { Metrics } from '../gateway/metrics.js'
 import { MemoryStore } from './memory-store.js'
 import { RedisStore } from './redis-store.js'
-import type { Store } from './store.js'
+import type { Store, StoreMetrics } from './store.js'
 
-export type { Store } from './store.js'
+export type { Store, StoreMetrics } from './store.js'
 export { MemoryStore } from './memory-store.js'
 export { RedisStore } from './redis-store.js'
 
 export interface StoreDeps {
-  readonly metrics: Metrics
+  readonly metrics: StoreMetrics
   readonly clock: () => number
   readonly log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
 }
@@ -27,6 +26,4 @@ export function createStore (cfg: StoreConfig, deps: StoreDeps): Store {
   return new RedisStore(cfg, { metrics: deps.metrics, clock: deps.clock, log: deps.log })
 }
 
-export { rateLimitGuard } from './rate-limit-guard.js'
-export { quotaGuard, createQuotaAdmin, segmentQuota, segmentKey, limitKey, QUOTA_CHANNEL, type QuotaAdmin, type QuotaStatus } from './quota.js'
 export { DelayQueue } from './delay-queue.js'

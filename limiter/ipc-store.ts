@@ -29,11 +29,10 @@ import { performance } from 'node:perf_hooks'
 import type { Duplex } from 'node:stream'
 import type { StoreConfig } from '../conf/types.js'
 import type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
-import { StoreError } from '../gateway/errors.js'
-import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/metrics.js'
+import { StoreError } from '../conf/errors.js'
 import { Breaker } from './breaker.js'
 import { MemoryStore, addSubscriber, type MemoryStoreOptions } from './memory-store.js'
-import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
+import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store, StoreMetrics } from './store.js'
 
 /**
  * One end of a message channel: `socketPeer` over a socketpair (what the gateway uses), or Node's own
@@ -228,7 +227,7 @@ const toGcra = (v: unknown): GcraResult => {
 const toVoid = (): void => {}
 
 export interface IpcStoreDeps {
-  readonly metrics: Metrics
+  readonly metrics: StoreMetrics
   /** The breaker's back-off clock. */
   readonly clock: () => number
   readonly log?: ((level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void) | undefined
@@ -260,10 +259,10 @@ export class IpcStore implements Store {
     this.log = deps.log ?? (() => {})
     const m = deps.metrics
     const ops = Object.keys(OPS)
-    this.errors = Object.fromEntries(ops.map((op) => [op, m.storeErrors.labels(metricOp(op))])) as unknown as Record<Op, { inc(): void }>
-    this.durations = Object.fromEntries(ops.map((op) => [op, new HistogramCell(m.storeDuration, { op: metricOp(op) }, STORE_DURATION_BUCKETS)])) as unknown as Record<Op, { observe(v: number): void }>
+    this.errors = Object.fromEntries(ops.map((op) => [op, m.storeOpErrors(metricOp(op))])) as unknown as Record<Op, { inc(): void }>
+    this.durations = Object.fromEntries(ops.map((op) => [op, m.storeOpDuration(metricOp(op))])) as unknown as Record<Op, { observe(v: number): void }>
     this.breaker = new Breaker(cfg.breakerFailures, cfg.breakerBackoffMs, deps.clock, (open) => {
-      m.storeBreakerOpen.set(open ? 1 : 0)
+      m.storeBreakerChanged(open)
       this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: 'ledger' })
     })
     peer.on('message', this.onMessage)

@@ -49,11 +49,10 @@
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
 import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { StoreError } from '../gateway/errors.js'
-import { HistogramCell, STORE_DURATION_BUCKETS, type Metrics } from '../gateway/metrics.js'
+import { StoreError } from '../conf/errors.js'
 import type { StoreConfig } from '../conf/types.js'
 import { Breaker } from './breaker.js'
-import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store } from './store.js'
+import type { AddOptions, CounterResult, GcraResult, MarkAddResult, Store, StoreMetrics } from './store.js'
 import type { RoomEntry, RoomEntryResult, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 
 /** GCRA in µs — a copy of gcra.ts gcraStep (keep the two in step). KEYS[1]; ARGV now, interval, burst, cost. */
@@ -426,7 +425,7 @@ type Op = 'gcra' | 'add_if_within' | 'mark_and_add' | 'add' | 'get' | 'set' | 's
 const OPS: readonly Op[] = ['gcra', 'add_if_within', 'mark_and_add', 'add', 'get', 'set', 'set_if_absent', 'del', 'set_add', 'set_remove', 'set_has', 'publish', 'room_sync', 'room_pass', 'room_log']
 
 export interface RedisStoreDeps {
-  readonly metrics: Metrics
+  readonly metrics: StoreMetrics
   /** Used by the breaker's back-off only. */
   readonly clock: () => number
   readonly log?: ((level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void) | undefined
@@ -479,10 +478,10 @@ export class RedisStore implements Store {
     this.deadlines = new Deadlines(cfg.timeoutMs)
     this.log = deps.log ?? (() => {})
     const m = deps.metrics
-    this.errors = Object.fromEntries(OPS.map((op) => [op, m.storeErrors.labels(op)])) as unknown as Record<Op, { inc(): void }>
-    this.durations = Object.fromEntries(OPS.map((op) => [op, new HistogramCell(m.storeDuration, { op }, STORE_DURATION_BUCKETS)])) as unknown as Record<Op, { observe(v: number): void }>
+    this.errors = Object.fromEntries(OPS.map((op) => [op, m.storeOpErrors(op)])) as unknown as Record<Op, { inc(): void }>
+    this.durations = Object.fromEntries(OPS.map((op) => [op, m.storeOpDuration(op)])) as unknown as Record<Op, { observe(v: number): void }>
     this.breaker = new Breaker(cfg.breakerFailures, cfg.breakerBackoffMs, deps.clock, (open) => {
-      m.storeBreakerOpen.set(open ? 1 : 0)
+      m.storeBreakerChanged(open)
       this.log(open ? 'warn' : 'info', open ? 'store breaker open' : 'store breaker closed', { store: this.kind })
     })
     this.backstopMs = Math.max(1000, cfg.timeoutMs * 20)

@@ -48,6 +48,19 @@ export interface MarkAddResult extends CounterResult {
   readonly fresh: boolean
 }
 
+/**
+ * What a store reports about itself. The store knows its operations, not metric names: the gateway's
+ * Metrics implements this (gateway/metrics.ts), so limiter/ needs nothing from gateway/.
+ */
+export interface StoreMetrics {
+  /** A counter of the failed or timed-out calls of `op`. */
+  storeOpErrors (op: string): { inc(): void }
+  /** A histogram of `op`'s latency in seconds. */
+  storeOpDuration (op: string): { observe(seconds: number): void }
+  /** The circuit breaker opened (true) or closed. */
+  storeBreakerChanged (open: boolean): void
+}
+
 export type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 import type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 

@@ -4,7 +4,7 @@
  * shared store when scraped (a failed read keeps the last values and counts a store error).
  */
 import { Counter, Gauge, Registry } from 'prom-client'
-import { defaultMetrics } from '../gateway/metrics.js'
+import { defaultMetrics } from '../conf/default-metrics.js'
 import type { OriginStore, ProductRef } from './types.js'
 
 export type BuyOutcome = 'queued' | 'sold_out' | 'duplicate' | 'bad_request' | 'store_unavailable'

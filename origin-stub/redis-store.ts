@@ -16,8 +16,8 @@
  * (`appendonly yes`, `appendfsync always` for every write, `everysec` for all but the last second).
  */
 import { Cluster, Redis } from 'ioredis'
-import { StoreError } from '../gateway/errors.js'
-import { QUOTA_CHANNEL, limitKey, segmentKey } from '../limiter/quota.js'
+import { StoreError } from '../conf/errors.js'
+import { QUOTA_CHANNEL, limitKey, segmentKey } from '../conf/store-keys.js'
 import { GROUP, newOrderToken, orderId as makeOrderId, parseOrderId, productKeys } from './keys.js'
 import type { BuyResult, Order, OrderStatus, OriginStore, PayResult, ProductRef, QueueEntry, StockView } from './types.js'
 

@@ -15,7 +15,7 @@
  * STORE_UNAVAILABLE, bounded by the store's command timeout — never a hang.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { StoreError } from '../gateway/errors.js'
+import { StoreError } from '../conf/errors.js'
 import { refKey } from './keys.js'
 import type { OriginMetrics } from './metrics.js'
 import type { Order, OriginStore, ProductRef } from './types.js'

@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Pool } from 'undici'
-import { FlashgateError } from '../../gateway/errors.js'
+import { FlashgateError } from '../../conf/errors.js'
 
 export type SiteverifyProvider = 'turnstile' | 'hcaptcha' | 'recaptcha'
 

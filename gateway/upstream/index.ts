@@ -33,7 +33,7 @@ import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { UpstreamConfig } from '../../conf/types.js'
 import { CounterCell, HistogramCell, UPSTREAM_DURATION_BUCKETS, type Metrics } from '../metrics.js'
-import type { Outcome, RequestContext } from '../types.js'
+import type { Outcome, RequestContext } from '../pipeline/types.js'
 import {
   buildRing, hashKey, isUp, newPeer, pickHash, pickLeastConn, pickRoundRobin, recordFailure, recordSuccess
 } from './balancer.js'

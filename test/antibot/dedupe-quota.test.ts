@@ -5,12 +5,12 @@
  * attempt for a product latched sold out gets SOLD_OUT, with no store call).
  */
 import t from 'tap'
-import { dedupeGuard } from '../../antibot/index.js'
-import { quotaGuard } from '../../limiter/quota.js'
-import { buildPipelines } from '../../gateway/pipeline.js'
+import { dedupeGuard } from '../../gateway/guards/index.js'
+import { quotaGuard } from '../../gateway/guards/quota.js'
+import { buildPipelines } from '../../gateway/pipeline/build.js'
 import { redisCli, startRedis } from '../helpers/redis.js'
 import { guardOf, loadYaml, makeCtx, makeDeps, ready, routeYaml, settle, type TestDeps } from './helpers.js'
-import type { Guard, Outcome, Rejection, RequestContext } from '../../gateway/types.js'
+import type { Guard, Outcome, Rejection, RequestContext } from '../../gateway/pipeline/types.js'
 import type { Test } from 'tap'
 import type { Config } from '../../conf/types.js'
 

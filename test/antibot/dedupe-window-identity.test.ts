@@ -1,8 +1,8 @@
 import t from 'tap'
-import { campaignWindowGuard, createIdentity, dedupeGuard, releasesMark, signSession, verifySession } from '../../antibot/index.js'
+import { campaignWindowGuard, createIdentity, dedupeGuard, releasesMark, signSession, verifySession } from '../../gateway/guards/index.js'
 import { startRedis } from '../helpers/redis.js'
 import { SESSION_KEY, codeOf, guardOf, loadYaml, makeCtx, makeDeps, ready, routeYaml, settle } from './helpers.js'
-import type { Rejection } from '../../gateway/types.js'
+import type { Rejection } from '../../gateway/pipeline/types.js'
 
 const START = Date.UTC(2030, 0, 1, 12)
 const END = Date.UTC(2030, 0, 1, 13)

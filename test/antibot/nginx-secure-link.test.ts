@@ -6,7 +6,7 @@ import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { compileSecureLink, nginxDecodeBase64url, signedLinkGuard } from '../../antibot/index.js'
+import { compileSecureLink, nginxDecodeBase64url, signedLinkGuard } from '../../gateway/guards/index.js'
 import { codeOf, guardOf, loadYaml, makeCtx, makeDeps, routeYaml } from './helpers.js'
 import { needTools } from '../helpers/tools.js'
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
-import { captchaGuard, createEdgeHandlers, issueChallenge, leadingZeroBits, powKey, solveChallenge, verifySolution } from '../../antibot/index.js'
+import { captchaGuard, createEdgeHandlers, issueChallenge, leadingZeroBits, powKey, solveChallenge, verifySolution } from '../../gateway/guards/index.js'
 import { createStore } from '../../limiter/index.js'
 import { startRedis } from '../helpers/redis.js'
 import { codeOf, guardOf, loadYaml, makeCtx, makeDeps, ready, routeYaml } from './helpers.js'

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createSecretKey } from 'node:crypto'
-import { createEdgeHandlers, signedLinkGuard, signLinkQuery, linkMessage } from '../../antibot/index.js'
-import type { LinkClaims } from '../../antibot/index.js'
+import { createEdgeHandlers, signedLinkGuard, signLinkQuery, linkMessage } from '../../gateway/guards/index.js'
+import type { LinkClaims } from '../../gateway/guards/index.js'
 import { LINK_KEY, LINK_KEY2, codeOf, guardOf, loadYaml, makeCtx, makeDeps, routeYaml } from './helpers.js'
 import { listen } from './server.js'
 

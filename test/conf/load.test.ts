@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { DEFAULTS, formatErrors, loadConfigFile, loadConfigOrThrow, loadConfigText } from '../../conf/load.js'
 import type { LoadResult } from '../../conf/load.js'
 import type { Config, GuardConfig } from '../../conf/types.js'
-import { ConfigError } from '../../gateway/errors.js'
+import { ConfigError } from '../../conf/errors.js'
 
 const F = relative(process.cwd(), fileURLToPath(new URL('./fixtures', import.meta.url)))
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { compileCidrs, isLoopback, parseIPv4, parseIPv6 } from '../../gateway/cidr.js'
+import { compileCidrs, isLoopback, parseIPv4, parseIPv6 } from '../../conf/cidr.js'
 
 t.test('parseIPv4', async (t) => {
   const cases: Array<[string, number]> = [

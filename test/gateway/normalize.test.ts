@@ -2,7 +2,7 @@
 // an /admin route denies everyone and a catch-all goes to the same origin: every spelling of /admin must
 // hit the /admin route, and what reaches the origin is the normalised path.
 import t from 'tap'
-import { normalizePath, parseTarget } from '../../gateway/context.js'
+import { normalizePath, parseTarget } from '../../gateway/http/context.js'
 import { baseYaml, yamlConfig } from '../helpers/config.js'
 import { raw, startOrigin, startTestGateway } from '../helpers/gateway.js'
 

@@ -1,9 +1,9 @@
 import { Readable } from 'node:stream'
 import t from 'tap'
 import type { RateLimitGuardConfig } from '../../conf/types.js'
-import { StoreError } from '../../gateway/errors.js'
-import { rejection } from '../../gateway/reject.js'
-import type { Guard, GuardFactory, Outcome, RequestContext } from '../../gateway/types.js'
+import { StoreError } from '../../conf/errors.js'
+import { rejection } from '../../gateway/pipeline/reject.js'
+import type { Guard, GuardFactory, Outcome, RequestContext } from '../../gateway/pipeline/types.js'
 import { baseYaml, yamlConfig } from '../helpers/config.js'
 import { client, fetchText, memoryAccessLog, startOrigin, startTestGateway } from '../helpers/gateway.js'
 

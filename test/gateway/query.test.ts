@@ -1,5 +1,5 @@
 import t from 'tap'
-import { queryParam } from '../../gateway/query.js'
+import { queryParam } from '../../gateway/http/query.js'
 
 const expect = (q: string, name: string): string | null => new URLSearchParams(q).get(name)
 

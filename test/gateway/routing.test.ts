@@ -1,5 +1,5 @@
 import t from 'tap'
-import { compileRouter } from '../../gateway/router.js'
+import { compileRouter } from '../../gateway/http/router.js'
 import { baseYaml, yamlConfig } from '../helpers/config.js'
 import { client, fetchText, raw, startOrigin, startTestGateway } from '../helpers/gateway.js'
 

@@ -1,5 +1,5 @@
 /**
- * Static routes (`static: DIR`, gateway/static.ts) with real requests to a real gateway: validators and
+ * Static routes (`static: DIR`, gateway/http/static.ts) with real requests to a real gateway: validators and
  * 304s, HEAD, 405, Cache-Control, content types, precompressed variants, index.html and the directory
  * redirect, guards before the file, streaming a large file, and every way out of DIR we could think of
  * (dot segments plain and encoded, backslashes, NUL, dotfiles, symlinks out) — refused without the
@@ -14,7 +14,7 @@ import type { Test } from 'tap'
 import { Ajv } from 'ajv'
 import { parse } from 'yaml'
 import { loadConfigText } from '../../conf/load.js'
-import { acceptsEncoding, noneMatch, safeSegments } from '../../gateway/static.js'
+import { acceptsEncoding, noneMatch, safeSegments } from '../../gateway/http/static.js'
 import { yamlConfig, tempDir } from '../helpers/config.js'
 import { client, fetchText, raw, startTestGateway } from '../helpers/gateway.js'
 

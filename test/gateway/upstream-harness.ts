@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net'
 import type { BalanceConfig, RouteConfig, UpstreamConfig } from '../../conf/types.js'
 import { createMetrics } from '../../gateway/metrics.js'
 import type { Metrics } from '../../gateway/metrics.js'
-import type { Outcome, RequestContext } from '../../gateway/types.js'
+import type { Outcome, RequestContext } from '../../gateway/pipeline/types.js'
 import { createUpstreams } from '../../gateway/upstream/index.js'
 import type { Upstreams } from '../../gateway/upstream/index.js'
 

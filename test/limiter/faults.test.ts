@@ -5,8 +5,9 @@
  */
 import t, { type Test } from 'tap'
 import { createMetrics } from '../../gateway/metrics.js'
-import type { Rejection } from '../../gateway/types.js'
-import { createQuotaAdmin, createStore, quotaGuard } from '../../limiter/index.js'
+import type { Rejection } from '../../gateway/pipeline/types.js'
+import { createStore } from '../../limiter/index.js'
+import { createQuotaAdmin, quotaGuard } from '../../gateway/guards/quota.js'
 import type { Store } from '../../limiter/store.js'
 import { redisCli, startRedis, type RedisHandle } from '../helpers/redis.js'
 import { campaign, config, ctx, deps, qg, route, storeCfg } from './fixtures.js'

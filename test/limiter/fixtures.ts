@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { CampaignConfig, Config, GuardConfig, QuotaGuardConfig, RateLimitGuardConfig, RouteConfig, StoreConfig } from '../../conf/types.js'
 import { createMetrics, type Metrics } from '../../gateway/metrics.js'
-import type { GuardDeps, Outcome, RequestContext } from '../../gateway/types.js'
+import type { GuardDeps, Outcome, RequestContext } from '../../gateway/pipeline/types.js'
 import type { Store } from '../../limiter/store.js'
 
 export const storeCfg: StoreConfig = {

@@ -5,9 +5,9 @@
  * requests with a bad link from one address → 403 LINK_INVALID twice, then 429 RATE_LIMITED.
  */
 import t from 'tap'
-import { limitGivesBack } from '../../gateway/settle.js'
-import { rejection } from '../../gateway/reject.js'
-import type { Outcome, RejectCode } from '../../gateway/types.js'
+import { limitGivesBack } from '../../gateway/pipeline/settle.js'
+import { rejection } from '../../gateway/pipeline/reject.js'
+import type { Outcome, RejectCode } from '../../gateway/pipeline/types.js'
 import { client, fetchText, memoryAccessLog, startOrigin, startTestGateway } from '../helpers/gateway.js'
 import { loadYaml } from '../antibot/helpers.js'
 

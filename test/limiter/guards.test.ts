@@ -1,7 +1,9 @@
 /** rate_limit and quota guards with a fake RequestContext and a fake clock, on the memory store. */
 import t from 'tap'
-import { createQuotaAdmin, createStore, quotaGuard, rateLimitGuard } from '../../limiter/index.js'
-import type { Rejection, Verdict } from '../../gateway/types.js'
+import { createStore } from '../../limiter/index.js'
+import { createQuotaAdmin, quotaGuard } from '../../gateway/guards/quota.js'
+import { rateLimitGuard } from '../../gateway/guards/rate-limit.js'
+import type { Rejection, Verdict } from '../../gateway/pipeline/types.js'
 import { campaign, config, counting, ctx, deps, qg, rl, route, settle, storeCfg } from './fixtures.js'
 
 const T0 = 1_700_000_000_000
@@ -204,7 +206,7 @@ t.test('quota: segments never exceed the quota; users spread over segments', asy
 })
 
 t.test('quota: fail_closed / fail_open / local when the store throws', async (t) => {
-  const { StoreError } = await import('../../gateway/errors.js')
+  const { StoreError } = await import('../../conf/errors.js')
   const inner = mem(() => T0)
   let down = false
   const flaky = new Proxy(inner, {

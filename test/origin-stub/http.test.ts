@@ -82,7 +82,7 @@ t.test('routes and answers', async (t) => {
 
 t.test('cli flags', async (t) => {
   const run = (...args: string[]): { status: number | null, out: string, err: string } => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'origin-stub', 'cli.ts'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 })
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'origin-cli.ts'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 })
     return { status: r.status, out: r.stdout, err: r.stderr }
   }
   const help = run('--help')

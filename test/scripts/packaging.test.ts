@@ -105,7 +105,7 @@ t.test('npm pack of a clone → npm install -g of the tarball → flashgate --ve
   if (packed.code !== 0) return
   const info = (JSON.parse(packed.out.slice(packed.out.indexOf('['))) as Array<{ filename: string, files: Array<{ path: string }> }>)[0]!
   const files = info.files.map((f) => f.path)
-  for (const f of ['bin/flashgate.js', 'dist/gateway/cli.js', 'dist/origin-stub/demo.js', 'dist/conf/load.js', 'LICENSE', 'README.md', 'package.json',
+  for (const f of ['bin/flashgate.js', 'dist/gateway/cli.js', 'dist/gateway/demo.js', 'dist/conf/load.js', 'LICENSE', 'README.md', 'package.json',
     'conf/example.yaml', 'conf/demo.yaml', 'conf/flashgate.schema.json', 'conf/grafana/flashgate.json', 'conf/prometheus/alerts.yaml', 'conf/systemd/flashgate.service']) {
     t.ok(files.includes(f), `the tarball has ${f}`)
   }

@@ -12,20 +12,20 @@ import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
-import type { Config } from '../conf/types.js'
-import type { AccessLog } from './access-log.js'
-import { compileCidrs, type CidrSet } from './cidr.js'
+import type { Config } from '../../conf/types.js'
+import type { AccessLog } from '../access-log.js'
+import { compileCidrs, type CidrSet } from '../../conf/cidr.js'
 import { Ctx, clientAddress, normalizeIp, parseHost, parseTarget } from './context.js'
-import { StoreError } from './errors.js'
-import type { Log } from './log.js'
-import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from './metrics.js'
-import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from './pipeline.js'
-import { REJECT_HEADERS, STATUS, rejection } from './reject.js'
+import { StoreError } from '../../conf/errors.js'
+import type { Log } from '../log.js'
+import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from '../metrics.js'
+import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from '../pipeline/build.js'
+import { REJECT_HEADERS, STATUS, rejection } from '../pipeline/reject.js'
 import { compileRouter, NO_PARAMS, type Router } from './router.js'
-import { NO_TRACER, type Tracer } from './otlp.js'
-import { formatTraceparent, newRequestId, newSpanId, newTraceId, parseTraceparent, sampledByRatio, validRequestId } from './trace.js'
+import { NO_TRACER, type Tracer } from '../otlp.js'
+import { formatTraceparent, newRequestId, newSpanId, newTraceId, parseTraceparent, sampledByRatio, validRequestId } from '../trace.js'
 import { StaticFiles } from './static.js'
-import type { EdgeHandler, Guard, Outcome, Rejection, RequestContext } from './types.js'
+import type { EdgeHandler, Guard, Outcome, Rejection, RequestContext } from '../pipeline/types.js'
 
 /** What the gateway needs from the upstream side (gateway/upstream/index.ts implements it). */
 export interface UpstreamForwarder {
@@ -100,7 +100,7 @@ export interface ServingState {
   readonly trusted: CidrSet
   readonly guards: readonly Guard[]
   readonly edge: ReadonlyMap<string, EdgeHandler>
-  /** Per route: the file server of a static route (gateway/static.ts), null for a proxied one. */
+  /** Per route: the file server of a static route (gateway/http/static.ts), null for a proxied one. */
   readonly files: readonly (StaticFiles | null)[]
   /** Requests of this state not yet settled. */
   inflight: number
@@ -363,7 +363,7 @@ export class Frontend implements PipelineSink<Ctx> {
       this.early(req, res, ANSWERS.badHost, start, path)
       return
     }
-    // Forward what the guards judged: the normalised path (gateway/context.ts normalizePath).
+    // Forward what the guards judged: the normalised path (gateway/http/context.ts normalizePath).
     if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
       this.edge(state, req, res, path, target.query, start)
@@ -760,7 +760,7 @@ function rawAnswer (status: number, text: string, r: Rejection): string {
  */
 export function createPublicServer (config: Config, frontend: Frontend, metrics: Metrics, log: Log, existing?: Server): Server {
   const s = config.server
-  // `existing`: a TLS or HTTP/2 server made by gateway/listeners.ts, given the same limits and handlers.
+  // `existing`: a TLS or HTTP/2 server made by gateway/http/listeners.ts, given the same limits and handlers.
   const server = existing ?? createServer({
     maxHeaderSize: s.maxHeaderSize,
     headersTimeout: s.headersTimeoutMs,

@@ -1,14 +1,14 @@
 /**
  * The pipeline's vocabulary: the request context guards read, the verdicts they answer, and what a
- * guard factory is given. Guards are compiled once per config load (see gateway/pipeline.ts) into an
+ * guard factory is given. Guards are compiled once per config load (see gateway/pipeline/build.ts) into an
  * array of small objects; a request walks that array once.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Registry } from 'prom-client'
-import type { Config, GuardConfig, RouteConfig } from '../conf/types.js'
-import type { Store } from '../limiter/store.js'
-import type { Metrics } from './metrics.js'
-import type { QueryParams } from './query.js'
+import type { Config, GuardConfig, RouteConfig } from '../../conf/types.js'
+import type { Store } from '../../limiter/store.js'
+import type { Metrics } from '../metrics.js'
+import type { QueryParams } from '../http/query.js'
 
 /** Reject codes of the contract (CONTRACT.md, "Answers the gateway gives itself"). */
 export type RejectCode =
@@ -20,7 +20,7 @@ export type RejectCode =
 
 /**
  * A rejection is a value, not an exception: expected rejections cost no stack trace. Guards build the
- * constant ones once at load (see gateway/reject.ts `rejection()`), with the JSON body pre-encoded.
+ * constant ones once at load (see gateway/pipeline/reject.ts `rejection()`), with the JSON body pre-encoded.
  */
 export interface Rejection {
   readonly status: number
@@ -78,7 +78,7 @@ export interface RequestContext {
    * Read it through deps.identity(ctx), which resolves and caches it here.
    */
   user: string | null | undefined
-  /** The query's parameters (made on first use by queryOf in gateway/query.ts); null until first asked. */
+  /** The query's parameters (made on first use by queryOf in gateway/http/query.ts); null until first asked. */
   queryParams: QueryParams | null
   /**
    * Response headers a guard adds to whatever answer the request gets (e.g. Set-Cookie for clearance,

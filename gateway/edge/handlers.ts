@@ -8,19 +8,19 @@
  *   from `ends_at` → 409 ENDED, unknown campaign/product/route → 404 NOT_FOUND. The link expires at
  *   `ends_at + link_grace`, or `link_ttl` after issue when that is sooner.
  * - `GET /_flashgate/queue?campaign=C`, `GET /_flashgate/queue/seed?campaign=C` — the waiting room
- *   (antibot/waiting-room.ts).
+ *   (gateway/guards/waiting-room.ts).
  * - `GET /_flashgate/challenge` — a proof-of-work challenge for the `pow` captcha provider
  *   (difficulty raised to `difficulty_under_load` while the global limiter is rejecting).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { CaptchaGuardConfig, RouteConfig, SignedLinkGuardConfig } from '../conf/types.js'
-import type { EdgeHandler, GuardDeps, Rejection, RequestContext } from '../gateway/types.js'
-import { REJECT_HEADERS, rejection } from '../gateway/reject.js'
-import { powKey } from './captcha.js'
-import { issueChallenge } from './captcha/pow.js'
-import { linkKeys, newNonce, signLinkQuery } from './signed-link.js'
-import { sendJson } from './util.js'
-import { createQueueHandlers } from './waiting-room.js'
+import type { CaptchaGuardConfig, RouteConfig, SignedLinkGuardConfig } from '../../conf/types.js'
+import type { EdgeHandler, GuardDeps, Rejection, RequestContext } from '../pipeline/types.js'
+import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
+import { powKey } from '../guards/captcha.js'
+import { issueChallenge } from '../../antibot/captcha/pow.js'
+import { linkKeys, newNonce, signLinkQuery } from '../../antibot/signed-link.js'
+import { sendJson } from '../http/json.js'
+import { createQueueHandlers } from '../guards/waiting-room.js'
 
 function reject (res: ServerResponse, r: Rejection): void {
   res.writeHead(r.status, [...REJECT_HEADERS, 'content-length', String(r.body.length), ...(r.headers ?? [])])

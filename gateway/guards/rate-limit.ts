@@ -13,7 +13,7 @@
  *   (nginx skips empty keys); put an identity check before a per-user limit.
  * - Combining: a pass registers a settler; the token is given back (lua-resty-limit-traffic's uncommit)
  *   only when a later *limit* rejects the request (429) or the store or the upstream fails it
- *   (gateway/settle.ts limitGivesBack), so stacked limits do not leak — but a guard that judged the
+ *   (gateway/pipeline/settle.ts limitGivesBack), so stacked limits do not leak — but a guard that judged the
  *   client (LINK_INVALID, CAPTCHA_*, DUPLICATE, SOLD_OUT...) keeps the token spent: a per-IP limit slows
  *   link guessing.
  * - Leaky bucket delays: the request's check returns a Promise released by one shared DelayQueue timer.
@@ -23,15 +23,15 @@
  * - The keyless limiter sets deps.signals.overloaded while it is rejecting (the pow captcha hardens).
  */
 import { LRUCache } from 'lru-cache'
-import type { RateLimitGuardConfig, RouteConfig } from '../conf/types.js'
-import { ConfigError } from '../gateway/errors.js'
-import { rejection } from '../gateway/reject.js'
-import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../gateway/types.js'
-import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './common.js'
-import { limitGivesBack } from '../gateway/settle.js'
-import { DelayQueue } from './delay-queue.js'
-import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from './leaky-bucket.js'
-import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy } from './token-bucket.js'
+import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
+import { ConfigError } from '../../conf/errors.js'
+import { rejection } from '../pipeline/reject.js'
+import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
+import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './values.js'
+import { limitGivesBack } from '../pipeline/settle.js'
+import { DelayQueue } from '../../limiter/delay-queue.js'
+import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from '../../limiter/leaky-bucket.js'
+import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy } from '../../limiter/token-bucket.js'
 
 type KeyFn = (ctx: RequestContext) => string | null
 

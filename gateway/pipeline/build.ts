@@ -4,8 +4,8 @@
  * only a thenable is awaited, so a route of synchronous guards never allocates a Promise, and a route
  * with no guards skips the runner entirely (`guards === null`).
  */
-import type { Config, GuardConfig, GuardKind, RouteConfig } from '../conf/types.js'
-import { ConfigError } from './errors.js'
+import type { Config, GuardConfig, GuardKind, RouteConfig } from '../../conf/types.js'
+import { ConfigError } from '../../conf/errors.js'
 import type { Guard, GuardDeps, GuardFactory, Rejection, RequestContext, Verdict } from './types.js'
 
 /** Guard factories by kind, supplied by the composition root (limiter, antibot). */

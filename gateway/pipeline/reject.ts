@@ -1,7 +1,7 @@
 /**
  * Rejections: built once (at config load) with their JSON body pre-encoded, written with one writeHead.
  */
-import type { RejectOverride } from '../conf/types.js'
+import type { RejectOverride } from '../../conf/types.js'
 import type { RejectCode, Rejection } from './types.js'
 
 export const STATUS: Readonly<Record<RejectCode, number>> = {

@@ -1,12 +1,14 @@
 /**
- * Small pieces the limiter guards share: reading a ValueSource, a stable string hash, the store's 503,
- * and the failure-policy bookkeeping.
+ * Reading a guard's ValueSource off a request (valueReader: the limiter guards; valueOf: the antibot
+ * guards), and small pieces the limiter guards share: a stable string hash, the store's 503, and the
+ * failure-policy bookkeeping.
  */
-import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../conf/types.js'
-import { StoreError } from '../gateway/errors.js'
-import { queryOf } from '../gateway/query.js'
-import { rejection } from '../gateway/reject.js'
-import type { GuardDeps, Rejection, RequestContext } from '../gateway/types.js'
+import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
+import { StoreError } from '../../conf/errors.js'
+import { cookieOf, headerOf } from '../../antibot/util.js'
+import { queryOf } from '../http/query.js'
+import { rejection } from '../pipeline/reject.js'
+import type { GuardDeps, Rejection, RequestContext } from '../pipeline/types.js'
 
 /** `<route>#<index>:<kind>` */
 export function guardId (route: RouteConfig, cfg: GuardConfig): string {
@@ -59,7 +61,7 @@ export function fnv1a (s: string): number {
   return h >>> 0
 }
 
-export { onSettle } from '../gateway/settle.js'
+export { onSettle } from '../pipeline/settle.js'
 
 /** The guard's failure policy: its own `on_error`, else `store.on_error`. */
 export function policyOf (cfgOnError: FailurePolicy | null, deps: GuardDeps): FailurePolicy {
@@ -77,3 +79,28 @@ export function asStoreError (err: unknown): StoreError {
   if (err instanceof StoreError) return err
   throw err
 }
+
+/** Resolve a guard's value source against a request; null when the value is absent. */
+export function valueOf (ctx: RequestContext, src: ValueSource): string | null {
+  switch (src.from) {
+    case 'literal': return src.value
+    case 'param': {
+      const v = ctx.params[src.name]
+      return v === undefined || v === '' ? null : v
+    }
+    case 'header': return headerOf(ctx.req.headers, src.name)
+    case 'query': {
+      const v = queryOf(ctx).get(src.name)
+      return v === null || v === '' ? null : v
+    }
+    case 'cookie': return cookieOf(ctx.req.headers.cookie, src.name)
+    case 'form': {
+      const form = ctx.locals?.[FORM_FIELDS] as URLSearchParams | undefined
+      const v = form?.get(src.name) ?? null
+      return v === null || v === '' ? null : v
+    }
+  }
+}
+
+/** Key under ctx.locals where the parsed urlencoded form (when buffered) is kept. */
+export const FORM_FIELDS = 'flashgate.form'

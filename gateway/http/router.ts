@@ -3,7 +3,7 @@
  * first whose host, path and method all match wins. Matching is string comparisons and one walk over
  * the path's segments for `:param` patterns — no regex, and nothing allocated unless a route has params.
  */
-import type { RouteConfig } from '../conf/types.js'
+import type { RouteConfig } from '../../conf/types.js'
 
 /** Shared empty params object for routes without `:param` segments. */
 export const NO_PARAMS: Readonly<Record<string, string>> = Object.freeze({})

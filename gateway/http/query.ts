@@ -4,7 +4,7 @@
  * raw query in place and decode only the value asked for. Answers are exactly those of
  * `new URLSearchParams(query).get(name)` (test/gateway/query.test.ts compares them on generated queries).
  */
-import type { RequestContext } from './types.js'
+import type { RequestContext } from '../pipeline/types.js'
 
 /** What guards need of a parsed query: URLSearchParams has this shape too (the edge endpoints pass one). */
 export interface QueryParams {

@@ -2,16 +2,16 @@
  * `deny`: IPs and CIDRs (IPv4 and IPv6) from the config and from files it names, user ids listed
  * literally, and user ids in a store set operators change at run time (`SADD` on Redis) → 403 BLOCKED.
  *
- * Everything literal is compiled once per load (gateway/cidr.ts masks); the address and literal-user
+ * Everything literal is compiled once per load (conf/cidr.ts masks); the address and literal-user
  * checks are synchronous. The store set is asked once per user and second (a small local cache of
  * both answers, bounded), so an operator's SADD takes effect within DENY_CACHE_MS.
  */
 import { readFileSync } from 'node:fs'
 import { LRUCache } from 'lru-cache'
-import type { DenyGuardConfig } from '../conf/types.js'
-import type { Guard, GuardFactory, RequestContext, Verdict } from '../gateway/types.js'
-import { compileCidrs } from '../gateway/cidr.js'
-import { rejection } from '../gateway/reject.js'
+import type { DenyGuardConfig } from '../../conf/types.js'
+import type { Guard, GuardFactory, RequestContext, Verdict } from '../pipeline/types.js'
+import { compileCidrs } from '../../conf/cidr.js'
+import { rejection } from '../pipeline/reject.js'
 import { guardId, onStoreError } from './common.js'
 
 /** How long an answer of the store set is reused locally. */

@@ -23,10 +23,10 @@ import { constants, createReadStream } from 'node:fs'
 import { open, realpath, stat, type FileHandle } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { extname, join, sep } from 'node:path'
-import type { StaticConfig } from '../conf/types.js'
-import type { Log } from './log.js'
-import { rejection } from './reject.js'
-import type { Rejection, RequestContext } from './types.js'
+import type { StaticConfig } from '../../conf/types.js'
+import type { Log } from '../log.js'
+import { rejection } from '../pipeline/reject.js'
+import type { Rejection, RequestContext } from '../pipeline/types.js'
 
 const NOT_FOUND = rejection('NOT_FOUND', 'no such file')
 const METHOD = rejection('METHOD_NOT_ALLOWED', 'use GET or HEAD', { headers: ['allow', 'GET, HEAD'] })

@@ -4,10 +4,10 @@
  * with indexOf/charCodeAt — no regex, no URL objects on the request path.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { RouteConfig } from '../conf/types.js'
-import { parseIPv4, parseIPv6, type CidrSet } from './cidr.js'
+import type { RouteConfig } from '../../conf/types.js'
+import { parseIPv4, parseIPv6, type CidrSet } from '../../conf/cidr.js'
 import type { QueryParams } from './query.js'
-import type { Outcome, RequestContext, Settler } from './types.js'
+import type { Outcome, RequestContext, Settler } from '../pipeline/types.js'
 
 /**
  * The concrete RequestContext. A class so every request has the same hidden shape (monomorphic

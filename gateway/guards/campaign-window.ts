@@ -3,11 +3,11 @@
  * (and `Retry-After`), from `ends_at` on → 409 ENDED. The window is [starts_at, ends_at).
  * An unknown campaign → 404 NOT_FOUND. `GET /_flashgate/time` (the core's) serves countdown clocks.
  */
-import type { CampaignConfig, CampaignWindowGuardConfig } from '../conf/types.js'
-import type { Guard, GuardFactory, RequestContext, Rejection, Verdict } from '../gateway/types.js'
-import { rejection } from '../gateway/reject.js'
+import type { CampaignConfig, CampaignWindowGuardConfig } from '../../conf/types.js'
+import type { Guard, GuardFactory, RequestContext, Rejection, Verdict } from '../pipeline/types.js'
+import { rejection } from '../pipeline/reject.js'
 import { guardId } from './common.js'
-import { valueOf } from './util.js'
+import { valueOf } from './values.js'
 
 export type WindowState = 'not_started' | 'open' | 'ended'
 

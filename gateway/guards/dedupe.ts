@@ -13,13 +13,13 @@
  * (404 NOT_FOUND otherwise), which also keeps arbitrary ids from filling the store.
  */
 import { LRUCache } from 'lru-cache'
-import type { DedupeGuardConfig } from '../conf/types.js'
-import { isMarkTaker, type Guard, type GuardFactory, type MarkSpec, type Outcome, type Rejection, type RequestContext, type Settler, type Verdict } from '../gateway/types.js'
-import { rejection } from '../gateway/reject.js'
-import { onSettle } from '../gateway/settle.js'
-import { retryRefused } from '../limiter/breaker.js'
+import type { DedupeGuardConfig } from '../../conf/types.js'
+import { isMarkTaker, type Guard, type GuardFactory, type MarkSpec, type Outcome, type Rejection, type RequestContext, type Settler, type Verdict } from '../pipeline/types.js'
+import { rejection } from '../pipeline/reject.js'
+import { onSettle } from '../pipeline/settle.js'
+import { retryRefused } from '../../limiter/breaker.js'
 import { guardId, onStoreError } from './common.js'
-import { valueOf } from './util.js'
+import { valueOf } from './values.js'
 
 /** Whether an attempt that ended this way releases its dedupe mark. */
 export function releasesMark (outcome: Outcome): boolean {

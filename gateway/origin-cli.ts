@@ -4,16 +4,16 @@
  * in-flight requests, stop the order worker (its unfinished entries stay pending and are taken over by
  * another origin or by this one's next start) and exit 0.
  *
- * Runs as `flashgate origin ...` (gateway/cli.ts imports `main`) or directly:
- * `node --import tsx origin-stub/cli.ts --config FILE`.
+ * Runs as `flashgate origin ...` (gateway/cli.ts delegates to it) or directly:
+ * `node --import tsx gateway/origin-cli.ts --config FILE`.
  */
 import { pathToFileURL } from 'node:url'
 import { request } from 'undici'
 import { formatErrors, loadConfigFile } from '../conf/load.js'
 import { parseDuration, parseHostPort } from '../conf/parse.js'
 import type { HostPort } from '../conf/types.js'
-import { createLog } from '../gateway/log.js'
-import { createOrigin, type OriginOptions } from './origin.js'
+import { createLog } from './log.js'
+import { createOrigin, type OriginOptions } from '../origin-stub/origin.js'
 
 export const USAGE = `Usage: flashgate origin --config FILE [--listen HOST:PORT]
 

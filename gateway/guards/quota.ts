@@ -46,20 +46,17 @@
  * has no bound at all. A lease design (units reserved in the store ahead, spent locally) would bound
  * `local`; it is not built.
  */
-import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../conf/types.js'
-import { CounterCell, GaugeCell, type Metrics } from '../gateway/metrics.js'
-import { rejection } from '../gateway/reject.js'
-import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../gateway/types.js'
-import { ConfigError } from '../gateway/errors.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './common.js'
-import { retryRefused } from './breaker.js'
-import type { CounterResult, MarkAddResult, Store } from './store.js'
+import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'
+import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
+import { rejection } from '../pipeline/reject.js'
+import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
+import { ConfigError } from '../../conf/errors.js'
+import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, valueReader } from './values.js'
+import { retryRefused } from '../../limiter/breaker.js'
+import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
+import { QUOTA_CHANNEL, limitKey, segmentKey } from '../../conf/store-keys.js'
 
-export const QUOTA_CHANNEL = 'quota'
 
-export const segmentKey = (c: string, p: string, i: number): string => `q:{${c}:${p}:${i}}`
-
-export const limitKey = (c: string, p: string): string => `ql:{${c}:${p}}`
 
 /**
  * Whether the unit a request took goes back: unless the upstream accepted the buy (2xx/3xx). A later

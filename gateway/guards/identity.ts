@@ -7,9 +7,9 @@
  */
 import { createSecretKey } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
-import type { Config } from '../conf/types.js'
-import type { RequestContext } from '../gateway/types.js'
-import { cookieOf, headerOf, hmac, macMatches } from './util.js'
+import type { Config } from '../../conf/types.js'
+import type { RequestContext } from '../pipeline/types.js'
+import { cookieOf, headerOf, hmac, macMatches } from '../../antibot/util.js'
 
 const MAX_USER = 256
 

@@ -15,9 +15,9 @@ import { createServer } from 'node:net'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { formatErrors, loadConfigFile } from '../conf/load.js'
 import type { Config } from '../conf/types.js'
-import { createLog } from '../gateway/log.js'
-import { startGateway, type Gateway } from '../gateway/main.js'
-import { createOrigin, type Origin } from './origin.js'
+import { createLog } from './log.js'
+import { startGateway, type Gateway } from './main.js'
+import { createOrigin, type Origin } from '../origin-stub/origin.js'
 
 export const USAGE = `Usage: flashgate demo
 

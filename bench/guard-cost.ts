@@ -2,21 +2,21 @@
  * Cost per request of each antibot guard's check on its pass path, in microseconds (not a test):
  * built from a YAML config by the real loader, with the memory store; one core, after warm-up.
  *
- *   npx tsx antibot/guard-cost.ts [iterations=200000]
+ *   npx tsx bench/guard-cost.ts [iterations=200000]
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { loadConfigText } from '../conf/load.js'
 import type { GuardConfig } from '../conf/types.js'
 import { createMetrics } from '../gateway/metrics.js'
-import type { Guard, GuardDeps, RequestContext } from '../gateway/types.js'
+import type { Guard, GuardDeps, RequestContext } from '../gateway/pipeline/types.js'
 import { createStore } from '../limiter/index.js'
-import { captchaGuard } from './captcha.js'
-import { signClearance } from './captcha/clearance.js'
-import { campaignWindowGuard } from './campaign-window.js'
-import { dedupeGuard } from './dedupe.js'
-import { denyGuard } from './deny.js'
-import { createIdentity, signSession } from './identity.js'
-import { signLinkQuery } from './signed-link.js'
+import { captchaGuard } from '../gateway/guards/captcha.js'
+import { signClearance } from '../antibot/captcha/clearance.js'
+import { campaignWindowGuard } from '../gateway/guards/campaign-window.js'
+import { dedupeGuard } from '../gateway/guards/dedupe.js'
+import { denyGuard } from '../gateway/guards/deny.js'
+import { createIdentity, signSession } from '../gateway/guards/identity.js'
+import { signLinkQuery } from '../antibot/signed-link.js'
 
 const N = Number(process.argv[2] ?? 200_000)
 const NOW = Date.UTC(2030, 0, 1, 12, 30)
@@ -82,7 +82,7 @@ await measure('empty context (allocation only, baseline)', { kind: 'x', id: 'x',
 await measure('identity: signed session cookie', { kind: 'x', id: 'x', check: (c) => { deps.identity(c); return undefined } }, empty)
 await measure('deny: 1,001 CIDRs + users (miss)', denyGuard(g('deny') as never, route, deps), () => ctx('alice'))
 await measure('captcha via clearance cookie', captchaGuard(g('captcha') as never, route, deps), () => ctx('alice'))
-await measure('signed_link (HMAC verify)', (await import('./signed-link.js')).signedLinkGuard(g('signed_link') as never, route, deps), () => ctx('alice'))
+await measure('signed_link (HMAC verify)', (await import('../gateway/guards/signed-link.js')).signedLinkGuard(g('signed_link') as never, route, deps), () => ctx('alice'))
 await measure('campaign_window', campaignWindowGuard(g('campaign_window') as never, route, deps), () => ctx('alice'))
 await measure('dedupe (memory store setIfAbsent, new user each)', dedupeGuard(g('dedupe') as never, route, deps), () => ctx(`u${seq++}`))
 await deps.store.close()

@@ -1,9 +1,9 @@
 /**
  * What every antibot guard shares: its id, its pre-built rejections, and the store failure policy.
  */
-import type { FailurePolicy, GuardConfig, RouteConfig } from '../conf/types.js'
-import type { GuardDeps, Rejection } from '../gateway/types.js'
-import { rejection } from '../gateway/reject.js'
+import type { FailurePolicy, GuardConfig, RouteConfig } from '../../conf/types.js'
+import type { GuardDeps, Rejection } from '../pipeline/types.js'
+import { rejection } from '../pipeline/reject.js'
 
 /** `<route>#<index>:<kind>` */
 export function guardId (route: RouteConfig, cfg: GuardConfig): string {

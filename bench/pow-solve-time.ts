@@ -3,10 +3,10 @@
  * solver (node:crypto) and the browser solver (antibot/pow-solver.js on WebCrypto, run here under
  * Node's globalThis.crypto.subtle — a browser's WebCrypto is in the same range or slower).
  *
- *   npx tsx antibot/pow-solve-time.ts [difficulty=16] [n=20]
+ *   npx tsx bench/pow-solve-time.ts [difficulty=16] [n=20]
  */
 import { randomBytes } from 'node:crypto'
-import { issueChallenge, solveChallenge } from './captcha/pow.js'
+import { issueChallenge, solveChallenge } from '../antibot/captcha/pow.js'
 
 const difficulty = Number(process.argv[2] ?? 16)
 const n = Number(process.argv[3] ?? 20)
@@ -18,7 +18,7 @@ function stats (ms: number[]): string {
   return `median ${q(0.5).toFixed(0)} ms, p90 ${q(0.9).toFixed(0)} ms, min ${q(0).toFixed(0)} ms, max ${q(1).toFixed(0)} ms`
 }
 
-const solverPath = './pow-solver.js'
+const solverPath = '../antibot/pow-solver.js'
 await import(solverPath)
 const browser = (globalThis as unknown as { flashgatePow: { solve: (c: { challenge: string, difficulty: number }) => Promise<string> } }).flashgatePow
 

@@ -1,0 +1,83 @@
+/**
+ * The import graph runs one way (README, "Layout"): conf/ at the bottom imports nothing of ours;
+ * limiter/ and antibot/ know no HTTP and import nothing from gateway/; origin-stub/ imports conf/ only;
+ * gateway/ is the only place that knows HTTP and composes the rest. A file that breaks a rule is named
+ * with the line of its import.
+ */
+import t from 'tap'
+import { readdirSync, readFileSync } from 'node:fs'
+import { dirname, join, posix, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+/** The folders of ours a layer may import from (itself included). */
+const ALLOWED: Readonly<Record<string, readonly string[]>> = {
+  conf: ['conf'],
+  limiter: ['limiter', 'conf'],
+  antibot: ['antibot', 'limiter', 'conf'],
+  'origin-stub': ['origin-stub', 'conf']
+}
+const OURS = new Set(['conf', 'limiter', 'antibot', 'origin-stub', 'gateway', 'bench', 'test', 'scripts', 'bin'])
+
+function sources (dir: string, out: string[] = []): string[] {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name)
+    if (e.isDirectory()) { if (e.name !== 'node_modules' && e.name !== 'site') sources(p, out) } else if (/\.(ts|js|mjs)$/.test(e.name)) out.push(p)
+  }
+  return out
+}
+
+/** Every relative specifier a file imports (static, `export … from`, dynamic import(), new URL(…, import.meta.url)), with its line. */
+export function importsOf (text: string): Array<{ spec: string, line: number }> {
+  const out: Array<{ spec: string, line: number }> = []
+  const re = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|new URL\(\s*)(['"])(\.{1,2}\/[^'"]*)\1/g
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    out.push({ spec: m[2] as string, line: text.slice(0, m.index).split('\n').length })
+  }
+  return out
+}
+
+/** Problems of one file as `FILE:LINE: message`. */
+function violations (file: string): string[] {
+  const rel = relative(ROOT, file).split('\\').join('/')
+  const layer = rel.split('/')[0] as string
+  const allowed = ALLOWED[layer]
+  if (allowed === undefined) return []
+  const problems: string[] = []
+  for (const { spec, line } of importsOf(readFileSync(file, 'utf8'))) {
+    const target = posix.normalize(posix.join(posix.dirname(rel), spec))
+    const top = target.split('/')[0] as string
+    if (!OURS.has(top) || allowed.includes(top)) continue
+    problems.push(`${rel}:${line}: ${layer}/ must not import ${top}/ ('${spec}')`)
+  }
+  return problems
+}
+
+t.test('the layers import one way', async (t) => {
+  const problems: string[] = []
+  let files = 0
+  for (const layer of Object.keys(ALLOWED)) {
+    for (const f of sources(join(ROOT, layer))) { files++; problems.push(...violations(f)) }
+  }
+  t.ok(files > 30, `scanned ${files} files`)
+  t.same(problems, [], problems.join('\n'))
+})
+
+t.test('the scanner sees every form of import', async (t) => {
+  const text = [
+    "import type { A } from '../gateway/types.js'",
+    "export { b } from '../limiter/x.js'",
+    "const m = await import('../../gateway/errors.js')",
+    "import '../gateway/side-effect.js'",
+    "const u = new URL('../gateway/cli.js', import.meta.url)",
+    "import { readFileSync } from 'node:fs'"
+  ].join('\n')
+  t.same(importsOf(text), [
+    { spec: '../gateway/types.js', line: 1 },
+    { spec: '../limiter/x.js', line: 2 },
+    { spec: '../../gateway/errors.js', line: 3 },
+    { spec: '../gateway/side-effect.js', line: 4 },
+    { spec: '../gateway/cli.js', line: 5 }
+  ])
+})

@@ -30,7 +30,7 @@ import { tlsProblem } from '../../conf/load.js'
 import type { Log } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { applyServerLimits, createPublicServer, type Frontend } from './server.js'
-import { RawServer } from './http/raw-server.js'
+import { RawServer } from './raw-server.js'
 
 /** An h2 request as the request path reads it: `headers.host` from `:authority` when absent. */
 export class H2Request extends http2.Http2ServerRequest {

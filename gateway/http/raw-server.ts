@@ -26,7 +26,7 @@ import { Readable } from 'node:stream'
 import type { Config } from '../../conf/types.js'
 import type { Log } from '../log.js'
 import type { Metrics } from '../metrics.js'
-import type { Rejection } from '../types.js'
+import type { Rejection } from '../pipeline/types.js'
 import { ChunkedDecoder, HeadParser, TOKEN, latin1, type Head } from './raw-parser.js'
 
 /** The request handler (Frontend.handle). */
@@ -38,7 +38,7 @@ function rawAnswer (status: number, code: string, message: string): Buffer {
   const body = JSON.stringify({ code, message })
   return Buffer.from(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, 'latin1')
 }
-// The same bytes node:http's clientError handler answers (gateway/server.ts RAW_*).
+// The same bytes node:http's clientError handler answers (gateway/http/server.ts RAW_*).
 const RAW_400 = rawAnswer(400, 'BAD_REQUEST', 'malformed request')
 const RAW_408 = rawAnswer(408, 'REQUEST_TIMEOUT', 'request not received in time')
 const RAW_431 = rawAnswer(431, 'BAD_REQUEST', 'request headers too large')
@@ -319,7 +319,7 @@ export class RawResponse extends EventEmitter {
   }
 
   /**
-   * Write a gateway rejection from its pre-encoded parts (gateway/server.ts writeRejection): the same
+   * Write a gateway rejection from its pre-encoded parts (gateway/http/server.ts writeRejection): the same
    * head writeRejection's header list gives, in one write.
    */
   rejectFast (r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null): void {

@@ -643,6 +643,9 @@ export class Connection {
       // The answer did not need the rest of the body: read it and drop it (node:http's _dump).
       this.discarding = true
       this.state = State.Discard
+      // An unread body may have filled the request stream and paused the socket: read on, dropping.
+      if (this.paused) { this.paused = false; this.socket.resume() }
+      if (!this.driving) this.drive()
       return
     }
     this.next()

@@ -295,3 +295,19 @@ function loadOk (text: string): import('../../conf/types.js').Config {
   if (!r.ok) throw new Error(r.errors.join('\n'))
   return r.config
 }
+
+t.test('a rejected request with a large unread body, then a pipelined one: both answered on both listeners', async (t) => {
+  const up = { node: await recorder(t), strict: await recorder(t) }
+  const server = 'server: { body_timeout: 2s, parser: PARSER }\n'
+  const gw = {
+    node: await startTestGateway(t, { config: load(baseYaml(up.node.url, ROUTES, server.replace('PARSER', 'node'))) }),
+    strict: await startTestGateway(t, { config: load(baseYaml(up.strict.url, ROUTES, server.replace('PARSER', 'strict'))) })
+  }
+  // 200 KB, answered before any of it is read: the rest is read and dropped, and the next request served.
+  const body = 'x'.repeat(200 * 1024)
+  const data = Buffer.from(`POST /admin/up HTTP/1.1\r\n${H}Content-Length: ${body.length}\r\n\r\n${body}GET /after HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 'latin1')
+  const [a, b] = await Promise.all([exchange(gw.node.address.port, data), exchange(gw.strict.address.port, data)])
+  t.same(answers(a), ['403 BLOCKED', '200'], 'node:http: 403, then the next request')
+  t.same(answers(b), answers(a), 'strict: the same')
+  t.same(up.strict.seen.map((s) => s.url), ['/after'], 'only the second request reached the upstream')
+})

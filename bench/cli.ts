@@ -26,6 +26,12 @@ import { COMPARISONS, FUNNEL_STEPS, PEERS_OF, flashgateTargets, peerTargets } fr
 import { chart } from './svg.js'
 import { runWaitingRoom, waitingRoomChecks, waitingRoomTable } from './waiting-room.js'
 import type { TimelinePoint } from './load/types.js'
+import { runSpike } from './spike.js'
+import { costsFromReport, plan } from './capacity.js'
+import type { Plan } from './capacity.js'
+import { capacityCheck } from './capacity-run.js'
+import type { CapacityCheck } from './capacity-run.js'
+import type { SpikeResult } from './spike.js'
 
 interface Ctx {
   readonly o: BenchOptions
@@ -34,6 +40,7 @@ interface Ctx {
   readonly missing: string[]
   readonly cpus: { server: string | null, load: string | null }
   readonly serverCpu: number | null
+  readonly loadCpu: number | null
   generator: 'wrk' | 'autocannon'
 }
 
@@ -82,12 +89,13 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   const pinned = canPin && pinSelf(o.loadCpus)
   const cpus = { server: pinned ? o.serverCpus : null, load: null }
   const serverCpu = pinned && /^\d+$/.test(o.serverCpus) ? Number(o.serverCpus) : null
+  const loadCpu = pinned && /^\d+$/.test(o.loadCpus) ? Number(o.loadCpus) : null
   const dir = mkdtempSync(join(tmpdir(), 'flashgate-bench-'))
   const missing: string[] = []
   if (!pinned) missing.push('CPU pinning: taskset missing or fewer than 2 CPUs; server and load generator share the cores, so figures are not comparable with the peers kit\'s')
   let generator: 'wrk' | 'autocannon' = o.generator === 'auto' ? (which('wrk') !== null ? 'wrk' : 'autocannon') : o.generator
   if (generator === 'wrk' && which('wrk') === null) { missing.push('wrk is not installed (apt-get install -y wrk): autocannon used instead'); generator = 'autocannon' }
-  const ctx: Ctx = { o, dir, p, missing, cpus, serverCpu, generator }
+  const ctx: Ctx = { o, dir, p, missing, cpus, serverCpu, loadCpu, generator }
   p.line(`bench: scenario ${o.scenario}, logs and configs in ${dir}, flashgate via ${flashgateCommand().how}${pinned ? `, server on CPU ${o.serverCpus}, load on CPU ${o.loadCpus}` : ''}`)
 
   if (o.scenario === 'waiting-room') return await waitingRoomScenario(ctx, started, args)
@@ -97,6 +105,7 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   let targets: Target[] = []
   let timeline: readonly TimelinePoint[] | null = null
   let timelineOf: string | null = null
+  let spike: SpikeResult | null = null
 
   if (o.scenario === 'flash-sale' && o.config === null) {
     sale = await runSaleScenario(ctx)
@@ -107,7 +116,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   if (o.scenario !== 'flash-sale' || o.peers || o.config !== null) {
     const m = await runThroughput(ctx)
     runs = m.runs
-    targets = m.targets
+    targets = m.spike === null ? m.targets : []
+    spike = m.spike
     if (timeline === null) {
       const main = targets.find((t) => t.kind === 'flashgate')
       const last = [...runs].reverse().find((r) => r.target === main?.name && r.round !== 'warmup')
@@ -118,6 +128,8 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
   }
 
   const summaries = summarise(targets, runs)
+  let capacity: { plan: Plan | null, planError: string | null, check: CapacityCheck | null } | null = null
+  if (o.scenario === 'capacity') capacity = await capacityScenario(ctx, summaries)
   const names = new Set(targets.map((t) => t.name))
   const comparisons: ComparisonRow[] = COMPARISONS.filter((c) => names.has(c.target) && names.has(c.reference)).map((c) => {
     const r = ratio(runs, c.target, c.reference)
@@ -181,6 +193,19 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
       }
     }
   }
+  if (capacity?.check != null) {
+    const ch = capacity.check
+    checks.push({ name: `capacity check (${ch.workers} workers): requests lost (must be 0)`, value: ch.lost, ok: ch.lost === 0 })
+    const off = Object.entries(o.mix).map(([k, v]) => Math.abs((ch.measuredMix[k] ?? 0) - v)).reduce((a, b) => Math.max(a, b), 0)
+    // Besides 2 points: what the 1/s bucket of the 429 path lets through (about one a second, answered
+    // passed) and the requests in flight when the generator hangs up (CLIENT_ABORTED), weigh in a small run.
+    const slack = 0.02 + (Math.ceil(ch.seconds) + 2 + o.connections) / Math.max(1, ch.answered)
+    checks.push({ name: `capacity check: the gateway answered the planned mix (each outcome within ${(slack * 100).toFixed(1)} points)`, value: `${(off * 100).toFixed(2)} points off`, ok: off <= slack })
+  }
+  if (capacity !== null && capacity.plan === null) checks.push({ name: 'capacity: a plan from the measured costs', value: capacity.planError, ok: false })
+  if (spike !== null) {
+    for (const st of spike.targets) checks.push({ name: `spike ${st.target}: answers other than the expected status (must be 0)`, value: st.unexpected, ok: st.unexpected === 0 })
+  }
   const ok = checks.every((c) => c.ok !== false)
   const { machine, versions } = machineInfo()
   const report: Report = {
@@ -192,7 +217,7 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     machine,
     versions,
     settings: { ...o, products: o.products, serverCpus: pinned ? o.serverCpus : null, loadCpus: pinned ? o.loadCpus : null, flashgate: flashgateCommand().how },
-    generator: sale !== null ? `virtual users (undici)${runs.length > 0 ? ` + ${generator}` : ''}` : generator,
+    generator: sale !== null ? `virtual users (undici)${runs.length > 0 ? ` + ${generator}` : ''}` : spike !== null ? 'open loop at fixed arrival rates (raw sockets, bench/load/open-loop.ts, in the bench process)' : generator,
     sale: sale === null ? null : { ...sale, users: { ...sale.users, orders: sale.users.orders.length } },
     targets: summaries.length > 0 ? summaries : null,
     comparisons,
@@ -201,7 +226,9 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     correctness: { ok, checks },
     runs,
     timeline,
-    timelineOf
+    timelineOf,
+    spike,
+    capacity
   }
   const files = writeReport(report, o)
   p.end()
@@ -286,6 +313,7 @@ async function runSaleScenario (c: Ctx): Promise<SaleResult> {
     globalRate: o.globalRate,
     secrets: newSecrets(),
     cpus: c.cpus,
+    loadCpu: c.loadCpu,
     target,
     onTick: (s, totals) => {
       const t = Object.entries(totals).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, v]) => `${k} ${v}`).join(' ')
@@ -296,7 +324,7 @@ async function runSaleScenario (c: Ctx): Promise<SaleResult> {
   return r
 }
 
-async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] }> {
+async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[], spike: SpikeResult | null }> {
   const { o, p } = c
   const targets: Target[] = []
   const scenario = o.scenario
@@ -331,7 +359,7 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
       if (miss.length > 0) {
         c.missing.push(`peers: prerequisites missing, install with: ${miss.join('; ')}`)
       } else {
-        const source = o.peersDir ?? process.env.FLASHGATE_PEERS_DIR ?? join(ROOT, '..', 'shared', 'peers')
+        const source = o.peersDir ?? process.env.FLASHGATE_PEERS_DIR ?? join(ROOT, 'bench', 'peers-kit')
         const dir = await prepareKit(source, (m) => { p.line(m) })
         const wanted = PEER_TARGETS.filter((t) => PEERS_OF[scenario].includes(t.name))
         p.line(`bench: starting the peers kit from ${dir} (${wanted.map((t) => t.name).join(', ')})`)
@@ -381,6 +409,12 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     const keep = new Set(o.only)
     targets.splice(0, targets.length, ...targets.filter((t) => keep.has(t.name)))
   }
+  if (scenario === 'spike') {
+    p.line(`bench: open-loop spike, ${o.rateStart}/s × ${o.rateFactor} per ${o.duration} s step up to ${o.rateMax}/s, bound p99 ≤ ${o.p99Ms} ms, ${o.connections} connections, ${targets.length} targets`)
+    const spike = await runSpike(targets, { rateStart: o.rateStart, rateFactor: o.rateFactor, rateMax: o.rateMax, stepSeconds: o.duration, p99Ms: o.p99Ms, connections: o.connections, warmupS: o.warmup, pauseMs: Math.round(o.pause * 1000), loadCpu: c.loadCpu, log: (l) => { p.line(l) }, progress: (d, t, label) => { p.update(d, t, label) } })
+    for (const t of targets) await t.redis?.close()
+    return { runs: [], targets, spike }
+  }
   const seconds = scenario === 'flash-sale' ? o.runDuration : o.duration
   p.line(`bench: checks, then ${o.warmup > 0 ? `${o.warmup}s warm-up per target and ` : ''}${o.rounds} round(s) of ${seconds}s per target (${targets.length} targets), ${c.generator}, ${o.connections} connections`)
   const runs = await measure(targets, {
@@ -392,9 +426,34 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[] 
     pauseMs: Math.round(o.pause * 1000),
     loadCpus: null,
     serverCpu: c.serverCpu,
+    loadCpu: c.loadCpu,
     log: (l) => { p.line(l) },
     progress: (d, t, label) => { p.update(d, t, label) }
   })
   for (const t of targets) await t.redis?.close()
-  return { runs, targets }
+  return { runs, targets, spike: null }
+}
+
+/** `--scenario capacity`: price each outcome from the one-worker runs, plan the peak, check the model on a `--workers 2` run. */
+async function capacityScenario (c: Ctx, summaries: readonly TargetSummary[]): Promise<{ plan: Plan | null, planError: string | null, check: CapacityCheck | null }> {
+  const { o, p } = c
+  const costs = costsFromReport({ targets: summaries })
+  let pl: Plan | null = null
+  let planError: string | null = null
+  try { pl = plan(o.peak, o.mix, costs, o.headroom) } catch (err) { planError = (err as Error).message }
+  const check = await capacityCheck({
+    dir: c.dir,
+    mix: o.mix,
+    costs,
+    workers: Math.max(2, o.workers),
+    seconds: o.duration,
+    warmupS: o.warmup,
+    connections: o.connections,
+    generator: c.generator,
+    cpus: c.cpus,
+    loadCpu: c.loadCpu,
+    redis: o.store !== 'memory' && which('redis-server') !== null,
+    log: (m) => { p.line(m) }
+  })
+  return { plan: pl, planError, check }
 }

@@ -13,6 +13,10 @@ import { bucketPercentile, byOutcome, deltaMap, scrape } from './prom.js'
 import type { GatewayCounters } from './prom.js'
 import { cpuMicros, cpuTicks, sleep } from './proc.js'
 import { commandDelta, scriptCalls, sumCommands } from './redis-stats.js'
+import { watchGenerator } from './generator-health.js'
+import type { GeneratorHealth } from './generator-health.js'
+import { serverLatency } from './server-latency.js'
+import type { ServerLatency } from './server-latency.js'
 import type { RedisProbe } from './redis-stats.js'
 
 export interface Target {
@@ -51,9 +55,15 @@ export interface Run {
   readonly redisScriptsPerReq: number | null
   /** Store operations per request, from flashgate's own metrics. */
   readonly storeOpsPerReq: number | null
+  /** redis-server CPU per request (µs, INFO cpu), for the capacity model's shards. */
+  readonly redisCpuUsPerReq?: number | null
   /** flashgate's answers by outcome during the run (passed or a reject code). */
   readonly outcomes: Record<string, number> | null
   readonly timeline: readonly TimelinePoint[] | null
+  /** flashgate's own latency per outcome over the run (its histogram), beside the client's. */
+  readonly serverLatency?: Record<string, ServerLatency> | null
+  /** The generator's CPU (and event-loop lag when in process): was it the bottleneck? */
+  readonly generatorHealth?: GeneratorHealth
 }
 
 export interface MeasureOptions {
@@ -68,6 +78,8 @@ export interface MeasureOptions {
   readonly loadCpus: string | null
   /** CPU whose busy share is reported (the server core), or null. */
   readonly serverCpu: number | null
+  /** The load core, for the generator's health (its busy share), or null. */
+  readonly loadCpu?: number | null
   readonly log: (line: string) => void
   readonly progress: (done: number, total: number, label: string) => void
 }
@@ -96,6 +108,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
   const cpu0 = o.serverCpu === null ? null : cpuTicks(o.serverCpu)
   const cpuA = t.pid === null ? null : cpuMicros(t.pid)
   const redisA = t.redis === null ? null : await t.redis.commandStats()
+  const redisCpuA = t.redis === null ? null : await t.redis.cpuMicros()
   const metA = t.admin === null ? null : await scrape(t.admin)
   // Per-second samples of flashgate's metrics while the load runs (wrk has no per-second output).
   const samples: Array<{ t: number, c: GatewayCounters }> = []
@@ -118,6 +131,7 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
     }
   })()
   let load: LoadResult
+  const watch = watchGenerator(o.generator, { inProcess: o.generator === 'autocannon', loadCpu: o.loadCpu ?? null })
   try {
     load = o.generator === 'wrk'
       ? await runWrk({ baseUrl: t.baseUrl, requests: t.requests, connections: o.connections, seconds, cpus: o.loadCpus })
@@ -127,9 +141,11 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
     wake()
     await sampler
   }
+  const generatorHealth = watch.stop()
   const cpuB = t.pid === null ? null : cpuMicros(t.pid)
   const cpu0b = o.serverCpu === null ? null : cpuTicks(o.serverCpu)
   const redisB = t.redis === null ? null : await t.redis.commandStats()
+  const redisCpuB = t.redis === null ? null : await t.redis.cpuMicros()
   const metB = t.admin === null ? null : await scrape(t.admin)
   const n = load.answered
   const cmds = commandDelta(redisA, redisB)
@@ -172,8 +188,11 @@ async function measureOnce (t: Target, o: MeasureOptions, round: number | 'warmu
     redisCommandsPerReq: cmdSum !== null && n > 0 ? cmdSum / n : null,
     redisScriptsPerReq: cmds !== null && n > 0 ? scriptCalls(cmds) / n : null,
     storeOpsPerReq: storeOps !== null && n > 0 ? storeOps / n : null,
+    redisCpuUsPerReq: redisCpuA !== null && redisCpuB !== null && n > 0 ? (redisCpuB - redisCpuA) / n : null,
     outcomes,
-    timeline
+    timeline,
+    serverLatency: serverLatency(metA, metB, t.route),
+    generatorHealth
   }
 }
 
@@ -242,6 +261,12 @@ export interface TargetSummary {
   readonly redisScriptsPerReq: number | null
   readonly storeOpsPerReq: number | null
   readonly outcomes: Record<string, number> | null
+  readonly redisCpuUsPerReq?: number | null
+  /** Median over rounds of flashgate's own p99 (ms) per outcome. */
+  readonly serverP99?: Record<string, number | null> | null
+  /** Median over rounds of the generator's CPU (% of a core), and whether any run saturated it. */
+  readonly generatorCpuPct?: number | null
+  readonly generatorSaturated?: boolean
 }
 
 export function summarise (targets: readonly Target[], runs: readonly Run[]): TargetSummary[] {
@@ -269,9 +294,21 @@ export function summarise (targets: readonly Target[], runs: readonly Run[]): Ta
       redisCommandsPerReq: median(rs.map((r) => r.redisCommandsPerReq)),
       redisScriptsPerReq: median(rs.map((r) => r.redisScriptsPerReq)),
       storeOpsPerReq: median(rs.map((r) => r.storeOpsPerReq)),
-      outcomes: any ? outcomes : null
+      outcomes: any ? outcomes : null,
+      redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq ?? null)),
+      serverP99: serverP99Of(rs),
+      generatorCpuPct: median(rs.map((r) => r.generatorHealth?.cpuPct ?? null)),
+      generatorSaturated: rs.some((r) => r.generatorHealth?.saturated === true)
     }
   })
+}
+
+function serverP99Of (rs: readonly Run[]): Record<string, number | null> | null {
+  const keys = new Set(rs.flatMap((r) => Object.keys(r.serverLatency ?? {})))
+  if (keys.size === 0) return null
+  const out: Record<string, number | null> = {}
+  for (const k of keys) out[k] = median(rs.map((r) => r.serverLatency?.[k]?.p99 ?? null))
+  return out
 }
 
 /** rps(target) / rps(reference), taken within each round, then the median. */

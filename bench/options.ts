@@ -51,13 +51,23 @@ export interface BenchOptions {
   admit: number
   /** server.parser of the gateway the throughput scenarios start (default node). */
   parser: 'node' | 'strict'
+  /** spike: the open-loop rate steps (arrivals/s) and the latency bound. */
+  rateStart: number
+  rateFactor: number
+  rateMax: number
+  p99Ms: number
+  /** capacity: the peak (requests/s) and outcome mix (outcome → share, sums to 1) to plan for. */
+  peak: number
+  mix: Record<string, number>
+  /** capacity: the share of a core a plan may use (0.7 leaves 30 % headroom). */
+  headroom: number
 }
 
 export const USAGE = `flashgate bench — load scenarios with correctness checks, peers side by side
 
 usage: flashgate bench [options]
 
-  --scenario NAME     flash-sale (default) | proxy | reject | funnel | waiting-room
+  --scenario NAME     flash-sale (default) | proxy | reject | funnel | waiting-room | spike | capacity
   --json FILE         write the JSON report there (the SVG chart and markdown go next to it);
                       default: bench/results/<scenario>-<date>.{json,svg,md}
   --out DIR           folder for the default file names (default bench/results)
@@ -90,11 +100,18 @@ usage: flashgate bench [options]
   --config FILE       start \`flashgate serve --config FILE\` (pinned) and measure GET --path on it
   --path PATH         path for --config (default /)
   --peers             also measure the peers kit (nginx, nginx+Lua, fastify, node) in the same rounds
-  --peers-dir DIR     the peers kit (default ../shared/peers next to the checkout, or $FLASHGATE_PEERS_DIR)
+  --peers-dir DIR     the peers kit (default bench/peers-kit, part of the project; or $FLASHGATE_PEERS_DIR)
   --server-cpus LIST  CPUs for the server under test (default 0)
   --load-cpus LIST    CPUs for the bench, load generator, Redis and origins (default 1)
   --only LIST         measure only these targets, e.g. fg-proxy,fg-funnel (names as in the report);
                       ratios whose two sides did not both run are left out
+  --rate-start N      spike: first open-loop arrival rate, requests/s (default 2000)
+  --rate-factor X     spike: each step's rate is the previous × X (default 1.25)
+  --rate-max N        spike: last rate tried (default 200000)
+  --p99-ms MS         spike: the bound a step must hold, client p99 from the intended send time (default 50)
+  --peak N            capacity: requests/s to plan for (default 1000000)
+  --mix LIST          capacity: outcome shares, e.g. SOLD_OUT:95,passed:4,RATE_LIMITED:1 (default that)
+  --headroom X        capacity: share of a core a plan may use, 0.1..1 (default 0.7)
   --file FILE         read any of these options from a YAML file (keys as above without --)
   --parser NAME       node (default) | strict: server.parser of the gateway the throughput runs start
   --quiet             no progress output
@@ -106,8 +123,8 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 
 export class UsageError extends Error {}
 
-const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit'])
-const STR = new Set(['parser', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file'])
+const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit', 'rate-start', 'rate-factor', 'rate-max', 'p99-ms', 'peak', 'headroom'])
+const STR = new Set(['parser', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
 export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
@@ -117,6 +134,8 @@ export function defaultsFor (scenario: Scenario): { duration: number, warmup: nu
     case 'reject': return { duration: 5, warmup: 5 }
     case 'funnel': return { duration: 2, warmup: 1 }
     case 'waiting-room': return { duration: 5, warmup: 0 }
+    case 'spike': return { duration: 3, warmup: 2 }
+    case 'capacity': return { duration: 5, warmup: 3 }
   }
 }
 
@@ -260,6 +279,30 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     quiet: m.get('quiet') === true,
     help: m.get('help') === true,
     admit: num(m, 'admit', 1, 100_000) ?? 100,
-    parser: oneOf(m, 'parser', ['node', 'strict'] as const) ?? 'node'
+    parser: oneOf(m, 'parser', ['node', 'strict'] as const) ?? 'node',
+    rateStart: num(m, 'rate-start', 1, 10_000_000) ?? 2000,
+    rateFactor: num(m, 'rate-factor', 1.01, 10, false) ?? 1.25,
+    rateMax: num(m, 'rate-max', 1, 10_000_000) ?? 200_000,
+    p99Ms: num(m, 'p99-ms', 0.1, 10_000, false) ?? 50,
+    peak: num(m, 'peak', 1, 1e9) ?? 1_000_000,
+    mix: parseMix(str('mix') ?? 'SOLD_OUT:95,passed:4,RATE_LIMITED:1'),
+    headroom: num(m, 'headroom', 0.1, 1, false) ?? 0.7
   }
+}
+
+/** `SOLD_OUT:95,passed:5` → shares summing to 1 (the numbers are weights: percentages or fractions). */
+export function parseMix (s: string): Record<string, number> {
+  const out: Record<string, number> = {}
+  let sum = 0
+  for (const part of s.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]{0,63})[:=](\d+(?:\.\d+)?)$/.exec(part)
+    if (m === null) throw new UsageError(`--mix: expected outcome:weight[,outcome:weight...], got "${part}"`)
+    const k = m[1] ?? ''
+    if (out[k] !== undefined) throw new UsageError(`--mix: ${k} given twice`)
+    out[k] = Number(m[2])
+    sum += out[k] ?? 0
+  }
+  if (sum <= 0) throw new UsageError('--mix: the weights must add up to more than 0')
+  for (const k of Object.keys(out)) out[k] = (out[k] ?? 0) / sum
+  return out
 }

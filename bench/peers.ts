@@ -1,5 +1,6 @@
 /**
- * The peers kit (`../shared/peers/`): what a user would pick instead of flashgate. The bench starts the
+ * The peers kit (`bench/peers-kit/`, a copy of the team's `../shared/peers/` kept in the project so that
+ * `--peers` works from a clone): what a user would pick instead of flashgate. The bench starts the
  * kit's own servers with the kit's own configs, pinned the kit's way (measured servers on CPU 0; redis and
  * the nginx origin on CPU 1), and measures them with the same generator, in the same interleaved rounds
  * as flashgate's targets. The kit folder may be read-only (it is here), and nginx writes pid and temp

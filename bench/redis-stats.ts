@@ -37,6 +37,18 @@ export class RedisProbe {
     }
   }
 
+  /** CPU time redis-server has used (user + system, µs, from INFO cpu; Redis runs commands on one thread). */
+  async cpuMicros (): Promise<number | null> {
+    try {
+      const info = await this.client.info('cpu')
+      const v = (k: string): number => Number(new RegExp(`^${k}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN)
+      const us = (v('used_cpu_sys') + v('used_cpu_user')) * 1e6
+      return Number.isFinite(us) ? us : null
+    } catch {
+      return null
+    }
+  }
+
   async hgetall (key: string): Promise<Record<string, string>> { return await this.client.hgetall(key) }
   async get (key: string): Promise<string | null> { return await this.client.get(key) }
 

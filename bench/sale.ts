@@ -13,6 +13,10 @@ import type { UsersResult } from './load/users.js'
 import { byOutcome, deltaMap, scrape } from './prom.js'
 import { cpuMicros, freePort } from './proc.js'
 import { RedisProbe, commandDelta, scriptCalls, sumCommands } from './redis-stats.js'
+import { watchGenerator } from './generator-health.js'
+import type { GeneratorHealth } from './generator-health.js'
+import { serverLatency } from './server-latency.js'
+import type { ServerLatency } from './server-latency.js'
 
 export interface SaleOptions {
   readonly dir: string
@@ -28,6 +32,8 @@ export interface SaleOptions {
   readonly globalRate: number
   readonly secrets: Secrets
   readonly cpus: { server: string | null, load: string | null }
+  /** The load core (its busy share is reported with the generator's health), when pinned. */
+  readonly loadCpu?: number | null
   /** Target an already running gateway instead (its config must match: campaign `bench`, header identity). */
   readonly target: { url: string, admin: string | null, origin: string | null } | null
   readonly onTick: (s: number, totals: Readonly<Record<string, number>>) => void
@@ -66,6 +72,12 @@ export interface SaleResult {
   readonly redisCommandsPerReq: number | null
   readonly redisScriptsPerReq: number | null
   readonly storeOpsPerReq: number | null
+  /** The gateway's own latency of the buy route per outcome (its histogram, scraped before and after). */
+  readonly serverBuyLatency: Record<string, ServerLatency> | null
+  /** The same over every route (time sync, links, pay, buy). */
+  readonly serverLatency: Record<string, ServerLatency> | null
+  /** The crowd's own CPU and event-loop lag: whether the generator was the bottleneck. */
+  readonly generatorHealth: GeneratorHealth
   readonly correctness: { oversold: number, usersWithSeveralOrders: number, lost: number, invariantOk: boolean | null, ledgerOk: boolean | null, released: number, resold: number, ok: boolean }
   /** Share of buyers who paid, and the origin's payment_timeout. */
   readonly unpaid: { readonly payShare: number, readonly paymentTimeoutMs: number }
@@ -186,6 +198,7 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
   const metA = admin === null ? null : await scrape(admin)
   const redisA = edgeRedis === null ? null : await edgeRedis.commandStats()
   const cpuA = gwPid === null ? null : cpuMicros(gwPid)
+  const watch = watchGenerator('virtual users (undici)', { inProcess: true, loadCpu: o.loadCpu ?? null })
   const users = await runUsers({
     baseUrl: gatewayUrl,
     users: o.users,
@@ -207,6 +220,7 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
     onTick: o.onTick,
     payShare: PAY_SHARE
   })
+  const generatorHealth = watch.stop()
   const cpuB = gwPid === null ? null : cpuMicros(gwPid)
   const redisB = edgeRedis === null ? null : await edgeRedis.commandStats()
   const metB = admin === null ? null : await scrape(admin)
@@ -270,6 +284,9 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
     redisCommandsPerReq: cmdSum !== null && n > 0 ? cmdSum / n : null,
     redisScriptsPerReq: cmds !== null && n > 0 ? scriptCalls(cmds) / n : null,
     storeOpsPerReq: storeOps !== null && n > 0 ? storeOps / n : null,
+    serverBuyLatency: serverLatency(metA, metB, 'buy'),
+    serverLatency: serverLatency(metA, metB),
+    generatorHealth,
     correctness: {
       oversold,
       usersWithSeveralOrders: users.usersWithSeveralOrders,

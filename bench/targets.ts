@@ -12,8 +12,8 @@ import type { Target } from './measure.js'
 import { PEER_TARGETS } from './peers.js'
 import type { RedisProbe } from './redis-stats.js'
 
-export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel' | 'waiting-room'
-export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel', 'waiting-room']
+export type Scenario = 'flash-sale' | 'proxy' | 'reject' | 'funnel' | 'waiting-room' | 'spike' | 'capacity'
+export const SCENARIOS: readonly Scenario[] = ['flash-sale', 'proxy', 'reject', 'funnel', 'waiting-room', 'spike', 'capacity']
 
 export const FUNNEL_STEPS = funnelGuards({ verifyUrl: '', dedupeTtl: `${DEDUPE_TTL_S}s` }).map((s) => s.name)
 /** The first funnel step with the dedupe guard (route fN has the first N guards). */
@@ -25,6 +25,9 @@ export const PEERS_OF: Readonly<Record<Scenario, readonly string[]>> = {
   reject: ['node-hello', 'nginx-limit-req-reject', 'lua-bucket-reject', 'lua-redis-soldout', 'lua-redis-pass', 'fastify-rl-reject'],
   funnel: ['node-undici-proxy', 'nginx-proxy'],
   'waiting-room': [],
+  // The open-loop spike: flashgate's sold-out and quota paths beside OpenResty doing the same (bench/spike.ts).
+  spike: ['lua-redis-soldout', 'lua-redis-pass'],
+  capacity: [],
   'flash-sale': PEER_TARGETS.map((p) => p.name)
 }
 
@@ -108,6 +111,9 @@ export function flashgateTargets (scenario: Scenario, c: FgCtx): Target[] {
     }
     case 'flash-sale': return [proxy, reject, soldout, quota, funnel(`all ${last} guards passing, then proxy`)]
     case 'waiting-room': return [] // its own run: bench/waiting-room.ts
+    case 'spike': return [soldout, quota]
+    // One target per outcome the capacity model prices (bench/capacity-run.ts adds the mixed run).
+    case 'capacity': return [soldout, reject, quota]
   }
 }
 

@@ -25,6 +25,7 @@ import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { createSecureContext } from 'node:tls'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
+import { readJournal } from './journal.js'
 import { ConfigError } from './errors.js'
 import { findBypasses } from './bypass.js'
 import { Checker, didYouMean, failed, MapView } from './check.js'
@@ -179,6 +180,8 @@ class Loader {
   private identityUser = false
   /** store.on_error, for guards that inherit it (the quota refuses the policies it cannot bound). */
   private storeOnError: FailurePolicy = 'fail_closed'
+  /** store.on_error is journal (the quota then journals instead of refusing the inherited `local`). */
+  private storeJournal = false
   private secrets: SecretsConfig = { linkKeys: [], session: null, pow: null }
   private campaignIds = new Map<string, { pos: Pos, products: Set<string>, room?: boolean }>()
   private readonly rateLimits = new Map<string, RateLimitSeen>()
@@ -438,7 +441,7 @@ class Loader {
   private readStore (n: PNode | undefined): StoreConfig {
     const { ck } = this
     const D = DEFAULTS.store
-    const m = ck.map(n, 'store', ['kind', 'url', 'nodes', 'on_error', 'timeout', 'key_prefix', 'breaker_failures', 'breaker_backoff', 'max_keys', 'gateway_nodes'])
+    const m = ck.map(n, 'store', ['kind', 'url', 'nodes', 'on_error', 'timeout', 'key_prefix', 'breaker_failures', 'breaker_backoff', 'max_keys', 'gateway_nodes', 'journal'])
     const kind = ck.oneOf(m?.get('kind'), 'kind', ['memory', 'redis', 'redis-cluster'] as const) ?? 'memory'
     const redisUrl = (it: PNode | undefined, label: string): string | undefined => {
       const s = ck.str(it, label, { secret: true })
@@ -463,11 +466,14 @@ class Loader {
     if (kind === 'memory') { url = null; nodes = [] }
     if (kind === 'redis') nodes = []
     const keyPrefix = ck.str(m?.get('key_prefix'), 'key_prefix', { nonEmpty: false, pattern: /^[^\s{}]*$/, patternHelp: 'must not contain spaces or braces (braces are hash tags on Redis Cluster)' }) ?? D.keyPrefix
+    const journal = readJournal(ck, m)
+    this.storeJournal = journal !== null
     return {
       kind,
       url,
       nodes,
-      onError: this.policy(m?.get('on_error')) ?? 'fail_closed',
+      ...(journal !== null ? { journal } : {}),
+      onError: journal !== null ? 'local' : this.policy(m?.get('on_error')) ?? 'fail_closed',
       timeoutMs: this.duration(m?.get('timeout'), 'timeout', { min: 1 }) ?? D.timeoutMs,
       keyPrefix,
       breakerFailures: ck.num(m?.get('breaker_failures'), 'breaker_failures', 1, 1_000_000) ?? D.breakerFailures,
@@ -1118,7 +1124,7 @@ class Loader {
         // after the outage, so both are refused for a quota (issue 13). fail_closed answers 503.
         const own = onError()
         const effective = own ?? this.storeOnError
-        if (effective === 'local' || effective === 'fail_open') {
+        if ((effective === 'local' || effective === 'fail_open') && !(own === null && this.storeJournal)) {
           const at = m.get('on_error')?.pos ?? pos
           ck.error(at, `quota: on_error ${effective}${own === null ? ' (inherited from store.on_error)' : ''} cannot bound the units sold while the store is down (it would oversell); use quota: { on_error: fail_closed }${effective === 'local' ? ' (local stays available to rate_limit and dedupe)' : ''}`)
         }

@@ -41,6 +41,20 @@ export interface StoreConfig {
    * to its share of a cluster-scope rate and of the quota left when the store was last seen.
    */
   readonly gatewayNodes?: number
+  /**
+   * YAML `store.on_error: journal` with `store.journal: { path, max_entries }` (null otherwise): the
+   * quota (and a dedupe fused with it) write a buy that passed every other guard to this journal while
+   * the store is down and answer 202 PENDING (gateway/pending.ts). `onError` is then `local`: what the
+   * other guards inherit (their node-local fallback).
+   */
+  readonly journal?: JournalConfig | null
+}
+
+export interface JournalConfig {
+  /** Absolute directory (checked writable at load); one file per worker in it. */
+  readonly path: string
+  /** Entries not yet replayed at most; one more is answered 503 STORE_UNAVAILABLE. */
+  readonly maxEntries: number
 }
 
 export interface ServerLimits {
@@ -60,8 +74,9 @@ export interface ServerLimits {
   /** Longest pause between two reads of a request body (408 REQUEST_TIMEOUT; nginx client_body_timeout; default 10s). */
   readonly bodyTimeoutMs: number
   /**
-   * Bodies with a Content-Length up to this size are read whole before an upstream connection is taken
-   * (nginx proxy_request_buffering), so a slow body never holds a pool connection (default 128 KiB).
+   * Every body is read whole before an upstream connection is taken (nginx proxy_request_buffering), so
+   * a slow body never holds a pool connection: up to this size in memory, the rest in a temp file
+   * (nginx client_body_buffer_size; default 128 KiB).
    */
   readonly bodyBufferSize: number
   /**

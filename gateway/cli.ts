@@ -22,6 +22,7 @@ Commands:
   origin    --config FILE [--listen HOST:PORT] run the thin purchase origin
   demo                                         origin + gateway on the in-memory store, a sale open now
   bench     [--scenario NAME] [--json FILE]    flash-sale load scenario
+  capacity  --from FILE.json [--peak N] [--mix LIST]   cores and Redis shards for a peak, from a bench run
   audit-queue --campaign C --seed HEX --joins FILE   recompute a waiting room's pre-queue order
 
 Options:
@@ -170,6 +171,7 @@ export async function main (args: readonly string[]): Promise<number | null> {
     case 'origin': return await delegate('origin', new URL('./origin-cli.js', import.meta.url).href, rest)
     case 'demo': return await delegate('demo', new URL('./demo.js', import.meta.url).href, rest)
     case 'bench': return await delegate('bench', new URL('../bench/cli.js', import.meta.url).href, rest)
+    case 'capacity': return await delegate('capacity', new URL('../bench/capacity.js', import.meta.url).href, rest)
     case 'audit-queue': return await delegate('audit-queue', new URL('../antibot/audit-queue.js', import.meta.url).href, rest)
     default: return usageError('main', `unknown command: ${cmd}`)
   }

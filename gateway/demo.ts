@@ -84,8 +84,11 @@ export function curlSequence (gateway: string, campaign: string, product: string
     `for i in $(seq 1 120); do PASS=$(curl -s -H "x-user-id: $U" "$GW/_flashgate/queue?campaign=${campaign}" | ${field('pass||""')}); [ -n "$PASS" ] && break; sleep 0.5; done`,
     '# 4. a purchase link signed for this user and product',
     `LINK=$(curl -s -H "x-user-id: $U" "$GW/_flashgate/link?campaign=${campaign}&product=${product}" | ${field('url')})`,
-    '# 5. buy with the pass (202 QUEUED with an order id; 409 NOT_STARTED before the sale opens)',
+    '# 5. buy with the pass (202 QUEUED with an order id; 409 NOT_STARTED before the sale opens;',
+    '#    202 PENDING with a ticket when the gateway journaled it (store down): your purchase is in progress, poll the ticket)',
     'BUY=$(curl -s -X POST -H "x-user-id: $U" -H "x-flashgate-pow: $POW" -H "x-flashgate-pass: $PASS" "$GW$LINK"); echo "$BUY"',
+    `TICKET=$(echo "$BUY" | sed -n 's/.*"ticket":"\\([^"]*\\)".*/\\1/p')`,
+    `if [ -n "$TICKET" ]; then for i in $(seq 1 60); do BUY=$(curl -s -H "x-user-id: $U" "$GW/_flashgate/pending/$TICKET"); echo "$BUY"; echo "$BUY" | grep -q '"PENDING"' || break; sleep 1; done; BUY=$(echo "$BUY" | node -p 'const j=JSON.parse(require("fs").readFileSync(0,"utf8"));JSON.stringify(j.upstream?j.upstream.body:{})'); fi`,
     `ORDER=$(echo "$BUY" | ${field('order_id')})`,
     '# 6. the order: QUEUED, then CREATED; pay it with POST $GW/orders/$ORDER/pay',
     'sleep 1; curl -s -H "x-user-id: $U" "$GW/orders/$ORDER"; echo'

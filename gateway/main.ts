@@ -21,6 +21,7 @@ import { createMetrics, recordReload, type Metrics } from './metrics.js'
 import { createListener, listenerUrl, readTlsFiles, type PublicListener } from './http/listeners.js'
 import { createTracer, type Tracer } from './otlp.js'
 import { buildPipelines, closeGuards, type GuardFactories } from './pipeline/build.js'
+import { PENDING_PATH, PendingJournal } from './pending.js'
 import { createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './http/server.js'
 import type { EdgeHandler, GuardDeps } from './pipeline/types.js'
 import { createUpstreams } from './upstream/index.js'
@@ -169,6 +170,9 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const persistent = new Map<string, unknown>()
   const signals = { overloaded: false }
   const accessLog = opts.accessLog ?? createAccessLog(config.accessLog, (err) => { log('warn', 'access log write failed', { err }) })
+  // store.on_error: journal — this worker's journal, read back and replayed from start (gateway/pending.ts).
+  const journalCfg = config.store.journal ?? null
+  const pending = journalCfg === null ? null : await PendingJournal.open({ config, journal: journalCfg, store, registry: metrics.registry, worker, clock, log })
 
   function depsFor (cfg: Config): GuardDeps {
     return {
@@ -181,7 +185,8 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       worker,
       persistent,
       signals,
-      log
+      log,
+      pending
     }
   }
 
@@ -199,6 +204,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       throw new ConfigError([`${cfg.file}: edge endpoints: ${err instanceof Error ? err.message : String(err)}`])
     }
     edge.set('/_flashgate/time', timeHandler(clock, cfg.campaigns))
+    if (pending !== null) edge.set(PENDING_PATH, pending.handler(deps.identity))
     return createState(cfg, routes, guards, edge, log)
   }
 
@@ -227,6 +233,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
     await Promise.all(publics.filter((p) => p.address !== null).map(async (p) => { await closeServer(p.server) }))
     closeGuards(frontend.state.guards, { log })
     await upstreams.close()
+    await pending?.close()
     await store.close()
     await tracer.close()
     accessLog.close()
@@ -242,14 +249,15 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       cfg = next
     } else {
       const file = opts.configFile ?? config.file
-      // Judged on a worker thread first: a hostile file (alias bomb, huge) never stalls serving.
+      // Loaded on a worker thread: neither a hostile file (alias bomb, huge) nor a big valid one stalls
+      // serving; the config comes back by structured clone (conf/load-worker.ts).
       const pre = await checkConfigOffThread(file, env)
       if (!pre.ok) {
         recordReload(metrics, false)
         log('warn', 'reload rejected', { errors: pre.errors })
         return { ok: false, errors: [...pre.errors] }
       }
-      const r = loadConfigFile(file, env)
+      const r = pre.config != null ? { ok: true as const, config: pre.config, warnings: pre.warnings ?? [] } : loadConfigFile(file, env)
       if (!r.ok) {
         recordReload(metrics, false)
         log('warn', 'reload rejected', { errors: r.errors })
@@ -302,6 +310,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       old.close().catch(() => {})
     }
     quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics, persistent })
+    pending?.update(cfg)
     config = cfg
     recordReload(metrics, true)
     log('info', 'config reloaded', { routes: cfg.routes.length })
@@ -327,6 +336,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       await Promise.all(publics.map(async (p) => { await closeServer(p.server) }))
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
+      await pending?.close()
       await store.close()
       accessLog.close()
       throw err
@@ -354,6 +364,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       if (admin !== null) { admin.closeAllConnections(); await closeServer(admin) }
       closeGuards(frontend.state.guards, { log })
       await upstreams.close()
+      await pending?.close()
       await store.close()
       await tracer.close()
       accessLog.close()

@@ -8,8 +8,8 @@
  * - `traceparent`: a valid incoming one (version 00, or a later version read as 00) keeps its trace id
  *   and becomes this span's parent; `tracestate` is kept with it. An invalid one (or none) starts a new
  *   trace, and a `tracestate` without a valid `traceparent` is dropped, as the spec says. The upstream
- *   gets `00-<trace id>-<this span's id>-<flags>`. A new trace id is made even when nothing is
- *   exported, so the origin's logs and the access log correlate by trace id.
+ *   gets `00-<trace id>-<this span's id>-<flags>`. With no export and no valid incoming traceparent
+ *   nothing is made (gateway/http/server.ts startSpan): the request id is what correlates then.
  * - Sampling (only when `tracing.otlp` is set): a trusted proxy's sampled flag is followed; for
  *   everyone else the decision is `sample` applied to the trace id, so a client cannot make every one
  *   of its requests recorded by setting the flag.

@@ -9,6 +9,7 @@ import { existsSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { has, installCommand, missing } from './tools.mjs'
+import { ensureNode22, node22InstallCommand } from './node-lines.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const wantTest = process.argv.includes('--test')
@@ -52,4 +53,11 @@ if (wantTest) {
       process.exit(1)
     }
   }
+}
+
+// 4. the second Node line the tests run a part of the suite under (scripts/node-lines.mjs): an npm
+//    registry package into node_modules/.cache, never the system node
+if (wantTest && !ensureNode22()) {
+  console.error(`setup: the tests need a Node 22 binary: run \`${node22InstallCommand()}\``)
+  process.exit(1)
 }

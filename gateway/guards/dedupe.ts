@@ -20,6 +20,7 @@ import { onSettle } from '../pipeline/settle.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import { guardId, onStoreError } from './common.js'
 import { valueOf } from './values.js'
+import { JOURNAL_MARK } from './journal-replay.js'
 
 /** Whether an attempt that ended this way releases its dedupe mark. */
 export function releasesMark (outcome: Outcome): boolean {
@@ -78,6 +79,8 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
       if (local.has(key)) return duplicate
       local.set(key, true)
       onSettle(ctx, releaser(key, true))
+      // store.on_error: journal: a quota after this guard journals the buy; its replay sets this mark.
+      if (deps.config.store.journal != null) (ctx.locals ?? (ctx.locals = {}))[JOURNAL_MARK] = { key, ttlMs: cfg.ttlMs }
       return undefined
     }
     return onStoreError(deps, id, policy, err, 'setIfAbsent')

@@ -55,6 +55,7 @@ import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, va
 import { retryRefused } from '../../limiter/breaker.js'
 import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
 import { QUOTA_CHANNEL, limitKey, segmentKey } from '../../conf/store-keys.js'
+import { JOURNAL_MARK } from './journal-replay.js'
 
 
 
@@ -196,7 +197,9 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const readProduct = valueReader(cfg.product)
   const latchTtl = cfg.latchTtlMs
   const policy = policyOf(cfg.onError, deps)
-  if (policy !== 'fail_closed') throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
+  // store.on_error: journal (inherited; other guards get `local`): a buy the store cannot judge is journaled (gateway/pending.ts).
+  const pending = cfg.onError === null && deps.config.store.journal != null ? deps.pending ?? null : null
+  if (policy !== 'fail_closed' && pending === null) throw new ConfigError([`quota: on_error ${policy} cannot bound the units sold while the store is down; use fail_closed`])
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
   const soldOut = rejection('SOLD_OUT', 'sold out', { override: cfg.reject })
   const notFound = rejection('NOT_FOUND', 'unknown campaign or product')
@@ -244,11 +247,23 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     mark.unmark(markKey)
   }
 
-  const onError = (err: unknown, late: { rejected: boolean }): Verdict => {
+  /**
+   * With a journal, a live mark names its request and segment (`<request id>/<i>`): a call whose answer
+   * was lost (Redis killed mid-call) is journaled, and its replay finds the mark its own request set —
+   * the unit was taken, in segment i — instead of answering DUPLICATE (gateway/guards/journal-replay.ts).
+   */
+  const liveMark = (ctx: RequestContext, i: number): string => `${ctx.requestId ?? ''}/${i}`
+
+  const onError = (err: unknown, late: { rejected: boolean }, ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null): Verdict | Promise<Verdict> => {
     asStoreError(err)
     fallbacks.inc()
-    // Answered with a rejection: a late "applied" gives the unit back.
+    // Answered with a rejection (or PENDING: the replay takes the unit again): a late "applied" gives the unit back.
     late.rejected = true
+    if (pending !== null) {
+      // The dedupe mark: set in this guard's call (fused), or left by a dedupe before it (a cluster).
+      const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : (ctx.locals?.[JOURNAL_MARK] as { key: string, ttlMs: number } | undefined) ?? null
+      return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m })
+    }
     return STORE_UNAVAILABLE
   }
 
@@ -291,7 +306,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     const limit = segmentQuota(quotaOf(p), p.segments, i)
     const call: Promise<CounterResult | MarkAddResult> = mark === null
       ? store.addIfWithin(key, 1, limit, { onLate: lateGiveBack(p, i, epoch, late) })
-      : store.markAndAdd(markKey as string, String(now), mark.ttlMs, key, 1, limit, { onLate: lateMarked(p, i, epoch, late, mark, markKey as string) })
+      : store.markAndAdd(markKey as string, pending !== null ? liveMark(ctx, i) : String(now), mark.ttlMs, key, 1, limit, { onLate: lateMarked(p, i, epoch, late, mark, markKey as string) })
     return call.then((r): Verdict | Promise<Verdict> => {
       if (mark !== null && !(r as MarkAddResult).fresh) return mark.duplicate
       p.seen[i] = r.value
@@ -305,7 +320,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       }
       p.fullUntil[i] = now + latchTtl
       return tryFrom(ctx, p, markKey, mark, start, j + 1)
-    }, (err: unknown): Verdict => {
+    }, (err: unknown): Verdict | Promise<Verdict> => {
       if (mark !== null) {
         const v = mark.onError(ctx, markKey as string, err)
         if (v !== undefined) {
@@ -313,7 +328,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
           return v
         }
       }
-      return onError(err, late)
+      return onError(err, late, ctx, p, markKey, mark)
     })
   }
 

@@ -31,6 +31,7 @@ export class Ctx implements RequestContext {
   settlers: Settler[] | null = null
   locals: Record<string, unknown> | null = null
   body: Buffer | null = null
+  bodyFile: { readonly path: string, readonly length: number } | null = null
   upstreamTarget: string | null = null
   /** performance.now() at arrival, for the duration histogram. */
   readonly start: number
@@ -38,7 +39,7 @@ export class Ctx implements RequestContext {
   routeIndex = -1
   /** A streamed (chunked) body went over the route's limit. */
   tooLarge = false
-  /** The body is read whole before the upstream is asked (Content-Length up to server.body_buffer_size). */
+  /** The body is read whole before the upstream is asked (memory up to server.body_buffer_size, then a spool file). */
   bufferBody = false
   /** The client paused longer than server.body_timeout while sending the body (408). */
   bodyTimedOut = false

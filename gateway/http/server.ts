@@ -8,9 +8,13 @@
  * compares, and two metric updates with label objects built once. No regex, no URL objects, no Promise
  * unless a guard returns one.
  */
+import { randomBytes } from 'node:crypto'
+import { createWriteStream, unlink, type WriteStream } from 'node:fs'
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Config } from '../../conf/types.js'
 import type { AccessLog } from '../access-log.js'
@@ -43,6 +47,7 @@ export const ANSWERS = {
   tooLarge: rejection('PAYLOAD_TOO_LARGE', 'request body too large'),
   storeUnavailable: rejection('STORE_UNAVAILABLE', 'store unavailable'),
   internal: rejection('INTERNAL_ERROR', 'internal error'),
+  bodySpoolFailed: rejection('INTERNAL_ERROR', 'request body could not be buffered'),
   upstreamUnavailable: rejection('UPSTREAM_UNAVAILABLE', 'upstream unavailable'),
   upstreamTimeout: rejection('UPSTREAM_TIMEOUT', 'upstream timeout'),
   overloaded: rejection('OVERLOADED', 'shutting down'),
@@ -129,6 +134,10 @@ export function createState (config: Config, routes: readonly CompiledRoute[], g
 const NONE = new LabelCache('_none')
 const EDGE = new LabelCache('_flashgate')
 const CLIENT_CLOSED = 499
+/** Emitted on a request whose streamed body went over the limit while readBody reads it. */
+const TOO_LARGE_EVENT = 'flashgate:too-large'
+/** Spool file names: pid, a counter and a random part (opened with O_EXCL). */
+let spoolSeq = 0
 
 /** Flat header list of a rejection (JSON content type, no-store, length, its own headers), cached per Rejection. */
 const headerCache = new WeakMap<Rejection, string[]>()
@@ -204,10 +213,15 @@ function declaredLength (req: IncomingMessage): number {
 /**
  * Start this request's span: the caller's trace id and our new span id (a new trace when the incoming
  * traceparent is missing or invalid). Sampled when exporting: a trusted proxy's flag, else the ratio.
+ * With no export and no valid incoming traceparent there is nothing to continue and nothing to record:
+ * no ids are drawn and no traceparent is sent (the plain proxy pays for none of it).
  */
 function startSpan (ctx: Ctx, tracer: Tracer): void {
   const req = ctx.req
-  const parent = parseTraceparent(req.headers.traceparent)
+  const incoming = req.headers.traceparent
+  if (incoming === undefined && !tracer.exporting) return
+  const parent = parseTraceparent(incoming)
+  if (parent === null && !tracer.exporting) return
   if (parent !== null) {
     ctx.traceId = parent.traceId
     ctx.parentSpanId = parent.spanId
@@ -400,11 +414,13 @@ export class Frontend implements PipelineSink<Ctx> {
       ctx.bytesIn = length
       if (length > cr.maxBodySize) { this.reject(ctx, ANSWERS.tooLarge); return }
       if (length > 0) {
-        ctx.bufferBody = length <= state.config.server.bodyBufferSize
+        ctx.bufferBody = true
         this.watchBodyTime(ctx, state.config.server.bodyTimeoutMs)
       }
     } else if (req.headers['transfer-encoding'] !== undefined || (req.httpVersionMajor === 2 && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders)) {
-      // A chunked body, or an HTTP/2 body (DATA frames, no Transfer-Encoding): counted as it arrives.
+      // A chunked body, or an HTTP/2 body (DATA frames, no Transfer-Encoding): counted as it arrives,
+      // and read whole (memory, then a spool file) before the upstream is asked, as a sized one.
+      ctx.bufferBody = true
       this.watchBody(ctx, cr.maxBodySize)
       this.watchBodyTime(ctx, state.config.server.bodyTimeoutMs)
     }
@@ -426,6 +442,8 @@ export class Frontend implements PipelineSink<Ctx> {
           ctx.tooLarge = true
           // Already forwarding: cut the exchange (the proxy reports the abort; we log a 413).
           if (ctx.done !== null && !ctx.settled) req.destroy()
+          // Being read before forwarding (readBody): answer 413 now.
+          else if (!ctx.settled) req.emit(TOO_LARGE_EVENT)
           return false
         }
       }
@@ -459,29 +477,70 @@ export class Frontend implements PipelineSink<Ctx> {
   }
 
   /**
-   * Read a small body whole before taking an upstream connection (nginx proxy_request_buffering), so a
-   * client sending it slowly holds only its own socket, never one of the upstream pool's connections.
+   * Read the body whole before taking an upstream connection (nginx proxy_request_buffering), so a
+   * client sending it slowly holds only its own socket, never one of the upstream pool's connections:
+   * sized or chunked (or HTTP/2 DATA), up to `server.body_buffer_size` in memory, the rest of it (up
+   * to the route's max_body_size) in a spool file under the temp directory, as nginx's
+   * client_body_temp_path (mode 0600, created exclusively, unlinked when the exchange ends). Each read
+   * is under `server.body_timeout`, the whole under `request_timeout`.
    */
   private readBody (ctx: Ctx): void {
     const req = ctx.req
-    const chunks: Buffer[] = []
+    const memory = (ctx.owner as ServingState).config.server.bodyBufferSize
+    let chunks: Buffer[] = []
     let size = 0
-    const onData = (c: Buffer): void => { chunks.push(c); size += c.length }
+    let spool: WriteStream | null = null
+    let spoolPath = ''
+    const onSpoolError = (err: Error): void => {
+      if (ctx.settled) return
+      this.log('warn', 'request body spool failed', { path: spoolPath, err: err.message })
+      this.reject(ctx, ANSWERS.bodySpoolFailed)
+    }
+    const onData = (c: Buffer): void => {
+      size += c.length
+      if (spool === null) {
+        if (size <= memory) { chunks.push(c); return }
+        spoolPath = join(tmpdir(), `flashgate-body-${process.pid}-${++spoolSeq}-${randomBytes(6).toString('hex')}`)
+        const ws = spool = createWriteStream(spoolPath, { flags: 'wx', mode: 0o600 })
+        ws.on('error', onSpoolError)
+        const path = spoolPath
+        ctx.res.once('close', () => { ws.destroy(); unlink(path, () => {}) })
+        for (const b of chunks) ws.write(b)
+        chunks = []
+      }
+      if (!spool.write(c)) {
+        req.pause()
+        spool.once('drain', () => { req.resume() })
+      }
+    }
+    const onTooLarge = (): void => { this.reject(ctx, ANSWERS.tooLarge) }
     const onEnd = (): void => {
       ctx.res.off('close', onClose)
+      req.off(TOO_LARGE_EVENT, onTooLarge)
       if (ctx.settled) return
-      ctx.body = chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, size)
-      this.pass(ctx)
+      if (spool === null) {
+        ctx.body = chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, size)
+        this.pass(ctx)
+        return
+      }
+      const path = spoolPath
+      spool.end(() => {
+        if (ctx.settled) return
+        ctx.bodyFile = { path, length: size }
+        this.pass(ctx)
+      })
     }
     const onClose = (): void => {
       req.off('data', onData)
       req.off('end', onEnd)
+      req.off(TOO_LARGE_EVENT, onTooLarge)
       if (ctx.settled) return
       ctx.outcome = ctx.bodyTimedOut ? 'REQUEST_TIMEOUT' : 'CLIENT_ABORTED'
       this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, ctx.res.headersSent ? ctx.res.statusCode : CLIENT_CLOSED)
     }
     req.on('data', onData)
     req.once('end', onEnd)
+    req.once(TOO_LARGE_EVENT, onTooLarge)
     ctx.res.once('close', onClose)
   }
 
@@ -493,7 +552,7 @@ export class Frontend implements PipelineSink<Ctx> {
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
     const files = (ctx.owner as ServingState).files[ctx.routeIndex]
     if (files !== null && files !== undefined) { this.serveFile(ctx, files); return }
-    if (ctx.bufferBody && ctx.body === null && !ctx.req.readableEnded) { this.readBody(ctx); return }
+    if (ctx.bufferBody && ctx.body === null && ctx.bodyFile === null && !ctx.req.readableEnded) { this.readBody(ctx); return }
     const done = ctx.done = (outcome: Outcome): void => { this.upstreamDone(ctx, outcome) }
     startSpan(ctx, this.tracer)
     const cr = (ctx.owner as ServingState).routes[ctx.routeIndex] as CompiledRoute
@@ -670,7 +729,7 @@ export class Frontend implements PipelineSink<Ctx> {
   }
 
   private edge (state: ServingState, req: IncomingMessage, res: ServerResponse, path: string, query: string, start: number): void {
-    const handler = state.edge.get(path)
+    const handler = state.edge.get(path) ?? (path.startsWith('/_flashgate/pending/') ? state.edge.get('/_flashgate/pending/') : undefined)
     if (handler === undefined) { this.early(req, res, ANSWERS.notFound, start, path); return }
     const peer = normalizeIp(req.socket.remoteAddress ?? '')
     const trusted = state.trusted.size > 0 && state.trusted.has(peer)

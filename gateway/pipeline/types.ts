@@ -9,6 +9,7 @@ import type { Config, GuardConfig, RouteConfig } from '../../conf/types.js'
 import type { Store } from '../../limiter/store.js'
 import type { Metrics } from '../metrics.js'
 import type { QueryParams } from '../http/query.js'
+import type { PendingSink } from '../pending.js'
 
 /** Reject codes of the contract (CONTRACT.md, "Answers the gateway gives itself"). */
 export type RejectCode =
@@ -69,6 +70,8 @@ export interface RequestContext {
    * form field): the proxy sends these bytes instead of streaming `req`. Absent/null = stream `req`.
    */
   body?: Buffer | null
+  /** A body read whole that was larger than server.body_buffer_size: spooled to this file (removed when the exchange ends). */
+  bodyFile?: { readonly path: string, readonly length: number } | null
   /** Route `:param` values. */
   readonly params: Readonly<Record<string, string>>
   /** Epoch ms, read once when the request arrived; guards use this, never Date.now(). */
@@ -122,6 +125,8 @@ export interface GuardDeps {
   /** Signals other guards can read: e.g. the global limiter sets `overloaded` while it rejects. */
   readonly signals: { overloaded: boolean }
   readonly log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+  /** `store.on_error: journal`: where the quota writes a buy while the store is down (gateway/pending.ts); absent otherwise. */
+  readonly pending?: PendingSink | null
 }
 
 export interface Guard {

@@ -28,7 +28,9 @@
  * - Trailers from the upstream are not forwarded (as nginx without `proxy_pass_trailers`); 1xx interim
  *   responses are swallowed (the client gets the final head once).
  */
+import { open } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
+import { Readable } from 'node:stream'
 import { Pool } from 'undici'
 import type { Dispatcher } from 'undici'
 import type { UpstreamConfig } from '../../conf/types.js'
@@ -269,9 +271,12 @@ class Exchange implements Dispatcher.DispatchHandler {
     const cl = req.headers['content-length']
     // An HTTP/2 body has no Transfer-Encoding: the request has one unless its HEADERS ended the stream.
     const h2Body = req.httpVersionMajor === 2 && cl === undefined && !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders
+    const file = ctx.bodyFile ?? null
     const body = ctx.body != null
       ? ctx.body
-      : (te !== undefined || (cl !== undefined && cl !== '0') || h2Body) ? req : null
+      : file !== null
+        ? Readable.from(fileBody(file.path), { objectMode: false })
+        : (te !== undefined || (cl !== undefined && cl !== '0') || h2Body) ? req : null
     this.opts = {
       path: requestPath(ctx),
       method: ctx.method,
@@ -281,6 +286,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       bodyTimeout: group.cfg.timeoutMs
     }
     if (ctx.body != null) replaceLength(this.opts.headers as string[], ctx.body.length)
+    else if (file !== null) replaceLength(this.opts.headers as string[], file.length)
   }
 
   start (): void {
@@ -519,6 +525,21 @@ function requestPath (ctx: RequestContext): string {
   const url = ctx.req.url ?? ''
   if (url.charCodeAt(0) === 47 /* / */) return url
   return ctx.query === '' ? ctx.path : `${ctx.path}?${ctx.query}`
+}
+
+/**
+ * A spooled request body (gateway/http/server.ts readBody), read from its file only when undici sends it
+ * (Readable.from pulls lazily):
+ * nothing is opened for a request that never gets a connection, and the file is closed however the
+ * send ends (undici ends the iteration on an error or abort).
+ */
+async function * fileBody (path: string): AsyncGenerator<Buffer> {
+  const fh = await open(path, 'r')
+  try {
+    for await (const chunk of fh.createReadStream({ autoClose: false })) yield chunk as Buffer
+  } finally {
+    await fh.close()
+  }
 }
 
 /** A body supplied as bytes replaces the client's framing: one Content-Length matching it. */

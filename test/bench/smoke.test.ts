@@ -27,9 +27,9 @@ interface Result { code: number | null, stdout: string, stderr: string, timedOut
  * Run `flashgate bench ARGS` from the sources, bounded in time: after `timeoutMs` the bench gets SIGINT
  * (it stops every process it started, then exits 130), and SIGKILL 10 s later if it is still there.
  */
-async function bench (args: string[], timeoutMs: number): Promise<Result> {
+async function bench (args: string[], timeoutMs: number, command = 'bench'): Promise<Result> {
   return await new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'cli.ts'), 'bench', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'cli.ts'), command, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     let timedOut = false
@@ -56,7 +56,7 @@ function finished (t: Test, r: Result, timeoutMs: number): void {
 }
 
 interface Check { name: string, value: unknown, ok: boolean | null }
-interface Summary { target: string, kind: string, rps: number | null, lost: number, outcomes: Record<string, number> | null }
+interface Summary { target: string, kind: string, rps: number | null, lost: number, outcomes: Record<string, number> | null, serverP99?: Record<string, number | null> | null, generatorCpuPct?: number | null }
 interface Report {
   tool: string
   schema: number
@@ -70,7 +70,14 @@ interface Report {
     products: Array<{ product: string, quota: number, orders: number, oversold: number, released: number | null, resold: number, ledgerOk: boolean | null, invariantOk: boolean | null, originMatchesOrders: boolean | null }>
     correctness: { oversold: number, usersWithSeveralOrders: number, lost: number, ledgerOk: boolean | null, released: number, resold: number, ok: boolean }
     users: { sent: number, answered: number, lost: number, buyOutcomes: Record<string, number>, timeline: unknown[] }
+    serverBuyLatency: Record<string, { count: number, p99: number | null }> | null
+    generatorHealth: { cpuPct: number | null, lagP99Ms: number | null, saturated: boolean, why: string | null }
   }
+  spike?: { targets: Array<{ target: string, bestRate: number | null, stoppedBy: string, steps: Array<{ rate: number, held: boolean, why: string | null, load: { intended: number, answered: number, lost: number }, serverLatency: Record<string, { count: number }> | null, generatorHealth: { cpuPct: number | null } }> }> } | null
+  capacity?: {
+    plan: { peak: number, gatewayCores: number, redisShards: number | null, rows: Array<{ outcome: string, gatewayUsPerReq: number }> } | null
+    check: { workers: number, lost: number, gatewayCoresPredicted: number | null, gatewayCoresMeasured: number | null, measuredMix: Record<string, number> } | null
+  } | null
   timeline: unknown[] | null
 }
 
@@ -133,6 +140,13 @@ t.test('flash-sale', async (t) => {
   t.equal(s.correctness.ledgerOk, true)
   t.ok((s.users.buyOutcomes.SOLD_OUT ?? 0) > 0, 'SOLD_OUT answered at the edge')
   t.ok(s.users.timeline.length > 0, 'timeline')
+  // The gateway's own latency per outcome beside the client's, and the crowd's own health.
+  const sl = s.serverBuyLatency
+  t.ok(sl !== null && (sl.passed?.count ?? 0) > 0, 'the gateway\'s own latency of the passing buys')
+  t.equal(sl?.SOLD_OUT?.count, s.users.buyOutcomes.SOLD_OUT, 'the gateway counted as many SOLD_OUT buys as the crowd saw')
+  t.ok(typeof s.generatorHealth.cpuPct === 'number' && typeof s.generatorHealth.lagP99Ms === 'number', 'the crowd\'s CPU and event-loop lag measured')
+  t.equal(s.generatorHealth.saturated, s.generatorHealth.why !== null, 'saturated exactly when a reason is given')
+  t.match(readFileSync(join(dir, 'sale.md'), 'utf8'), /gateway p99 ms[^]*Generator \(virtual users/, 'both in the markdown')
 })
 
 t.test('waiting-room', async (t) => {
@@ -170,6 +184,9 @@ t.test('proxy', async (t) => {
   t.ok(fg !== undefined && fg.rps !== null && fg.rps > 0, 'fg-proxy measured')
   t.equal(fg?.lost, 0)
   t.equal(fg?.outcomes?.passed !== undefined && fg.outcomes.passed > 0, true, 'answers counted from the gateway metrics')
+  t.ok(typeof fg?.serverP99?.passed === 'number', 'the gateway\'s own p99 of the run')
+  // wrk's CPU is read in clock ticks (10 ms) once it has exited: a 1 s run at a few hundred requests/s may show 0.
+  t.ok(typeof fg?.generatorCpuPct === 'number' && fg.generatorCpuPct >= 0 && fg.generatorCpuPct <= 100, `wrk's CPU measured (${String(fg?.generatorCpuPct)} % of a core)`)
   t.match(r.stdout, /\| \*\*fg-proxy\*\* \|/, 'table printed')
 })
 
@@ -188,6 +205,61 @@ t.test('reject, with autocannon', async (t) => {
   t.ok((byName.get('fg-quota-redis')?.outcomes?.passed ?? 0) > 0, 'quota path admits')
 })
 
+t.test('spike: open-loop steps on flashgate\'s sold-out and quota paths', async (t) => {
+  const timeout = 90_000
+  const r = await bench(['--scenario', 'spike', '--rate-start', '100', '--rate-factor', '2', '--rate-max', '200', '--duration', '1', '--json', join(dir, 'spike.json'), ...common], timeout)
+  finished(t, r, timeout)
+  const rep = readReport(t, 'spike')
+  const sp = rep.spike
+  t.same(sp?.targets.map((x) => x.target), ['fg-soldout', 'fg-quota-redis'])
+  for (const st of sp?.targets ?? []) {
+    t.ok(st.steps.length >= 1 && st.steps.length <= 2, `${st.target}: stepped (${st.steps.length} steps, stopped by ${st.stoppedBy})`)
+    t.equal(st.steps[0]?.rate, 100, 'from --rate-start')
+    for (const s of st.steps) {
+      t.equal(s.load.intended, s.rate, `${st.target} ${s.rate}/s: rate × 1 s requests due`)
+      t.equal(s.load.answered + s.load.lost, s.load.intended, 'due = answered + lost')
+      t.equal(s.held, s.why === null, 'held exactly when no reason is given')
+      t.ok(s.serverLatency !== null && Object.values(s.serverLatency).reduce((a, v) => a + v.count, 0) > 0, 'the gateway\'s own latency of the step')
+      t.ok(typeof s.generatorHealth.cpuPct === 'number', 'the generator\'s CPU')
+    }
+    const held = st.steps.filter((s) => s.held).map((s) => s.rate)
+    t.equal(st.bestRate, held.length > 0 ? held[held.length - 1] : null, 'the best rate is the last step held')
+  }
+  t.match(readFileSync(join(dir, 'spike.md'), 'utf8'), /Open-loop spike: the highest arrival rate holding p99 ≤ 50 ms/)
+})
+
+t.test('capacity: a plan from the measured costs, checked on 2 workers; flashgate capacity reads it back', async (t) => {
+  if (!needTools(t, 'wrk')) return
+  const timeout = 120_000
+  const file = join(dir, 'capacity.json')
+  const r = await bench(['--scenario', 'capacity', '--duration', '1', '--peak', '1000000', '--mix', 'SOLD_OUT:95,passed:4,RATE_LIMITED:1', '--json', file, ...common], timeout)
+  finished(t, r, timeout)
+  const rep = readReport(t, 'capacity')
+  const pl = rep.capacity?.plan
+  t.same(pl?.rows.map((x) => x.outcome).sort(), ['RATE_LIMITED', 'SOLD_OUT', 'passed'], 'every outcome of the mix priced')
+  t.ok((pl?.gatewayCores ?? 0) >= 1, `gateway cores for 1M/s: ${String(pl?.gatewayCores)}`)
+  t.equal(pl?.redisShards, null, 'memory store: no shard count (said in the notes)')
+  const ch = rep.capacity?.check
+  t.equal(ch?.workers, 2)
+  t.equal(ch?.lost, 0)
+  t.ok((ch?.gatewayCoresPredicted ?? 0) > 0 && (ch?.gatewayCoresMeasured ?? 0) > 0, 'predicted and measured cores')
+  t.ok(Math.abs((ch?.measuredMix.SOLD_OUT ?? 0) - 0.95) <= 0.02, 'the run answered the mix')
+  t.match(readFileSync(join(dir, 'capacity.md'), 'utf8'), /Predicted vs measured: 2 workers/)
+  // The CLI turns the same JSON into a plan for another peak and mix.
+  const cli = await bench(['--from', file, '--peak', '1000', '--mix', 'SOLD_OUT:1', '--json'], 30_000, 'capacity')
+  t.equal(cli.code, 0, cli.stderr)
+  const p2 = JSON.parse(cli.stdout) as { peak: number, rows: Array<{ outcome: string, share: number }>, gatewayCoresBusy: number }
+  t.equal(p2.peak, 1000)
+  t.same(p2.rows.map((x) => [x.outcome, x.share]), [['SOLD_OUT', 1]])
+  const soldUs = pl?.rows.find((x) => x.outcome === 'SOLD_OUT')?.gatewayUsPerReq ?? 0
+  t.ok(Math.abs(p2.gatewayCoresBusy - 1000 * soldUs / 1e6) < 1e-9, 'cores = rate × µs per request')
+  const [noFrom, unknown] = await Promise.all([bench(['--peak', '5'], 30_000, 'capacity'), bench(['--from', file, '--mix', 'CAPTCHA_INVALID:1'], 30_000, 'capacity')])
+  t.equal(noFrom.code, 2)
+  t.match(noFrom.stderr, /--from FILE\.json is required/)
+  t.equal(unknown.code, 1)
+  t.match(unknown.stderr, /no measured cost for outcome CAPTCHA_INVALID/)
+})
+
 t.test('usage: --help exits 0, bad flags and values exit 2', async (t) => {
   // The command's exit codes, two short commands at once (each only parses its flags) ...
   const timeout = 30_000
@@ -200,6 +272,9 @@ t.test('usage: --help exits 0, bad flags and values exit 2', async (t) => {
   t.match(bad.stderr, /unknown option --bogus/)
   // ... and the option parser itself, whose UsageError is what exits 2.
   t.throws(() => parseOptions(['--scenario', 'nope']), /--scenario: expected one of flash-sale, proxy, reject, funnel/)
+  t.same(parseOptions(['--mix', 'SOLD_OUT:95,passed:5']).mix, { SOLD_OUT: 0.95, passed: 0.05 }, '--mix: weights become shares')
+  t.throws(() => parseOptions(['--mix', 'SOLD_OUT']), /--mix: expected outcome:weight/)
+  t.throws(() => parseOptions(['--rate-factor', '1']), /--rate-factor: expected a number in 1\.01\.\.10/)
   t.throws(() => parseOptions(['--target', 'http://192.0.2.1:8080/']), /loopback only/, 'non-loopback targets are refused')
   t.throws(() => parseOptions(['--requests-per-step', '5']), /--requests-per-step: expected a whole number in 10\.\.1000000/)
   t.throws(() => parseOptions(['--pause', '-1']), /--pause: expected a number in 0\.\.60/)

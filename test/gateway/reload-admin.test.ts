@@ -74,7 +74,17 @@ t.test('reload under load: zero failed requests, new table takes over; invalid r
 })
 
 t.test('retired guards are closed after their in-flight requests settle', async (t) => {
-  const origin = await startOrigin(t)
+  // The origin holds /hold until the test lets it go (after the reload): no race between the reload's
+  // duration (a worker thread loads the file) and a fixed delay.
+  let release: () => void = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  const origin = await startOrigin(t, (req, res) => {
+    req.resume()
+    req.on('end', () => {
+      const answer = (): void => { res.writeHead(200, { 'content-length': '2' }); res.end('ok') }
+      if (req.url === '/hold') void held.then(answer); else answer()
+    })
+  })
   const files = tempDir(t)
   const yaml = baseYaml(origin.url, '  - name: slow\n    match: { path_prefix: / }\n    upstream: origin\n    guards:\n      - rate_limit: { name: g, rate: 1/s }\n')
   const file = files.write('gw.yaml', yaml)
@@ -90,11 +100,11 @@ t.test('retired guards are closed after their in-flight requests settle', async 
     }
   })
   const d = client(t)
-  // Long enough to outlast the reload, which first judges the file on a worker thread.
-  const inflight = fetchText(d, gw.url + '/slow/3000')
+  const inflight = fetchText(d, gw.url + '/hold')
   await sleep(100)
   t.ok((await gw.reload()).ok)
   t.same(events, [], 'old guard kept while its request is in flight')
+  release()
   t.equal((await inflight).status, 200)
   t.same(events, ['close g0'], 'closed once the request settled')
 })

@@ -188,11 +188,22 @@ t.test('sampling, no export, and a receiver that fails', async (t) => {
   t.not(un.headers['x-request-id'], 'forged')
   t.not(origin.seen.at(-1)?.headers['x-request-id'], 'forged')
 
-  // No tracing block: a trace id is still made and propagated; nothing is exported.
+  // No tracing block: a caller's trace is continued (our own span id as parent, its flag as it came);
+  // with none (or an invalid one) there is nothing to continue and nothing is made: no traceparent.
   const gwOff = await startTestGateway(t, { config: yamlConfig(cfg(origin.url, '')), admin: null })
   t.equal(gwOff.frontend.tracer.exporting, false)
-  await fetchText(d, gwOff.url + '/buy/off')
-  t.match(origin.seen.at(-1)?.headers.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/)
+  const off = await fetchText(d, gwOff.url + '/buy/off')
+  t.equal(origin.seen.at(-1)?.headers.traceparent, undefined, 'tracing off, no caller trace: no traceparent made')
+  t.match(origin.seen.at(-1)?.headers['x-request-id'], /^[0-9a-f]{12}-[0-9a-z]+$/, 'the request id is still made and sent')
+  t.equal(origin.seen.at(-1)?.headers['x-request-id'], off.headers['x-request-id'])
+  await fetchText(d, gwOff.url + '/buy/off2', { headers: { traceparent: 'not-a-traceparent' } })
+  t.equal(origin.seen.at(-1)?.headers.traceparent, undefined, 'an invalid one is dropped, none made')
+  await fetchText(d, gwOff.url + '/buy/off3', { headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', tracestate: 'v=1' } })
+  const cont = parseTraceparent(origin.seen.at(-1)?.headers.traceparent as string)
+  t.equal(cont?.traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'a caller\'s trace is continued')
+  t.not(cont?.spanId, '00f067aa0ba902b7', 'with the gateway\'s own span id')
+  t.equal(cont?.flags, 1, 'the flag passed on as it came')
+  t.equal(origin.seen.at(-1)?.headers.tracestate, 'v=1')
 
   // A receiver that refuses (500) and one that is gone: requests are answered, failures counted.
   const bad = await receiver(t, 500)

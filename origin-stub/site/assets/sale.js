@@ -308,7 +308,7 @@
   function bought (r) {
     if (r.status >= 200 && r.status < 300 && r.json) {
       if (r.json.status === 'PENDING' && r.json.ticket) {
-        setStatus('pending', 'Your attempt is recorded (PENDING): the shop confirms it in a moment…')
+        setStatus('pending', 'Your purchase is in progress (PENDING): it is recorded and will be confirmed here in a moment…')
         pollPending(r.json.ticket, Date.now() + ORDER_POLL_MS)
         return
       }
@@ -376,11 +376,17 @@
       var s = r.json && r.json.status
       if (r.status === 200 && s === 'PENDING') { setTimeout(function () { pollPending(ticket, deadline) }, 1000); return }
       if (r.status === 200 && s === 'ADMITTED') {
+        // The gateway replayed the buy to the shop: `upstream` is the shop's own answer to it.
+        var up = r.json.upstream || { status: 200, body: {} }
+        var body = up.body && typeof up.body === 'object' ? up.body : {}
+        if (up.status >= 400) { rejected({ status: up.status, json: body, headers: r.headers }); return }
         finish('You got one', 'ok', 'Confirmed: you got one!')
-        if (r.json.order_id) showOrder(r.json.order_id, 'QUEUED')
+        var id = body.order_id || r.json.order_id
+        if (id) { remember(id); showOrder(id, body.status || 'QUEUED') }
         return
       }
       if (s === 'SOLD_OUT' || s === 'DUPLICATE') { rejected({ status: 409, json: { code: s }, headers: r.headers }); return }
+      if (s === 'FAILED') { setStatus('error', 'The shop could not take your purchase (' + (r.json.code || 'FAILED') + ') — try again.'); return }
       setTimeout(function () { pollPending(ticket, deadline) }, 2000)
     }, function () { setTimeout(function () { pollPending(ticket, deadline) }, 2000) })
   }

@@ -1,0 +1,574 @@
+/**
+ * `store.on_error: journal`: buys taken while the store is down, answered 202 PENDING, replayed in
+ * arrival order when it is back (the file format is limiter/journal.ts, the store steps
+ * gateway/guards/journal-replay.ts).
+ *
+ * - Journaling: the quota guard (alone or fused with a dedupe before it) hands a request whose store call
+ *   failed to `submit`. The request passed every guard before it. Its body is read (bounded by the
+ *   route's max_body_size), the entry — ticket, user, campaign, product, dedupe mark, and the request as
+ *   it would have been forwarded (method, path with query, the headers the proxy sends, body) — is
+ *   appended, and only once its batch is fsynced is the buyer answered 202 `{"status":"PENDING","ticket"}`.
+ *   More than `max_entries` entries not yet final, or a write that fails → 503 STORE_UNAVAILABLE (nothing
+ *   was acknowledged).
+ * - Replay: one loop per process, strictly in journal order: each entry's store step (the same dedupe
+ *   and quota operations as live) is made before the next one's; a store failure waits
+ *   `store.breaker_backoff` and retries the same entry. An admitted entry is recorded (`a`) and, once that
+ *   record is on disk, sent to its upstream as the original request (a few at once); refused ones are
+ *   final at once (SOLD_OUT, DUPLICATE). The upstream's answer is recorded (`r`) and the unit (and dedupe
+ *   mark) given back as a live request would (any 4xx/5xx or no answer returns the unit). No answer after
+ *   3 tries → FAILED (`code: UPSTREAM_UNAVAILABLE`), unit given back.
+ * - Restart: the journal is read back; entries without a final record are replayed (those with an `a`
+ *   record go straight to the upstream); a torn last record (a crash mid-write: never acknowledged) is
+ *   dropped and counted. Once nothing is left to replay the file is compacted to the final answers.
+ * - Workers: one journal file per worker (`journal-<index>.fgj`), each replayed by its worker; a ticket
+ *   names its worker, and a worker asked about another's ticket reads that worker's file (incrementally:
+ *   only the bytes added since it last looked).
+ * - `GET /_flashgate/pending/:ticket`: the same identity as the buy (the journaled user); anyone else, or
+ *   an unknown ticket, gets 404 NOT_FOUND — the same answer, so nothing leaks. A buy made with no user
+ *   (no identity configured) is its ticket's alone: 128 random bits.
+ * The journal holds the request's headers (cookies, authorization) to replay it: the file is 0600 and
+ * none of it is logged.
+ */
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { join } from 'node:path'
+import { open, stat } from 'node:fs/promises'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { Pool } from 'undici'
+import type { Config, JournalConfig } from '../conf/types.js'
+import { JournalFile, decodeFrames } from '../limiter/journal.js'
+import { replayAdmit, replayGiveBack, type ReplayResult } from './guards/journal-replay.js'
+import type { Store } from '../limiter/store.js'
+import { StoreError } from '../conf/errors.js'
+import { rejection } from './pipeline/reject.js'
+import type { EdgeHandler, Rejection, RequestContext, Verdict } from './pipeline/types.js'
+import { requestHeaders } from './upstream/headers.js'
+
+export const PENDING_PATH = '/_flashgate/pending/'
+
+export type FinalStatus = 'ADMITTED' | 'SOLD_OUT' | 'DUPLICATE' | 'FAILED'
+
+/** What the quota guard knows about a buy it journals. */
+export interface PendingBuy {
+  readonly campaign: string
+  readonly product: string
+  readonly mark: { readonly key: string, readonly ttlMs: number } | null
+  /** The buyer (deps.identity), null when the request has none. */
+  readonly user: string | null
+}
+
+/** The journal as guards see it (GuardDeps.pending). */
+export interface PendingSink {
+  submit (ctx: RequestContext, buy: PendingBuy): Verdict | Promise<Verdict>
+}
+
+interface Entry {
+  readonly t: 'e'
+  readonly id: string
+  readonly at: number
+  readonly user: string | null
+  readonly who: string
+  /** X-Request-Id of the journaled request (its live dedupe mark names it). */
+  readonly rid: string | null
+  readonly campaign: string
+  readonly product: string
+  readonly mark: { readonly key: string, readonly ttlMs: number } | null
+  readonly upstream: string
+  readonly method: string
+  readonly url: string
+  readonly headers: string[]
+  /** base64 */
+  readonly body: string
+}
+interface Taken { readonly t: 'a', readonly id: string, readonly segment: number }
+interface UpstreamAnswer { readonly status: number, readonly contentType: string | null, readonly body: string }
+interface Final { readonly t: 'r', readonly id: string, readonly user: string | null, readonly status: FinalStatus, readonly upstream?: UpstreamAnswer, readonly code?: string }
+type JournalRecord = Entry | Taken | Final
+
+interface Slot { readonly entry: Entry, taken: number | null, durable: Promise<boolean> }
+
+interface TicketView { readonly user: string | null, status: 'PENDING' | FinalStatus, upstream?: UpstreamAnswer, code?: string }
+
+const TICKET = /^(\d{1,4})-([0-9a-f]{32})$/
+const MAX_ANSWER = 64 * 1024
+const SEND_CONCURRENCY = 16
+const SEND_TRIES = 3
+
+export interface PendingOptions {
+  readonly config: Config
+  readonly journal: JournalConfig
+  readonly store: Store
+  readonly registry: Registry
+  readonly worker: { readonly index: number, readonly count: number }
+  readonly clock: () => number
+  readonly log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
+}
+
+export interface PendingMetrics {
+  readonly appended: Counter
+  readonly replayed: Counter<'outcome'>
+  readonly depth: Gauge
+  readonly fsync: Histogram
+  readonly refused: Counter<'reason'>
+  readonly torn: Counter
+}
+
+function createPendingMetrics (r: Registry): PendingMetrics {
+  return {
+    appended: new Counter({ name: 'flashgate_journal_appended_total', help: 'Buys written to the journal (answered 202 PENDING) while the store was unreachable.', registers: [r] }),
+    replayed: new Counter({ name: 'flashgate_journal_replayed_total', help: 'Journal entries replayed, by final outcome (ADMITTED, SOLD_OUT, DUPLICATE, FAILED).', labelNames: ['outcome'], registers: [r] }),
+    depth: new Gauge({ name: 'flashgate_journal_depth', help: 'Journal entries without a final answer yet.', registers: [r] }),
+    fsync: new Histogram({ name: 'flashgate_journal_fsync_seconds', help: 'Time of one journal group commit (write + fdatasync of one batch).', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers: [r] }),
+    refused: new Counter({ name: 'flashgate_journal_refused_total', help: 'Buys the journal refused (503 STORE_UNAVAILABLE): full, or the write failed.', labelNames: ['reason'], registers: [r] }),
+    torn: new Counter({ name: 'flashgate_journal_torn_total', help: 'Torn tails (a record cut by a crash, never acknowledged) dropped when a journal was opened.', registers: [r] })
+  }
+}
+
+export const journalFileOf = (dir: string, worker: number): string => join(dir, `journal-${worker}.fgj`)
+
+const FULL: Rejection = rejection('STORE_UNAVAILABLE', 'shared state store unavailable and the journal is full', { headers: ['retry-after', '1'] })
+const WRITE_FAILED: Rejection = rejection('STORE_UNAVAILABLE', 'shared state store unavailable and the journal cannot be written', { headers: ['retry-after', '1'] })
+const TOO_LARGE: Rejection = rejection('PAYLOAD_TOO_LARGE', 'request body too large')
+const BAD_BODY: Rejection = rejection('BAD_REQUEST', 'request body not received')
+
+function pendingAnswer (ticket: string): Rejection {
+  return {
+    status: 202,
+    code: 'PENDING',
+    body: Buffer.from(JSON.stringify({ status: 'PENDING', ticket, message: 'your purchase is in progress', poll: PENDING_PATH + ticket })),
+    headers: ['location', PENDING_PATH + ticket]
+  }
+}
+
+/** Read the request body whole (bounded); the proxy would have streamed it, the journal must keep it. */
+function readBody (ctx: RequestContext, limit: number): Promise<Buffer | Rejection> {
+  if (ctx.body !== undefined && ctx.body !== null) return Promise.resolve(ctx.body)
+  const req = ctx.req
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0))
+  if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.resolve(TOO_LARGE)
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const done = (v: Buffer | Rejection): void => {
+      req.removeListener('data', onData)
+      req.removeListener('end', onEnd)
+      req.removeListener('error', onErr)
+      req.removeListener('close', onClose)
+      resolve(v)
+    }
+    const onData = (c: Buffer): void => {
+      size += c.length
+      if (size > limit) { req.pause(); done(TOO_LARGE); return }
+      chunks.push(c)
+    }
+    const onEnd = (): void => { const b = Buffer.concat(chunks, size); ctx.body = b; done(b) }
+    const onErr = (): void => { done(BAD_BODY) }
+    const onClose = (): void => { if (!req.complete) done(BAD_BODY) }
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('error', onErr)
+    req.once('close', onClose)
+  })
+}
+
+/** The headers a replay sends: what the proxy would have sent, less the framing the new body sets. */
+function replayHeaders (flat: readonly string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const n = (flat[i] as string).toLowerCase()
+    if (n === 'content-length' || n === 'transfer-encoding' || n === 'expect') continue
+    out.push(flat[i] as string, flat[i + 1] as string)
+  }
+  return out
+}
+
+/** Another worker's journal, read incrementally for ticket lookups. */
+class ForeignView {
+  private offset = 0
+  private ino = -1
+  readonly tickets = new Map<string, TicketView>()
+  constructor (private readonly path: string, private readonly max: number) {}
+
+  async refresh (): Promise<void> {
+    let st
+    try { st = await stat(this.path) } catch { return }
+    if (st.ino !== this.ino || st.size < this.offset) { this.ino = st.ino; this.offset = 0; this.tickets.clear() }
+    if (st.size === this.offset) return
+    const fh = await open(this.path, 'r')
+    try {
+      const len = st.size - this.offset
+      const buf = Buffer.allocUnsafe(len)
+      const { bytesRead } = await fh.read(buf, 0, len, this.offset)
+      const d = decodeFrames(buf.subarray(0, bytesRead))
+      this.offset += d.validBytes
+      for (const r of d.records as JournalRecord[]) apply(this.tickets, r, this.max)
+    } finally { await fh.close() }
+  }
+}
+
+function apply (tickets: Map<string, TicketView>, r: JournalRecord, max: number): void {
+  if (r.t === 'e') tickets.set(r.id, { user: r.user, status: 'PENDING' })
+  else if (r.t === 'r') {
+    tickets.delete(r.id)
+    const v: TicketView = { user: r.user, status: r.status }
+    if (r.upstream !== undefined) v.upstream = r.upstream
+    if (r.code !== undefined) v.code = r.code
+    tickets.set(r.id, v)
+  }
+  while (tickets.size > max * 2) {
+    const first = tickets.keys().next().value
+    if (first === undefined) break
+    tickets.delete(first)
+  }
+}
+
+export class PendingJournal implements PendingSink {
+  readonly metrics: PendingMetrics
+  private config: Config
+  private readonly file: JournalFile
+  /** Entries not final yet, in journal order; `taken` once the store admitted them. */
+  private readonly queue: Array<Slot> = []
+  /** Index in `queue` of the next entry the replay loop judges. */
+  private next = 0
+  private readonly tickets = new Map<string, TicketView>()
+  private readonly foreign = new Map<number, ForeignView>()
+  private running = false
+  private closed = false
+  private timer: NodeJS.Timeout | null = null
+  private sending = 0
+  private readonly sendQueue: Array<() => void> = []
+  private readonly pools = new Map<string, Pool>()
+  private rr = 0
+  private finalsSinceCompact = 0
+  /** Resolves when the replay loop has nothing left (tests, drain). */
+  private idleWaiters: Array<() => void> = []
+
+  private constructor (private readonly opts: PendingOptions, file: JournalFile, metrics: PendingMetrics) {
+    this.config = opts.config
+    this.file = file
+    this.metrics = metrics
+  }
+
+  /** Open this worker's journal, read it back, and start replaying what it holds. */
+  static async open (opts: PendingOptions): Promise<PendingJournal> {
+    const metrics = createPendingMetrics(opts.registry)
+    const path = journalFileOf(opts.journal.path, opts.worker.index)
+    const { file, records, tornBytes } = await JournalFile.open(path, { onBatch: (_n, ms) => { metrics.fsync.observe(ms / 1000) } })
+    const pj = new PendingJournal(opts, file, metrics)
+    if (tornBytes > 0) {
+      metrics.torn.inc()
+      opts.log('warn', 'journal: torn last record dropped (a crash while writing; it was never acknowledged)', { file: path, bytes: tornBytes })
+    }
+    pj.restore(records as JournalRecord[])
+    if (pj.queue.length === 0 && records.length > 0) await pj.compact()
+    pj.kick(0)
+    return pj
+  }
+
+  private restore (records: readonly JournalRecord[]): void {
+    const byId = new Map<string, { entry: Entry, taken: number | null }>()
+    const order: string[] = []
+    for (const r of records) {
+      apply(this.tickets, r, this.opts.journal.maxEntries)
+      if (r.t === 'e') { byId.set(r.id, { entry: r, taken: null }); order.push(r.id) } else if (r.t === 'a') {
+        const q = byId.get(r.id)
+        if (q !== undefined) q.taken = r.segment
+      } else byId.delete(r.id)
+    }
+    for (const id of order) {
+      const q = byId.get(id)
+      if (q !== undefined) this.queue.push({ entry: q.entry, taken: q.taken, durable: Promise.resolve(true) })
+    }
+    this.metrics.depth.set(this.queue.length)
+    if (this.queue.length > 0) this.opts.log('info', 'journal: entries to replay', { entries: this.queue.length })
+  }
+
+  /** A reload: replays judge against the new config's products and upstreams. */
+  update (config: Config): void { this.config = config }
+
+  get depth (): number { return this.queue.length }
+
+  submit (ctx: RequestContext, buy: PendingBuy): Verdict | Promise<Verdict> {
+    if (this.closed || this.queue.length >= this.opts.journal.maxEntries) {
+      this.metrics.refused.inc({ reason: 'full' })
+      return FULL
+    }
+    return readBody(ctx, ctx.route.maxBodySize).then((body): Verdict | Promise<Verdict> => {
+      if (!Buffer.isBuffer(body)) return body
+      if (this.queue.length >= this.opts.journal.maxEntries) {
+        this.metrics.refused.inc({ reason: 'full' })
+        return FULL
+      }
+      const id = `${this.opts.worker.index}-${randomBytes(16).toString('hex')}`
+      const user = buy.user
+      const entry: Entry = {
+        t: 'e',
+        id,
+        at: ctx.now,
+        user,
+        who: user ?? ctx.clientIp,
+        rid: ctx.requestId ?? null,
+        campaign: buy.campaign,
+        product: buy.product,
+        mark: buy.mark,
+        upstream: ctx.route.upstream ?? '',
+        method: ctx.method,
+        url: ctx.req.url ?? ctx.path,
+        headers: requestHeaders(ctx.req, ctx.peerTrusted, ctx.clientIp, { requestId: ctx.requestId }),
+        body: body.toString('base64')
+      }
+      // In the queue before the write returns, so that arrival order is journal order and `full` counts it.
+      const slot: Slot = { entry, taken: null, durable: Promise.resolve(false) }
+      this.queue.push(slot)
+      this.metrics.depth.set(this.queue.length)
+      slot.durable = this.file.append(entry).then(() => {
+        this.tickets.set(id, { user, status: 'PENDING' })
+        this.metrics.appended.inc()
+        this.kick(this.config.store.breakerBackoffMs)
+        return true
+      }, (err: unknown) => {
+        const i = this.queue.indexOf(slot)
+        if (i >= 0) { this.queue.splice(i, 1); if (i < this.next) this.next-- }
+        this.metrics.depth.set(this.queue.length)
+        this.metrics.refused.inc({ reason: 'write' })
+        this.opts.log('error', 'journal write failed', { error: err instanceof Error ? err.message : String(err) })
+        return false
+      })
+      return slot.durable.then((ok) => ok ? pendingAnswer(id) : WRITE_FAILED)
+    })
+  }
+
+  /** Schedule the replay loop (after `delayMs`) unless it runs or is scheduled. */
+  private kick (delayMs: number): void {
+    if (this.running || this.closed || this.timer !== null || this.next >= this.queue.length) {
+      if (!this.running && this.next >= this.queue.length && this.sending === 0) this.notifyIdle()
+      return
+    }
+    this.timer = setTimeout(() => { this.timer = null; void this.replay() }, delayMs)
+    this.timer.unref()
+  }
+
+  private async replay (): Promise<void> {
+    if (this.running || this.closed) return
+    this.running = true
+    try {
+      while (!this.closed && this.next < this.queue.length) {
+        const slot = this.queue[this.next] as Slot
+        // Appended but maybe not yet durable: its buyer has no ticket before it is; a failed write removed it.
+        if (!await slot.durable) continue
+        if (slot.taken !== null) { this.next++; this.send(slot); continue }
+        let r: ReplayResult
+        try {
+          r = await this.admit(slot.entry)
+        } catch (err) {
+          if (!(err instanceof StoreError)) this.opts.log('error', 'journal replay step failed', { ticket: slot.entry.id, error: err instanceof Error ? err.message : String(err) })
+          // Store still down: try the same entry again later (order is kept).
+          this.running = false
+          this.kick(this.config.store.breakerBackoffMs)
+          return
+        }
+        this.next++
+        if (r.status === 'ADMITTED') {
+          slot.taken = r.segment
+          const taken: Taken = { t: 'a', id: slot.entry.id, segment: r.segment }
+          this.file.append(taken).then(() => { this.send(slot) }, (err: unknown) => {
+            // The unit is taken but the record is not durable: send anyway (a restart would find its mark).
+            this.opts.log('error', 'journal write failed', { error: err instanceof Error ? err.message : String(err) })
+            this.send(slot)
+          })
+        } else {
+          this.finish(slot, { t: 'r', id: slot.entry.id, user: slot.entry.user, status: r.status })
+        }
+      }
+    } finally {
+      this.running = false
+    }
+    this.kick(0)
+  }
+
+  private admit (e: Entry): Promise<ReplayResult> {
+    const pc = this.config.campaigns.get(e.campaign)?.products.find((p) => p.id === e.product)
+    if (pc === undefined) return Promise.resolve({ status: 'SOLD_OUT' })
+    return replayAdmit(this.opts.store, {
+      ticket: e.id,
+      requestId: e.rid ?? null,
+      campaign: e.campaign,
+      product: e.product,
+      segments: pc.segments,
+      quota: pc.quota,
+      who: e.who,
+      mark: e.mark,
+      fused: this.opts.store.kind !== 'redis-cluster',
+      now: this.opts.clock()
+    })
+  }
+
+  /** Send an admitted entry upstream (at most SEND_CONCURRENCY at once), then record the answer. */
+  private send (slot: Slot): void {
+    const go = (): void => {
+      this.sending++
+      this.forward(slot.entry).then((ans) => {
+        const seg = slot.taken ?? 0
+        const e = slot.entry
+        const returns = ans === null || ans.status >= 400
+        if (returns) {
+          replayGiveBack(this.opts.store, e.campaign, e.product, seg).catch((err: unknown) => {
+            this.opts.log('warn', 'journal give-back failed', { ticket: e.id, error: err instanceof Error ? err.message : String(err) })
+          })
+        }
+        // The dedupe mark goes as a live one would: no answer, 5xx, 408, 429 → released.
+        if (e.mark !== null && (ans === null || ans.status >= 500 || ans.status === 408 || ans.status === 429)) {
+          this.opts.store.del(e.mark.key).catch(() => {})
+        }
+        const fin: Final = ans === null
+          ? { t: 'r', id: e.id, user: e.user, status: 'FAILED', code: 'UPSTREAM_UNAVAILABLE' }
+          : { t: 'r', id: e.id, user: e.user, status: 'ADMITTED', upstream: ans }
+        this.finish(slot, fin)
+      }).finally(() => {
+        this.sending--
+        const n = this.sendQueue.shift()
+        if (n !== undefined) n()
+        else this.kick(0)
+      })
+    }
+    if (this.sending < SEND_CONCURRENCY) go()
+    else this.sendQueue.push(go)
+  }
+
+  /** The upstream's answer, or null when none came after SEND_TRIES tries (each on the next target). */
+  private async forward (e: Entry): Promise<UpstreamAnswer | null> {
+    const up = this.config.upstreams.get(e.upstream)
+    if (up === undefined || up.targets.length === 0) return null
+    const body = Buffer.from(e.body, 'base64')
+    const headers = replayHeaders(e.headers)
+    for (let attempt = 0; attempt < SEND_TRIES && !this.closed; attempt++) {
+      const target = up.targets[(this.rr++) % up.targets.length] as { url: string }
+      let pool = this.pools.get(target.url)
+      if (pool === undefined) {
+        pool = new Pool(target.url, { connections: SEND_CONCURRENCY, connectTimeout: up.connectTimeoutMs })
+        this.pools.set(target.url, pool)
+      }
+      try {
+        const res = await pool.request({ method: e.method as 'POST', path: e.url, headers, body: body.length > 0 ? body : null, headersTimeout: up.timeoutMs, bodyTimeout: up.timeoutMs })
+        const chunks: Buffer[] = []
+        let size = 0
+        for await (const c of res.body) {
+          const b = c as Buffer
+          if (size < MAX_ANSWER) chunks.push(b.subarray(0, MAX_ANSWER - size))
+          size += b.length
+        }
+        const ct = res.headers['content-type']
+        return { status: res.statusCode, contentType: typeof ct === 'string' ? ct : null, body: Buffer.concat(chunks).toString('utf8') }
+      } catch (err) {
+        this.opts.log('warn', 'journal replay: upstream failed', { ticket: e.id, target: target.url, error: err instanceof Error ? err.message : String(err) })
+        await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)))
+      }
+    }
+    return null
+  }
+
+  private finish (slot: Slot, fin: Final): void {
+    const i = this.queue.indexOf(slot)
+    if (i >= 0) {
+      this.queue.splice(i, 1)
+      if (i < this.next) this.next--
+    }
+    this.metrics.depth.set(this.queue.length)
+    this.metrics.replayed.inc({ outcome: fin.status })
+    apply(this.tickets, fin, this.opts.journal.maxEntries)
+    this.finalsSinceCompact++
+    this.file.append(fin).then(() => {
+      if (this.queue.length === 0 && this.finalsSinceCompact >= 1000) return this.compact()
+    }).catch((err: unknown) => {
+      this.opts.log('error', 'journal write failed', { error: err instanceof Error ? err.message : String(err) })
+    })
+  }
+
+  /** Nothing left to replay: the file keeps only the final answers (the newest max_entries). */
+  private async compact (): Promise<void> {
+    if (this.queue.length > 0) return
+    this.finalsSinceCompact = 0
+    const finals: Final[] = []
+    for (const [id, v] of this.tickets) {
+      if (v.status === 'PENDING') continue
+      const f: Final = { t: 'r', id, user: v.user, status: v.status, ...(v.upstream !== undefined ? { upstream: v.upstream } : {}), ...(v.code !== undefined ? { code: v.code } : {}) }
+      finals.push(f)
+    }
+    await this.file.rewrite(finals.slice(-this.opts.journal.maxEntries))
+  }
+
+  private notifyIdle (): void {
+    const w = this.idleWaiters
+    this.idleWaiters = []
+    for (const f of w) f()
+  }
+
+  /** Resolves once every entry has a final answer (or at close). */
+  settled (): Promise<void> {
+    if (this.queue.length === 0 || this.closed) return Promise.resolve()
+    return new Promise<void>((resolve) => { this.idleWaiters.push(resolve) }).then(async () => { await this.settled() })
+  }
+
+  /** A ticket's answer for `user`; null = 404 (unknown, or another user's). */
+  async lookup (ticket: string, user: string | null): Promise<TicketView | null> {
+    const m = TICKET.exec(ticket)
+    if (m === null) return null
+    const w = Number(m[1])
+    let v: TicketView | undefined
+    if (w === this.opts.worker.index) {
+      v = this.tickets.get(ticket)
+    } else if (w < this.opts.worker.count) {
+      let f = this.foreign.get(w)
+      if (f === undefined) { f = new ForeignView(journalFileOf(this.opts.journal.path, w), this.opts.journal.maxEntries); this.foreign.set(w, f) }
+      await f.refresh()
+      v = f.tickets.get(ticket)
+    }
+    if (v === undefined) return null
+    if (v.user !== null && v.user !== user) return null
+    return v
+  }
+
+  /** `GET /_flashgate/pending/:ticket`. */
+  handler (identity: (ctx: RequestContext) => string | null): EdgeHandler {
+    const notFound = JSON.stringify({ code: 'NOT_FOUND', message: 'no such ticket' })
+    return async (req: IncomingMessage, res: ServerResponse, e) => {
+      const path = (req.url ?? '').split('?')[0] as string
+      const ticket = path.slice(PENDING_PATH.length)
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { 'content-type': 'application/json', 'cache-control': 'no-store', allow: 'GET, HEAD' })
+        res.end(JSON.stringify({ code: 'METHOD_NOT_ALLOWED', message: 'GET only' }))
+        return
+      }
+      const ctx = {
+        req, res, route: null, method: 'GET', path, query: '', host: '', clientIp: e.clientIp, peerTrusted: false, params: {}, now: e.now,
+        user: undefined, queryParams: null, extraHeaders: null, settlers: null, locals: null
+      } as unknown as RequestContext
+      const user = identity(ctx)
+      const v = await this.lookup(ticket, user)
+      if (v === null) {
+        res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+        res.end(notFound)
+        return
+      }
+      const out: Record<string, unknown> = { status: v.status, ticket }
+      if (v.status === 'PENDING') { out.message = 'your purchase is in progress'; out.poll_ms = 1000 }
+      if (v.code !== undefined) out.code = v.code
+      if (v.upstream !== undefined) {
+        let body: unknown = v.upstream.body
+        if (v.upstream.contentType !== null && v.upstream.contentType.includes('json')) { try { body = JSON.parse(v.upstream.body) } catch { /* kept as text */ } }
+        out.upstream = { status: v.upstream.status, body }
+      }
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+      res.end(JSON.stringify(out))
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
+    this.notifyIdle()
+    await this.file.close()
+    await Promise.all([...this.pools.values()].map(async (p) => { await p.close() }))
+  }
+}

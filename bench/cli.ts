@@ -409,7 +409,8 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[],
       secrets,
       verifyUrl: 'http://127.0.0.1:9/never-called',
       workers: o.workers,
-      funnelSteps: FUNNEL_STEPS.length
+      funnelSteps: FUNNEL_STEPS.length,
+      parser: o.parser
     })
     // The gateway process is spawned here and loads its code on the server core while this process
     // builds the request lists on the load core (the funnel's are tens of thousands of signed requests).

@@ -106,6 +106,8 @@ export interface ThroughputConfig {
   readonly workers: number
   /** Funnel steps to expose as /f0 .. /fN (0 = none). */
   readonly funnelSteps: number
+  /** server.parser of the gateway's listener (bench --parser; default node). */
+  readonly parser?: 'node' | 'strict'
 }
 
 /**
@@ -137,6 +139,7 @@ export function throughputConfig (c: ThroughputConfig): string {
     identity: { user: `header ${USER_HEADER}` },
     secrets: { link_keys: { k1: c.secrets.linkKey }, session: c.secrets.session },
     access_log: { enabled: false },
+    ...(c.parser === 'strict' ? { server: { parser: 'strict' } } : {}),
     upstreams: { origin: { targets: [{ url: c.upstream }], connections: 64, max_fails: 0 } },
     campaigns: [{
       id: CAMPAIGN,

@@ -49,6 +49,8 @@ export interface BenchOptions {
   help: boolean
   /** waiting-room: admissions per second (default 100). */
   admit: number
+  /** server.parser of the gateway the throughput scenarios start (default node). */
+  parser: 'node' | 'strict'
   /** spike: the open-loop rate steps (arrivals/s) and the latency bound. */
   rateStart: number
   rateFactor: number
@@ -111,6 +113,7 @@ usage: flashgate bench [options]
   --mix LIST          capacity: outcome shares, e.g. SOLD_OUT:95,passed:4,RATE_LIMITED:1 (default that)
   --headroom X        capacity: share of a core a plan may use, 0.1..1 (default 0.7)
   --file FILE         read any of these options from a YAML file (keys as above without --)
+  --parser NAME       node (default) | strict: server.parser of the gateway the throughput runs start
   --quiet             no progress output
   -h, --help          this text
 
@@ -121,7 +124,7 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 export class UsageError extends Error {}
 
 const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit', 'rate-start', 'rate-factor', 'rate-max', 'p99-ms', 'peak', 'headroom'])
-const STR = new Set(['scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
+const STR = new Set(['parser', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
 export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
@@ -277,6 +280,7 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     quiet: m.get('quiet') === true,
     help: m.get('help') === true,
     admit: num(m, 'admit', 1, 100_000) ?? 100,
+    parser: oneOf(m, 'parser', ['node', 'strict'] as const) ?? 'node',
     rateStart: num(m, 'rate-start', 1, 10_000_000) ?? 2000,
     rateFactor: num(m, 'rate-factor', 1.01, 10, false) ?? 1.25,
     rateMax: num(m, 'rate-max', 1, 10_000_000) ?? 200_000,

@@ -53,7 +53,7 @@ export const DEFAULTS = Object.freeze({
   listen: '0.0.0.0:8080',
   workers: 1,
   store: { kind: 'memory', url: 'redis://127.0.0.1:6379', onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000, gatewayNodes: 1 },
-  server: { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000, maxBodySize: 1024 * 1024, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 128 * 1024 },
+  server: { maxHeaderSize: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000, maxBodySize: 1024 * 1024, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 128 * 1024, parser: 'node' },
   accessLog: { enabled: true, path: 'stdout' },
   upstream: { maxFails: 1, failTimeoutMs: 10_000, connectTimeoutMs: 1_000, timeoutMs: 60_000, retries: 1, connections: 64, keepAliveTimeoutMs: 4_000, weight: 1, queue: 1024 },
   campaign: { linkRevealMs: 60_000, linkGraceMs: 60_000 },
@@ -87,6 +87,7 @@ export const CAPTCHA_TOKEN_DEFAULTS: Readonly<Record<CaptchaProvider, string>> =
 const TOP_KEYS = ['include', 'listen', 'admin', 'admin_token', 'workers', 'store', 'trusted_proxies', 'identity', 'secrets', 'server', 'access_log', 'upstreams', 'campaigns', 'routes', 'origin', 'tracing'] as const
 const INCLUDED_KEYS = ['routes', 'upstreams', 'campaigns'] as const
 const POLICIES = ['fail_closed', 'fail_open', 'local'] as const
+const PARSERS = ['node', 'strict'] as const
 const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota', 'waiting_room'] as const
 const COMMON_GUARD_KEYS = ['shadow', 'reject'] as const
 const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
@@ -533,7 +534,7 @@ class Loader {
   private readServer (n: PNode | undefined): ServerLimits {
     const { ck } = this
     const D = DEFAULTS.server
-    const m = ck.map(n, 'server', ['max_header_size', 'headers_timeout', 'request_timeout', 'keepalive_timeout', 'max_connections', 'max_body_size', 'drain_timeout', 'body_timeout', 'body_buffer_size'])
+    const m = ck.map(n, 'server', ['max_header_size', 'headers_timeout', 'request_timeout', 'keepalive_timeout', 'max_connections', 'max_body_size', 'drain_timeout', 'body_timeout', 'body_buffer_size', 'parser'])
     const s: ServerLimits = {
       maxHeaderSize: this.size(m?.get('max_header_size'), 'max_header_size', 1024) ?? D.maxHeaderSize,
       headersTimeoutMs: this.duration(m?.get('headers_timeout'), 'headers_timeout', { min: 1 }) ?? D.headersTimeoutMs,
@@ -543,7 +544,8 @@ class Loader {
       maxBodySize: this.size(m?.get('max_body_size'), 'max_body_size') ?? D.maxBodySize,
       drainTimeoutMs: this.duration(m?.get('drain_timeout'), 'drain_timeout') ?? D.drainTimeoutMs,
       bodyTimeoutMs: this.duration(m?.get('body_timeout'), 'body_timeout', { min: 1 }) ?? D.bodyTimeoutMs,
-      bodyBufferSize: this.size(m?.get('body_buffer_size'), 'body_buffer_size') ?? D.bodyBufferSize
+      bodyBufferSize: this.size(m?.get('body_buffer_size'), 'body_buffer_size') ?? D.bodyBufferSize,
+      parser: ck.oneOf(m?.get('parser'), 'parser', PARSERS) ?? 'node'
     }
     // node:http refuses headersTimeout > requestTimeout (when the latter is not 0) at server creation
     if (m !== undefined && s.requestTimeoutMs !== 0 && s.headersTimeoutMs > s.requestTimeoutMs) {

@@ -92,6 +92,12 @@ export interface ServerLimits {
    * (nginx client_body_buffer_size; default 128 KiB).
    */
   readonly bodyBufferSize: number
+  /**
+   * The plain HTTP/1.1 listener's request parser: `node` (node:http) or `strict` (flashgate's own over
+   * raw sockets, gateway/http/raw-server.ts: refuses everything node:http refuses, answers edge rejections
+   * with pre-encoded bytes). TLS and HTTP/2 listeners always use node's stack. Default `node`.
+   */
+  readonly parser: 'node' | 'strict'
 }
 
 export interface AccessLogConfig {

@@ -134,6 +134,7 @@ function restartOnly (a: Config, b: Config): string[] {
   if (JSON.stringify(a.store) !== JSON.stringify(b.store)) out.push('store')
   if (a.workers !== b.workers) out.push('workers')
   if (a.server.maxHeaderSize !== b.server.maxHeaderSize) out.push('server.max_header_size')
+  if (a.server.parser !== b.server.parser) out.push('server.parser')
   if (JSON.stringify(a.accessLog) !== JSON.stringify(b.accessLog)) out.push('access_log')
   return out
 }

@@ -30,6 +30,7 @@ import { tlsProblem } from '../../conf/load.js'
 import type { Log } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { applyServerLimits, createPublicServer, type Frontend } from './server.js'
+import { RawServer } from './raw-server.js'
 
 /** An h2 request as the request path reads it: `headers.host` from `:authority` when absent. */
 export class H2Request extends http2.Http2ServerRequest {
@@ -89,6 +90,17 @@ const H2_IDLE_MS = 120_000
 
 /** Create (not listen) the server for one listener. Throws with a message when its TLS files fail. */
 export function createListener (l: ListenerConfig, config: Config, frontend: Frontend, metrics: Metrics, log: Log): PublicListener {
+  if (l.tls === null && config.server.parser === 'strict') {
+    // flashgate's own HTTP/1.1 parser on raw sockets (gateway/http/raw-server.ts).
+    const raw = new RawServer(config, frontend.handle, metrics, log)
+    return {
+      cfg: l, server: raw.net as unknown as Server, url: '', address: null,
+      setTls: () => 'this listener has no tls',
+      applyLimits (c) { raw.applyLimits(c) },
+      closeIdle () { raw.closeIdleConnections() },
+      closeAll () { raw.closeAllConnections() }
+    }
+  }
   if (l.tls === null) {
     const server = createPublicServer(config, frontend, metrics, log)
     return {

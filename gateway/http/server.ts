@@ -162,12 +162,17 @@ function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close:
   return h
 }
 
+type RejectFast = (this: ServerResponse, r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null) => void
+
 /**
  * Write a rejection unless an answer was already started or the client is gone. `close` asks for
  * `connection: close` on HTTP/1.1 (an HTTP/2 answer carries no connection header).
  */
 export function writeRejection (res: ServerResponse, r: Rejection, extra: readonly string[] | null = null, close = false, requestId: string | null = null): void {
   if (res.headersSent || res.destroyed) return
+  // The strict listener's response (gateway/http/raw-server.ts) writes the pre-encoded bytes itself.
+  const fast = (res as { rejectFast?: RejectFast }).rejectFast
+  if (fast !== undefined) { fast.call(res, r, extra, close, requestId); return }
   res.writeHead(r.status, rejectionHeaders(r, extra, close && !('stream' in res), requestId))
   res.end(r.body)
 }

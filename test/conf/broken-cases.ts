@@ -30,6 +30,7 @@ export const CASES: ReadonlyArray<readonly [string, string]> = [
   ['body_timeout zero', 'server: { body_timeout: 0 }\n' + U + R],
   ['body_buffer_size words', 'server: { body_buffer_size: lots }\n' + U + R],
   ['max_header_size too small', 'server: { max_header_size: 100 }\n' + U + R],
+  ['server parser unknown', 'server: { parser: llhttp }\n' + U + R],
   ['upstream without targets', 'upstreams:\n  u: { targets: [] }\n' + R],
   ['upstream target not http', 'upstreams:\n  u: { targets: [ftp://127.0.0.1:1] }\n' + R],
   ['upstream queue negative', 'upstreams:\n  u: { targets: [http://127.0.0.1:1], queue: -1 }\n' + R],

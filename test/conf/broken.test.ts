@@ -19,6 +19,7 @@ const WANT: Record<string, (F: string) => string[]> = {
   "duplicate key": (F) => [`${F}:2:1: YAML: Map keys must be unique`],
   "unknown top key": (F) => [`${F}:1:1: unknown key "lisen" in config (did you mean "listen"?)`],
   "unknown server key": (F) => [`${F}:1:11: unknown key "header_timeout" in server (did you mean "headers_timeout"?)`],
+  "server parser unknown": (F) => [`${F}:1:19: parser: expected one of node, strict, got "llhttp"`],
   "unknown upstream key": (F) => [`${F}:2:39: unknown key "timeot" in upstream "u" (did you mean "timeout"?)`],
   "unknown route key": (F) => [`${F}:4:56: unknown key "guard" in route (did you mean "guards"?)`],
   "unknown match key": (F) => [`${F}:4:25: unknown key "prefix" in match`],

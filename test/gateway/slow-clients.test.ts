@@ -85,7 +85,7 @@ t.test('a normal client is served during slowloris and slow-body runs', async (t
   const file = files.write('gw.yaml', `listen: 127.0.0.1:0
 admin: 127.0.0.1:0
 access_log: { enabled: false }
-server: { headers_timeout: 5s, request_timeout: 10s, body_timeout: 10s, body_buffer_size: 16kb }
+server: { headers_timeout: 5s, request_timeout: 10s, body_timeout: 10s, body_buffer_size: 16kb${process.env.FLASHGATE_TEST_PARSER === 'strict' ? ', parser: strict' : ''} }
 upstreams:
   origin:
     targets: [${origin.url}]

@@ -12,7 +12,17 @@ import type { Config } from '../../conf/types.js'
 export function yamlConfig (text: string, file = '/virtual/flashgate.yaml', env: NodeJS.ProcessEnv = {}): Config {
   const r = loadConfigText(text, file, env)
   if (!r.ok) throw new Error('test config invalid:\n' + r.errors.join('\n'))
-  return r.config
+  return withTestParser(r.config)
+}
+
+/**
+ * FLASHGATE_TEST_PARSER=strict|node runs a test file's gateways on that listener (set by
+ * test/gateway/strict-hardening.test.ts to hold the hardening suites to the strict parser too).
+ */
+export function withTestParser (c: Config): Config {
+  const p = process.env.FLASHGATE_TEST_PARSER
+  if (p !== 'strict' && p !== 'node') return c
+  return Object.freeze({ ...c, server: Object.freeze({ ...c.server, parser: p }) })
 }
 
 /** A temp directory removed at teardown; `write(name, text)` returns the file's path. */

@@ -26,7 +26,7 @@ export function config (store: StoreConfig, campaigns: CampaignConfig[] = []): C
     file: '/x.yaml', listen: { host: '127.0.0.1', port: 0 }, admin: null, adminToken: null, workers: 1, store,
     trustedProxies: [], identity: { user: { from: 'header', name: 'x-user-id' } },
     secrets: { linkKeys: [], session: null, pow: null },
-    server: { maxHeaderSize: 16384, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxBodySize: 1 << 20, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 128 * 1024 },
+    server: { maxHeaderSize: 16384, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxBodySize: 1 << 20, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 128 * 1024, parser: 'node' },
     accessLog: { enabled: false, path: 'stdout' }, upstreams: new Map(),
     campaigns: new Map(campaigns.map((c) => [c.id, c])), routes: [],
     origin: { listen: { host: '127.0.0.1', port: 0 }, orderRate: 100, paymentTimeoutMs: 600_000 }

@@ -4,23 +4,16 @@
  * used in the source outside the catalogue (as fastify checks its errors against its docs).
  */
 import t from 'tap'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ERROR_CODES } from '../conf/errors.js'
 import { STATUS } from '../gateway/pipeline/reject.js'
+import { sourceFiles } from './helpers/sources.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8')
 const section = README.slice(README.indexOf('## Error codes'), README.indexOf('\n## ', README.indexOf('## Error codes') + 1))
-
-function sources (dir: string, out: string[] = []): string[] {
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name)
-    if (e.isDirectory()) { if (e.name !== 'node_modules' && e.name !== 'site') sources(p, out) } else if (e.name.endsWith('.ts')) out.push(p)
-  }
-  return out
-}
 
 t.test('README has an Error codes section', async (t) => {
   t.ok(section.startsWith('## Error codes'), 'found')
@@ -40,7 +33,7 @@ t.test('the source raises no FG_ERR_ code outside the catalogue', async (t) => {
   const known = Object.keys(ERROR_CODES)
   const stray: string[] = []
   for (const layer of ['gateway', 'limiter', 'antibot', 'conf', 'origin-stub']) {
-    for (const f of sources(join(ROOT, layer))) {
+    for (const f of sourceFiles(join(ROOT, layer), /\.ts$/)) {
       const text = readFileSync(f, 'utf8')
       for (const m of text.matchAll(/FG_ERR_[A-Z_]*[A-Z]/g)) {
         const c = m[0]

@@ -22,6 +22,7 @@
  * of `//` and resolution of `.`/`..` in `$uri` (the gateway's router sees the path as sent).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { parseSecureLinkTemplate, type TemplatePart } from '../conf/secure-link.js'
 import { cookieOf } from './util.js'
 
 /**
@@ -90,34 +91,11 @@ function variable (name: string): Getter {
   throw new Error(`secure_link: unsupported variable $${name}`)
 }
 
-/** Compile an nginx complex value (`"$a$b literal ${c}"`) into parts. Throws on a bad or unknown variable. */
+/** Compile an nginx complex value (`"$a$b literal ${c}"`, parsed by conf/secure-link.ts) into parts. Throws on a bad or unknown variable. */
 export function compileTemplate (tpl: string): Part[] {
-  let s = tpl.trim()
-  if (s.length >= 2 && ((s[0] === '"' && s.endsWith('"')) || (s[0] === "'" && s.endsWith("'")))) s = s.slice(1, -1)
-  const parts: Part[] = []
-  let lit = ''
-  let i = 0
-  while (i < s.length) {
-    const c = s[i] as string
-    if (c !== '$') { lit += c; i++; continue }
-    let name: string
-    if (s[i + 1] === '{') {
-      const close = s.indexOf('}', i + 2)
-      if (close === -1) throw new Error(`secure_link: unclosed \${ in "${tpl}"`)
-      name = s.slice(i + 2, close)
-      i = close + 1
-    } else {
-      let j = i + 1
-      while (j < s.length && /[A-Za-z0-9_]/.test(s[j] as string)) j++
-      name = s.slice(i + 1, j)
-      i = j
-    }
-    if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`secure_link: invalid variable name in "${tpl}"`)
-    if (lit !== '') { parts.push(lit); lit = '' }
-    parts.push(variable(name))
-  }
-  if (lit !== '') parts.push(lit)
-  return parts
+  let parts: TemplatePart[]
+  try { parts = parseSecureLinkTemplate(tpl) } catch (err) { throw new Error(`secure_link: ${(err as Error).message}`) }
+  return parts.map((p) => 'text' in p ? p.text : variable(p.variable))
 }
 
 function run (parts: Part[], ctx: LinkRequest, expires: string): string {

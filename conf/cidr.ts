@@ -208,8 +208,9 @@ function addV4 (v4: Map<number, Set<number>>, a: number, bits: number): void {
 
 /** True for 127.0.0.0/8, ::1 and ::ffff:127.x — used to decide whether the admin listener needs a token. */
 export function isLoopback (host: string): boolean {
-  if (host === 'localhost') return true
-  return LOOPBACK.has(host)
+  const h = host.toLowerCase()
+  if (h === 'localhost') return true
+  return LOOPBACK.has(h)
 }
 
 const LOOPBACK = compileCidrs(['127.0.0.0/8', '::1/128'])

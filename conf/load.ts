@@ -31,6 +31,7 @@ import { findBypasses } from './bypass.js'
 import { Checker, didYouMean, failed, MapView } from './check.js'
 import { globSync, hasMagic } from './glob.js'
 import { readStoreHa, STORE_HA_KEYS } from './store-ha.js'
+import { parseSecureLinkTemplate } from './secure-link.js'
 import { checkCidr, isLoopbackHost, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration, quote } from './parse.js'
 import { Diagnostics, fmtPos, parseYaml } from './tree.js'
 import type { PMap, PNode, Pos, PScalar } from './tree.js'
@@ -498,7 +499,9 @@ class Loader {
       else {
         for (const e of lk.entries) {
           if (!/^[A-Za-z0-9_-]{1,32}$/.test(e.key)) { ck.error(e.keyPos, `link_keys: key id ${quote(e.key)} must be 1-32 letters, digits, _ or -`); continue }
-          const v = this.secret(e.value, `link_keys.${e.key}`, e.keyPos)
+          // A link key below 16 bytes is refused here, not only warned about: signing with it would make
+          // links guessable, and the signer refused it at start, so `validate` said ok to what `serve` refused.
+          const v = this.secret(e.value, `link_keys.${e.key}`, e.keyPos, { minBytes: MIN_SECRET_BYTES })
           if (v !== undefined) linkKeys.push({ kid: e.key, key: v })
         }
         if (lk.entries.length === 0) ck.error(lk.pos, 'link_keys: needs at least one key')
@@ -509,7 +512,8 @@ class Loader {
     return { linkKeys, session, pow }
   }
 
-  private secret (n: PNode | undefined, label: string, keyPos: Pos | undefined): Buffer | undefined {
+  /** `minBytes`: shorter is an error (else shorter than MIN_SECRET_BYTES is a warning). */
+  private secret (n: PNode | undefined, label: string, keyPos: Pos | undefined, opts: { minBytes?: number } = {}): Buffer | undefined {
     if (n === undefined) {
       if (keyPos !== undefined && label !== 'session' && label !== 'pow') this.ck.error(keyPos, `${label}: must not be empty`)
       return undefined
@@ -517,7 +521,8 @@ class Loader {
     const s = this.ck.str(n, label, { secret: true })
     if (s === undefined) return undefined
     const key = Buffer.from(s, 'utf8')
-    if (key.length < MIN_SECRET_BYTES) this.ck.warn(n.pos, `${label}: secret is shorter than ${MIN_SECRET_BYTES} bytes; use at least 32 random bytes`)
+    if (opts.minBytes !== undefined && key.length < opts.minBytes) this.ck.error(n.pos, `${label}: must be at least ${opts.minBytes} bytes; use 32 random bytes`)
+    else if (key.length < MIN_SECRET_BYTES) this.ck.warn(n.pos, `${label}: secret is shorter than ${MIN_SECRET_BYTES} bytes; use at least 32 random bytes`)
     return key
   }
 
@@ -1036,14 +1041,16 @@ class Loader {
     switch (kind) {
       case 'deny': {
         const ips = this.cidrList(m.get('ips'), 'ips')
-        const ipFiles = this.ck.list(m.get('ip_files'), 'ip_files', (it) => this.ipFile(it)) ?? []
+        const read = this.ck.list(m.get('ip_files'), 'ip_files', (it) => this.ipFile(it)) ?? []
+        const ipFiles = read.map((f) => f.path)
+        const fileIps = read.flatMap((f) => f.entries)
         const users = this.stringList(m.get('users'), 'users')
         const usersSet = ck.str(m.get('users_set'), 'users_set', { pattern: /^\S+$/, patternHelp: 'must not contain spaces' }) ?? null
         if ((users.length > 0 || usersSet !== null)) needUser('deny users / users_set')
         if (ips.length === 0 && ipFiles.length === 0 && users.length === 0 && usersSet === null && m.keys().every((k) => k === 'shadow' || k === 'reject')) {
           ck.warn(pos, 'deny: nothing to deny (set ips, ip_files, users or users_set)')
         }
-        return { kind, ...common, ips, ipFiles, users, usersSet, onError: onError() }
+        return { kind, ...common, ips, ipFiles, fileIps, users, usersSet, onError: onError() }
       }
       case 'rate_limit': {
         const rateNode = m.get('rate')
@@ -1065,6 +1072,8 @@ class Loader {
           else ck.error(dn.pos, `delay: expected a number or nodelay, got ${ck.show(dn as PScalar)}`)
         }
         const scope = ck.oneOf(m.get('scope'), 'scope', ['node', 'cluster'] as const) ?? 'node'
+        // A leaky bucket queues or delays requests on this node (nginx limit_req); it has no store form.
+        if (algorithm === 'leaky_bucket' && scope === 'cluster') ck.error(m.get('scope')?.pos ?? pos, 'scope: cluster needs algorithm: token_bucket (leaky_bucket is node-scoped, as nginx limit_req)')
         const maxKeys = ck.num(m.get('max_keys'), 'max_keys', 1, 1e8) ?? DEFAULTS.rateLimit.maxKeys
         const cfg = { kind, ...common, name, key, rate: rate ?? { count: 1, periodMs: 1000 }, burst, algorithm, delay, scope, maxKeys, onError: onError() } as const
         if (rate !== undefined && m.get('name') !== undefined) {
@@ -1094,6 +1103,12 @@ class Loader {
         }
         const campaign = this.campaignSource(m, 'campaign', rc, 'signed_link')
         const product = this.productSource(m, rc, 'signed_link', campaign)
+        if (mode === 'nginx_secure_link_md5') {
+          // The guard compiles these at start; a template it cannot compile is refused here, where validate sees it.
+          for (const [k, v, node] of [['secure_link', secureLink, secureLinkNode], ['secure_link_md5', secureLinkMd5, md5Node]] as const) {
+            try { parseSecureLinkTemplate(v) } catch (err) { ck.error(node?.pos ?? pos, `${k}: ${(err as Error).message}`) }
+          }
+        }
         return { kind, ...common, mode, singleUse, secureLink, secureLinkMd5, campaign, product }
       }
       case 'campaign_window': {
@@ -1251,7 +1266,8 @@ class Loader {
     return out
   }
 
-  private ipFile (n: PNode): string | undefined {
+  /** An ip file, read and checked once: its absolute path and its entries. */
+  private ipFile (n: PNode): { path: string, entries: string[] } | undefined {
     const s = this.ck.str(n, 'ip_files')
     if (s === undefined) return undefined
     const abs = isAbsolute(s) ? s : resolve(dirname(n.pos.file), s)
@@ -1260,6 +1276,7 @@ class Loader {
     let text: string
     try { text = readFileSync(abs, 'utf8') } catch (err) { return this.ck.error(n.pos, `ip_files: cannot read ${quote(s)}: ${(err as NodeJS.ErrnoException).code ?? ''}`) }
     this.d.file(shown)
+    const entries: string[] = []
     text.split(/\r?\n/).forEach((line, i) => {
       const hash = line.indexOf('#')
       const body = hash === -1 ? line : line.slice(0, hash)
@@ -1267,8 +1284,9 @@ class Loader {
       if (entry === '') return
       const err = checkCidr(entry)
       if (err !== null) this.ck.error({ file: shown, line: i + 1, col: body.indexOf(entry) + 1 }, err)
+      else entries.push(entry)
     })
-    return abs
+    return { path: abs, entries }
   }
 }
 

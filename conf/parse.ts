@@ -127,14 +127,8 @@ export function parseHostPort (input: string | number): HostPort {
   return { host, port: p }
 }
 
-/** True for loopback hosts: 127.0.0.0/8, ::1, ::ffff:127.x, `localhost`. */
-export function isLoopbackHost (host: string): boolean {
-  const h = host.toLowerCase()
-  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true
-  if (isIP(h) === 4) return h.startsWith('127.')
-  if (h.startsWith('::ffff:')) return isIP(h.slice(7)) === 4 && h.slice(7).startsWith('127.')
-  return false
-}
+/** True for loopback hosts (the one check: conf/cidr.ts isLoopback). */
+export { isLoopback as isLoopbackHost } from './cidr.js'
 
 /**
  * Checks an IPv4/IPv6 address or CIDR (`10.0.0.0/8`, `2001:db8::/32`, `203.0.113.7`); returns an error

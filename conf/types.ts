@@ -209,6 +209,8 @@ export interface DenyGuardConfig extends GuardCommon {
   readonly ips: readonly string[]
   /** Files with one address or CIDR per line (`#` comments), read at load. */
   readonly ipFiles: readonly string[]
+  /** The addresses and CIDRs of ipFiles, read and checked at load: the guard reads no file. */
+  readonly fileIps: readonly string[]
   /** User ids listed literally. */
   readonly users: readonly string[]
   /** A store set of denied user ids that operators change at run time (SADD on Redis); null = none. */

@@ -1,5 +1,5 @@
 /**
- * Circuit breaker around the store: after `failures` consecutive errors it opens for `backoffMs`
+ * Circuit breaker around the store (and the captcha provider's siteverify client): after `failures` consecutive errors it opens for `backoffMs`
  * (calls fail fast, no I/O), then lets exactly one probe through (half-open); the probe's success
  * closes it, its failure opens it again for another back-off. `reset()` closes it at once (the Redis
  * client calls it when its connection becomes ready again, so recovery does not wait for a probe).
@@ -51,6 +51,12 @@ export class Breaker {
   }
 
   reset (): void { this.success() }
+
+  /** Calls are refused now: within the back-off, or while the half-open probe is out. */
+  get open (): boolean {
+    if (this.state === 'open') return this.clock() < this.openUntil
+    return this.state === 'half-open' && this.probing
+  }
 }
 
 /** How often a store write that must not be lost is tried when the open breaker refuses it. */

@@ -5,9 +5,10 @@
  * with the line of its import.
  */
 import t from 'tap'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { dirname, join, posix, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { sourceFiles } from './helpers/sources.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -19,14 +20,6 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   'origin-stub': ['origin-stub', 'conf']
 }
 const OURS = new Set(['conf', 'limiter', 'antibot', 'origin-stub', 'gateway', 'bench', 'test', 'scripts', 'bin'])
-
-function sources (dir: string, out: string[] = []): string[] {
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name)
-    if (e.isDirectory()) { if (e.name !== 'node_modules' && e.name !== 'site') sources(p, out) } else if (/\.(ts|js|mjs)$/.test(e.name)) out.push(p)
-  }
-  return out
-}
 
 /** Every relative specifier a file imports (static, `export … from`, dynamic import(), new URL(…, import.meta.url)), with its line. */
 export function importsOf (text: string): Array<{ spec: string, line: number }> {
@@ -58,7 +51,7 @@ t.test('the layers import one way', async (t) => {
   const problems: string[] = []
   let files = 0
   for (const layer of Object.keys(ALLOWED)) {
-    for (const f of sources(join(ROOT, layer))) { files++; problems.push(...violations(f)) }
+    for (const f of sourceFiles(join(ROOT, layer))) { files++; problems.push(...violations(f)) }
   }
   t.ok(files > 30, `scanned ${files} files`)
   t.same(problems, [], problems.join('\n'))

@@ -12,6 +12,7 @@
 import { randomUUID } from 'node:crypto'
 import { Pool } from 'undici'
 import { FlashgateError } from '../../conf/errors.js'
+import { Breaker } from '../../limiter/breaker.js'
 
 export type SiteverifyProvider = 'turnstile' | 'hcaptcha' | 'recaptcha'
 
@@ -58,29 +59,6 @@ export interface SiteverifyOptions {
 }
 
 const MAX_ANSWER = 64 * 1024
-
-/** Consecutive-failure circuit breaker with a single half-open probe. */
-export class Breaker {
-  private failures = 0
-  private openUntil = 0
-  private probing = false
-  constructor (private readonly threshold: number, private readonly backoffMs: number, private readonly clock: () => number) {}
-  /** May a call go out now? (claims the probe when half-open) */
-  allow (): boolean {
-    if (this.failures < this.threshold) return true
-    if (this.clock() < this.openUntil || this.probing) return false
-    this.probing = true
-    return true
-  }
-
-  success (): void { this.failures = 0; this.probing = false }
-  failure (): void {
-    this.probing = false
-    if (++this.failures >= this.threshold) this.openUntil = this.clock() + this.backoffMs
-  }
-
-  get open (): boolean { return this.failures >= this.threshold && (this.clock() < this.openUntil || this.probing) }
-}
 
 export function createSiteverify (opts: SiteverifyOptions): CaptchaVerifier {
   const url = new URL(opts.verifyUrl != null && opts.verifyUrl !== '' ? opts.verifyUrl : VERIFY_URLS[opts.provider])

@@ -6,7 +6,6 @@
  * checks are synchronous. The store set is asked once per user and second (a small local cache of
  * both answers, bounded), so an operator's SADD takes effect within DENY_CACHE_MS.
  */
-import { readFileSync } from 'node:fs'
 import { LRUCache } from 'lru-cache'
 import type { DenyGuardConfig } from '../../conf/types.js'
 import type { Guard, GuardFactory, RequestContext, Verdict } from '../pipeline/types.js'
@@ -17,28 +16,10 @@ import { guardId, onStoreError } from './common.js'
 /** How long an answer of the store set is reused locally. */
 export const DENY_CACHE_MS = 1000
 
-/** Lines of an ip file: one address or CIDR per line, `#` starts a comment, blank lines ignored. */
-export function readIpFile (file: string): string[] {
-  const out: string[] = []
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const hash = line.indexOf('#')
-    const s = (hash === -1 ? line : line.slice(0, hash)).trim()
-    if (s !== '') out.push(s)
-  }
-  return out
-}
-
 export const denyGuard: GuardFactory<DenyGuardConfig> = (cfg, route, deps): Guard => {
   const id = guardId(route, cfg)
-  const list = [...cfg.ips]
-  for (const f of cfg.ipFiles) {
-    try {
-      list.push(...readIpFile(f))
-    } catch (err) {
-      throw new Error(`deny ip_files: cannot read ${f}: ${(err as Error).message}`)
-    }
-  }
-  const ips = compileCidrs(list)
+  // ip_files were read and checked by the loader (cfg.fileIps): a reload that validated is what serves.
+  const ips = compileCidrs([...cfg.ips, ...cfg.fileIps])
   const users = new Set(cfg.users)
   const blocked = rejection('BLOCKED', 'blocked', { override: cfg.reject })
   const setKey = cfg.usersSet

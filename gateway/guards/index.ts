@@ -3,7 +3,7 @@
  * they need. The gateway core wires these factories by guard kind and mounts the edge handlers.
  */
 export { createIdentity, signSession, verifySession } from './identity.js'
-export { denyGuard, readIpFile, DENY_CACHE_MS } from './deny.js'
+export { denyGuard, DENY_CACHE_MS } from './deny.js'
 export { captchaGuard, powKey, MAX_TOKEN, MAX_FORM_BODY } from './captcha.js'
 export { signLinkQuery, verifyLinkQuery, linkMessage, linkKeys, newNonce } from '../../antibot/signed-link.js'
 export { signedLinkGuard } from './signed-link.js'
@@ -13,7 +13,7 @@ export { campaignWindowGuard, windowState } from './campaign-window.js'
 export { dedupeGuard, releasesMark } from './dedupe.js'
 export { createEdgeHandlers } from '../edge/handlers.js'
 export { waitingRoomGuard, roomJoinLog, createQueueHandlers, Room, roomsOf } from './waiting-room.js'
-export { createSiteverify, VERIFY_URLS, CaptchaError, Breaker, parseAnswer } from '../../antibot/captcha/siteverify.js'
+export { createSiteverify, VERIFY_URLS, CaptchaError, parseAnswer } from '../../antibot/captcha/siteverify.js'
 export type { CaptchaVerifier, VerifyResult, SiteverifyOptions, SiteverifyProvider } from '../../antibot/captcha/siteverify.js'
 export { issueChallenge, verifySolution, solveChallenge, leadingZeroBits } from '../../antibot/captcha/pow.js'
 export type { PowChallenge } from '../../antibot/captcha/pow.js'

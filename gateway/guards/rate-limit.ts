@@ -24,7 +24,6 @@
  */
 import { LRUCache } from 'lru-cache'
 import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
-import { ConfigError } from '../../conf/errors.js'
 import { rejection } from '../pipeline/reject.js'
 import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
 import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './values.js'
@@ -128,7 +127,6 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
   const { count, periodMs } = cfg.rate
   const burst = cfg.burst > 0 ? cfg.burst : count
   const leaky = cfg.algorithm === 'leaky_bucket'
-  if (leaky && cfg.scope === 'cluster') throw new ConfigError([`route ${route.name}: rate_limit ${cfg.name}: leaky_bucket is node-scoped (nginx limit_req); use the token bucket for scope: cluster`])
   const policy = policyOf(cfg.onError, deps)
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
 

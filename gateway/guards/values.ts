@@ -1,6 +1,6 @@
 /**
- * Reading a guard's ValueSource off a request (valueReader: the limiter guards; valueOf: the antibot
- * guards), and small pieces the limiter guards share: a stable string hash, the store's 503, and the
+ * Reading a guard's ValueSource off a request (valueOf, and valueReader over it: one set of rules for
+ * every guard), and small pieces the limiter guards share: a stable string hash, the store's 503, and the
  * failure-policy bookkeeping.
  */
 import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
@@ -18,37 +18,12 @@ export function guardId (route: RouteConfig, cfg: GuardConfig): string {
 /** The store's 503, built once. */
 export const STORE_UNAVAILABLE: Rejection = rejection('STORE_UNAVAILABLE', 'shared state store unavailable', { headers: ['retry-after', '1'] })
 
-function cookie (header: string | undefined, name: string): string | null {
-  if (header === undefined) return null
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=')
-    if (eq < 0) continue
-    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim()
-  }
-  return null
-}
-
-/** Compile a ValueSource into a reader; null when the request does not carry it. `form` is not read here (null). */
+/**
+ * Compile a ValueSource into a reader; null when the request does not carry it. The same rules as
+ * valueOf (one reader for every guard: a quoted cookie value is unwrapped, an empty value is absent).
+ */
 export function valueReader (src: ValueSource): (ctx: RequestContext) => string | null {
-  switch (src.from) {
-    case 'literal': { const v = src.value; return () => v }
-    case 'param': { const n = src.name; return (ctx) => ctx.params[n] ?? null }
-    case 'header': {
-      const n = src.name.toLowerCase()
-      return (ctx) => {
-        const v = ctx.req.headers[n]
-        return typeof v === 'string' ? v : Array.isArray(v) ? (v[0] ?? null) : null
-      }
-    }
-    case 'query': {
-      const n = src.name
-      return (ctx) => {
-        return queryOf(ctx).get(n)
-      }
-    }
-    case 'cookie': { const n = src.name; return (ctx) => cookie(ctx.req.headers.cookie, n) }
-    default: return () => null
-  }
+  return (ctx) => valueOf(ctx, src)
 }
 
 /** FNV-1a 32-bit: a stable, cheap hash (segment choice). */
@@ -80,7 +55,11 @@ export function asStoreError (err: unknown): StoreError {
   throw err
 }
 
-/** Resolve a guard's value source against a request; null when the value is absent. */
+/**
+ * Resolve a guard's value source against a request; null when the value is absent or empty. Cookies
+ * follow antibot/util.ts cookieOf (RFC 6265: a value in double quotes is unwrapped), so `campaign="c1"`
+ * reads c1 for every guard (issue 12: dedupe read c1 while the quota read "c1" and answered NOT_FOUND).
+ */
 export function valueOf (ctx: RequestContext, src: ValueSource): string | null {
   switch (src.from) {
     case 'literal': return src.value

@@ -14,6 +14,8 @@ t.test('IPv4, IPv6, CIDRs, mapped addresses, files and literal users', async (t)
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   writeFileSync(join(dir, 'bad.txt'), '# scrapers\n192.0.2.0/25   # range\n\n2001:db8:bad::/48\n 198.18.0.1 \n')
   const config = loadYaml(routeYaml(`- deny: { ips: [203.0.113.0/24, 10.1.2.3, "2001:db8::/32"], ip_files: [${join(dir, 'bad.txt')}], users: [mallory] }`))
+  // The loader read the file; the guard is built from what it handed over, with the file gone.
+  rmSync(join(dir, 'bad.txt'))
   const deps = makeDeps(config)
   const { route, cfg } = guardOf(config, 'deny')
   const guard = denyGuard(cfg, route, deps)
@@ -43,13 +45,12 @@ t.test('IPv4, IPv6, CIDRs, mapped addresses, files and literal users', async (t)
   t.same(JSON.parse(r?.body.toString() ?? '{}'), { code: 'BLOCKED', message: 'blocked' })
 })
 
-t.test('reject override and load errors', async (t) => {
+t.test('reject override', async (t) => {
   const config = loadYaml(routeYaml('- deny: { ips: [10.0.0.0/8], reject: { status: 451, body: { go: away } } }'))
   const { route, cfg } = guardOf(config, 'deny')
   const r = await denyGuard(cfg, route, makeDeps(config)).check(makeCtx({ clientIp: '10.9.9.9' }))
   t.equal(r?.status, 451)
   t.same(JSON.parse(r?.body.toString() ?? ''), { go: 'away' })
-  t.throws(() => denyGuard({ ...cfg, ipFiles: ['/nonexistent/deny.txt'] }, route, makeDeps(config)), /cannot read/)
 })
 
 t.test('users_set on the store: SADD at run time, local cache, store down', async (t) => {

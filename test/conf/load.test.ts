@@ -91,7 +91,7 @@ routes:
     if (x.kind !== k) throw new Error(`guard ${i} is ${x.kind}`)
     return x as Extract<GuardConfig, { kind: K }>
   }
-  t.same(pick(0, 'deny'), { kind: 'deny', index: 0, shadow: false, reject: null, ips: [], ipFiles: [], users: ['bad1', '42'], usersSet: null, onError: null })
+  t.same(pick(0, 'deny'), { kind: 'deny', index: 0, shadow: false, reject: null, ips: [], ipFiles: [], fileIps: [], users: ['bad1', '42'], usersSet: null, onError: null })
   t.same(pick(1, 'rate_limit'), { kind: 'rate_limit', index: 1, shadow: false, reject: null, name: 'buy.1', key: [], rate: { count: 600, periodMs: 60_000 }, burst: 600, algorithm: 'token_bucket', delay: 0, scope: 'node', maxKeys: 100_000, onError: null })
   const leaky = pick(2, 'rate_limit')
   t.equal(leaky.burst, 0, 'leaky bucket burst defaults to 0 as nginx limit_req')

@@ -1,5 +1,6 @@
 /** rate_limit and quota guards with a fake RequestContext and a fake clock, on the memory store. */
 import t from 'tap'
+import { loadConfigText } from '../../conf/load.js'
 import { createStore } from '../../limiter/index.js'
 import { createQuotaAdmin, quotaGuard } from '../../gateway/guards/quota.js'
 import { rateLimitGuard } from '../../gateway/guards/rate-limit.js'
@@ -84,7 +85,9 @@ t.test('leaky bucket: delayed requests wait on the shared queue, beyond burst re
   t.equal(await p1, undefined)
   t.equal(await p2, undefined)
   t.ok(Date.now() - t0 >= 90, 'the second delayed one waited ~100 ms')
-  t.throws(() => rateLimitGuard(rl({ name: 'lb2', algorithm: 'leaky_bucket', scope: 'cluster' }), route(), d), 'leaky + cluster is a config error')
+  // leaky + cluster is refused by the loader (conf owns the rule; test/conf/validate-serve.test.ts)
+  const r = loadConfigText('upstreams: { u: { targets: [http://127.0.0.1:1] } }\nroutes:\n  - { name: r, upstream: u, guards: [{ rate_limit: { rate: 10/s, algorithm: leaky_bucket, scope: cluster } }] }\n', 'lb.yaml', {})
+  t.same(r.ok ? [] : r.errors, ['lb.yaml:3:98: scope: cluster needs algorithm: token_bucket (leaky_bucket is node-scoped, as nginx limit_req)'], 'leaky + cluster is a config error, at load')
 })
 
 t.test('cluster scope on the store: GCRA, uncommit', async (t) => {

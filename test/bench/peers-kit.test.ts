@@ -35,7 +35,7 @@ t.test('the kit listens on loopback only', async (t) => {
 })
 
 t.test('nginx accepts every config of the kit (nginx -t on the bench\'s copy)', async (t) => {
-  if (!needTools(t, 'nginx')) return
+  if (!needTools(t, 'nginx', '/usr/share/lua/5.1/resty/core.lua', '/usr/share/lua/5.1/resty/lrucache.lua', '/usr/share/lua/5.1/nginx/redis.lua')) return
   const dir = await prepareKitConfigsOnly()
   for (const f of readdirSync(join(dir, 'conf')).filter((x) => x.endsWith('.conf') && x !== 'redis.conf')) {
     const conf = f.replace(/\.conf$/, '')

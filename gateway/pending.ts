@@ -38,6 +38,7 @@ import { Pool } from 'undici'
 import type { Config, JournalConfig } from '../conf/types.js'
 import { JournalFile, decodeFrames } from '../limiter/journal.js'
 import { replayAdmit, replayGiveBack, type ReplayResult } from './guards/journal-replay.js'
+import { bufferBody } from './http/body.js'
 import type { Store } from '../limiter/store.js'
 import { StoreError } from '../conf/errors.js'
 import { rejection } from './pipeline/reject.js'
@@ -142,33 +143,7 @@ function pendingAnswer (ticket: string): Rejection {
 
 /** Read the request body whole (bounded); the proxy would have streamed it, the journal must keep it. */
 function readBody (ctx: RequestContext, limit: number): Promise<Buffer | Rejection> {
-  if (ctx.body !== undefined && ctx.body !== null) return Promise.resolve(ctx.body)
-  const req = ctx.req
-  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0))
-  if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.resolve(TOO_LARGE)
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const done = (v: Buffer | Rejection): void => {
-      req.removeListener('data', onData)
-      req.removeListener('end', onEnd)
-      req.removeListener('error', onErr)
-      req.removeListener('close', onClose)
-      resolve(v)
-    }
-    const onData = (c: Buffer): void => {
-      size += c.length
-      if (size > limit) { req.pause(); done(TOO_LARGE); return }
-      chunks.push(c)
-    }
-    const onEnd = (): void => { const b = Buffer.concat(chunks, size); ctx.body = b; done(b) }
-    const onErr = (): void => { done(BAD_BODY) }
-    const onClose = (): void => { if (!req.complete) done(BAD_BODY) }
-    req.on('data', onData)
-    req.once('end', onEnd)
-    req.once('error', onErr)
-    req.once('close', onClose)
-  })
+  return bufferBody(ctx, limit, TOO_LARGE, BAD_BODY)
 }
 
 /** The headers a replay sends: what the proxy would have sent, less the framing the new body sets. */

@@ -26,6 +26,7 @@ import { createHash, createSecretKey, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { CaptchaGuardConfig } from '../../conf/types.js'
+import { bufferBody } from '../http/body.js'
 import type { Guard, GuardDeps, GuardFactory, RequestContext, Verdict } from '../pipeline/types.js'
 import { rejection } from '../pipeline/reject.js'
 import { guardId, onStoreError } from './common.js'
@@ -79,36 +80,10 @@ function readForm (ctx: RequestContext, limit: number, tooLarge: Verdict, bad: V
   if (ct === undefined || !ct.toLowerCase().startsWith('application/x-www-form-urlencoded')) return undefined
   const had = ctx.body
   if (had !== undefined && had !== null) { locals[FORM_FIELDS] = new URLSearchParams(had.toString('latin1')); return undefined }
-  const declared = Number(ctx.req.headers['content-length'] ?? 0)
-  if (declared > limit) return tooLarge
-  return new Promise<Verdict>((resolve) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const req = ctx.req
-    const done = (v: Verdict): void => {
-      req.removeListener('data', onData)
-      req.removeListener('end', onEnd)
-      req.removeListener('error', onErr)
-      req.removeListener('close', onClose)
-      resolve(v)
-    }
-    const onData = (c: Buffer): void => {
-      size += c.length
-      if (size > limit) { req.pause(); done(tooLarge); return }
-      chunks.push(c)
-    }
-    const onEnd = (): void => {
-      const body = Buffer.concat(chunks, size)
-      ctx.body = body
-      locals[FORM_FIELDS] = new URLSearchParams(body.toString('latin1'))
-      done(undefined)
-    }
-    const onErr = (): void => done(bad)
-    const onClose = (): void => { if (!req.complete) done(bad) }
-    req.on('data', onData)
-    req.once('end', onEnd)
-    req.once('error', onErr)
-    req.once('close', onClose)
+  return bufferBody<Verdict>(ctx, limit, tooLarge, bad).then((body) => {
+    if (!Buffer.isBuffer(body)) return body
+    locals[FORM_FIELDS] = new URLSearchParams(body.toString('latin1'))
+    return undefined
   })
 }
 

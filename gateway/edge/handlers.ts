@@ -15,17 +15,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { CaptchaGuardConfig, RouteConfig, SignedLinkGuardConfig } from '../../conf/types.js'
 import type { EdgeHandler, GuardDeps, Rejection, RequestContext } from '../pipeline/types.js'
-import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
+import { rejection } from '../pipeline/reject.js'
 import { powKey } from '../guards/captcha.js'
 import { issueChallenge } from '../../antibot/captcha/pow.js'
 import { linkKeys, newNonce, signLinkQuery } from '../../antibot/signed-link.js'
-import { sendJson } from '../http/json.js'
+import { sendJson, sendRejection as reject } from '../http/json.js'
 import { createQueueHandlers } from '../guards/waiting-room.js'
-
-function reject (res: ServerResponse, r: Rejection): void {
-  res.writeHead(r.status, [...REJECT_HEADERS, 'content-length', String(r.body.length), ...(r.headers ?? [])])
-  res.end(r.body)
-}
 
 const METHOD = rejection('METHOD_NOT_ALLOWED', 'use GET', { headers: ['allow', 'GET, HEAD'] })
 const UNAUTH = rejection('UNAUTHENTICATED', 'sign in first')

@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import type { CampaignConfig, Config, WaitingRoomConfig, WaitingRoomGuardConfig } from '../../conf/types.js'
 import { GaugeCell } from '../metrics.js'
-import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
+import { rejection } from '../pipeline/reject.js'
 import type { EdgeHandler, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
 import { StoreError } from '../../conf/errors.js'
 import type { Store } from '../../limiter/store.js'
@@ -32,7 +32,7 @@ import { PASS_USED, commitmentOf, defaultBurst, etaMs, shuffleScore, stockCap, t
 import { onSettle } from '../pipeline/settle.js'
 import { guardId, onStoreError } from './common.js'
 import { cookieOf, headerOf, hmacB64url, macMatches } from '../../antibot/util.js'
-import { sendJson } from '../http/json.js'
+import { sendJson, sendRejection as reject } from '../http/json.js'
 import { valueOf } from './values.js'
 
 /** How often a node syncs with the store while its room is polled (the cursor cache's age bound). */
@@ -384,11 +384,6 @@ export function roomsOf (deps: GuardDeps): Map<string, Room> {
 }
 
 // --- edge endpoints ----------------------------------------------------------------------------------------
-
-function reject (res: ServerResponse, r: Rejection): void {
-  res.writeHead(r.status, [...REJECT_HEADERS, 'content-length', String(r.body.length), ...(r.headers ?? [])])
-  res.end(r.body)
-}
 
 const METHOD = rejection('METHOD_NOT_ALLOWED', 'use GET', { headers: ['allow', 'GET, HEAD'] })
 const UNAUTH = rejection('UNAUTHENTICATED', 'sign in first')

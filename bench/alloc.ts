@@ -14,11 +14,15 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { numberFlag, scriptOptions } from '../gateway/cli-args.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const SEMI_MB = 16
-const args = process.argv.slice(2)
-const seconds = Number(args[args.indexOf('--seconds') + 1] ?? 4) || 4
+const { seconds } = scriptOptions({
+  prog: 'bench/alloc.ts',
+  usage: 'Usage: node --import tsx bench/alloc.ts [--seconds S]\n\n  --seconds S   seconds of wrk load per path and listener, 1..60 (default 4)',
+  flags: { seconds: 'string' }
+}, ({ values }) => ({ seconds: numberFlag(values.seconds, 'seconds', 1, 60) ?? 4 }))
 
 function freePort (): Promise<number> {
   return new Promise((resolve) => {

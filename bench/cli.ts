@@ -52,7 +52,7 @@ export async function main (args: string[]): Promise<number> {
     o = parseOptions(args)
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`flashgate bench: ${err.message}\n`)
+      process.stderr.write(`flashgate bench: ${err.message} (see flashgate bench --help)\n`)
       return 2
     }
     throw err

@@ -271,7 +271,7 @@ t.test('usage: --help exits 0, bad flags and values exit 2', async (t) => {
   t.match(help.stdout, /--requests-per-step N/)
   t.match(help.stdout, /--pause S/)
   t.equal(bad.code, 2)
-  t.match(bad.stderr, /unknown option --bogus/)
+  t.match(bad.stderr, /unknown option: --bogus/)
   // ... and the option parser itself, whose UsageError is what exits 2.
   t.throws(() => parseOptions(['--scenario', 'nope']), /--scenario: expected one of flash-sale, proxy, reject, funnel/)
   t.same(parseOptions(['--mix', 'SOLD_OUT:95,passed:5']).mix, { SOLD_OUT: 0.95, passed: 0.05 }, '--mix: weights become shares')

@@ -128,7 +128,7 @@ const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'c
 const STR = new Set(['parser', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
-export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
+function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
   switch (scenario) {
     case 'flash-sale': return { duration: 20, warmup: 5 }
     case 'proxy': return { duration: 8, warmup: 5 }

@@ -14,7 +14,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { CaptchaGuardConfig, RouteConfig, SignedLinkGuardConfig } from '../../conf/types.js'
-import type { EdgeHandler, GuardDeps, Rejection, RequestContext } from '../pipeline/types.js'
+import type { EdgeHandler, GuardDeps, RequestContext } from '../pipeline/types.js'
 import { rejection } from '../pipeline/reject.js'
 import { powKey } from '../guards/captcha.js'
 import { issueChallenge } from '../../antibot/captcha/pow.js'

@@ -10,11 +10,12 @@ import { checkConfigOffThread } from '../conf/load-worker.js'
 import type { Config, HostPort, ListenerConfig } from '../conf/types.js'
 import * as antibot from './guards/index.js'
 import { createStore, type StoreDeps } from '../limiter/index.js'
-import { createQuotaAdmin, quotaGuard } from './guards/quota.js'
+import { quotaGuard } from './guards/quota.js'
+import { createQuotaAdmin, type QuotaAdmin, type QuotaView } from '../limiter/quota-ledger.js'
 import { rateLimitGuard } from './guards/rate-limit.js'
 import type { Store } from '../limiter/store.js'
 import { createAccessLog, type AccessLog } from './access-log.js'
-import { createAdminServer, type QuotaAdmin, type ReloadResult } from './admin.js'
+import { createAdminServer, type ReloadResult } from './admin.js'
 import { ConfigError } from '../conf/errors.js'
 import { createLog, type Log } from './log.js'
 import { createMetrics, recordReload, type Metrics } from './metrics.js'
@@ -192,6 +193,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   }
 
   let quotaAdmin: QuotaAdmin | null = null
+  const onQuotaStatus = (c: string, p: string, v: QuotaView): void => { metrics.quotaRemaining.labels(c, p).set(v.remaining) }
 
   /** Build a whole serving state for a config; throws ConfigError on problems found while building. */
   function build (cfg: Config): ServingState {
@@ -212,7 +214,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const onTraceError = (err: unknown): void => { log('debug', 'trace export failed', { err }) }
   let tracer: Tracer = createTracer(config.tracing, metrics.registry, { onError: onTraceError })
   const frontend = new Frontend({ state: build(config), upstreams, metrics, accessLog, log, clock, tracer })
-  quotaAdmin = createQuotaAdmin({ config, store, metrics })
+  quotaAdmin = createQuotaAdmin({ config, store, onStatus: onQuotaStatus })
   const publics: PublicListener[] = []
   let address: AddressInfo
   try {
@@ -310,7 +312,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       frontend.tracer = tracer
       old.close().catch(() => {})
     }
-    quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics })
+    quotaAdmin = createQuotaAdmin({ config: cfg, store, onStatus: onQuotaStatus })
     pending?.update(cfg)
     config = cfg
     recordReload(metrics, true)

@@ -1,7 +1,7 @@
 /**
  * Reading a guard's ValueSource off a request (valueOf, and valueReader over it: one set of rules for
- * every guard), and small pieces the limiter guards share: a stable string hash, the store's 503, and the
- * failure-policy bookkeeping.
+ * every guard), and small pieces the limiter guards share: the store's 503 and the failure-policy
+ * bookkeeping.
  */
 import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
 import { StoreError } from '../../conf/errors.js'
@@ -24,16 +24,6 @@ export const STORE_UNAVAILABLE: Rejection = rejection('STORE_UNAVAILABLE', 'shar
  */
 export function valueReader (src: ValueSource): (ctx: RequestContext) => string | null {
   return (ctx) => valueOf(ctx, src)
-}
-
-/** FNV-1a 32-bit: a stable, cheap hash (segment choice). */
-export function fnv1a (s: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return h >>> 0
 }
 
 export { onSettle } from '../pipeline/settle.js'

@@ -12,7 +12,7 @@ export { compileSecureLink, nginxLinkHash, nginxDecodeBase64url } from '../../an
 export { campaignWindowGuard, windowState } from './campaign-window.js'
 export { dedupeGuard, releasesMark } from './dedupe.js'
 export { createEdgeHandlers } from '../edge/handlers.js'
-export { waitingRoomGuard, roomJoinLog, createQueueHandlers, Room, roomsOf } from './waiting-room.js'
+export { waitingRoomGuard, roomJoinLog, Room, roomsOf } from './waiting-room.js'
 export { createSiteverify, VERIFY_URLS, CaptchaError, parseAnswer } from '../../antibot/captcha/siteverify.js'
 export type { CaptchaVerifier, VerifyResult, SiteverifyOptions, SiteverifyProvider } from '../../antibot/captcha/siteverify.js'
 export { issueChallenge, verifySolution, solveChallenge, leadingZeroBits } from '../../antibot/captcha/pow.js'

@@ -8,7 +8,14 @@ import type { Server } from 'node:http'
 import { loadConfigFile } from '../conf/load.js'
 import { checkConfigOffThread } from '../conf/load-worker.js'
 import type { Config, HostPort, ListenerConfig } from '../conf/types.js'
-import * as antibot from './guards/index.js'
+import { denyGuard } from './guards/deny.js'
+import { captchaGuard } from './guards/captcha.js'
+import { signedLinkGuard } from './guards/signed-link.js'
+import { campaignWindowGuard } from './guards/campaign-window.js'
+import { dedupeGuard } from './guards/dedupe.js'
+import { roomJoinLog, waitingRoomGuard } from './guards/waiting-room.js'
+import { createIdentity } from './guards/identity.js'
+import { createEdgeHandlers } from './edge/handlers.js'
 import { createStore, type StoreDeps } from '../limiter/index.js'
 import { quotaGuard } from './guards/quota.js'
 import { createQuotaAdmin, type QuotaAdmin, type QuotaView } from '../limiter/quota-ledger.js'
@@ -89,14 +96,14 @@ export interface Gateway {
 
 /** The guards this build ships. */
 export const DEFAULT_FACTORIES: GuardFactories = {
-  deny: antibot.denyGuard,
+  deny: denyGuard,
   rate_limit: rateLimitGuard,
-  captcha: antibot.captchaGuard,
-  signed_link: antibot.signedLinkGuard,
-  campaign_window: antibot.campaignWindowGuard,
-  dedupe: antibot.dedupeGuard,
+  captcha: captchaGuard,
+  signed_link: signedLinkGuard,
+  campaign_window: campaignWindowGuard,
+  dedupe: dedupeGuard,
   quota: quotaGuard,
-  waiting_room: antibot.waitingRoomGuard
+  waiting_room: waitingRoomGuard
 }
 
 function urlOf (a: AddressInfo): string {
@@ -169,7 +176,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const store = opts.store ?? (opts.makeStore ?? createStore)(config.store, { metrics, clock, log })
   const upstreams: UpstreamsLike = opts.upstreams ?? createUpstreams(config.upstreams, { metrics, clock, log })
   const factories = opts.factories ?? DEFAULT_FACTORIES
-  const edgeFor = opts.edgeHandlers ?? antibot.createEdgeHandlers
+  const edgeFor = opts.edgeHandlers ?? createEdgeHandlers
   const kept = new KeptState()
   const overload = new OverloadSignal()
   const accessLog = opts.accessLog ?? createAccessLog(config.accessLog, (err) => { log('warn', 'access log write failed', { err }) })
@@ -184,7 +191,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       metrics,
       registry: metrics.registry,
       clock,
-      identity: antibot.createIdentity(cfg),
+      identity: createIdentity(cfg),
       worker,
       kept,
       overload,
@@ -332,7 +339,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
         reload: async () => await reload(),
         config: () => config,
         quota: () => quotaAdmin,
-        queueJoins: async (campaign: string) => await antibot.roomJoinLog({ config, store, metrics, clock, log }, campaign),
+        queueJoins: async (campaign: string) => await roomJoinLog({ config, store, metrics, clock, log }, campaign),
         upstreams: () => upstreams.status()
       }, log)
       adminAddress = await listen(admin, adminAt)

@@ -26,8 +26,6 @@ export function valueReader (src: ValueSource): (ctx: RequestContext) => string 
   return (ctx) => valueOf(ctx, src)
 }
 
-export { onSettle } from '../pipeline/settle.js'
-
 /** The guard's failure policy: its own `on_error`, else `store.on_error`. */
 export function policyOf (cfgOnError: FailurePolicy | null, deps: GuardDeps): FailurePolicy {
   return cfgOnError ?? deps.config.store.onError

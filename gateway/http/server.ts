@@ -837,4 +837,3 @@ export function applyServerLimits (server: Server, config: Config): void {
   server.maxConnections = s.maxConnections
 }
 
-export { NO_PARAMS }

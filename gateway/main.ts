@@ -95,7 +95,7 @@ export interface Gateway {
 }
 
 /** The guards this build ships. */
-export const DEFAULT_FACTORIES: GuardFactories = {
+const DEFAULT_FACTORIES: GuardFactories = {
   deny: denyGuard,
   rate_limit: rateLimitGuard,
   captcha: captchaGuard,

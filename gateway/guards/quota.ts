@@ -64,7 +64,7 @@ import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, to
  * SOLD_OUT or DUPLICATE means it locked no unit for this request, so the edge must not count one (one
  * ledger: edge admitted − given back == origin locked + sold + buys in flight).
  */
-export function unitReturns (o: Outcome): boolean {
+function unitReturns (o: Outcome): boolean {
   return o.kind !== 'upstream' || o.status >= 400
 }
 

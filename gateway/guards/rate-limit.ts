@@ -22,7 +22,7 @@
  *   Built once per distinct Retry-After value. Shadow mode is the runner's: this guard just rejects.
  * - The keyless limiter sets deps.overload.active while it is rejecting (the pow captcha hardens).
  */
-import { Slot, type KeptState } from '../pipeline/state.js'
+import { Slot } from '../pipeline/state.js'
 import { LRUCache } from 'lru-cache'
 import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
 import { rejection } from '../pipeline/reject.js'

@@ -20,9 +20,9 @@
  * identity fails the check. A pass buys once: the guard marks it used in the store (Store.roomPass)
  * when the buy passes, and gives it back when a later step rejects the buy or the upstream fails.
  */
-import { Slot, type KeptState } from '../pipeline/state.js'
+import { Slot } from '../pipeline/state.js'
 import { randomBytes } from 'node:crypto'
-import type { CampaignConfig, Config, WaitingRoomConfig, WaitingRoomGuardConfig } from '../../conf/types.js'
+import type { CampaignConfig, WaitingRoomConfig, WaitingRoomGuardConfig } from '../../conf/types.js'
 import { GaugeCell } from '../metrics.js'
 import { rejection } from '../pipeline/reject.js'
 import type { GuardDeps, GuardFactory, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
@@ -36,7 +36,7 @@ import { cookieOf, headerOf, hmacB64url, macMatches } from '../../antibot/util.j
 import { valueOf } from './values.js'
 
 /** How often a node syncs with the store while its room is polled (the cursor cache's age bound). */
-export const SYNC_MS = 100
+const SYNC_MS = 100
 /** Entries per store call (a batch bigger than this goes in several calls). */
 const CHUNK = 500
 /** Bound on the pending batch; joins beyond it are answered 503 OVERLOADED. */
@@ -71,7 +71,6 @@ interface Pending { op: 'join' | 'seen', score: number, at: number, waiters: Wai
 export class Room {
   campaign: CampaignConfig
   cfg: WaitingRoomConfig
-  private config: Config
   private key: Buffer | null = null
   private seed: Buffer | null = null
   private commitment: string | null = null
@@ -89,10 +88,9 @@ export class Room {
   private readonly history: Array<[number, number]> = []
   private readonly gauges: { waiting: GaugeCell, admitted: GaugeCell, expired: GaugeCell, rate: GaugeCell, wait: GaugeCell }
 
-  constructor (campaign: CampaignConfig, config: Config, private readonly deps: Pick<GuardDeps, 'store' | 'metrics' | 'clock' | 'log'>) {
+  constructor (campaign: CampaignConfig, private readonly deps: Pick<GuardDeps, 'store' | 'metrics' | 'clock' | 'log'>) {
     this.campaign = campaign
     this.cfg = campaign.waitingRoom as WaitingRoomConfig
-    this.config = config
     const m = deps.metrics
     const c = campaign.id
     this.gauges = {
@@ -105,10 +103,9 @@ export class Room {
   }
 
   /** A reload: the campaign's new settings (the room's state stays). */
-  configure (campaign: CampaignConfig, config: Config): void {
+  configure (campaign: CampaignConfig): void {
     this.campaign = campaign
     this.cfg = campaign.waitingRoom as WaitingRoomConfig
-    this.config = config
   }
 
   private get store (): Store { return this.deps.store }
@@ -375,8 +372,8 @@ export function roomsOf (deps: GuardDeps): Map<string, Room> {
   for (const c of deps.config.campaigns.values()) {
     if (c.waitingRoom === undefined || c.waitingRoom === null) continue
     const r = rooms.get(c.id)
-    if (r === undefined) rooms.set(c.id, new Room(c, deps.config, deps))
-    else r.configure(c, deps.config)
+    if (r === undefined) rooms.set(c.id, new Room(c, deps))
+    else r.configure(c)
   }
   return rooms
 }
@@ -390,7 +387,7 @@ export function roomsOf (deps: GuardDeps): Map<string, Room> {
 export async function roomJoinLog (deps: Pick<GuardDeps, 'store' | 'metrics' | 'clock' | 'log' | 'config'>, campaign: string): Promise<string | null> {
   const c = deps.config.campaigns.get(campaign)
   if (c === undefined || c.waitingRoom == null) return null
-  const room = new Room(c, deps.config, deps)
+  const room = new Room(c, deps)
   await room.load()
   const log = await deps.store.roomLog(campaign)
   const now = deps.clock()

@@ -1,22 +1,13 @@
 /**
  * Reading a guard's ValueSource off a request (valueOf, and valueReader over it: one set of rules for
- * every guard), and small pieces the limiter guards share: the store's 503 and the failure-policy
- * bookkeeping.
+ * every guard), and the failure-policy bookkeeping the limiter guards share (their id and the store's 503
+ * are in ./common.ts).
  */
-import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
+import type { FailurePolicy, ValueSource } from '../../conf/types.js'
 import { StoreError } from '../../conf/errors.js'
 import { cookieOf, headerOf } from '../../antibot/util.js'
 import { queryOf } from '../http/query.js'
-import { rejection } from '../pipeline/reject.js'
-import type { GuardDeps, Rejection, RequestContext } from '../pipeline/types.js'
-
-/** `<route>#<index>:<kind>` */
-export function guardId (route: RouteConfig, cfg: GuardConfig): string {
-  return `${route.name}#${cfg.index}:${cfg.kind}`
-}
-
-/** The store's 503, built once. */
-export const STORE_UNAVAILABLE: Rejection = rejection('STORE_UNAVAILABLE', 'shared state store unavailable', { headers: ['retry-after', '1'] })
+import type { GuardDeps, RequestContext } from '../pipeline/types.js'
 
 /**
  * Compile a ValueSource into a reader; null when the request does not carry it. The same rules as

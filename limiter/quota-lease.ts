@@ -1,5 +1,5 @@
 /**
- * Quota leases: what bounds `quota: { on_error: local }` (issue 13).
+ * Quota leases: what bounds `quota: { on_error: local }`.
  *
  * While the store answers, each process reserves a block of units per product segment in the store —
  * one atomic `addIfWithin(q:{C:P:i}, n, segmentQuota)`, the same INCRBY-and-compare an admission is — and

@@ -15,9 +15,8 @@
  * or answered 5xx) the unit is returned and the latch cleared. The give-back is `addIfWithin(segment, -1,
  * ∞, {min: 0})`, so it can never take a counter below zero, and it is dropped when the product was reset
  * (admin `reset`) since the admission: each node counts resets it hears of (an epoch) and a settler from
- * an older epoch gives nothing back — its unit went with the reset. (Without both, a give-back landing
- * after a reset took the counter to -1 and let one unit too many through.) The one window left is a
- * give-back sent by a node between the reset's DEL and that node receiving the reset message (on
+ * an older epoch gives nothing back — its unit went with the reset (else it would take the counter to -1
+ * and let one unit too many through). The one window left is a give-back sent by a node between the reset's DEL and that node receiving the reset message (on
  * loopback well under a millisecond); the floor at 0 still holds there.
  *
  * Give-back on the upstream's answer (unitReturns): the unit stays taken only when the upstream accepted
@@ -30,16 +29,16 @@
  * any `quota` message for the product. A missed message is bounded by `latch_ttl` (default 1 s).
  *
  * A store call that timed out may still have been applied by Redis. When its answer arrives late and
- * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit is given back the same way, so a slow moment does not leave units admitted that
- * nobody bought.
+ * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit
+ * is given back the same way, so a slow moment does not leave units admitted that nobody bought.
  *
  * Failure policy: fail_closed → 503 STORE_UNAVAILABLE. `local` → admit from this process's lease
  * (limiter/quota-lease.ts: units reserved in the store while it answered, so nothing is reconciled
  * afterwards and the total never passes the quota), 503 once the lease is spent. `fail_open` is refused
  * (conf/load.ts at FILE:LINE:COL, and this factory): admitting without counting has no bound, and the
  * only bound it could have — a node-local allowance counted in the store ahead — is `local` with a lease.
- * (The old `local`, a node-local share reconciled into the counter after the outage while other calls
- * were judged without it, oversold: issue 13, 2,496 buyers for a quota of 1,500.)
+ * A node-local share reconciled into the counter after an outage cannot bound it: other nodes' calls are
+ * judged without it meanwhile, and the sum oversells.
  */
 import { Slot, type KeptState } from '../pipeline/state.js'
 import type { CampaignConfig, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'

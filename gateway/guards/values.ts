@@ -37,7 +37,7 @@ export function asStoreError (err: unknown): StoreError {
 /**
  * Resolve a guard's value source against a request; null when the value is absent or empty. Cookies
  * follow antibot/util.ts cookieOf (RFC 6265: a value in double quotes is unwrapped), so `campaign="c1"`
- * reads c1 for every guard (issue 12: dedupe read c1 while the quota read "c1" and answered NOT_FOUND).
+ * reads c1 for every guard (two readers that disagree make dedupe and quota judge different campaigns).
  */
 export function valueOf (ctx: RequestContext, src: ValueSource): string | null {
   switch (src.from) {

@@ -122,8 +122,6 @@ Exit status: 0 when every correctness check holds, 1 when one fails or the run e
 Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm ci\`.
 `
 
-export { UsageError }
-
 const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit', 'rate-start', 'rate-factor', 'rate-max', 'p99-ms', 'peak', 'headroom'])
 const STR = new Set(['parser', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])

@@ -49,11 +49,6 @@ export function tokenBucketPolicy (count: number, periodMs: number, burst: numbe
   return { unit: periodMs, refill: count, capacity, burst, fillMs: Math.ceil(capacity / count) }
 }
 
-/** A full bucket at `now`. */
-export function fullBucket (policy: TokenBucketPolicy, now: number): TokenBucketState {
-  return { units: policy.capacity, at: now }
-}
-
 function refilled (state: TokenBucketState, now: number, p: TokenBucketPolicy): number {
   // A clock that went backwards refills nothing (and `at` is kept, so time is not counted twice).
   const elapsed = now - state.at

@@ -22,12 +22,14 @@
  *   Built once per distinct Retry-After value. Shadow mode is the runner's: this guard just rejects.
  * - The keyless limiter sets deps.overload.active while it is rejecting (the pow captcha hardens).
  */
-import { Slot, type KeptState } from '../pipeline/state.js'
+import { Slot } from '../pipeline/state.js'
 import { LRUCache } from 'lru-cache'
 import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
 import { rejection } from '../pipeline/reject.js'
 import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
-import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './values.js'
+import { asStoreError, policyOf, processCount } from './values.js'
+import { STORE_UNAVAILABLE, guardId } from './common.js'
+import { onSettle } from '../pipeline/settle.js'
 import { limitGivesBack } from '../pipeline/settle.js'
 import { DelayQueue } from '../../limiter/delay-queue.js'
 import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from '../../limiter/leaky-bucket.js'

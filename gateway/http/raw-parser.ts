@@ -33,7 +33,7 @@ export const TOKEN = table((c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <=
 /** Field-value characters: HTAB, SP..~, obs-text. */
 export const VALUE = table((c) => c === 9 || (c >= 0x20 && c <= 0x7e) || c >= 0x80)
 /** Request-target characters: visible ASCII (no SP, no controls, no DEL, no obs-text). */
-export const TARGET = table((c) => c > 0x20 && c < 0x7f)
+const TARGET = table((c) => c > 0x20 && c < 0x7f)
 const HEX = table((c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66))
 
 /** Methods node:http accepts (CONNECT is refused by the gateway: it is no forward proxy). */

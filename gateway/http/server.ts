@@ -25,8 +25,8 @@ import type { Log } from '../log.js'
 import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from '../metrics.js'
 import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from '../pipeline/build.js'
 import { STATUS, rejection } from '../pipeline/reject.js'
-import { rejectionHead, sendJson, sendRejection, writeRejection } from './json.js'
-import { compileRouter, NO_PARAMS, type Router } from './router.js'
+import { rejectionHead, sendRejection, writeRejection } from './json.js'
+import { compileRouter, type Router } from './router.js'
 import { NO_TRACER, type Tracer } from '../otlp.js'
 import { formatTraceparent, newRequestId, newSpanId, newTraceId, parseTraceparent, sampledByRatio, validRequestId } from '../trace.js'
 import { StaticFiles } from './static.js'
@@ -740,28 +740,6 @@ function edgeCode (chunk: unknown, status: number): string {
   return `HTTP_${status}`
 }
 
-const NO_CAMPAIGN = rejection('NOT_FOUND', 'no such campaign')
-
-/**
- * `GET /_flashgate/time`: the edge clock for countdowns. With `?campaign=C` also the campaign's public
- * schedule, `{"now","campaign","starts_at","ends_at"}` (what a sale page counts down to); 404 for an
- * unknown campaign.
- */
-export function timeHandler (clock: () => number, campaigns: Config['campaigns'] = new Map()): EdgeHandler {
-  return (req, res, e) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      sendRejection(res, ANSWERS.methodNotAllowed, ['allow', 'GET, HEAD'])
-      return
-    }
-    const cid = e.query.get('campaign')
-    if (cid === null) { sendJson(res, 200, { now: clock() }); return }
-    const c = campaigns.get(cid)
-    if (c === undefined) { sendRejection(res, NO_CAMPAIGN); return }
-    sendJson(res, 200, { now: clock(), campaign: c.id, starts_at: c.startsAt, ends_at: c.endsAt })
-  }
-}
-
-
 const RAW_400 = rawAnswer(ANSWERS.badRequest)
 const RAW_408 = rawAnswer(rejection('REQUEST_TIMEOUT', 'request not received in time'))
 const RAW_505 = rawAnswer(ANSWERS.unsupportedVersion)
@@ -822,4 +800,3 @@ export function applyServerLimits (server: Server, config: Config): void {
   server.maxConnections = s.maxConnections
 }
 
-export { NO_PARAMS }

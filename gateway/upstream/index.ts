@@ -42,9 +42,6 @@ import {
 import type { HealthPolicy, PeerState, Ring } from './balancer.js'
 import { requestHeaders, responseHeaders } from './headers.js'
 
-/** Codes `done` reports when no complete upstream answer reached the client. */
-export type ForwardFailure = 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'CLIENT_ABORTED' | 'BAD_REQUEST' | 'OVERLOADED'
-
 /**
  * Called exactly once per `forward()`, possibly synchronously, when the exchange is over:
  * - `{ kind: 'upstream', status }`: the upstream's answer was relayed completely (head and body);

@@ -14,7 +14,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { UsageError, parseOptions } from '../../bench/options.js'
+import { parseOptions } from '../../bench/options.js'
+import { UsageError } from '../../gateway/cli-args.js'
 import { needTools } from '../helpers/tools.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')

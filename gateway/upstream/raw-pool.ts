@@ -250,8 +250,8 @@ class Conn {
   private writing = false
   private bodyCleanup: (() => void) | null = null
   private lastError: Error | null = null
-  private readonly resumeFn = (): void => { this.resume() }
-  private readonly abortFn = (err?: Error): void => { this.fail(err ?? new CodedError('UND_ERR_ABORTED', 'Request aborted', 'RequestAbortedError')) }
+  /** The current exchange's resume and abort (per exchange: a late call from a finished one is a no-op). */
+  private resumeFn: () => void = () => {}
   private readonly onChunk = (c: Buffer): void => { this.deliver(c) }
 
   constructor (pool: RawPool, job: Job) {
@@ -298,7 +298,10 @@ class Conn {
       job.handler.onError(err as Error)
       return
     }
-    job.handler.onConnect(this.abortFn)
+    this.resumeFn = () => { if (this.job === job) this.resume() }
+    job.handler.onConnect((err?: Error) => {
+      if (this.job === job) this.fail(err ?? new CodedError('UND_ERR_ABORTED', 'Request aborted', 'RequestAbortedError'))
+    })
     if (this.job !== job) return // aborted in onConnect
     const s = this.socket
     const body = job.body

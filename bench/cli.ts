@@ -410,7 +410,8 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[],
       verifyUrl: 'http://127.0.0.1:9/never-called',
       workers: o.workers,
       funnelSteps: FUNNEL_STEPS.length,
-      parser: o.parser
+      parser: o.parser,
+      client: o.client
     })
     // The gateway process is spawned here and loads its code on the server core while this process
     // builds the request lists on the load core (the funnel's are tens of thousands of signed requests).

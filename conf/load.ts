@@ -89,6 +89,7 @@ const TOP_KEYS = ['include', 'listen', 'admin', 'admin_token', 'workers', 'store
 const INCLUDED_KEYS = ['routes', 'upstreams', 'campaigns'] as const
 const POLICIES = ['fail_closed', 'fail_open', 'local'] as const
 const PARSERS = ['node', 'strict'] as const
+const UPSTREAM_CLIENTS = ['undici', 'raw'] as const
 const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota', 'waiting_room'] as const
 const COMMON_GUARD_KEYS = ['shadow', 'reject'] as const
 const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
@@ -682,7 +683,7 @@ class Loader {
   private readUpstream (n: PNode, name: string): UpstreamConfig | undefined {
     const { ck } = this
     const D = DEFAULTS.upstream
-    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue'])
+    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue', 'client'])
     if (m === undefined) return undefined
     let balance: BalanceConfig = { kind: 'round_robin' }
     const b = m.get('balance')
@@ -715,8 +716,19 @@ class Loader {
       retries: ck.num(m.get('retries'), 'retries', 0, 100) ?? D.retries,
       connections: ck.num(m.get('connections'), 'connections', 1, 100_000) ?? D.connections,
       keepAliveTimeoutMs: this.duration(m.get('keepalive_timeout'), 'keepalive_timeout', { min: 1 }) ?? D.keepAliveTimeoutMs,
-      queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue
+      queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue,
+      ...this.upstreamClient(m.get('client'), targets)
     }
+  }
+
+  /** `client: undici | raw` (absent: undici, and no field); raw speaks plain http only. */
+  private upstreamClient (n: PNode | undefined, targets: readonly UpstreamTarget[]): { client?: 'undici' | 'raw' } {
+    const { ck } = this
+    const c = ck.oneOf(n, 'client', UPSTREAM_CLIENTS)
+    if (c === undefined || n === undefined) return {}
+    const tls = targets.find((t) => t.url.startsWith('https:'))
+    if (c === 'raw' && tls !== undefined) ck.error(n.pos, `client: raw speaks http:// only (target ${tls.url}); use client: undici for https targets`)
+    return { client: c }
   }
 
   private readTarget (n: PNode): UpstreamTarget | undefined {

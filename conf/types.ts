@@ -154,6 +154,11 @@ export interface UpstreamConfig {
    * answered 503 OVERLOADED. The wait counts against `timeout` (504 UPSTREAM_TIMEOUT).
    */
   readonly queue: number
+  /**
+   * The HTTP client to this upstream's targets: `undici` (default) or `raw`, flashgate's own HTTP/1.1
+   * keep-alive client on node:net (gateway/upstream/raw-pool.ts; http:// targets only). Absent = undici.
+   */
+  readonly client?: 'undici' | 'raw'
 }
 
 export interface ProductConfig {

@@ -369,6 +369,11 @@ export class RawResponse extends EventEmitter {
       return socket.write(head + chunk, 'latin1', cb)
     }
     const data = typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : chunk as Uint8Array
+    // Performance (the proxy path): a small body chunk behind the head goes out with it as one latin1
+    // string (latin1 maps bytes 1:1), one write instead of a corked writev of two buffers.
+    if (head !== '' && !this.chunked && data.length <= 1024 && Buffer.isBuffer(data)) {
+      return socket.write(head + latin1(data, 0, data.length), 'latin1', cb)
+    }
     socket.cork()
     if (this.chunked) {
       socket.write(head + data.length.toString(16) + '\r\n', 'latin1')

@@ -229,8 +229,9 @@ export class LaneResponse {
     const bytes = rejectBytes(r, extra, shut ? 2 : req.httpVersionMinor === 0 ? 1 : 0, requestId, req.method === 'HEAD')
     this.statusCode = r.status
     this.sent = true
-    conn.flushing.push(LANE_FLUSHED)
-    conn.socket.write(bytes, conn.onFlushed)
+    // No place in the flush queue: nothing waits for this answer's 'finish' (the callbacks of the
+    // answers that do still arrive in their order).
+    conn.socket.write(bytes)
     conn.laneEnded(shut)
   }
 
@@ -243,8 +244,6 @@ export class LaneResponse {
   /** @internal */ onSocketClose (): void { if (!this.sent) this.gone = true }
 }
 
-/** The flush-order placeholder of a lane answer (nobody waits on its 'finish'). */
-const LANE_FLUSHED = { onFlushed (): void {}, onSocketClose (): void {} }
 
 // ---- the request ------------------------------------------------------------------------------
 
@@ -625,7 +624,7 @@ export class Connection {
   }
 
   /** Idle between requests, nothing buffered, nothing in flight: safe to close (closeIdleConnections). */
-  get idle (): boolean { return this.state === State.Head && this.parser.idle && this.buf === null && this.flushing.length === 0 }
+  get idle (): boolean { return this.state === State.Head && this.parser.idle && this.buf === null && this.flushing.length === 0 && this.socket.writableLength === 0 }
 
   private setDeadline (kind: Deadline, ms: number): void {
     if (ms <= 0) { this.deadlineKind = Deadline.None; this.deadline = 0; return }
@@ -702,6 +701,7 @@ export class Connection {
 
   private start (head: Head): void {
     if (this.server.lane && !head.chunked && head.contentLength <= 0 && head.expect === null) { this.startLane(head); return }
+    this.parser.shareable = false
     const req = new RawRequest(this, head)
     const res = new RawResponse(this, req)
     this.req = req
@@ -770,6 +770,7 @@ export class Connection {
     const lres = this.laneRes as LaneResponse
     this.laneActive = false
     this.laneHead = null
+    this.parser.shareable = false
     // The handler may have rewritten the target (normalised path, origin-form) before upgrading.
     head.url = lane.url
     const req = new RawRequest(this, head)
@@ -788,6 +789,8 @@ export class Connection {
   laneEnded (close: boolean): void {
     this.laneActive = false
     this.laneHead = null
+    // Its head was only read: the same head next on this connection may be answered with the same object.
+    this.parser.shareable = true
     if (close || this.peerEnded || this.state === State.Closed) {
       this.state = State.Closed
       this.buf = null

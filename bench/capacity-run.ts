@@ -24,6 +24,14 @@ export interface CapacityCheck {
   readonly serverCpus: string | null
   readonly seconds: number
   readonly requestsPerSec: number
+  /**
+   * The rate the model predicts for this mix on the CPU the gateway actually had in the run (its
+   * measured cores × 1e6 ÷ the predicted µs per request): on a machine it shares, a core's share is what
+   * it gets, so this is the prediction a measured rate can be held to.
+   */
+  readonly requestsPerSecPredicted: number | null
+  /** (measured − predicted) / predicted rate, %. */
+  readonly rateErrorPct: number | null
   readonly answered: number
   readonly lost: number
   /** Shares by outcome as the gateway counted them in this run. */
@@ -150,6 +158,8 @@ export async function capacityCheck (o: {
       serverCpus: o.cpus.server,
       seconds: o.seconds,
       requestsPerSec: Math.round(rate),
+      requestsPerSecPredicted: usPred === null || coresMeas === null || usPred <= 0 ? null : Math.round(coresMeas * 1e6 / usPred),
+      rateErrorPct: usPred === null || coresMeas === null || usPred <= 0 ? null : err(rate, coresMeas * 1e6 / usPred),
       answered: load.answered,
       lost: load.lost,
       measuredMix,

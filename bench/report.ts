@@ -165,7 +165,7 @@ function capacitySection (L: string[], c: NonNullable<Report['capacity']>): void
   if (k !== null) {
     L.push(`#### Predicted vs measured: ${k.workers} workers${k.serverCpus !== null ? ` on CPU ${k.serverCpus}` : ''}, ${k.seconds} s, the mix ${Object.entries(k.measuredMix).sort((a, b) => b[1] - a[1]).map(([o, v]) => `${o} ${f(v * 100, 1)} %`).join(', ')} (as counted by the gateway)`, '')
     L.push('| at the measured rate | predicted | measured | error |', '|:---|---:|---:|---:|')
-    L.push(`| requests/s | | ${fInt(k.requestsPerSec)} | |`)
+    L.push(`| requests/s (predicted: for the CPU the gateway had) | ${k.requestsPerSecPredicted == null ? '' : fInt(k.requestsPerSecPredicted)} | ${fInt(k.requestsPerSec)} | ${k.rateErrorPct == null ? '' : `${f(k.rateErrorPct, 1)} %`} |`)
     L.push(`| gateway µs/req | ${f(k.gatewayUsPerReqPredicted, 1)} | ${f(k.gatewayUsPerReqMeasured, 1)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
     L.push(`| gateway cores busy | ${f(k.gatewayCoresPredicted, 3)} | ${f(k.gatewayCoresMeasured, 3)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
     L.push(`| gateway cores at rest (no load, 2 s) | | ${f(k.gatewayIdleCores, 3)} | |`)

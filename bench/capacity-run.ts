@@ -42,6 +42,9 @@ export interface CapacityCheck {
   readonly gatewayCoresMeasured: number | null
   /** (measured − predicted) / predicted, %. */
   readonly gatewayErrorPct: number | null
+  /** The prediction with the process's cost at rest added (idle cores + rate × µs), and its error, %. */
+  readonly gatewayCoresPredictedWithIdle?: number | null
+  readonly gatewayWithIdleErrorPct?: number | null
   /** The gateway's CPU at rest (cores, 2 s without load, after the warm-up): the fixed cost the model leaves out. */
   readonly gatewayIdleCores: number | null
   readonly redisCoresPredicted: number | null
@@ -168,6 +171,8 @@ export async function capacityCheck (o: {
       gatewayCoresPredicted: round(coresPred),
       gatewayCoresMeasured: round(coresMeas),
       gatewayErrorPct: err(coresMeas, coresPred),
+      gatewayCoresPredictedWithIdle: coresPred === null ? null : round(coresPred + idleCores),
+      gatewayWithIdleErrorPct: coresPred === null ? null : err(coresMeas, coresPred + idleCores),
       gatewayIdleCores: round(idleCores),
       redisCoresPredicted: round(redisPred),
       redisCoresMeasured: round(redisMeas),

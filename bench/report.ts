@@ -169,6 +169,7 @@ function capacitySection (L: string[], c: NonNullable<Report['capacity']>): void
     L.push(`| gateway µs/req | ${f(k.gatewayUsPerReqPredicted, 1)} | ${f(k.gatewayUsPerReqMeasured, 1)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
     L.push(`| gateway cores busy | ${f(k.gatewayCoresPredicted, 3)} | ${f(k.gatewayCoresMeasured, 3)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
     L.push(`| gateway cores at rest (no load, 2 s) | | ${f(k.gatewayIdleCores, 3)} | |`)
+    if (k.gatewayCoresPredictedWithIdle != null) L.push(`| gateway cores busy, the cost at rest added to the prediction | ${f(k.gatewayCoresPredictedWithIdle, 3)} | ${f(k.gatewayCoresMeasured, 3)} | ${k.gatewayWithIdleErrorPct == null ? '–' : `${f(k.gatewayWithIdleErrorPct, 1)} %`} |`)
     L.push(`| redis-server cores busy | ${f(k.redisCoresPredicted, 3)} | ${f(k.redisCoresMeasured, 3)} | ${k.redisErrorPct === null ? '–' : `${f(k.redisErrorPct, 1)} %`} |`)
     L.push('', `Generator: ${k.generatorHealth.generator}, CPU ${f(k.generatorHealth.cpuPct, 0)} % of a core${k.generatorHealth.saturated ? ' — **saturated**' : ''}; load core busy ${f(k.generatorHealth.loadCpuBusyPct, 0)} %.`)
     for (const n of k.notes) L.push(`- ${n}`)

@@ -10,7 +10,7 @@
  */
 import { runOpenLoop } from './load/open-loop.js'
 import type { OpenLoopOptions } from './load/open-loop.js'
-import { h2loadCannot, runH2loadOpenLoop } from './load/h2load.js'
+import { KEPT_UP, h2loadCannot, runH2loadOpenLoop } from './load/h2load.js'
 import { which } from './proc.js'
 import type { OpenLoopResult } from './load/open-loop.js'
 import { watchGenerator } from './generator-health.js'
@@ -87,10 +87,10 @@ export function spikeRates (start: number, factor: number, max: number): number[
 }
 
 /** Whether a step held the bound, and if not, why (pure: the tests use it). */
-export function judgeStep (load: OpenLoopResult, expectStatus: number, p99Ms: number, gen: GeneratorHealth): { held: boolean, why: string | null, generator: boolean } {
+export function judgeStep (load: OpenLoopResult, expectStatus: number, p99Ms: number, gen: GeneratorHealth, lostAllowed = 0): { held: boolean, why: string | null, generator: boolean } {
   const unexpected = Object.entries(load.statuses).filter(([s]) => Number(s) !== expectStatus).reduce((a, [, n]) => a + n, 0)
   if (gen.saturated) return { held: false, why: `generator saturated: ${gen.why ?? ''}`, generator: true }
-  if (load.lost > 0) return { held: false, why: `${load.lost} of ${load.intended} requests unanswered`, generator: false }
+  if (load.lost > lostAllowed) return { held: false, why: `${load.lost} of ${load.intended} requests unanswered`, generator: false }
   if (unexpected > 0) return { held: false, why: `${unexpected} answers other than ${expectStatus}`, generator: false }
   if (load.latencyMs.p99 > p99Ms) return { held: false, why: `p99 ${load.latencyMs.p99.toFixed(1)} ms > ${p99Ms} ms`, generator: false }
   return { held: true, why: null, generator: false }
@@ -113,7 +113,8 @@ async function step (t: Target, rate: number, o: SpikeOptions): Promise<SpikeSte
   const wallUs = (performance.now() - w0) * 1000
   const cpuB = t.pid === null ? null : cpuMicros(t.pid)
   const metB = t.admin === null ? null : await scrape(t.admin)
-  const j = judgeStep(load, t.expectStatus, o.p99Ms, gen)
+  // h2load's clients start a little late (bench/load/h2load.ts): up to 2 % of what was due may be missing.
+  const j = judgeStep(load, t.expectStatus, o.p99Ms, gen, c ? Math.floor(load.intended * (1 - KEPT_UP)) : 0)
   return {
     rate,
     load,

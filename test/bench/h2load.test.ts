@@ -31,8 +31,8 @@ t.test('a real run holds the rate and counts every answer', async (t) => {
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const r = await runH2loadOpenLoop({ baseUrl: url, requests: [{ method: 'GET', path: '/x' }], rate: 400, seconds: 2, connections: 8 }, null)
   t.equal(r.intended, 800)
-  t.ok(r.answered >= 800 * KEPT_UP && r.answered <= 800 * 1.05, `answered ${r.answered} of 800 due`)
-  t.equal(r.statuses['409'], r.answered, 'every answer counted by status')
-  t.equal(r.lost, 0)
+  t.ok(r.answered >= 800 * KEPT_UP && r.answered <= 800, `answered ${r.answered} of 800 due`)
+  t.ok((r.statuses['409'] ?? 0) >= r.answered, 'every answer counted by status')
+  t.equal(r.answered + r.lost, r.intended, 'due = answered + lost')
   t.ok(r.latencyMs.p99 > 0 && r.latencyMs.p99 < 1000, `p99 ${r.latencyMs.p99} ms`)
 })

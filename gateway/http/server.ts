@@ -162,6 +162,16 @@ function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close:
   return h
 }
 
+/**
+ * The strict listener's in-place lane (gateway/http/raw-server.ts LaneRequest): a bodiless request
+ * whose `req`/`res` are reused stand-ins that can only carry a rejection; anything else first upgrades
+ * them to real objects.
+ */
+interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse] }
+function isLane (req: IncomingMessage): req is IncomingMessage & Lane {
+  return (req as Partial<Lane>).laneUpgrade !== undefined
+}
+
 type RejectFast = (this: ServerResponse, r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null) => void
 
 /**
@@ -380,6 +390,7 @@ export class Frontend implements PipelineSink<Ctx> {
     // Forward what the guards judged: the normalised path (gateway/http/context.ts normalizePath).
     if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
+      if (isLane(req)) [req, res] = req.laneUpgrade()
       this.edge(state, req, res, path, target.query, start)
       return
     }
@@ -548,6 +559,7 @@ export class Frontend implements PipelineSink<Ctx> {
 
   pass (ctx: Ctx): void {
     if (ctx.settled) return
+    if (isLane(ctx.req)) [ctx.req, ctx.res] = ctx.req.laneUpgrade()
     if (ctx.tooLarge) { this.reject(ctx, ANSWERS.tooLarge); return }
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
     const files = (ctx.owner as ServingState).files[ctx.routeIndex]

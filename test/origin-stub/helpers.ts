@@ -75,9 +75,9 @@ export interface OriginChild {
   stop(): Promise<number | null>
 }
 
-/** `node --import tsx gateway/origin-cli.ts --config FILE --listen 127.0.0.1:0 ...`, resolved once it listens. */
+/** `node --import tsx origin-stub/cli.ts --config FILE --listen 127.0.0.1:0 ...`, resolved once it listens. */
 export async function spawnOrigin (t: Test, file: string, extra: readonly string[] = []): Promise<OriginChild> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'origin-cli.ts'), '--config', file, '--listen', '127.0.0.1:0', ...extra], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'origin-stub', 'cli.ts'), '--config', file, '--listen', '127.0.0.1:0', ...extra], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FLASHGATE_LOG_LEVEL: 'warn' }

@@ -23,6 +23,8 @@ export interface OriginYaml {
   readonly orderRate: string
   /** e.g. `10s` */
   readonly paymentTimeout: string
+  /** More keys of the origin map, e.g. `queue: { url: "redis://..." }, buffer: { path: /tmp/x }`. */
+  readonly originExtra?: string
 }
 
 export function originYaml (o: OriginYaml): string {
@@ -45,7 +47,7 @@ export function originYaml (o: OriginYaml): string {
   return `store: ${store}
 campaigns:
 ${campaigns}
-origin: { listen: 127.0.0.1:0, order_rate: ${o.orderRate}, payment_timeout: ${o.paymentTimeout} }
+origin: { listen: 127.0.0.1:0, order_rate: ${o.orderRate}, payment_timeout: ${o.paymentTimeout}${o.originExtra !== undefined ? `, ${o.originExtra}` : ''} }
 `
 }
 

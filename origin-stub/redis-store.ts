@@ -476,7 +476,12 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       }
       if (separate) {
         const created = await run(async () => await cmd.fgoCreate(k.orders, k.paydue, parsed.token, now, paymentTimeoutMs))
-        await run(async () => { await qclient.xack(k.queue, GROUP, entry.entryId); await qclient.xdel(k.queue, entry.entryId) })
+        try {
+          await qclient.xack(k.queue, GROUP, entry.entryId)
+          await qclient.xdel(k.queue, entry.entryId)
+        } catch {
+          // The order is made; the entry stays pending and its redelivery only acks.
+        }
         return created === 1
       }
       const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))

@@ -26,6 +26,7 @@ import { createSecureContext } from 'node:tls'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { readJournal } from './journal.js'
+import { ORIGIN_ORDER_KEYS, readOriginOrders } from './origin-orders.js'
 import { ConfigError } from './errors.js'
 import { findBypasses } from './bypass.js'
 import { Checker, didYouMean, failed, MapView } from './check.js'
@@ -254,7 +255,7 @@ class Loader {
     const trustedProxies = this.cidrList(top.get('trusted_proxies'), 'trusted_proxies')
     const server = this.readServer(top.get('server'))
     const accessLog = this.readAccessLog(top.get('access_log'))
-    const origin = this.readOrigin(top.get('origin'))
+    const origin = this.readOrigin(top.get('origin'), store)
 
     const upstreams = new Map<string, UpstreamConfig>()
     const upstreamPos = new Map<string, Pos>()
@@ -660,10 +661,10 @@ class Loader {
     return { enabled, path }
   }
 
-  private readOrigin (n: PNode | undefined): OriginConfig {
+  private readOrigin (n: PNode | undefined, store: StoreConfig): OriginConfig {
     const { ck } = this
     const D = DEFAULTS.origin
-    const m = ck.map(n, 'origin', ['listen', 'order_rate', 'payment_timeout'])
+    const m = ck.map(n, 'origin', ['listen', 'order_rate', 'payment_timeout', ...ORIGIN_ORDER_KEYS])
     let orderRate: number | undefined
     const or = m?.get('order_rate')
     if (or !== undefined && or.kind === 'scalar' && typeof or.value === 'number') orderRate = ck.num(or, 'order_rate', 1, 1e9, false)
@@ -674,7 +675,8 @@ class Loader {
     return {
       listen: this.hostPort(m?.get('listen'), 'listen') ?? parseHostPort(D.listen),
       orderRate: orderRate ?? D.orderRate,
-      paymentTimeoutMs: this.duration(m?.get('payment_timeout'), 'payment_timeout', { min: 1 }) ?? D.paymentTimeoutMs
+      paymentTimeoutMs: this.duration(m?.get('payment_timeout'), 'payment_timeout', { min: 1 }) ?? D.paymentTimeoutMs,
+      ...readOriginOrders(ck, m, store)
     }
   }
 

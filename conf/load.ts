@@ -26,6 +26,7 @@ import { createSecureContext } from 'node:tls'
 import { availableParallelism } from 'node:os'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { readJournal } from './journal.js'
+import { ORIGIN_ORDER_KEYS, readOriginOrders } from './origin-orders.js'
 import { ConfigError } from './errors.js'
 import { findBypasses } from './bypass.js'
 import { Checker, didYouMean, failed, MapView } from './check.js'
@@ -89,6 +90,7 @@ const TOP_KEYS = ['include', 'listen', 'admin', 'admin_token', 'workers', 'store
 const INCLUDED_KEYS = ['routes', 'upstreams', 'campaigns'] as const
 const POLICIES = ['fail_closed', 'fail_open', 'local'] as const
 const PARSERS = ['node', 'strict'] as const
+const UPSTREAM_CLIENTS = ['undici', 'raw'] as const
 const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota', 'waiting_room'] as const
 const COMMON_GUARD_KEYS = ['shadow', 'reject'] as const
 const GUARD_KEYS: Record<typeof GUARD_KINDS[number], readonly string[]> = {
@@ -253,7 +255,7 @@ class Loader {
     const trustedProxies = this.cidrList(top.get('trusted_proxies'), 'trusted_proxies')
     const server = this.readServer(top.get('server'))
     const accessLog = this.readAccessLog(top.get('access_log'))
-    const origin = this.readOrigin(top.get('origin'))
+    const origin = this.readOrigin(top.get('origin'), store)
 
     const upstreams = new Map<string, UpstreamConfig>()
     const upstreamPos = new Map<string, Pos>()
@@ -659,10 +661,10 @@ class Loader {
     return { enabled, path }
   }
 
-  private readOrigin (n: PNode | undefined): OriginConfig {
+  private readOrigin (n: PNode | undefined, store: StoreConfig): OriginConfig {
     const { ck } = this
     const D = DEFAULTS.origin
-    const m = ck.map(n, 'origin', ['listen', 'order_rate', 'payment_timeout'])
+    const m = ck.map(n, 'origin', ['listen', 'order_rate', 'payment_timeout', ...ORIGIN_ORDER_KEYS])
     let orderRate: number | undefined
     const or = m?.get('order_rate')
     if (or !== undefined && or.kind === 'scalar' && typeof or.value === 'number') orderRate = ck.num(or, 'order_rate', 1, 1e9, false)
@@ -673,7 +675,8 @@ class Loader {
     return {
       listen: this.hostPort(m?.get('listen'), 'listen') ?? parseHostPort(D.listen),
       orderRate: orderRate ?? D.orderRate,
-      paymentTimeoutMs: this.duration(m?.get('payment_timeout'), 'payment_timeout', { min: 1 }) ?? D.paymentTimeoutMs
+      paymentTimeoutMs: this.duration(m?.get('payment_timeout'), 'payment_timeout', { min: 1 }) ?? D.paymentTimeoutMs,
+      ...readOriginOrders(ck, m, store)
     }
   }
 
@@ -682,7 +685,7 @@ class Loader {
   private readUpstream (n: PNode, name: string): UpstreamConfig | undefined {
     const { ck } = this
     const D = DEFAULTS.upstream
-    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue'])
+    const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue', 'client'])
     if (m === undefined) return undefined
     let balance: BalanceConfig = { kind: 'round_robin' }
     const b = m.get('balance')
@@ -715,8 +718,19 @@ class Loader {
       retries: ck.num(m.get('retries'), 'retries', 0, 100) ?? D.retries,
       connections: ck.num(m.get('connections'), 'connections', 1, 100_000) ?? D.connections,
       keepAliveTimeoutMs: this.duration(m.get('keepalive_timeout'), 'keepalive_timeout', { min: 1 }) ?? D.keepAliveTimeoutMs,
-      queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue
+      queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue,
+      ...this.upstreamClient(m.get('client'), targets)
     }
+  }
+
+  /** `client: undici | raw` (absent: undici, and no field); raw speaks plain http only. */
+  private upstreamClient (n: PNode | undefined, targets: readonly UpstreamTarget[]): { client?: 'undici' | 'raw' } {
+    const { ck } = this
+    const c = ck.oneOf(n, 'client', UPSTREAM_CLIENTS)
+    if (c === undefined || n === undefined) return {}
+    const tls = targets.find((t) => t.url.startsWith('https:'))
+    if (c === 'raw' && tls !== undefined) ck.error(n.pos, `client: raw speaks http:// only (target ${tls.url}); use client: undici for https targets`)
+    return { client: c }
   }
 
   private readTarget (n: PNode): UpstreamTarget | undefined {

@@ -33,7 +33,7 @@ import { onSettle } from '../pipeline/settle.js'
 import { limitGivesBack } from '../pipeline/settle.js'
 import { DelayQueue } from '../../limiter/delay-queue.js'
 import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from '../../limiter/leaky-bucket.js'
-import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy } from '../../limiter/token-bucket.js'
+import { giveBack, takeOut, takeTo, tokenBucketPolicy, type TokenBucketPolicy } from '../../limiter/token-bucket.js'
 
 type KeyFn = (ctx: RequestContext) => string | null
 
@@ -174,6 +174,9 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
   // ---- node-local token bucket / leaky bucket (synchronous unless a leaky delay applies)
   const tb = local.tb
   const lb = local.lb
+  // The token bucket's step writes into this one object (checks are synchronous: no two at once), so a
+  // 429 from a node-local limit allocates nothing here: the cell is updated in place, the Rejection cached.
+  const out = takeOut()
   const localCheck = (ctx: RequestContext, key: string | null): Verdict | Promise<Verdict> => {
     const cell = cellOf(zone, key)
     if (lb !== null) {
@@ -188,8 +191,8 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
       if (r.delayMs > 0) return (queue as DelayQueue).wait(ctx.now + r.delayMs).then(() => undefined)
       return undefined
     }
-    const r = take(cell === undefined ? null : { units: cell.a, at: cell.b }, ctx.now, tb, 1)
-    keep(zone, key, cell, r.state.units, r.state.at)
+    const r = cell === undefined ? takeTo(out, 0, 0, true, ctx.now, tb, 1) : takeTo(out, cell.a, cell.b, false, ctx.now, tb, 1)
+    keep(zone, key, cell, r.units, r.at)
     if (!r.ok) {
       if (keyless) overload.active = true
       return limited(r.retryAfterMs, r.remaining)

@@ -140,6 +140,16 @@ const TOO_LARGE_EVENT = 'flashgate:too-large'
 /** Spool file names: pid, a counter and a random part (opened with O_EXCL). */
 let spoolSeq = 0
 
+/**
+ * The strict listener's in-place lane (gateway/http/raw-server.ts LaneRequest): a bodiless request
+ * whose `req`/`res` are reused stand-ins that can only carry a rejection; anything else first upgrades
+ * them to real objects.
+ */
+interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse] }
+function isLane (req: IncomingMessage): req is IncomingMessage & Lane {
+  return (req as Partial<Lane>).laneUpgrade !== undefined
+}
+
 /** More than one Host field (node:http keeps the first in req.headers; the raw list has them all). */
 function twoHosts (raw: readonly string[]): boolean {
   let seen = false
@@ -343,6 +353,7 @@ export class Frontend implements PipelineSink<Ctx> {
     // Forward what the guards judged: the normalised path (gateway/http/context.ts normalizePath).
     if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
+      if (isLane(req)) [req, res] = req.laneUpgrade()
       this.edge(state, req, res, path, target.query, start)
       return
     }
@@ -511,6 +522,7 @@ export class Frontend implements PipelineSink<Ctx> {
 
   pass (ctx: Ctx): void {
     if (ctx.settled) return
+    if (isLane(ctx.req)) [ctx.req, ctx.res] = ctx.req.laneUpgrade()
     if (ctx.tooLarge) { this.reject(ctx, ANSWERS.tooLarge); return }
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
     const files = (ctx.owner as ServingState).files[ctx.routeIndex]

@@ -11,11 +11,34 @@
  */
 import { limitKey, segmentKey } from '../../conf/store-keys.js'
 import type { Store } from '../../limiter/store.js'
+import type { Rejection, Settler } from '../pipeline/types.js'
 import { fnv1a } from './values.js'
 import { segmentQuota } from './quota.js'
 
-/** ctx.locals key: the dedupe mark (`{ key, ttlMs }`) a dedupe guard falling back leaves for the quota to journal. */
+/**
+ * ctx.locals key: the dedupe mark (a JournalMark) a dedupe guard not fused with the quota leaves for the
+ * quota, so that a buy the quota journals carries its buyer's mark wherever the dedupe stood in the route.
+ */
 export const JOURNAL_MARK = 'dedupe:journal-mark'
+
+/**
+ * What a dedupe before the quota (not fused with it: another guard between them, or a Redis Cluster)
+ * tells the quota under `store.on_error: journal`:
+ * - the dedupe set its mark in the store (`deferred` absent): the mark holds `<request id>/-1`, so the
+ *   replay of this request's journal entry knows the mark as its own and takes the unit; the mark is
+ *   kept while the buy is PENDING (dedupe.ts releasesMark), so a second attempt is DUPLICATE;
+ * - the dedupe's store call failed and it marked node-locally (`deferred` set): the store mark is not set
+ *   yet. If the quota's call then reaches the store (the store came back, or on a cluster the mark's
+ *   shard is the one down), the quota sets the mark first (`setIfAbsent`; a standing mark → `duplicate`)
+ *   and registers `release`; if not, the journal entry carries the mark and its replay sets it.
+ * Without this a journaled buy carried no mark when the dedupe had reached the store, the mark was given
+ * back at the 202, and the same user could buy a second unit (issue 17, the dedupe-not-adjacent gap).
+ */
+export interface JournalMark {
+  readonly key: string
+  readonly ttlMs: number
+  readonly deferred?: { readonly duplicate: Rejection, readonly release: Settler }
+}
 
 export interface ReplayOp {
   readonly ticket: string
@@ -60,7 +83,10 @@ export async function replayAdmit (store: Store, op: ReplayOp): Promise<ReplayRe
       const r = await store.markAndAdd(op.mark.key, `${op.ticket}/${i}`, op.mark.ttlMs, segmentKey(op.campaign, op.product, i), 1, segmentQuota(quota, segs, i))
       if (!r.fresh) {
         const s = mine(await store.get(op.mark.key))
-        return s !== null && s >= 0 ? { status: 'ADMITTED', segment: s } : { status: 'DUPLICATE' }
+        if (s === null) return { status: 'DUPLICATE' }
+        if (s >= 0) return { status: 'ADMITTED', segment: s }
+        // `-1`: the mark this request's dedupe set live (or a replay cut short) and no unit yet: take it below.
+        return await takeUnit(store, op, quota, segs, start)
       }
       if (r.ok) return { status: 'ADMITTED', segment: i }
     }
@@ -73,9 +99,15 @@ export async function replayAdmit (store: Store, op: ReplayOp): Promise<ReplayRe
       const s = mine(await store.get(op.mark.key))
       if (s === null) return { status: 'DUPLICATE' }
       if (s >= 0) return { status: 'ADMITTED', segment: s }
-      // Our own mark from a replay cut short: go on and take the unit (at worst a second unit counted, never sold twice).
+      // Our own mark (set live by this request's dedupe, or by a replay cut short): go on and take the unit
+      // (at worst a second unit counted, never sold twice).
     }
   }
+  return await takeUnit(store, op, quota, segs, start)
+}
+
+/** The unit of an entry whose mark (if any) is already its own: segments in order; SOLD_OUT drops the mark. */
+async function takeUnit (store: Store, op: ReplayOp, quota: number, segs: number, start: number): Promise<ReplayResult> {
   for (let j = 0; j < segs; j++) {
     const i = (start + j) % segs
     const r = await store.addIfWithin(segmentKey(op.campaign, op.product, i), 1, segmentQuota(quota, segs, i))

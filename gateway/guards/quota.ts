@@ -57,7 +57,7 @@ import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, pr
 import { retryRefused } from '../../limiter/breaker.js'
 import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
 import { QUOTA_CHANNEL, limitKey, originKey, segmentKey, segmentQuota } from '../../conf/store-keys.js'
-import { JOURNAL_MARK } from './journal-replay.js'
+import { JOURNAL_MARK, type JournalMark } from './journal-replay.js'
 import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from '../../limiter/quota-lease.js'
 
 
@@ -281,7 +281,8 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     late.rejected = true
     if (pending !== null) {
       // The dedupe mark: set in this guard's call (fused), or left by a dedupe before it (a cluster).
-      const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : (ctx.locals?.[JOURNAL_MARK] as { key: string, ttlMs: number } | undefined) ?? null
+      const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
+      const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : jm !== undefined ? { key: jm.key, ttlMs: jm.ttlMs } : null
       return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m })
     }
     if (local) {
@@ -381,6 +382,18 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     return c === null || pid === null ? undefined : campaigns.get(c)?.get(pid)
   }
 
+  /**
+   * A dedupe before this guard fell back node-locally (its store call failed) and the store answers now:
+   * its mark is set first, so that a unit admitted live always has its buyer's mark in the store
+   * (journal-replay.ts JournalMark). A store failure here journals the buy with the mark.
+   */
+  const admitDeferred = (ctx: RequestContext, p: Product, jm: JournalMark, d: NonNullable<JournalMark['deferred']>): Promise<Verdict> =>
+    store.setIfAbsent(jm.key, liveMark(ctx, -1), jm.ttlMs).then((fresh): Verdict | Promise<Verdict> => {
+      if (!fresh) return d.duplicate
+      onSettle(ctx, d.release)
+      return admit(ctx, p, null, null)
+    }, (err: unknown) => onError(err, { rejected: false }, ctx, p, null, null, 0, p.epoch))
+
   const guard: MarkTaker = {
     kind: 'quota',
     id,
@@ -388,6 +401,10 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       const p = find(ctx)
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
+      if (pending !== null) {
+        const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
+        if (jm?.deferred !== undefined) return admitDeferred(ctx, p, jm, jm.deferred)
+      }
       return admit(ctx, p, null, null)
     },
     // A sold-out product is answered from the latch before the mark is looked at: a repeated attempt

@@ -24,6 +24,10 @@ export interface RedisHandle {
   kill(): void
   /** Start again on the same port (killing the current process first if it still runs); resolves once PING answers. */
   restart(): Promise<void>
+  /** Freeze it (SIGSTOP): connections stay open, nothing is answered — a hung server. */
+  pause(): void
+  /** Thaw it (SIGCONT). */
+  resume(): void
 }
 
 export interface RedisClusterHandle {
@@ -192,6 +196,14 @@ async function startServer (port: number, opts: ServerOpts): Promise<RedisHandle
       const c = child
       if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
     },
+    pause () {
+      const c = child
+      if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGSTOP')
+    },
+    resume () {
+      const c = child
+      if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGCONT')
+    },
     async restart () {
       if (stopped) throw new Error('restart after stop')
       const c = child
@@ -257,4 +269,19 @@ export async function startRedisCluster (opts: { masters?: number, aof?: boolean
     servers,
     async stop () { await Promise.all(servers.map(async (s) => await s.stop())) }
   }
+}
+
+/** The port of the master serving `key`'s slot (from `CLUSTER NODES` as `port` sees it). */
+export async function slotOwner (port: number, key: string): Promise<number> {
+  const slot = Number((await redisCli(port, 'cluster', 'keyslot', key)).trim())
+  for (const line of (await redisCli(port, 'cluster', 'nodes')).split('\n')) {
+    const f = line.trim().split(' ')
+    if (f.length < 9 || !(f[2] ?? '').includes('master') || (f[2] ?? '').includes('fail')) continue
+    for (const r of f.slice(8)) {
+      if (r.startsWith('[')) continue
+      const [a, b] = r.split('-').map(Number)
+      if (a !== undefined && slot >= a && slot <= (b ?? a)) return Number(/:(\d+)@/.exec(f[1] ?? '')?.[1] ?? NaN)
+    }
+  }
+  throw new Error(`no master serves slot ${slot} (${key})`)
 }

@@ -34,6 +34,23 @@ export const JOURNAL_MARK = 'dedupe:journal-mark'
  * Without this a journaled buy carried no mark when the dedupe had reached the store, the mark was given
  * back at the 202, and the same user could buy a second unit (issue 17, the dedupe-not-adjacent gap).
  */
+/**
+ * ctx.locals key: a waiting-room pass the `waiting_room` guard could not mark used (the store failed)
+ * under `store.on_error: journal` (a RoomPassMark). The quota journals it with the buy, and the replay
+ * marks it used before it takes the unit; if the store answers the quota live instead, the quota marks it
+ * used first. So a pass buys once across nodes and across the outage.
+ */
+export const ROOM_PASS = 'waiting-room:journal-pass'
+
+export interface RoomPassMark {
+  readonly room: string
+  readonly user: string
+  readonly exp: number
+  /** The guard's answer for a pass already used, and its give-back (a later step refused the buy). */
+  readonly used: Rejection
+  readonly release: Settler
+}
+
 export interface JournalMark {
   readonly key: string
   readonly ttlMs: number

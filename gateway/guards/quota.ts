@@ -57,7 +57,7 @@ import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, policyOf, pr
 import { retryRefused } from '../../limiter/breaker.js'
 import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
 import { QUOTA_CHANNEL, limitKey, originKey, segmentKey, segmentQuota } from '../../conf/store-keys.js'
-import { JOURNAL_MARK, type JournalMark } from './journal-replay.js'
+import { JOURNAL_MARK, ROOM_PASS, type JournalMark, type RoomPassMark } from './journal-replay.js'
 import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from '../../limiter/quota-lease.js'
 
 
@@ -283,7 +283,8 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       // The dedupe mark: set in this guard's call (fused), or left by a dedupe before it (a cluster).
       const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
       const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : jm !== undefined ? { key: jm.key, ttlMs: jm.ttlMs } : null
-      return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m })
+      const rp = ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined
+      return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m, ...(rp !== undefined ? { pass: { room: rp.room, user: rp.user, exp: rp.exp } } : {}) })
     }
     if (local) {
       const s = takeUnit(p.lease, seg)
@@ -394,6 +395,20 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       return admit(ctx, p, null, null)
     }, (err: unknown) => onError(err, { rejected: false }, ctx, p, null, null, 0, p.epoch))
 
+  /**
+   * A waiting-room pass the room guard could not mark used (store down) while the store answers now: it
+   * is marked used first (a pass used elsewhere meanwhile → the room's answer), then the unit is taken.
+   * A store failure journals the buy with the pass (journal-replay.ts RoomPassMark).
+   */
+  const viaPass = (ctx: RequestContext, p: Product, rp: RoomPassMark, next: () => Verdict | Promise<Verdict>): Promise<Verdict> =>
+    store.roomPass(rp.room, rp.user, ctx.now, true, rp.exp).then((ok): Verdict | Promise<Verdict> => {
+      if (!ok) return rp.used
+      onSettle(ctx, rp.release)
+      // Marked in the store: a journaled buy from here on needs no pass step at replay.
+      if (ctx.locals !== null) delete ctx.locals[ROOM_PASS]
+      return next()
+    }, (err: unknown) => onError(err, { rejected: false }, ctx, p, null, null, 0, p.epoch))
+
   const guard: MarkTaker = {
     kind: 'quota',
     id,
@@ -402,8 +417,13 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
       if (pending !== null) {
-        const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
-        if (jm?.deferred !== undefined) return admitDeferred(ctx, p, jm, jm.deferred)
+        const rp = ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined
+        const go = (): Verdict | Promise<Verdict> => {
+          const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
+          if (jm?.deferred !== undefined) return admitDeferred(ctx, p, jm, jm.deferred)
+          return admit(ctx, p, null, null)
+        }
+        return rp !== undefined ? viaPass(ctx, p, rp, go) : go()
       }
       return admit(ctx, p, null, null)
     },
@@ -413,6 +433,8 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       const p = find(ctx)
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
+      const rp = pending !== null ? ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined : undefined
+      if (rp !== undefined) return viaPass(ctx, p, rp, () => admit(ctx, p, markKey, mark))
       return admit(ctx, p, markKey, mark)
     },
     close () {

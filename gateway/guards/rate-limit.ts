@@ -26,7 +26,7 @@ import { LRUCache } from 'lru-cache'
 import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
 import { rejection } from '../pipeline/reject.js'
 import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
-import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, policyOf, processCount } from './values.js'
+import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, processCount } from './values.js'
 import { limitGivesBack } from '../pipeline/settle.js'
 import { DelayQueue } from '../../limiter/delay-queue.js'
 import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from '../../limiter/leaky-bucket.js'
@@ -127,7 +127,7 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
   const { count, periodMs } = cfg.rate
   const burst = cfg.burst > 0 ? cfg.burst : count
   const leaky = cfg.algorithm === 'leaky_bucket'
-  const policy = policyOf(cfg.onError, deps)
+  const policy = cfg.policy
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
 
   // Node share: the worker split for scope node; the (nodes × workers) split for the local fallback.

@@ -38,11 +38,6 @@ export function fnv1a (s: string): number {
 
 export { onSettle } from '../pipeline/settle.js'
 
-/** The guard's failure policy: its own `on_error`, else `store.on_error`. */
-export function policyOf (cfgOnError: FailurePolicy | null, deps: GuardDeps): FailurePolicy {
-  return cfgOnError ?? deps.config.store.onError
-}
-
 /** Processes sharing the store: gateway nodes × workers on this node. */
 export function processCount (deps: GuardDeps): number {
   const nodes = deps.config.store.gatewayNodes ?? 1

@@ -58,6 +58,9 @@ export const readCaptcha: GuardReader<CaptchaGuardConfig> = (env, m, pos, _rc, c
     clearanceMs,
     clearanceCookie: cookie,
     onError,
+    policy: onError ?? env.storeOnError,
+    // A provider outage is not a store outage: store.on_error says nothing about it.
+    providerPolicy: onError ?? 'fail_closed',
     difficulty,
     difficultyUnderLoad: dul,
     challengeTtlMs: duration(ck, m.get('challenge_ttl'), 'challenge_ttl', { min: 1000 }) ?? D.challengeTtlMs

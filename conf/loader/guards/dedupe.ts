@@ -11,5 +11,6 @@ export const readDedupe: GuardReader<DedupeGuardConfig> = (env, m, pos, rc, comm
   const ttlMs = duration(env.ck, m.get('ttl'), 'ttl', { min: 1000, timer: false }) ?? DEFAULTS.dedupe.ttlMs
   const campaign = campaignSource(env, m, rc, 'dedupe')
   const product = productSource(env, m, rc, 'dedupe', campaign)
-  return { kind: 'dedupe', ...common, ttlMs, campaign, product, onError: policy(env.ck, m.get('on_error')) ?? null }
+  const onError = policy(env.ck, m.get('on_error')) ?? null
+  return { kind: 'dedupe', ...common, ttlMs, campaign, product, onError, policy: onError ?? env.storeOnError }
 }

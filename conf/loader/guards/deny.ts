@@ -17,5 +17,6 @@ export const readDeny: GuardReader<DenyGuardConfig> = (env, m, pos, _rc, common)
   if (ips.length === 0 && ipFiles.length === 0 && users.length === 0 && usersSet === null && m.keys().every((k) => k === 'shadow' || k === 'reject')) {
     ck.warn(pos, 'deny: nothing to deny (set ips, ip_files, users or users_set)')
   }
-  return { kind: 'deny', ...common, ips, ipFiles, fileIps, users, usersSet, onError: policy(ck, m.get('on_error')) ?? null }
+  const onError = policy(ck, m.get('on_error')) ?? null
+  return { kind: 'deny', ...common, ips, ipFiles, fileIps, users, usersSet, onError, policy: onError ?? env.storeOnError }
 }

@@ -23,5 +23,6 @@ export const readQuota: GuardReader<QuotaGuardConfig> = (env, m, pos, rc, common
   const lease = ck.num(m.get('lease'), 'lease', 1, 1_000_000) ?? DEFAULTS.quota.lease
   const journaled = own === null && env.storeJournal
   if (m.get('lease') !== undefined && (effective !== 'local' || journaled)) ck.error(m.get('lease')!.pos, `lease: only with on_error: local (this quota's on_error is ${journaled ? 'journal, inherited from store.on_error' : effective})`)
-  return { kind: 'quota', ...common, campaign, product, latchTtlMs, onError: own, lease }
+  // effective is never fail_open in a config that loads (refused above; the guard is then left out).
+  return { kind: 'quota', ...common, campaign, product, latchTtlMs, onError: own, policy: effective === 'fail_open' ? 'fail_closed' : effective, journaled, lease }
 }

@@ -34,7 +34,8 @@ export const readRateLimit: GuardReader<RateLimitGuardConfig> = (env, m, pos, rc
   // A leaky bucket queues or delays requests on this node (nginx limit_req); it has no store form.
   if (algorithm === 'leaky_bucket' && scope === 'cluster') ck.error(m.get('scope')?.pos ?? pos, 'scope: cluster needs algorithm: token_bucket (leaky_bucket is node-scoped, as nginx limit_req)')
   const maxKeys = ck.num(m.get('max_keys'), 'max_keys', 1, 1e8) ?? DEFAULTS.rateLimit.maxKeys
-  const cfg = { kind: 'rate_limit', ...common, name, key, rate: rate ?? { count: 1, periodMs: 1000 }, burst, algorithm, delay, scope, maxKeys, onError: policy(ck, m.get('on_error')) ?? null } as const
+  const onError = policy(ck, m.get('on_error')) ?? null
+  const cfg = { kind: 'rate_limit', ...common, name, key, rate: rate ?? { count: 1, periodMs: 1000 }, burst, algorithm, delay, scope, maxKeys, onError, policy: onError ?? env.storeOnError } as const
   if (rate !== undefined && m.get('name') !== undefined) {
     const sig = JSON.stringify([key, cfg.rate, burst, algorithm, delay, scope])
     const seen = env.rateLimits.get(name)

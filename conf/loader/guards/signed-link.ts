@@ -30,5 +30,5 @@ export const readSignedLink: GuardReader<SignedLinkGuardConfig> = (env, m, pos, 
       try { parseSecureLinkTemplate(v) } catch (err) { ck.error(node?.pos ?? pos, `${k}: ${(err as Error).message}`) }
     }
   }
-  return { kind: 'signed_link', ...common, mode, singleUse, secureLink, secureLinkMd5, campaign, product }
+  return { kind: 'signed_link', ...common, mode, singleUse, secureLink, secureLinkMd5, campaign, product, policy: env.storeOnError }
 }

@@ -16,5 +16,6 @@ export const readWaitingRoom: GuardReader<WaitingRoomGuardConfig> = (env, m, pos
   } else if (rooms.length === 0) {
     ck.error(pos, 'waiting_room: no campaign has a waiting_room (add campaigns[].waiting_room: { admit: 600/m })')
   }
-  return { kind: 'waiting_room', ...common, campaign, onError: policy(ck, m.get('on_error')) ?? null }
+  const onError = policy(ck, m.get('on_error')) ?? null
+  return { kind: 'waiting_room', ...common, campaign, onError, policy: onError ?? env.storeOnError }
 }

@@ -17,6 +17,7 @@ import { dedupeGuard } from '../gateway/guards/dedupe.js'
 import { denyGuard } from '../gateway/guards/deny.js'
 import { createIdentity, signSession } from '../gateway/guards/identity.js'
 import { signLinkQuery } from '../antibot/signed-link.js'
+import { KeptState, OverloadSignal } from '../gateway/pipeline/state.js'
 
 const N = Number(process.argv[2] ?? 200_000)
 const NOW = Date.UTC(2030, 0, 1, 12, 30)
@@ -47,7 +48,7 @@ const metrics = createMetrics({ defaultMetrics: false })
 const deps: GuardDeps = {
   config, metrics, registry: metrics.registry, clock: () => NOW, identity: createIdentity(config),
   store: createStore(config.store, { metrics, clock: () => NOW }),
-  worker: { index: 0, count: 1 }, persistent: new Map(), signals: { overloaded: false }, log: () => {}
+  worker: { index: 0, count: 1 }, kept: new KeptState(), overload: new OverloadSignal(), log: () => {}
 }
 const route = config.routes[0]!
 const g = (k: GuardConfig['kind']): GuardConfig => route.guards.find((x) => x.kind === k)!

@@ -21,6 +21,7 @@ import { createMetrics, recordReload, type Metrics } from './metrics.js'
 import { createListener, listenerUrl, readTlsFiles, type PublicListener } from './http/listeners.js'
 import { createTracer, type Tracer } from './otlp.js'
 import { buildPipelines, closeGuards, type GuardFactories } from './pipeline/build.js'
+import { KeptState, OverloadSignal } from './pipeline/state.js'
 import { PENDING_PATH, PendingJournal } from './pending.js'
 import { createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './http/server.js'
 import type { EdgeHandler, GuardDeps } from './pipeline/types.js'
@@ -167,8 +168,8 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const upstreams: UpstreamsLike = opts.upstreams ?? createUpstreams(config.upstreams, { metrics, clock, log })
   const factories = opts.factories ?? DEFAULT_FACTORIES
   const edgeFor = opts.edgeHandlers ?? antibot.createEdgeHandlers
-  const persistent = new Map<string, unknown>()
-  const signals = { overloaded: false }
+  const kept = new KeptState()
+  const overload = new OverloadSignal()
   const accessLog = opts.accessLog ?? createAccessLog(config.accessLog, (err) => { log('warn', 'access log write failed', { err }) })
   // store.on_error: journal — this worker's journal, read back and replayed from start (gateway/pending.ts).
   const journalCfg = config.store.journal ?? null
@@ -183,8 +184,8 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       clock,
       identity: antibot.createIdentity(cfg),
       worker,
-      persistent,
-      signals,
+      kept,
+      overload,
       log,
       pending
     }
@@ -211,7 +212,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const onTraceError = (err: unknown): void => { log('debug', 'trace export failed', { err }) }
   let tracer: Tracer = createTracer(config.tracing, metrics.registry, { onError: onTraceError })
   const frontend = new Frontend({ state: build(config), upstreams, metrics, accessLog, log, clock, tracer })
-  quotaAdmin = createQuotaAdmin({ config, store, metrics, persistent })
+  quotaAdmin = createQuotaAdmin({ config, store, metrics })
   const publics: PublicListener[] = []
   let address: AddressInfo
   try {
@@ -309,7 +310,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       frontend.tracer = tracer
       old.close().catch(() => {})
     }
-    quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics, persistent })
+    quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics })
     pending?.update(cfg)
     config = cfg
     recordReload(metrics, true)

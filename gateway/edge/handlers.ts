@@ -124,7 +124,7 @@ export function createEdgeHandlers (deps: GuardDeps): Record<string, EdgeHandler
     const key = powKey(deps)
     handlers['/_flashgate/challenge'] = (req, res, e) => {
       if (req.method !== 'GET' && req.method !== 'HEAD') return reject(res, METHOD)
-      const difficulty = deps.signals.overloaded && pow.difficultyUnderLoad !== null ? pow.difficultyUnderLoad : pow.difficulty
+      const difficulty = deps.overload.active && pow.difficultyUnderLoad !== null ? pow.difficultyUnderLoad : pow.difficulty
       const c = issueChallenge(key, difficulty, pow.challengeTtlMs, e.now)
       sendJson(res, 200, { algorithm: 'SHA-256', challenge: c.challenge, difficulty: c.difficulty, expires_at: c.expiresAt })
     }

@@ -22,6 +22,7 @@
  * Form tokens: the urlencoded body (at most 64 KiB and the route's max body size; 413 above) is
  * buffered into `ctx.body`, which the proxy sends upstream instead of the consumed request stream.
  */
+import { Slot, type KeptState } from '../pipeline/state.js'
 import { createHash, createSecretKey, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
@@ -42,13 +43,19 @@ export const MAX_TOKEN = 4096
 /** Largest urlencoded body buffered to find a form token. */
 export const MAX_FORM_BODY = 64 * 1024
 
-/** A key that survives reloads: from the config when set, else random per process (kept in deps.persistent). */
+/** Keys drawn per process when the config names none, by name; kept across reloads so old tokens still verify. */
+export const PROCESS_KEYS = new Slot('antibot process keys', () => new Map<string, KeyObject>())
+/** Captcha tokens already redeemed (a token buys one clearance). */
+const SPENT = new Slot<LRUCache<string, true> | null>('antibot spent captcha tokens', () => null)
+
+/** A key that survives reloads: from the config when set, else random per process. */
 export function processKey (deps: GuardDeps, name: string, configured: Buffer | null): KeyObject {
   if (configured !== null) return createSecretKey(configured)
-  let k = deps.persistent.get(name) as KeyObject | undefined
+  const keys = deps.kept.get(PROCESS_KEYS)
+  let k = keys.get(name)
   if (k === undefined) {
     k = createSecretKey(randomBytes(32))
-    deps.persistent.set(name, k)
+    keys.set(name, k)
   }
   return k
 }
@@ -59,10 +66,10 @@ export function powKey (deps: GuardDeps): KeyObject {
 }
 
 function spentCache (deps: GuardDeps, ttl: number): LRUCache<string, true> {
-  let c = deps.persistent.get('antibot:captcha-spent') as LRUCache<string, true> | undefined
-  if (c === undefined) {
+  let c = deps.kept.get(SPENT)
+  if (c === null) {
     c = new LRUCache<string, true>({ max: 500_000, ttl: Math.max(1000, ttl), ttlAutopurge: false })
-    deps.persistent.set('antibot:captcha-spent', c)
+    deps.kept.set(SPENT, c)
   }
   return c
 }

@@ -47,6 +47,7 @@
  * (The old `local`, a node-local share reconciled into the counter after the outage while other calls
  * were judged without it, oversold: issue 13, 2,496 buyers for a quota of 1,500.)
  */
+import { Slot, type KeptState } from '../pipeline/state.js'
 import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'
 import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
 import { rejection } from '../pipeline/reject.js'
@@ -73,7 +74,7 @@ export function unitReturns (o: Outcome): boolean {
 /** Quota of segment i when `quota` is split in `n`. */
 export { segmentQuota }
 
-/** A product's node-local state; one per process (deps.persistent), shared by every quota guard and kept across reloads. */
+/** A product's node-local state; one per process (deps.kept), shared by every quota guard and kept across reloads. */
 interface Product {
   readonly campaign: string
   readonly product: string
@@ -103,13 +104,10 @@ const quotaOf = (p: Product): number => p.override ?? p.configQuota
 
 interface Registry { products: Map<string, Product>, store: Store | null, off: (() => void) | null }
 
-function registryOf (persistent: Map<string, unknown>): Registry {
-  let r = persistent.get('quota:products') as Registry | undefined
-  if (r === undefined) {
-    r = { products: new Map(), store: null, off: null }
-    persistent.set('quota:products', r)
-  }
-  return r
+const PRODUCTS = new Slot<Registry>('quota products', () => ({ products: new Map(), store: null, off: null }))
+
+function registryOf (kept: KeptState): Registry {
+  return kept.get(PRODUCTS)
 }
 
 function clearLatch (p: Product): void {
@@ -187,7 +185,7 @@ function leftSeen (p: Product): number {
 export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): MarkTaker => {
   const id = guardId(route, cfg)
   const store = deps.store
-  const reg = registryOf(deps.persistent)
+  const reg = registryOf(deps.kept)
   const campaigns = new Map<string, Map<string, Product>>()
   for (const c of deps.config.campaigns.values()) {
     const m = new Map<string, Product>()
@@ -440,7 +438,7 @@ export interface QuotaAdmin {
 }
 
 /** The admin API's quota operations (GET/PUT /admin/quota/:campaign/:product, POST .../reset). */
-export function createQuotaAdmin (deps: { config: Config, store: Store, metrics: Metrics, persistent?: Map<string, unknown> }): QuotaAdmin {
+export function createQuotaAdmin (deps: { config: Config, store: Store, metrics: Metrics }): QuotaAdmin {
   const { store } = deps
   const find = (c: string, p: string): ProductConfig | undefined => deps.config.campaigns.get(c)?.products.find((x) => x.id === p)
   const get = async (c: string, p: string): Promise<QuotaStatus | null> => {

@@ -4,8 +4,8 @@
  * - `scope: node` (default): a token bucket (or nginx leaky bucket) in this process, its rate and burst
  *   split evenly between the node's workers. Keyless (the global limit): one bucket, checked
  *   synchronously — no Promise on the hot path. Keyed: one bucket per key in an lru-cache of `max_keys`,
- *   so rotating keys evicts old buckets instead of growing memory. Buckets live in deps.persistent under
- *   `rate_limit:<name>`: the same name on several routes is one zone (as nginx `limit_req_zone`), and a
+ *   so rotating keys evicts old buckets instead of growing memory. Buckets live in deps.kept (ZONES) by
+ *   limit name: the same name on several routes is one zone (as nginx `limit_req_zone`), and a
  *   config reload keeps the buckets.
  * - `scope: cluster`: GCRA on the store, exact across every node. On a store failure the policy decides:
  *   fail_closed → 503, fail_open → pass, local → this process's share (rate / (gateway_nodes × workers)).
@@ -20,8 +20,9 @@
  * - Rejection: 429 RATE_LIMITED, `Retry-After` in whole seconds rounded up, and IETF
  *   `RateLimit-Policy: "<name>";q=<count>;w=<seconds>` / `RateLimit: "<name>";r=<remaining>;t=<seconds>`.
  *   Built once per distinct Retry-After value. Shadow mode is the runner's: this guard just rejects.
- * - The keyless limiter sets deps.signals.overloaded while it is rejecting (the pow captcha hardens).
+ * - The keyless limiter sets deps.overload.active while it is rejecting (the pow captcha hardens).
  */
+import { Slot, type KeptState } from '../pipeline/state.js'
 import { LRUCache } from 'lru-cache'
 import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
 import { rejection } from '../pipeline/reject.js'
@@ -79,12 +80,18 @@ interface Zone {
   keyed: LRUCache<string, Cell> | null
 }
 
+/** Zones by limit name (+ suffix), kept across reloads so a reload refunds nothing. */
+const ZONES = new Slot('rate_limit zones', () => new Map<string, Zone>())
+/** One queue per process for `delay` (nodelay: false) limits; it needs the clock, so it is made on first use. */
+const DELAY_QUEUE = new Slot<DelayQueue | null>('rate_limit delay queue', () => null)
+
 function zoneOf (deps: GuardDeps, name: string, suffix: string, maxKeys: number, keyed: boolean): Zone {
-  const id = `rate_limit:${name}${suffix}`
-  let z = deps.persistent.get(id) as Zone | undefined
+  const zones = deps.kept.get(ZONES)
+  const id = name + suffix
+  let z = zones.get(id)
   if (z === undefined) {
     z = { single: null, keyed: null }
-    deps.persistent.set(id, z)
+    zones.set(id, z)
   }
   if (keyed && (z.keyed === null || z.keyed.max !== maxKeys)) {
     const lru = new LRUCache<string, Cell>({ max: maxKeys })
@@ -112,10 +119,10 @@ function keep (zone: Zone, key: string | null, cell: Cell | undefined, a: number
 }
 
 function delayQueue (deps: GuardDeps): DelayQueue {
-  let q = deps.persistent.get('rate_limit:delay-queue') as DelayQueue | undefined
-  if (q === undefined) {
+  let q = deps.kept.get(DELAY_QUEUE)
+  if (q === null) {
     q = new DelayQueue(deps.clock)
-    deps.persistent.set('rate_limit:delay-queue', q)
+    deps.kept.set(DELAY_QUEUE, q)
   }
   return q
 }
@@ -160,7 +167,7 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
     return r
   }
 
-  const signals = deps.signals
+  const overload = deps.overload
 
   // ---- node-local token bucket / leaky bucket (synchronous unless a leaky delay applies)
   const tb = local.tb
@@ -170,11 +177,11 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
     if (lb !== null) {
       const r = leak(cell === undefined ? null : { excess: cell.a, last: cell.b }, ctx.now, lb)
       if (!r.ok) {
-        if (keyless) signals.overloaded = true
+        if (keyless) overload.active = true
         return limited(r.retryAfterMs, 0)
       }
       keep(zone, key, cell, r.state.excess, r.state.last)
-      if (keyless) signals.overloaded = false
+      if (keyless) overload.active = false
       onSettle(ctx, (_c, o) => { if (limitGivesBack(o)) uncommitLocal(key, 'leaky') })
       if (r.delayMs > 0) return (queue as DelayQueue).wait(ctx.now + r.delayMs).then(() => undefined)
       return undefined
@@ -182,10 +189,10 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
     const r = take(cell === undefined ? null : { units: cell.a, at: cell.b }, ctx.now, tb, 1)
     keep(zone, key, cell, r.state.units, r.state.at)
     if (!r.ok) {
-      if (keyless) signals.overloaded = true
+      if (keyless) overload.active = true
       return limited(r.retryAfterMs, r.remaining)
     }
-    if (keyless && signals.overloaded) signals.overloaded = false
+    if (keyless && overload.active) overload.active = false
     onSettle(ctx, key === null ? settleSingle : (_c, o) => { if (limitGivesBack(o)) uncommitLocal(key, 'token') })
     return undefined
   }
@@ -234,10 +241,10 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
       return await localCheck(ctx, key)
     }
     if (!r.ok) {
-      if (keyless) signals.overloaded = true
+      if (keyless) overload.active = true
       return limited(r.retryAfterMs, r.remaining)
     }
-    if (keyless && signals.overloaded) signals.overloaded = false
+    if (keyless && overload.active) overload.active = false
     onSettle(ctx, (c, o) => {
       if (!limitGivesBack(o)) return
       store.gcra(sk, c.now, interval, burst, -1).catch((err: unknown) => {

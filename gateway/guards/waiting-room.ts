@@ -19,6 +19,7 @@
  * identity fails the check. A pass buys once: the guard marks it used in the store (Store.roomPass)
  * when the buy passes, and gives it back when a later step rejects the buy or the upstream fails.
  */
+import { Slot, type KeptState } from '../pipeline/state.js'
 import { randomBytes } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import type { CampaignConfig, Config, WaitingRoomConfig, WaitingRoomGuardConfig } from '../../conf/types.js'
@@ -368,12 +369,10 @@ export class Room {
 }
 
 /** The node's rooms, one per campaign with a waiting_room, kept across reloads. */
+const ROOMS = new Slot('waiting_room rooms', () => new Map<string, Room>())
+
 export function roomsOf (deps: GuardDeps): Map<string, Room> {
-  let rooms = deps.persistent.get('waiting_room:rooms') as Map<string, Room> | undefined
-  if (rooms === undefined) {
-    rooms = new Map()
-    deps.persistent.set('waiting_room:rooms', rooms)
-  }
+  const rooms = deps.kept.get(ROOMS)
   for (const c of deps.config.campaigns.values()) {
     if (c.waitingRoom === undefined || c.waitingRoom === null) continue
     const r = rooms.get(c.id)

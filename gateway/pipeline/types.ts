@@ -10,6 +10,7 @@ import type { Store } from '../../limiter/store.js'
 import type { Metrics } from '../metrics.js'
 import type { QueryParams } from '../http/query.js'
 import type { PendingSink } from '../pending.js'
+import type { KeptState, OverloadSignal } from './state.js'
 
 /** Reject codes of the contract (CONTRACT.md, "Answers the gateway gives itself"). */
 export type RejectCode =
@@ -117,13 +118,10 @@ export interface GuardDeps {
   readonly identity: (ctx: RequestContext) => string | null
   /** This process's share of node-local limits: index in [0, count). */
   readonly worker: { readonly index: number; readonly count: number }
-  /**
-   * State that survives a config reload (node-local buckets, latches, spent-token caches), keyed by
-   * something stable such as `rate_limit:<name>`. A reload builds new guards that find their old state here.
-   */
-  readonly persistent: Map<string, unknown>
-  /** Signals other guards can read: e.g. the global limiter sets `overloaded` while it rejects. */
-  readonly signals: { overloaded: boolean }
+  /** State that survives a config reload, in typed slots each guard module declares (pipeline/state.ts). */
+  readonly kept: KeptState
+  /** Raised by the global rate limit while it rejects; the pow challenge hardens. */
+  readonly overload: OverloadSignal
   readonly log: (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
   /** `store.on_error: journal`: where the quota writes a buy while the store is down (gateway/pending.ts); absent otherwise. */
   readonly pending?: PendingSink | null

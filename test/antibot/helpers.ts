@@ -10,6 +10,7 @@ import type { GuardDeps, RequestContext, Outcome } from '../../gateway/pipeline/
 import { createStore } from '../../limiter/index.js'
 import type { Store } from '../../limiter/store.js'
 import { createIdentity } from '../../gateway/guards/index.js'
+import { KeptState, OverloadSignal } from '../../gateway/pipeline/state.js'
 
 export const LINK_KEY = 'k1-link-key-0123456789abcdef'
 export const LINK_KEY2 = 'k2-link-key-fedcba9876543210'
@@ -76,8 +77,8 @@ export function makeDeps (config: Config, opts: { store?: Store, now?: number } 
     clock,
     identity: createIdentity(config),
     worker: { index: 0, count: 1 },
-    persistent: new Map(),
-    signals: { overloaded: false },
+    kept: new KeptState(),
+    overload: new OverloadSignal(),
     log: (level, msg, fields) => { logs.push(fields === undefined ? { level, msg } : { level, msg, fields }) },
     logs,
     setNow: (ms) => { now = ms }

@@ -1,6 +1,8 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { captchaGuard, createEdgeHandlers, issueChallenge, leadingZeroBits, powKey, solveChallenge, verifySolution } from '../../gateway/guards/index.js'
+import { PROCESS_KEYS } from '../../gateway/guards/captcha.js'
+import { KeptState } from '../../gateway/pipeline/state.js'
 import { createStore } from '../../limiter/index.js'
 import { startRedis } from '../helpers/redis.js'
 import { codeOf, guardOf, loadYaml, makeCtx, makeDeps, ready, routeYaml } from './helpers.js'
@@ -70,8 +72,8 @@ t.test('the guard: /_flashgate/challenge, solve, pass once, replay refused', asy
   t.equal(await run(token), undefined, 'solved')
   t.equal(await run(token), 'CAPTCHA_INVALID', 'replayed on the same node')
   // another node (its own local cache) sharing the store
-  const deps2 = { ...deps, persistent: new Map<string, unknown>() }
-  deps2.persistent.set('antibot:pow-key', powKey(deps))
+  const deps2 = { ...deps, kept: new KeptState() }
+  deps2.kept.set(PROCESS_KEYS, new Map([['antibot:pow-key', powKey(deps)]]))
   const other = captchaGuard(cfg, route, deps2)
   t.equal(await run(token, other), 'CAPTCHA_INVALID', 'replayed on another node: the nonce was consumed on the store')
   // expiry
@@ -87,9 +89,9 @@ t.test('the guard: /_flashgate/challenge, solve, pass once, replay refused', asy
 t.test('difficulty rises while the global limiter is rejecting', async (t) => {
   const deps = makeDeps(powConfig(), { now: NOW })
   const url = await challengeServer(t, deps)
-  deps.signals.overloaded = true
+  deps.overload.active = true
   t.equal((await (await fetch(url)).json() as { difficulty: number }).difficulty, 12)
-  deps.signals.overloaded = false
+  deps.overload.active = false
   t.equal((await (await fetch(url)).json() as { difficulty: number }).difficulty, 8)
 })
 

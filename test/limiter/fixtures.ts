@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { CampaignConfig, Config, GuardConfig, QuotaGuardConfig, RateLimitGuardConfig, RouteConfig, StoreConfig } from '../../conf/types.js'
 import { createMetrics, type Metrics } from '../../gateway/metrics.js'
 import type { GuardDeps, Outcome, RequestContext } from '../../gateway/pipeline/types.js'
+import { KeptState, OverloadSignal } from '../../gateway/pipeline/state.js'
 import type { Store } from '../../limiter/store.js'
 
 export const storeCfg: StoreConfig = {
@@ -33,7 +34,7 @@ export function config (store: StoreConfig, campaigns: CampaignConfig[] = []): C
   }
 }
 
-export function deps (store: Store, opts: { config?: Config, clock?: () => number, metrics?: Metrics, workers?: number, persistent?: Map<string, unknown> } = {}): GuardDeps & { logs: string[] } {
+export function deps (store: Store, opts: { config?: Config, clock?: () => number, metrics?: Metrics, workers?: number, kept?: KeptState } = {}): GuardDeps & { logs: string[] } {
   const metrics = opts.metrics ?? createMetrics({ defaultMetrics: false })
   const logs: string[] = []
   return {
@@ -50,8 +51,8 @@ export function deps (store: Store, opts: { config?: Config, clock?: () => numbe
       return ctx.user
     },
     worker: { index: 0, count: opts.workers ?? 1 },
-    persistent: opts.persistent ?? new Map(),
-    signals: { overloaded: false },
+    kept: opts.kept ?? new KeptState(),
+    overload: new OverloadSignal(),
     log: (level, msg) => { logs.push(`${level} ${msg}`) },
     logs
   }

@@ -32,7 +32,7 @@ t.test('a quoted cookie value reads the same for dedupe and for quota', async (t
     t.equal(await codeOf(quota, ctx), undefined, `quota: ${cookie} is campaign c1, not NOT_FOUND`)
     settle(ctx, { kind: 'upstream', status: 200 })
   }
-  const admin = createQuotaAdmin({ config, store: deps.store, metrics: deps.metrics, persistent: deps.persistent })
+  const admin = createQuotaAdmin({ config, store: deps.store, metrics: deps.metrics })
   t.same(await admin.get('c1', 'p1'), { quota: 100, admitted: 3, remaining: 97 }, 'the three units were taken from c1/p1')
 
   // The mark alice's quoted cookie set is c1's: the unquoted cookie finds it.

@@ -3,7 +3,7 @@
  * every guard), and small pieces the limiter guards share: a stable string hash, the store's 503, and the
  * failure-policy bookkeeping.
  */
-import type { FailurePolicy, GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
+import type { GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
 import { StoreError } from '../../conf/errors.js'
 import { cookieOf, headerOf } from '../../antibot/util.js'
 import { queryOf } from '../http/query.js'

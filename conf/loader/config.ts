@@ -54,6 +54,8 @@ export function readConfig (d: Diagnostics, text: string, file: string, env: Nod
     secrets,
     storeOnError: store.onError,
     storeJournal: store.journal != null,
+    workers,
+    gatewayNodes: store.gatewayNodes ?? 1,
     campaigns: index,
     rateLimits: new Map()
   }

@@ -13,6 +13,9 @@ export interface GuardEnv {
   readonly storeOnError: FailurePolicy
   /** store.on_error is journal (an inheriting quota then journals instead of applying `local`). */
   readonly storeJournal: boolean
+  /** `workers` and store.gateway_nodes: a node-local limit is split across the processes that enforce it. */
+  readonly workers: number
+  readonly gatewayNodes: number
   readonly campaigns: CampaignIndex
   /** Named rate limits seen so far: guards with one name share one limit, so their settings must agree. */
   readonly rateLimits: Map<string, { readonly sig: string, readonly pos: Pos }>

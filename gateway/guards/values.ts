@@ -1,7 +1,7 @@
 /**
  * Reading a guard's ValueSource off a request (valueOf, and valueReader over it: one set of rules for
  * every guard), and small pieces the limiter guards share: a stable string hash, the store's 503, and the
- * failure-policy bookkeeping.
+ * process count a node-local share is split by (failure policies come resolved in the config).
  */
 import type { GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
 import { StoreError } from '../../conf/errors.js'

@@ -24,6 +24,14 @@ export interface CapacityCheck {
   readonly serverCpus: string | null
   readonly seconds: number
   readonly requestsPerSec: number
+  /**
+   * The rate the model predicts for this mix on the CPU the gateway actually had in the run (its
+   * measured cores × 1e6 ÷ the predicted µs per request): on a machine it shares, a core's share is what
+   * it gets, so this is the prediction a measured rate can be held to.
+   */
+  readonly requestsPerSecPredicted: number | null
+  /** (measured − predicted) / predicted rate, %. */
+  readonly rateErrorPct: number | null
   readonly answered: number
   readonly lost: number
   /** Shares by outcome as the gateway counted them in this run. */
@@ -34,6 +42,9 @@ export interface CapacityCheck {
   readonly gatewayCoresMeasured: number | null
   /** (measured − predicted) / predicted, %. */
   readonly gatewayErrorPct: number | null
+  /** The prediction with the process's cost at rest added (idle cores + rate × µs), and its error, %. */
+  readonly gatewayCoresPredictedWithIdle?: number | null
+  readonly gatewayWithIdleErrorPct?: number | null
   /** The gateway's CPU at rest (cores, 2 s without load, after the warm-up): the fixed cost the model leaves out. */
   readonly gatewayIdleCores: number | null
   readonly redisCoresPredicted: number | null
@@ -150,6 +161,8 @@ export async function capacityCheck (o: {
       serverCpus: o.cpus.server,
       seconds: o.seconds,
       requestsPerSec: Math.round(rate),
+      requestsPerSecPredicted: usPred === null || coresMeas === null || usPred <= 0 ? null : Math.round(coresMeas * 1e6 / usPred),
+      rateErrorPct: usPred === null || coresMeas === null || usPred <= 0 ? null : err(rate, coresMeas * 1e6 / usPred),
       answered: load.answered,
       lost: load.lost,
       measuredMix,
@@ -158,6 +171,8 @@ export async function capacityCheck (o: {
       gatewayCoresPredicted: round(coresPred),
       gatewayCoresMeasured: round(coresMeas),
       gatewayErrorPct: err(coresMeas, coresPred),
+      gatewayCoresPredictedWithIdle: coresPred === null ? null : round(coresPred + idleCores),
+      gatewayWithIdleErrorPct: coresPred === null ? null : err(coresMeas, coresPred + idleCores),
       gatewayIdleCores: round(idleCores),
       redisCoresPredicted: round(redisPred),
       redisCoresMeasured: round(redisMeas),

@@ -221,7 +221,7 @@ async function benchmark (o: BenchOptions, p: Progress, args: readonly string[])
     machine,
     versions,
     settings: { ...o, products: o.products, serverCpus: pinned ? o.serverCpus : null, loadCpus: pinned ? o.loadCpus : null, flashgate: flashgateCommand().how },
-    generator: sale !== null ? `virtual users (undici)${runs.length > 0 ? ` + ${generator}` : ''}` : spike !== null ? 'open loop at fixed arrival rates (raw sockets, bench/load/open-loop.ts, in the bench process)' : generator,
+    generator: sale !== null ? `virtual users (undici)${runs.length > 0 ? ` + ${generator}` : ''}` : spike !== null ? `open loop at fixed arrival rates: ${spike.generator ?? 'raw sockets, bench/load/open-loop.ts, in the bench process'}` : generator,
     sale: sale === null ? null : { ...sale, users: { ...sale.users, orders: sale.users.orders.length } },
     targets: summaries.length > 0 ? summaries : null,
     comparisons,
@@ -410,7 +410,8 @@ async function runThroughput (c: Ctx): Promise<{ runs: Run[], targets: Target[],
       verifyUrl: 'http://127.0.0.1:9/never-called',
       workers: o.workers,
       funnelSteps: FUNNEL_STEPS.length,
-      parser: o.parser
+      parser: o.parser,
+      client: o.client
     })
     // The gateway process is spawned here and loads its code on the server core while this process
     // builds the request lists on the load core (the funnel's are tens of thousands of signed requests).

@@ -1,5 +1,5 @@
 /**
- * Bench scenario `faults` (issue 17): a sale run through three failures, each phase bounded (≈ 12 s,
+ * Bench scenario `faults` (issue 17): a sale run through four failures, each phase bounded (≈ 12 s,
  * ≤ 60 s in all), reporting for each: oversold (admitted − quota when positive; must be 0), lost (buyers
  * with no final answer at the end of the phase, or orders neither created nor parked; must be 0), the
  * time each buyer waited for a final answer (admitted or SOLD_OUT; a 503 is retried after 100 ms), and
@@ -14,6 +14,11 @@
  * 3. `order-worker`: an origin whose order system (a real HTTP server) answers 503 for 3 s: its orders
  *    are retried, parked in the dead-letter stream and re-driven; `sale + locked + sold == stock` is
  *    checked every 100 ms.
+ * 4. `order-stream`: an origin whose order stream is on a redis-server of its own (`origin.queue`),
+ *    SIGKILLed 1 s into the sale and restarted 3 s later: the buys go on (the stock step on the store's
+ *    Redis), their notices go to the disk buffer and are sent on by direct call at `origin.buffer.rate`;
+ *    reports the notices buffered, drained and lost (202 answers whose order is not CREATED at the end:
+ *    must be 0), and the invariant sampled every 100 ms.
  *
  * What it is not: the quota runs in the bench process on a real RedisStore (the guard and store a
  * gateway runs, without its HTTP layer), and the buyers are promise loops in the same process. The
@@ -30,7 +35,10 @@ import { createStore } from '../limiter/index.js'
 import type { Store } from '../limiter/store.js'
 import { httpOrderWriter } from '../origin-stub/dead-letter.js'
 import { createOrigin } from '../origin-stub/origin.js'
-import { startRedis } from '../test/helpers/redis.js'
+import { startBenchRedis as startRedis } from './redis-server.js'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { startSentinelSetup } from '../test/helpers/sentinel.js'
 import { campaign, config, ctx, deps, qg, route } from '../test/limiter/fixtures.js'
 
@@ -52,6 +60,8 @@ export interface PhaseResult {
   /** ms from the fault to the first admission after it (-1: none). */
   readonly recoveryMs: number
   readonly notes: string
+  /** The order-stream phase: notices the disk buffer took, delivered by direct call, and lost (must be 0). */
+  readonly notices?: { readonly buffered: number, readonly drained: number, readonly lost: number }
 }
 
 const pct = (xs: number[], p: number): number => {
@@ -237,14 +247,121 @@ async function orderWorker (log: (l: string) => void): Promise<PhaseResult> {
   }
 }
 
+async function orderStream (log: (l: string) => void): Promise<PhaseResult> {
+  const QUOTA = 300
+  const store = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
+  const queue = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
+  const dir = mkdtempSync(join(tmpdir(), 'fg-faults-buffer-'))
+  const srv = createServer((req: IncomingMessage, res: ServerResponse) => { req.resume(); req.on('end', () => { res.writeHead(200); res.end() }) })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const yaml = `store: { kind: redis, url: "${store.url}", key_prefix: "faults:" }
+campaigns:
+  - { id: c1, starts_at: 2020-01-01T00:00:00Z, ends_at: 2099-01-01T00:00:00Z, products: [{ id: p1, quota: ${QUOTA} }] }
+origin:
+  listen: 127.0.0.1:0
+  order_rate: 500/s
+  payment_timeout: 10m
+  queue: { url: "${queue.url}" }
+  buffer: { path: ${JSON.stringify(dir)}, rate: 100/s }
+  writer: { url: "http://127.0.0.1:${(srv.address() as AddressInfo).port}/", attempts: 3, backoff: 50ms, max_backoff: 500ms, timeout: 1s }
+`
+  const loaded = loadConfigText(yaml, join(dir, 'faults-origin.yaml'), {})
+  if (!loaded.ok) throw new Error(loaded.errors.join('\n'))
+  const origin = createOrigin(loaded.config, { pollMs: 10, commandTimeoutMs: 300, defaultMetrics: false })
+  const ref = { campaign: 'c1', product: 'p1' }
+  const t0 = Date.now()
+  const downAt = 1000
+  const upAt = 4000
+  let violations = 0
+  let checks = 0
+  let unanswered = 0
+  const waits: number[] = []
+  const orders: string[] = []
+  try {
+    const { url } = await origin.start()
+    const watch = setInterval(() => {
+      void origin.store.stock(ref).then((s) => { checks++; if (s === null || s.sale + s.locked + s.sold !== s.stock) violations++ }, () => {})
+    }, 100)
+    const buys: Array<Promise<void>> = []
+    let n = 0
+    let down = false
+    let up = false
+    while (Date.now() - t0 < 6000) {
+      const el = Date.now() - t0
+      if (el >= downAt && !down) { down = true; queue.kill(); log('faults: SIGKILL the order stream\'s redis-server') }
+      if (el >= upAt && !up) { up = true; await queue.restart(); log('faults: the order stream\'s redis-server restarted') }
+      const due = Math.floor((el / 1000) * 80)
+      for (; n < due; n++) {
+        const i = n
+        buys.push((async () => {
+          const s0 = Date.now()
+          for (let k = 0; k < 3; k++) {
+            try {
+              const res = await fetch(`${url}/buy/c1/p1`, { method: 'POST', headers: { 'x-user-id': `os-${i}` } })
+              const body = await res.json() as { order_id?: string }
+              if (res.status === 202 && typeof body.order_id === 'string') orders.push(body.order_id)
+              if (res.status === 202 || res.status === 409) { waits.push(Date.now() - s0); return }
+            } catch {}
+            await sleep(100)
+          }
+          unanswered++
+        })())
+      }
+      await sleep(10)
+    }
+    if (!up) await queue.restart()
+    await Promise.all(buys)
+    const m0 = await origin.metrics.registry.metrics()
+    const buffered = counter(m0, 'buffered')
+    const until = Date.now() + 15_000
+    while (Date.now() < until && origin.buffered > 0) await sleep(50)
+    await sleep(500)
+    clearInterval(watch)
+    const statuses = await Promise.all(orders.map(async (id) => (await origin.store.order(id))?.status))
+    const lost = statuses.filter((s) => s !== 'CREATED').length + unanswered
+    const st = await origin.store.stock(ref)
+    const drained = counter(await origin.metrics.registry.metrics(), 'sent')
+    return {
+      phase: 'order-stream', quota: QUOTA, buyers: n, admitted: orders.length, oversold: Math.max(0, (st?.locked ?? 0) + (st?.sold ?? 0) - QUOTA), lost,
+      waitMs: { p50: pct(waits, 50), p99: pct(waits, 99), max: pct(waits, 100) }, outageMs: upAt - downAt,
+      admittedPerSecOutage: 0, admittedPerSecBefore: 0, answers503: 0, recoveryMs: -1,
+      notices: { buffered, drained, lost },
+      notes: `order stream's redis-server SIGKILLed at 1 s, restarted at 4 s; ${orders.length} buys answered 202, ${buffered} notices buffered on disk, ${drained} drained by direct call (buffer rate 100/s), ${lost} lost; ${origin.created} orders created by the worker from the stream; invariant checked ${checks} times, ${violations} violations; ${unanswered} buyers never answered; waits are the buy's answer (202), not the order's creation`
+    }
+  } finally {
+    await origin.close(500)
+    srv.closeAllConnections()
+    await new Promise<void>((resolve) => srv.close(() => resolve()))
+    await queue.stop()
+    await store.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** flashgate_origin_buffer_notices_total{event} from a Prometheus text. */
+function counter (text: string, event: string): number {
+  const m = new RegExp(`^flashgate_origin_buffer_notices_total\\{event="${event}"\\} (\\S+)$`, 'm').exec(text)
+  return m === null ? 0 : Number(m[1])
+}
+
+/** The origin phases alone (order system down, order stream down). */
+export async function runOriginFaults (log: (l: string) => void): Promise<PhaseResult[]> {
+  log('faults: the order system fails')
+  const a = await orderWorker(log)
+  log('faults: the order stream cannot be written')
+  return [a, await orderStream(log)]
+}
+
 export async function runFaults (log: (l: string) => void): Promise<PhaseResult[]> {
   const out: PhaseResult[] = []
-  log('faults: phase 1/3 redis-server killed and restarted')
+  log('faults: phase 1/4 redis-server killed and restarted')
   out.push(await redisKill(log))
-  log('faults: phase 2/3 Sentinel failover with store.wait')
+  log('faults: phase 2/4 Sentinel failover with store.wait')
   out.push(await sentinelFailover(log))
-  log('faults: phase 3/3 the order system fails')
+  log('faults: phase 3/4 the order system fails')
   out.push(await orderWorker(log))
+  log('faults: phase 4/4 the order stream cannot be written')
+  out.push(await orderStream(log))
   return out
 }
 

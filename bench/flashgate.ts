@@ -108,6 +108,8 @@ export interface ThroughputConfig {
   readonly funnelSteps: number
   /** server.parser of the gateway's listener (bench --parser; default node). */
   readonly parser?: 'node' | 'strict'
+  /** upstreams.origin.client (bench --client; default undici). */
+  readonly client?: 'undici' | 'raw'
 }
 
 /**
@@ -140,7 +142,7 @@ export function throughputConfig (c: ThroughputConfig): string {
     secrets: { link_keys: { k1: c.secrets.linkKey }, session: c.secrets.session },
     access_log: { enabled: false },
     ...(c.parser === 'strict' ? { server: { parser: 'strict' } } : {}),
-    upstreams: { origin: { targets: [{ url: c.upstream }], connections: 64, max_fails: 0 } },
+    upstreams: { origin: { targets: [{ url: c.upstream }], connections: 64, max_fails: 0, ...(c.client === 'raw' ? { client: 'raw' } : {}) } },
     campaigns: [{
       id: CAMPAIGN,
       starts_at: iso(now - 3600_000),

@@ -51,6 +51,8 @@ export interface BenchOptions {
   admit: number
   /** server.parser of the gateway the throughput scenarios start (default node). */
   parser: 'node' | 'strict'
+  /** upstreams.origin.client of the gateway the throughput scenarios start (default undici). */
+  client: 'undici' | 'raw'
   /** spike: the open-loop rate steps (arrivals/s) and the latency bound. */
   rateStart: number
   rateFactor: number
@@ -114,6 +116,7 @@ usage: flashgate bench [options]
   --headroom X        capacity: share of a core a plan may use, 0.1..1 (default 0.7)
   --file FILE         read any of these options from a YAML file (keys as above without --)
   --parser NAME       node (default) | strict: server.parser of the gateway the throughput runs start
+  --client NAME       undici (default) | raw: the upstream client (upstreams.NAME.client) of that gateway
   --quiet             no progress output
   -h, --help          this text
 
@@ -124,7 +127,7 @@ Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm
 export class UsageError extends Error {}
 
 const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit', 'rate-start', 'rate-factor', 'rate-max', 'p99-ms', 'peak', 'headroom'])
-const STR = new Set(['parser', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
+const STR = new Set(['parser', 'client', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
 export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
@@ -281,6 +284,7 @@ export function parseOptions (args: readonly string[]): BenchOptions {
     help: m.get('help') === true,
     admit: num(m, 'admit', 1, 100_000) ?? 100,
     parser: oneOf(m, 'parser', ['node', 'strict'] as const) ?? 'node',
+    client: oneOf(m, 'client', ['undici', 'raw'] as const) ?? 'undici',
     rateStart: num(m, 'rate-start', 1, 10_000_000) ?? 2000,
     rateFactor: num(m, 'rate-factor', 1.01, 10, false) ?? 1.25,
     rateMax: num(m, 'rate-max', 1, 10_000_000) ?? 200_000,

@@ -6,10 +6,14 @@
  * machine CPU time per request moves far less than requests per second (which counts the time the
  * gateway was not scheduled): read the ratio of medians, rounds interleaved (order reversed every round).
  *
- *   node --import tsx bench/proxy-cpu.ts [--requests 20000] [--rounds 3] [DIR...]
+ *   node --import tsx bench/proxy-cpu.ts [--requests 20000] [--rounds 3] [--variants LIST] [DIR...]
  *
  * DIR: other checkouts to compare with this one (e.g. `git archive b409f9c | tar -x -C /tmp/before`
  * plus a node_modules); the last one is the reference. Every run is bounded by its request count.
+ * `--variants strict/raw,strict/undici,node/undici,kit` instead measures gateways of this checkout
+ * side by side, each `PARSER/CLIENT` (server.parser, upstreams.origin.client), and `kit`: the peers
+ * kit's minimal undici proxy (bench/peers-kit/node/undici-proxy.js, node:http + one undici Pool);
+ * the last one is the reference.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -36,23 +40,37 @@ async function main (): Promise<void> {
   let requests = 20_000
   let rounds = 3
   const roots = [ROOT]
+  let variants: string[] | null = null
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
     if (a === '--requests') requests = Math.min(200_000, Math.max(1000, Number(argv[++i])))
     else if (a === '--rounds') rounds = Math.min(10, Math.max(1, Number(argv[++i])))
+    else if (a === '--variants') variants = String(argv[++i] ?? '').split(',').filter((v) => v !== '')
     else roots.push(a)
+  }
+  for (const v of variants ?? []) {
+    if (v !== 'kit' && !/^(node|strict)\/(undici|raw)$/.test(v)) throw new Error(`--variants: ${v} is not PARSER/CLIENT (node|strict)/(undici|raw) or kit`)
   }
   const dir = mkdtempSync(join(tmpdir(), 'flashgate-proxy-cpu-'))
   const upPort = await freePort()
   const up = spawn('taskset', ['-c', '1', process.execPath, '-e', `require('http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '2' }); res.end('ok') }) }).listen(${upPort}, '127.0.0.1')`], { stdio: 'inherit' })
   const gws: Array<{ root: string, port: number, child: ChildProcess }> = []
+  const labels = variants ?? roots
   try {
-    for (const root of roots) {
+    for (const label of labels) {
       const port = await freePort()
+      if (label === 'kit') {
+        const kit = join(ROOT, 'bench', 'peers-kit', 'node')
+        const child = spawn(process.execPath, [join(kit, 'undici-proxy.js'), String(port)], { cwd: kit, env: { ...process.env, ORIGIN: `http://127.0.0.1:${upPort}` }, stdio: ['ignore', 'ignore', 'inherit'] })
+        gws.push({ root: label, port, child })
+        continue
+      }
+      const root = variants === null ? label : ROOT
+      const [parser, client] = variants === null ? ['node', 'undici'] : label.split('/') as [string, string]
       const file = join(dir, `gw-${gws.length}.yaml`)
-      writeFileSync(file, `listen: 127.0.0.1:${port}\nadmin: off\naccess_log: { enabled: false }\nupstreams:\n  origin:\n    targets: [{ url: http://127.0.0.1:${upPort} }]\n    connections: 32\nroutes:\n  - name: proxy\n    match: { path_prefix: / }\n    upstream: origin\n`)
+      writeFileSync(file, `listen: 127.0.0.1:${port}\nadmin: off\naccess_log: { enabled: false }\n${parser === 'strict' ? 'server: { parser: strict }\n' : ''}upstreams:\n  origin:\n    targets: [{ url: http://127.0.0.1:${upPort} }]\n    connections: 32\n${client === 'raw' ? '    client: raw\n' : ''}routes:\n  - name: proxy\n    match: { path_prefix: / }\n    upstream: origin\n`)
       const child = spawn(process.execPath, ['--max-semi-space-size=64', '--no-memory-reducer', '--import', 'tsx', join(root, 'gateway', 'cli.ts'), 'serve', '--config', file], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
-      gws.push({ root, port, child })
+      gws.push({ root: label, port, child })
     }
     for (const g of gws) {
       for (let i = 0; ; i++) {
@@ -65,7 +83,7 @@ async function main (): Promise<void> {
       return Number(/(\d+) succeeded/.exec(out)?.[1] ?? 0)
     }
     for (const g of gws) load(g.port) // warm-up: the JIT settles
-    const got = new Map<string, number[]>(roots.map((r) => [r, []]))
+    const got = new Map<string, number[]>(labels.map((r) => [r, []]))
     for (let r = 0; r < rounds; r++) {
       for (const g of r % 2 === 0 ? gws : [...gws].reverse()) {
         const c0 = cpuMicros(g.child.pid!)
@@ -75,7 +93,7 @@ async function main (): Promise<void> {
         process.stderr.write(`round ${r + 1} ${g.root}: ${us.toFixed(1)} µs CPU per request (${ok} answered)\n`)
       }
     }
-    const ref = roots[roots.length - 1]!
+    const ref = labels[labels.length - 1]!
     process.stdout.write(`| build | µs CPU per request (median) | rounds | ratio to ${ref} (CPU⁻¹) |\n|---|---:|---|---:|\n`)
     for (const [root, xs] of got) process.stdout.write(`| ${root} | ${median(xs).toFixed(1)} | ${xs.map((x) => x.toFixed(1)).join(', ')} | ${(median(got.get(ref)!) / median(xs)).toFixed(2)}x |\n`)
   } finally {

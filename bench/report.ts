@@ -140,7 +140,11 @@ export function markdown (r: Report): string {
 
 function spikeSection (L: string[], s: SpikeResult): void {
   L.push(`### Open-loop spike: the highest arrival rate holding p99 ≤ ${s.p99Ms} ms on one server core`, '')
-  L.push(`Arrivals at a fixed rate (open loop, raw sockets, ${s.connections} keep-alive connections, one request in flight each), ${s.stepSeconds} s per step; latency from each request's intended send time, so a stall is charged to every request due during it. *Service p99* is from the moment the request was written (what a closed-loop generator would report).`, '')
+  if (s.generator !== undefined && s.generator.startsWith('h2load')) {
+    L.push(`Arrivals at a fixed rate made by h2load on the load core (${s.connections} keep-alive HTTP/1.1 clients, each at rate ÷ clients, bench/load/h2load.ts), ${s.stepSeconds} s per step. h2load times a request from when it was sent, and a client with a request in flight sends late: what was due and not answered is lost, and a step holds only when at most 2 % was lost. *Generator CPU* is h2load's own (a reaped child).`, '')
+  } else {
+    L.push(`Arrivals at a fixed rate (open loop, raw sockets, ${s.connections} keep-alive connections, one request in flight each), ${s.stepSeconds} s per step; latency from each request's intended send time, so a stall is charged to every request due during it. *Service p99* is from the moment the request was written (what a closed-loop generator would report).`, '')
+  }
   L.push('| target | what | highest rate held | stopped by |', '|:---|:---|---:|:---|')
   for (const t of s.targets) L.push(`| ${t.kind === 'flashgate' ? `**${t.target}**` : t.target} | ${t.role} | ${t.bestRate === null ? 'none' : `${fInt(t.bestRate)}/s`}${t.generatorBound ? ' (≥: generator bound)' : ''} | ${t.stoppedBy} |`)
   L.push('', '| target | rate/s | answered/s | p50 ms | p99 ms | p99.9 ms | service p99 ms | gateway p99 ms by outcome | server core % | server µs/req | generator CPU % | generator lag p99 ms | held |', '|:---|---:|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|:---|')
@@ -161,10 +165,11 @@ function capacitySection (L: string[], c: NonNullable<Report['capacity']>): void
   if (k !== null) {
     L.push(`#### Predicted vs measured: ${k.workers} workers${k.serverCpus !== null ? ` on CPU ${k.serverCpus}` : ''}, ${k.seconds} s, the mix ${Object.entries(k.measuredMix).sort((a, b) => b[1] - a[1]).map(([o, v]) => `${o} ${f(v * 100, 1)} %`).join(', ')} (as counted by the gateway)`, '')
     L.push('| at the measured rate | predicted | measured | error |', '|:---|---:|---:|---:|')
-    L.push(`| requests/s | | ${fInt(k.requestsPerSec)} | |`)
+    L.push(`| requests/s (predicted: for the CPU the gateway had) | ${k.requestsPerSecPredicted == null ? '' : fInt(k.requestsPerSecPredicted)} | ${fInt(k.requestsPerSec)} | ${k.rateErrorPct == null ? '' : `${f(k.rateErrorPct, 1)} %`} |`)
     L.push(`| gateway µs/req | ${f(k.gatewayUsPerReqPredicted, 1)} | ${f(k.gatewayUsPerReqMeasured, 1)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
     L.push(`| gateway cores busy | ${f(k.gatewayCoresPredicted, 3)} | ${f(k.gatewayCoresMeasured, 3)} | ${k.gatewayErrorPct === null ? '–' : `${f(k.gatewayErrorPct, 1)} %`} |`)
     L.push(`| gateway cores at rest (no load, 2 s) | | ${f(k.gatewayIdleCores, 3)} | |`)
+    if (k.gatewayCoresPredictedWithIdle != null) L.push(`| gateway cores busy, the cost at rest added to the prediction | ${f(k.gatewayCoresPredictedWithIdle, 3)} | ${f(k.gatewayCoresMeasured, 3)} | ${k.gatewayWithIdleErrorPct == null ? '–' : `${f(k.gatewayWithIdleErrorPct, 1)} %`} |`)
     L.push(`| redis-server cores busy | ${f(k.redisCoresPredicted, 3)} | ${f(k.redisCoresMeasured, 3)} | ${k.redisErrorPct === null ? '–' : `${f(k.redisErrorPct, 1)} %`} |`)
     L.push('', `Generator: ${k.generatorHealth.generator}, CPU ${f(k.generatorHealth.cpuPct, 0)} % of a core${k.generatorHealth.saturated ? ' — **saturated**' : ''}; load core busy ${f(k.generatorHealth.loadCpuBusyPct, 0)} %.`)
     for (const n of k.notes) L.push(`- ${n}`)

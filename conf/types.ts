@@ -154,6 +154,11 @@ export interface UpstreamConfig {
    * answered 503 OVERLOADED. The wait counts against `timeout` (504 UPSTREAM_TIMEOUT).
    */
   readonly queue: number
+  /**
+   * The HTTP client to this upstream's targets: `undici` (default) or `raw`, flashgate's own HTTP/1.1
+   * keep-alive client on node:net (gateway/upstream/raw-pool.ts; http:// targets only). Absent = undici.
+   */
+  readonly client?: 'undici' | 'raw'
 }
 
 export interface ProductConfig {
@@ -384,6 +389,33 @@ export interface OriginConfig {
   /** Orders created per second by the order worker (the flow control toward the order system). */
   readonly orderRate: number
   readonly paymentTimeoutMs: number
+  /** `origin.writer` (conf/origin-orders.ts): the order system and its retries; absent = defaults, no order system. */
+  readonly writer?: OriginWriterConfig
+  /** `origin.queue`: the order stream on a Redis of its own; absent = on the store's Redis. */
+  readonly queue?: OriginQueueConfig
+  /** `origin.buffer`: where order notices go while the stream cannot be written (needed with `queue`). */
+  readonly buffer?: OriginBufferConfig
+}
+
+export interface OriginWriterConfig {
+  /** The order system (POST per order); null = none, orders are created without a hand-over. */
+  readonly url: string | null
+  /** Failures of one order before it is parked in the dead-letter stream (default 5). */
+  readonly attempts: number
+  /** Back-off after a failed round, doubling up to maxBackoffMs (default 100 ms → 2 s). */
+  readonly backoffMs: number
+  readonly maxBackoffMs: number
+  /** One hand-over's timeout (default 2 s). */
+  readonly timeoutMs: number
+}
+
+export interface OriginQueueConfig { readonly url: string }
+
+export interface OriginBufferConfig {
+  /** Directory (absolute; proved writable at load) of the buffer file. */
+  readonly path: string
+  /** Notices sent on per second by the buffer's worker (default 50). */
+  readonly rate: number
 }
 
 /** Where a YAML value came from, for errors found after load (e.g. by guard factories). */

@@ -54,7 +54,7 @@ const FLUSH_BYTES = 64 * 1024
 const FLUSH_MS = 50
 
 /** An access log that does nothing (`access_log.enabled: false`). */
-export const NO_ACCESS_LOG: AccessLog = { enabled: false, log () {}, flushSync () {}, reopen () {}, close () {} }
+const NO_ACCESS_LOG: AccessLog = { enabled: false, log () {}, flushSync () {}, reopen () {}, close () {} }
 
 function strOrNull (v: string | null | undefined): string {
   return v === null || v === undefined ? 'null' : JSON.stringify(v)

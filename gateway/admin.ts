@@ -10,23 +10,10 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Config } from '../conf/types.js'
 import { isLoopback } from '../conf/cidr.js'
 import type { Log } from './log.js'
+import type { QuotaAdmin, QuotaConflict, QuotaView } from '../limiter/quota-ledger.js'
 
 /** The answer of a reload: success, or the `FILE:LINE:COL: message` problems. */
 export type ReloadResult = { readonly ok: true } | { readonly ok: false, readonly errors: readonly string[] }
-
-export interface QuotaView { readonly quota: number, readonly admitted: number, readonly remaining: number }
-
-/** Quota administration, implemented by the limiter (`createQuotaAdmin`); null = unknown campaign/product. */
-/** A change refused with nothing changed: 409 with `conflict` as the code. */
-export interface QuotaRefusal { readonly conflict: string, readonly message: string, readonly view: QuotaView }
-
-export interface QuotaAdmin {
-  get (campaign: string, product: string): Promise<QuotaView | null>
-  set (campaign: string, product: string, quota: number): Promise<QuotaView | QuotaRefusal | null>
-  reset (campaign: string, product: string): Promise<QuotaView | QuotaRefusal | null>
-  /** Units a backend gives back (POST .../release); absent: 501. */
-  release? (campaign: string, product: string, units: number): Promise<QuotaView | QuotaRefusal | null>
-}
 
 export interface AdminHooks {
   /** Prometheus text (own registry, or aggregated over workers). */
@@ -54,7 +41,7 @@ function err (res: ServerResponse, status: number, code: string, message: string
   send(res, status, { code, message, ...extra })
 }
 
-function answer (res: ServerResponse, v: QuotaView | QuotaRefusal | null): void {
+function answer (res: ServerResponse, v: QuotaView | QuotaConflict | null): void {
   if (v === null) err(res, 404, 'NOT_FOUND', 'unknown campaign or product')
   else if ('conflict' in v) err(res, 409, v.conflict, v.message, { ...v.view })
   else send(res, 200, v)
@@ -154,7 +141,6 @@ export function createAdminServer (host: string, token: string | null, hooks: Ad
     if (admin === null) { err(res, 501, 'NOT_IMPLEMENTED', 'quota admin is not available'); return }
     if (isRelease) {
       if (method !== 'POST') { res.setHeader('allow', 'POST'); err(res, 405, 'METHOD_NOT_ALLOWED', 'use POST'); return }
-      if (admin.release === undefined) { err(res, 501, 'NOT_IMPLEMENTED', 'quota release is not available here'); return }
       const body = await readBody(req)
       let units: unknown
       try { units = body === null ? undefined : (JSON.parse(body) as { units?: unknown } | null)?.units } catch { units = undefined }

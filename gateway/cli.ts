@@ -168,7 +168,7 @@ export async function main (args: readonly string[]): Promise<number | null> {
     case 'serve': return await serve(rest)
     case 'validate': return await validate(rest)
     // Sibling modules are resolved relative to this file (gateway/ → ../origin-stub etc.), in src (tsx) or dist.
-    case 'origin': return await delegate('origin', new URL('./origin-cli.js', import.meta.url).href, rest)
+    case 'origin': return await delegate('origin', new URL('../origin-stub/cli.js', import.meta.url).href, rest)
     case 'demo': return await delegate('demo', new URL('./demo.js', import.meta.url).href, rest)
     case 'bench': return await delegate('bench', new URL('../bench/cli.js', import.meta.url).href, rest)
     case 'capacity': return await delegate('capacity', new URL('../bench/capacity.js', import.meta.url).href, rest)

@@ -19,9 +19,9 @@ import { AggregatorRegistry, Counter, type MetricObjectWithValues, type MetricVa
 import { loadConfigFile } from '../conf/load.js'
 import type { Config } from '../conf/types.js'
 import { createStore } from '../limiter/index.js'
-import { createQuotaAdmin } from './guards/quota.js'
+import { createQuotaAdmin, type QuotaAdmin, type QuotaConflict, type QuotaOp, type QuotaView } from '../limiter/quota-ledger.js'
 import { IpcStore, LedgerStore, serveLedger, socketPeer, type Peer } from '../limiter/ipc-store.js'
-import { createAdminServer, type QuotaAdmin, type QuotaRefusal, type QuotaView, type ReloadResult } from './admin.js'
+import { createAdminServer, type ReloadResult } from './admin.js'
 import { ConfigError } from '../conf/errors.js'
 import type { Log } from './log.js'
 import { startGateway, type Gateway } from './main.js'
@@ -32,7 +32,7 @@ import { missingFlags } from './node-flags.js'
 type ToWorker =
   | { fg: true, type: 'metrics', id: number }
   | { fg: true, type: 'reload', id: number }
-  | { fg: true, type: 'quota', id: number, op: 'get' | 'set' | 'reset' | 'release', campaign: string, product: string, quota?: number }
+  | { fg: true, type: 'quota', id: number, op: QuotaOp, campaign: string, product: string, quota?: number }
   | { fg: true, type: 'shutdown' }
 type FromWorker =
   | { fg: true, type: 'ready', url: string }
@@ -136,7 +136,7 @@ export async function serveWorker (configFile: string, index: number, count: num
           : m.op === 'reset'
             ? q.reset(m.campaign, m.product)
             : m.op === 'release'
-              ? (q.release === undefined ? Promise.resolve(null) : q.release(m.campaign, m.product, m.quota ?? 0))
+              ? q.release(m.campaign, m.product, m.quota ?? 0)
               : q.set(m.campaign, m.product, m.quota ?? 0))
         break
       }
@@ -168,7 +168,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
   metrics.configLastReloadOk.set(1)
   // The node's one ledger on the embedded store (a store change needs a restart, as for one process).
   const ledger = config.store.kind === 'memory' ? new LedgerStore({ maxKeys: config.store.maxKeys, clock: Date.now }) : null
-  const ledgerAdmin = (): QuotaAdmin | null => ledger === null ? null : createQuotaAdmin({ config, store: ledger, metrics })
+  const ledgerAdmin = (): QuotaAdmin | null => ledger === null ? null : createQuotaAdmin({ config, store: ledger, onStatus: (c, p, v) => { metrics.quotaRemaining.labels(c, p).set(v.remaining) } })
   let quotaAdmin = ledgerAdmin()
   const ledgerMessages = new Counter({ name: 'flashgate_ledger_messages_total', help: 'IPC messages (batches of store calls) the primary\'s ledger answered, by worker.', labelNames: ['worker'], registers: ledger === null ? [] : [metrics.registry] })
   const ledgerCalls = new Counter({ name: 'flashgate_ledger_calls_total', help: 'Store calls the primary\'s ledger answered.', registers: ledger === null ? [] : [metrics.registry] })
@@ -249,14 +249,14 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     return { ok: true }
   }
 
-  async function quota (op: 'get' | 'set' | 'reset' | 'release', campaign: string, product: string, q?: number): Promise<QuotaView | QuotaRefusal | null> {
+  async function quota (op: QuotaOp, campaign: string, product: string, q?: number): Promise<QuotaView | QuotaConflict | null> {
     // The ledger's own admin answers for the node (its set/reset/release publish reaches every worker's latch).
     if (quotaAdmin !== null) {
       switch (op) {
         case 'get': return await quotaAdmin.get(campaign, product)
         case 'reset': return await quotaAdmin.reset(campaign, product)
         case 'set': return await quotaAdmin.set(campaign, product, q ?? 0)
-        case 'release': return quotaAdmin.release === undefined ? null : await quotaAdmin.release(campaign, product, q ?? 0)
+        case 'release': return await quotaAdmin.release(campaign, product, q ?? 0)
       }
     }
     const ws = live()
@@ -265,7 +265,7 @@ export async function servePrimary (configFile: string, workers: number, log: Lo
     // times); a quota change or reset goes to every worker, so each one's latch follows at once.
     const targets = op === 'get' || op === 'release' ? ws.slice(0, 1) : ws
     const msg = q === undefined ? { type: 'quota' as const, op, campaign, product } : { type: 'quota' as const, op, campaign, product, quota: q }
-    const answers = await Promise.all(targets.map(async (w) => await ask(w, msg) as QuotaView | QuotaRefusal | null))
+    const answers = await Promise.all(targets.map(async (w) => await ask(w, msg) as QuotaView | QuotaConflict | null))
     return answers[0] ?? null
   }
 

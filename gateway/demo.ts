@@ -72,7 +72,7 @@ const SOLVER = 'const c=JSON.parse(require("fs").readFileSync(0,"utf8")),h=requi
   'if(z>=c.difficulty){console.log(c.challenge+":"+i);break}}'
 
 /** The copy-paste sequence the demo prints (and its test runs with bash). */
-export function curlSequence (gateway: string, campaign: string, product: string, user: string): string {
+function curlSequence (gateway: string, campaign: string, product: string, user: string): string {
   const field = (name: string): string => `node -p 'JSON.parse(require("fs").readFileSync(0,"utf8")).${name}'`
   return [
     `GW=${gateway}; U=${user}`,

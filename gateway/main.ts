@@ -8,13 +8,21 @@ import type { Server } from 'node:http'
 import { loadConfigFile } from '../conf/load.js'
 import { checkConfigOffThread } from '../conf/load-worker.js'
 import type { Config, HostPort, ListenerConfig } from '../conf/types.js'
-import * as antibot from './guards/index.js'
+import { denyGuard } from './guards/deny.js'
+import { captchaGuard } from './guards/captcha.js'
+import { signedLinkGuard } from './guards/signed-link.js'
+import { campaignWindowGuard } from './guards/campaign-window.js'
+import { dedupeGuard } from './guards/dedupe.js'
+import { roomJoinLog, waitingRoomGuard } from './guards/waiting-room.js'
+import { createIdentity } from './guards/identity.js'
+import { createEdgeHandlers } from './edge/handlers.js'
 import { createStore, type StoreDeps } from '../limiter/index.js'
-import { createQuotaAdmin, quotaGuard } from './guards/quota.js'
+import { quotaGuard } from './guards/quota.js'
+import { createQuotaAdmin, type QuotaAdmin, type QuotaView } from '../limiter/quota-ledger.js'
 import { rateLimitGuard } from './guards/rate-limit.js'
 import type { Store } from '../limiter/store.js'
 import { createAccessLog, type AccessLog } from './access-log.js'
-import { createAdminServer, type QuotaAdmin, type ReloadResult } from './admin.js'
+import { createAdminServer, type ReloadResult } from './admin.js'
 import { ConfigError } from '../conf/errors.js'
 import { createLog, type Log } from './log.js'
 import { createMetrics, recordReload, type Metrics } from './metrics.js'
@@ -23,7 +31,8 @@ import { createTracer, type Tracer } from './otlp.js'
 import { buildPipelines, closeGuards, type GuardFactories } from './pipeline/build.js'
 import { KeptState, OverloadSignal } from './pipeline/state.js'
 import { PENDING_PATH, PendingJournal } from './pending.js'
-import { createState, Frontend, timeHandler, type ServingState, type UpstreamForwarder } from './http/server.js'
+import { createState, Frontend, type ServingState, type UpstreamForwarder } from './http/server.js'
+import { timeHandler } from './edge/time.js'
 import type { EdgeHandler, GuardDeps } from './pipeline/types.js'
 import { createUpstreams } from './upstream/index.js'
 
@@ -86,15 +95,15 @@ export interface Gateway {
 }
 
 /** The guards this build ships. */
-export const DEFAULT_FACTORIES: GuardFactories = {
-  deny: antibot.denyGuard,
+const DEFAULT_FACTORIES: GuardFactories = {
+  deny: denyGuard,
   rate_limit: rateLimitGuard,
-  captcha: antibot.captchaGuard,
-  signed_link: antibot.signedLinkGuard,
-  campaign_window: antibot.campaignWindowGuard,
-  dedupe: antibot.dedupeGuard,
+  captcha: captchaGuard,
+  signed_link: signedLinkGuard,
+  campaign_window: campaignWindowGuard,
+  dedupe: dedupeGuard,
   quota: quotaGuard,
-  waiting_room: antibot.waitingRoomGuard
+  waiting_room: waitingRoomGuard
 }
 
 function urlOf (a: AddressInfo): string {
@@ -167,7 +176,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const store = opts.store ?? (opts.makeStore ?? createStore)(config.store, { metrics, clock, log })
   const upstreams: UpstreamsLike = opts.upstreams ?? createUpstreams(config.upstreams, { metrics, clock, log })
   const factories = opts.factories ?? DEFAULT_FACTORIES
-  const edgeFor = opts.edgeHandlers ?? antibot.createEdgeHandlers
+  const edgeFor = opts.edgeHandlers ?? createEdgeHandlers
   const kept = new KeptState()
   const overload = new OverloadSignal()
   const accessLog = opts.accessLog ?? createAccessLog(config.accessLog, (err) => { log('warn', 'access log write failed', { err }) })
@@ -182,7 +191,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       metrics,
       registry: metrics.registry,
       clock,
-      identity: antibot.createIdentity(cfg),
+      identity: createIdentity(cfg),
       worker,
       kept,
       overload,
@@ -192,6 +201,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   }
 
   let quotaAdmin: QuotaAdmin | null = null
+  const onQuotaStatus = (c: string, p: string, v: QuotaView): void => { metrics.quotaRemaining.labels(c, p).set(v.remaining) }
 
   /** Build a whole serving state for a config; throws ConfigError on problems found while building. */
   function build (cfg: Config): ServingState {
@@ -212,7 +222,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   const onTraceError = (err: unknown): void => { log('debug', 'trace export failed', { err }) }
   let tracer: Tracer = createTracer(config.tracing, metrics.registry, { onError: onTraceError })
   const frontend = new Frontend({ state: build(config), upstreams, metrics, accessLog, log, clock, tracer })
-  quotaAdmin = createQuotaAdmin({ config, store, metrics })
+  quotaAdmin = createQuotaAdmin({ config, store, onStatus: onQuotaStatus })
   const publics: PublicListener[] = []
   let address: AddressInfo
   try {
@@ -310,7 +320,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
       frontend.tracer = tracer
       old.close().catch(() => {})
     }
-    quotaAdmin = createQuotaAdmin({ config: cfg, store, metrics })
+    quotaAdmin = createQuotaAdmin({ config: cfg, store, onStatus: onQuotaStatus })
     pending?.update(cfg)
     config = cfg
     recordReload(metrics, true)
@@ -329,7 +339,7 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
         reload: async () => await reload(),
         config: () => config,
         quota: () => quotaAdmin,
-        queueJoins: async (campaign: string) => await antibot.roomJoinLog({ config, store, metrics, clock, log }, campaign),
+        queueJoins: async (campaign: string) => await roomJoinLog({ config, store, metrics, clock, log }, campaign),
         upstreams: () => upstreams.status()
       }, log)
       adminAddress = await listen(admin, adminAt)

@@ -62,8 +62,6 @@ export const UPSTREAM_DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.00
 /** Gauges that add up over workers (each counts its own part); every other flashgate gauge names its aggregator. */
 export const SUMMED_GAUGES: readonly string[] = ['flashgate_connections', 'flashgate_quota_leased']
 
-export { VERSION }
-
 /** Buckets of `flashgate_store_duration_seconds` (for {@link HistogramCell}). */
 export const STORE_DURATION_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
 

@@ -73,7 +73,7 @@ function attr (k: string, v: string | number): string {
 }
 
 /** One OTLP/JSON `ExportTraceServiceRequest` body. */
-export function encodeSpans (spans: readonly SpanRecord[], serviceName: string, version: string): string {
+function encodeSpans (spans: readonly SpanRecord[], serviceName: string, version: string): string {
   const parts: string[] = []
   for (const s of spans) {
     let a = ''

@@ -1,7 +1,7 @@
 /**
  * `store.on_error: journal`: buys taken while the store is down, answered 202 PENDING, replayed in
  * arrival order when it is back (the file format is limiter/journal.ts, the store steps
- * gateway/guards/journal-replay.ts).
+ * limiter/quota-ledger.ts).
  *
  * - Journaling: the quota guard (alone or fused with a dedupe before it) hands a request whose store call
  *   failed to `submit`. The request passed every guard before it. Its body is read (bounded by the
@@ -37,7 +37,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { Pool } from 'undici'
 import type { Config, JournalConfig } from '../conf/types.js'
 import { JournalFile, decodeFrames } from '../limiter/journal.js'
-import { replayAdmit, replayGiveBack, type ReplayResult } from './guards/journal-replay.js'
+import { replayAdmit, replayGiveBack, type ReplayResult } from '../limiter/quota-ledger.js'
 import { bufferBody } from './http/body.js'
 import type { Store } from '../limiter/store.js'
 import { StoreError } from '../conf/errors.js'
@@ -373,8 +373,7 @@ export class PendingJournal implements PendingSink {
       quota: pc.quota,
       who: e.who,
       mark: e.mark,
-      fused: this.opts.store.kind !== 'redis-cluster',
-      now: this.opts.clock()
+      fused: this.opts.store.kind !== 'redis-cluster'
     })
   }
 

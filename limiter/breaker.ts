@@ -60,7 +60,7 @@ export class Breaker {
 }
 
 /** How often a store write that must not be lost is tried when the open breaker refuses it. */
-export const REFUSED_TRIES = 10
+const REFUSED_TRIES = 10
 
 /**
  * Send a store write that must not be lost (a quota give-back, a dedupe mark's release). A call the open

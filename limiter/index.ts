@@ -1,15 +1,13 @@
 /**
- * The limiter: the stores, over strings and numbers. Pure algorithms live in token-bucket.ts,
- * leaky-bucket.ts and gcra.ts; the `rate_limit` and `quota` guards that use them are in gateway/guards/.
+ * The configured store (memory, redis or redis-cluster). The limiter's other modules are imported
+ * where they are defined: algorithms (token-bucket.ts, leaky-bucket.ts, gcra.ts), the quota ledger
+ * (quota-ledger.ts, quota-lease.ts), the store implementations; the guards that use them are in
+ * gateway/guards/.
  */
 import type { StoreConfig } from '../conf/types.js'
 import { MemoryStore } from './memory-store.js'
 import { RedisStore } from './redis-store.js'
 import type { Store, StoreMetrics } from './store.js'
-
-export type { Store, StoreMetrics } from './store.js'
-export { MemoryStore } from './memory-store.js'
-export { RedisStore } from './redis-store.js'
 
 export interface StoreDeps {
   readonly metrics: StoreMetrics
@@ -25,5 +23,3 @@ export function createStore (cfg: StoreConfig, deps: StoreDeps): Store {
   if (cfg.kind === 'memory') return new MemoryStore({ maxKeys: cfg.maxKeys, clock: deps.clock })
   return new RedisStore(cfg, { metrics: deps.metrics, clock: deps.clock, log: deps.log })
 }
-
-export { DelayQueue } from './delay-queue.js'

@@ -22,7 +22,7 @@ import { performance } from 'node:perf_hooks'
 
 const HEADER = 8
 /** A record bigger than this is refused (and a frame claiming more is torn/garbage). */
-export const MAX_RECORD = 16 * 1024 * 1024
+const MAX_RECORD = 16 * 1024 * 1024
 
 export function encodeFrame (rec: unknown): Buffer {
   const payload = Buffer.from(JSON.stringify(rec))

@@ -1,5 +1,5 @@
 /**
- * Quota leases: what bounds `quota: { on_error: local }` (issue 13).
+ * Quota leases: what bounds `quota: { on_error: local }`.
  *
  * While the store answers, each process reserves a block of units per product segment in the store —
  * one atomic `addIfWithin(q:{C:P:i}, n, segmentQuota)`, the same INCRBY-and-compare an admission is — and
@@ -46,7 +46,7 @@ export function newLease (segments: number): Lease {
 export const leaseHeld = (l: Lease): number => l.units.reduce((a, b) => a + b, 0)
 
 /** Units of segment i in a lease of `size` split over `segments` (as the quota is split). */
-export const segmentLease = (size: number, segments: number, i: number): number => segmentQuota(size, segments, i)
+const segmentLease = (size: number, segments: number, i: number): number => segmentQuota(size, segments, i)
 
 export interface LeaseDeps {
   readonly store: Store

@@ -61,7 +61,6 @@ export interface StoreMetrics {
   storeBreakerChanged (open: boolean): void
 }
 
-export type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 import type { RoomEntry, RoomLog, RoomParams, RoomSyncResult } from './waiting-room.js'
 
 export interface Store {

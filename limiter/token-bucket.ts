@@ -49,18 +49,56 @@ export function tokenBucketPolicy (count: number, periodMs: number, burst: numbe
   return { unit: periodMs, refill: count, capacity, burst, fillMs: Math.ceil(capacity / count) }
 }
 
-/** A full bucket at `now`. */
-export function fullBucket (policy: TokenBucketPolicy, now: number): TokenBucketState {
-  return { units: policy.capacity, at: now }
+/** What `takeTo` writes: the verdict and the bucket's next state, in an object the caller owns and reuses. */
+export interface TakeOut {
+  ok: boolean
+  units: number
+  at: number
+  remaining: number
+  retryAfterMs: number
+  resetAfterMs: number
 }
 
-function refilled (state: TokenBucketState, now: number, p: TokenBucketPolicy): number {
-  // A clock that went backwards refills nothing (and `at` is kept, so time is not counted twice).
-  const elapsed = now - state.at
-  if (elapsed <= 0) return state.units
-  const add = elapsed >= p.fillMs ? p.capacity : elapsed * p.refill
-  const u = state.units + add
-  return u > p.capacity ? p.capacity : u
+/** A TakeOut to reuse (one per caller; it is overwritten by each call). */
+export function takeOut (): TakeOut {
+  return { ok: false, units: 0, at: 0, remaining: 0, retryAfterMs: 0, resetAfterMs: 0 }
+}
+
+/**
+ * `take` without a result object: the bucket (`units` at `at`, or a missing one when `missing`) taken
+ * from at `now`, the verdict and next state written into `out`. For a hot path that keeps its buckets
+ * in long-lived cells (a reject then allocates nothing); `take` is this plus the objects.
+ */
+export function takeTo (out: TakeOut, units: number, at: number, missing: boolean, now: number, p: TokenBucketPolicy, cost = 1): TakeOut {
+  const at2 = missing ? now : (now > at ? now : at)
+  let u: number
+  if (missing) u = p.capacity
+  else {
+    // A clock that went backwards refills nothing (and `at` is kept, so time is not counted twice).
+    const elapsed = now - at
+    if (elapsed <= 0) u = units
+    else {
+      u = units + (elapsed >= p.fillMs ? p.capacity : elapsed * p.refill)
+      if (u > p.capacity) u = p.capacity
+    }
+  }
+  const need = cost * p.unit
+  out.at = at2
+  if (u >= need) {
+    const left = u - need
+    out.ok = true
+    out.units = left
+    out.remaining = Math.floor(left / p.unit)
+    out.retryAfterMs = 0
+    out.resetAfterMs = Math.ceil((p.capacity - left) / p.refill)
+    return out
+  }
+  out.ok = false
+  out.units = u
+  out.remaining = Math.floor(u / p.unit)
+  out.retryAfterMs = need > p.capacity ? Infinity : Math.ceil((need - u) / p.refill) + (at2 - now > 0 ? at2 - now : 0)
+  out.resetAfterMs = Math.ceil((p.capacity - u) / p.refill)
+  return out
 }
 
 /**
@@ -69,15 +107,8 @@ function refilled (state: TokenBucketState, now: number, p: TokenBucketPolicy): 
  * (retryAfterMs = Infinity).
  */
 export function take (state: TokenBucketState | null, now: number, p: TokenBucketPolicy, cost = 1): TakeResult<TokenBucketState> {
-  const at = state === null ? now : (now > state.at ? now : state.at)
-  const units = state === null ? p.capacity : refilled(state, now, p)
-  const need = cost * p.unit
-  if (units >= need) {
-    const left = units - need
-    return { ok: true, state: { units: left, at }, remaining: Math.floor(left / p.unit), retryAfterMs: 0, resetAfterMs: Math.ceil((p.capacity - left) / p.refill) }
-  }
-  const retryAfterMs = need > p.capacity ? Infinity : Math.ceil((need - units) / p.refill) + (at - now > 0 ? at - now : 0)
-  return { ok: false, state: { units, at }, remaining: Math.floor(units / p.unit), retryAfterMs, resetAfterMs: Math.ceil((p.capacity - units) / p.refill) }
+  const o = takeTo(takeOut(), state === null ? 0 : state.units, state === null ? 0 : state.at, state === null, now, p, cost)
+  return { ok: o.ok, state: { units: o.units, at: o.at }, remaining: o.remaining, retryAfterMs: o.retryAfterMs, resetAfterMs: o.resetAfterMs }
 }
 
 /** Give `cost` tokens back (uncommit after a later guard rejected the request); capped at the capacity. */

@@ -38,7 +38,7 @@ export function commitmentOf (seed: Buffer): string {
 }
 
 /** Order of two pre-queue entries: score, then the user id's bytes (what a Redis sorted set does). */
-export function compareEntries (a: { score: number, user: string }, b: { score: number, user: string }): number {
+function compareEntries (a: { score: number, user: string }, b: { score: number, user: string }): number {
   if (a.score !== b.score) return a.score < b.score ? -1 : 1
   return Buffer.compare(Buffer.from(a.user), Buffer.from(b.user))
 }

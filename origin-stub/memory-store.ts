@@ -226,6 +226,25 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       return p === undefined ? 0 : p.fresh.length + p.pending.size
     },
 
+    async createDirect (id, now, paymentTimeoutMs) {
+      const parsed = parseOrderId(id)
+      const p = parsed === null ? undefined : get(parsed.ref)
+      const o = parsed === null ? undefined : p?.orders.get(parsed.token)
+      if (parsed === null || p === undefined || o === undefined || o.status !== 'QUEUED') return false
+      o.status = 'CREATED'
+      o.createdAt = now
+      o.payBy = now + paymentTimeoutMs
+      p.paydue.set(parsed.token, o.payBy)
+      return true
+    },
+
+    async deadLetterDirect (id, reason, attempts, now) {
+      const parsed = parseOrderId(id)
+      const p = parsed === null ? undefined : get(parsed.ref)
+      if (parsed === null || p === undefined || p.orders.get(parsed.token)?.status !== 'QUEUED') return
+      p.dead.set(`${++p.entrySeq}-0`, { seq: parsed.token, reason: reason.slice(0, 200), attempts, at: now })
+    },
+
     async deadLetter (entry, reason, attempts, now) {
       const p = get(entry.ref)
       const parsed = parseOrderId(entry.orderId)

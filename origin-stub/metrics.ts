@@ -18,6 +18,8 @@ export interface OriginMetrics {
   readonly storeErrors: Counter<'op'>
   /** Released units this process gave back to the edge's counters on a shared store. */
   readonly edgeReleased: Counter<'campaign' | 'product'>
+  /** The disk buffer of order notices: buffered (the stream refused it), sent (direct call), dead_lettered, failed (the disk refused it: 503). */
+  readonly buffer: Counter<'event'>
 }
 
 export function createOriginMetrics (opts: {
@@ -78,5 +80,7 @@ export function createOriginMetrics (opts: {
   })
   const edgeReleased = new Counter({ name: 'flashgate_origin_edge_released_total', help: "Released units (cancelled orders) this origin process gave back to the edge quota (shared store or --release-to).", labelNames: ['campaign', 'product'], registers: r })
   for (const p of products) edgeReleased.inc({ campaign: p.campaign, product: p.product }, 0)
-  return { registry, buys, orders, storeErrors, edgeReleased }
+  const buffer = new Counter({ name: 'flashgate_origin_buffer_notices_total', help: 'Order notices of the disk buffer (the order stream refused them): buffered, sent (by direct call), dead_lettered, failed (the disk refused it; the buy answered 503).', labelNames: ['event'], registers: r })
+  for (const e of ['buffered', 'sent', 'dead_lettered', 'failed']) buffer.inc({ event: e }, 0)
+  return { registry, buys, orders, storeErrors, edgeReleased, buffer }
 }

@@ -1,6 +1,7 @@
 /**
  * The origin's composition root: store (memory, redis or redis-cluster, from `config.store`), metrics,
- * order worker, payment sweeper and HTTP server, created here and handed down. Constructing does no
+ * order worker, disk buffer of order notices and its sender (when `origin.buffer`), payment sweeper and
+ * HTTP server, created here and handed down. Constructing does no
  * I/O; `start()` initialises the stock (only where absent), starts the worker and the sweeper, and
  * listens; `close()` stops all of it in reverse order.
  */
@@ -15,7 +16,8 @@ import { createRedisOriginStore } from './redis-store.js'
 import { createOriginHandler } from './server.js'
 import type { OriginStore, ProductRef } from './types.js'
 import { startSweeper, startWorker, type Sweeper, type Worker } from './worker.js'
-import type { OrderWriter } from './dead-letter.js'
+import { httpOrderWriter, type OrderWriter } from './dead-letter.js'
+import { openNoticeBuffer, startSender, type NoticeBuffer, type Sender } from './buffer.js'
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
 
@@ -48,8 +50,12 @@ export interface OriginOptions {
   readonly onRelease?: (ref: ProductRef, units: number) => Promise<void> | void
   /** The order system each order is handed to before it is created (origin-stub/dead-letter.ts). */
   readonly orderWriter?: OrderWriter
-  /** Failures of one order before it goes to the dead-letter stream (default 5). */
+  /** Failures of one order before it goes to the dead-letter stream (default `origin.writer.attempts`, 5). */
   readonly maxOrderAttempts?: number
+  /** Overrides `origin.buffer.path`: the directory of the disk buffer of order notices (origin-stub/buffer.ts). */
+  readonly bufferDir?: string
+  /** Overrides `origin.buffer.rate`: notices sent on per second. */
+  readonly bufferRate?: number
 }
 
 export interface Origin {
@@ -62,6 +68,10 @@ export interface Origin {
   close(drainMs?: number): Promise<void>
   /** Orders created by this process's worker. */
   readonly created: number
+  /** Notices in the disk buffer now (0 without one). */
+  readonly buffered: number
+  /** Buffered notices delivered by this process's sender (created, found created, or parked). */
+  readonly drained: number
 }
 
 /** The products an origin sells, with their initial stock (the config's quota). */
@@ -83,6 +93,7 @@ function buildStore (config: Config, opts: OriginOptions): OriginStore {
     nodes: s.nodes,
     keyPrefix: s.keyPrefix,
     commandTimeoutMs: opts.commandTimeoutMs ?? 1000,
+    ...(config.origin.queue !== undefined ? { queueUrl: config.origin.queue.url } : {}),
     onError: (err) => {
       // A dead Redis reports every reconnect attempt: log at most every 5 s.
       const now = Date.now()
@@ -104,6 +115,14 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
   const consumer = opts.consumer ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
   const { orderRate, paymentTimeoutMs } = config.origin
   const listen = opts.listen ?? config.origin.listen
+  const w = config.origin.writer
+  const orderWriter = opts.orderWriter ?? (w?.url != null ? httpOrderWriter(w.url, w.timeoutMs) : undefined)
+  const maxAttempts = opts.maxOrderAttempts ?? w?.attempts
+  const backoff = w === undefined ? {} : { backoffMs: w.backoffMs, maxBackoffMs: w.maxBackoffMs }
+  const bufferDir = opts.bufferDir ?? config.origin.buffer?.path
+  const bufferRate = opts.bufferRate ?? config.origin.buffer?.rate ?? 50
+  let buffer: NoticeBuffer | null = null
+  let sender: Sender | null = null
 
   let worker: Worker | null = null
   let sweeper: Sweeper | null = null
@@ -123,6 +142,8 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
     metrics,
     clock,
     onQueued: () => worker?.wake(),
+    buffer: () => buffer,
+    onBuffered: () => sender?.wake(),
     log
   })
 
@@ -131,9 +152,33 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
     metrics,
     products,
     get created () { return worker?.created ?? 0 },
+    get buffered () { return buffer?.pending ?? 0 },
+    get drained () { return sender?.sent ?? 0 },
 
     async start () {
       await store.init(stock)
+      if (bufferDir !== undefined) {
+        const b = await openNoticeBuffer(bufferDir)
+        buffer = b.buffer
+        if (b.recovered > 0 || b.dropped > 0) log('info', 'origin: order notices recovered from the disk buffer', { dir: bufferDir, pending: b.recovered, dropped_torn: b.dropped })
+        sender = startSender({
+          buffer: b.buffer,
+          store,
+          rate: bufferRate,
+          paymentTimeoutMs,
+          clock,
+          ...(orderWriter !== undefined ? { orderWriter } : {}),
+          ...(maxAttempts !== undefined ? { maxAttempts } : {}),
+          ...backoff,
+          onSent: (_id, created) => { metrics.buffer.inc({ event: 'sent' }); if (created) metrics.orders.inc({ status: 'created' }) },
+          onDeadLetter: (id, reason) => {
+            metrics.buffer.inc({ event: 'dead_lettered' })
+            metrics.orders.inc({ status: 'dead_lettered' })
+            log('warn', 'origin: buffered order parked in the dead-letter stream', { order: id, reason })
+          },
+          onError: onLoopError('order buffer sender')
+        })
+      }
       worker = startWorker({
         store,
         products,
@@ -144,8 +189,9 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
         ...(opts.claimIdleMs !== undefined ? { claimIdleMs: opts.claimIdleMs } : {}),
         ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
         onCreated: () => metrics.orders.inc({ status: 'created' }),
-        ...(opts.orderWriter !== undefined ? { orderWriter: opts.orderWriter } : {}),
-        ...(opts.maxOrderAttempts !== undefined ? { maxAttempts: opts.maxOrderAttempts } : {}),
+        ...(orderWriter !== undefined ? { orderWriter } : {}),
+        ...(maxAttempts !== undefined ? { maxAttempts } : {}),
+        ...backoff,
         onDeadLetter: (e, reason) => {
           metrics.orders.inc({ status: 'dead_lettered' })
           log('warn', 'origin: order parked in the dead-letter stream', { order: e.orderId, reason })
@@ -207,6 +253,8 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
           clearTimeout(timer)
         }
         await worker?.stop()
+        await sender?.stop()
+        await buffer?.close()
         await sweeper?.stop()
         await store.close()
       })()

@@ -45,6 +45,27 @@ redis.call('HSET', KEYS[3], seq, cjson.encode({status = 'QUEUED', user = ARGV[1]
 redis.call('XADD', KEYS[4], '*', 'o', seq)
 return {1, seq}`
 
+// With the stream on a Redis of its own (origin.queue): the same stock step without the XADD, which the
+// store then sends to the queue's Redis. KEYS: stock buyers orders · ARGV: user now token → as BUY
+const BUY_RECORD = BUY.replace("redis.call('XADD', KEYS[4], '*', 'o', seq)\n", '')
+
+// KEYS: orders paydue · ARGV: seq now paymentTimeoutMs → 1 created · 0 not QUEUED (or absent). The
+// order half of COMPLETE: a direct call of a buffered notice, and the completion of an entry of a
+// stream on another Redis (acked there after this step: a crash in between redelivers it, and a
+// redelivered entry only acks).
+const CREATE = `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local o = cjson.decode(raw)
+if o.status ~= 'QUEUED' then return 0 end
+local now = tonumber(ARGV[2])
+o.status = 'CREATED'
+o.created_at = now
+o.pay_by = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(o))
+redis.call('ZADD', KEYS[2], o.pay_by, ARGV[1])
+return 1`
+
 // KEYS: orders paydue queue · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
 const COMPLETE = `
 local r = 0
@@ -183,6 +204,12 @@ export interface RedisOriginStoreOptions {
   readonly commandTimeoutMs?: number
   /** Called on connection errors (rate-limited by the caller if it logs). */
   readonly onError?: (err: Error) => void
+  /**
+   * The order stream (and the dead-letter stream) on a Redis of its own (`origin.queue.url`). A buy then
+   * takes its unit in the stock step and sends the notice in a second command; when that fails the buy
+   * answers `unsent` (the caller buffers the notice on disk). Absent: one atomic step on the store.
+   */
+  readonly queueUrl?: string
 }
 
 interface RawOrder {
@@ -277,16 +304,23 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     client = new Redis(opts.url, base)
   }
   client.on('error', (err: Error) => { opts.onError?.(err) })
+  const separate = opts.queueUrl !== undefined
+  const qclient: Redis | Cluster = opts.queueUrl === undefined ? client : new Redis(opts.queueUrl, base)
+  if (separate) qclient.on('error', (err: Error) => { opts.onError?.(err) })
 
   const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE] } as const
-  for (const [name, [numberOfKeys, lua]] of Object.entries(scripts)) client.defineCommand(name, { numberOfKeys, lua })
-  const cmd = client as unknown as Record<keyof typeof scripts, ScriptFn>
+  const own = { fgoBuyRecord: [3, BUY_RECORD], fgoCreate: [2, CREATE] } as const
+  for (const [name, [numberOfKeys, lua]] of Object.entries({ ...scripts, ...own })) client.defineCommand(name, { numberOfKeys, lua })
+  const cmd = client as unknown as Record<keyof typeof scripts | keyof typeof own, ScriptFn>
+  if (separate) qclient.defineCommand('fgoDeadLetter', { numberOfKeys: 2, lua: DEAD_LETTER })
+  const qcmd = qclient as unknown as Record<'fgoDeadLetter', ScriptFn>
 
   let closed = false
   // Waits for 'ready' (bounded) rather than trusting connect()'s promise, which was seen to stay
   // pending for a Cluster that had become ready.
   const connectTimeoutMs = Math.max(commandTimeout, 1000) * 5
-  const connect = async (): Promise<void> => {
+  const connect = async (c: Redis | Cluster = client): Promise<void> => {
+    const client = c
     if (client.status === 'ready') return
     if (client.status === 'wait') client.connect().catch(() => {}) // failures also arrive as 'error' events
     await new Promise<void>((resolve, reject) => {
@@ -313,14 +347,26 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     }
   }
 
+  // Consumer groups made on the queue's Redis (when it is a Redis of its own, it may be down at start).
+  const grouped = new Set<string>()
+  const makeGroup = async (queue: string): Promise<void> => {
+    try {
+      await qclient.xgroup('CREATE', queue, GROUP, '0', 'MKSTREAM')
+    } catch (err) {
+      if (!(err instanceof Error && err.message.includes('BUSYGROUP'))) throw storeError(err)
+    }
+    grouped.add(queue)
+  }
+
   const readGroup = async (ref: ProductRef, consumer: string, max: number, from: '>' | '0'): Promise<QueueEntry[]> => {
     if (max <= 0) return []
     const k = productKeys(prefix, ref)
-    const reply = await run(async () => await client.xreadgroup('GROUP', GROUP, consumer, 'COUNT', max, 'STREAMS', k.queue, from))
+    if (separate && !grouped.has(k.queue)) await makeGroup(k.queue)
+    const reply = await run(async () => await qclient.xreadgroup('GROUP', GROUP, consumer, 'COUNT', max, 'STREAMS', k.queue, from))
     const stream = Array.isArray(reply) ? reply[0] : null
     const { entries, empty } = parseEntries(ref, Array.isArray(stream) ? stream[1] : null)
     // Entries deleted while pending carry no fields: nothing left to do for them but ack.
-    if (empty.length > 0) await run(async () => await client.xack(k.queue, GROUP, ...empty))
+    if (empty.length > 0) await run(async () => await qclient.xack(k.queue, GROUP, ...empty))
     return entries
   }
 
@@ -336,16 +382,35 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         // Tells a gateway on this store that its quota counters are one ledger with these orders (its
         // admin reset is then refused: conf/store-keys.ts originKey).
         await run(async () => await client.set(prefix + originKey(p.campaign, p.product), '1'))
+        if (!separate) await makeGroup(k.queue)
+      }
+      if (separate) {
+        // The queue's Redis may be down now: buys are then buffered, and the groups are made on first read.
         try {
-          await client.xgroup('CREATE', k.queue, GROUP, '0', 'MKSTREAM')
+          await connect(qclient)
+          for (const p of products) await makeGroup(productKeys(prefix, p).queue)
         } catch (err) {
-          if (!(err instanceof Error && err.message.includes('BUSYGROUP'))) throw storeError(err)
+          opts.onError?.(err instanceof Error ? err : new Error(String(err)))
         }
       }
     },
 
     async buy (ref, user, now): Promise<BuyResult> {
       const k = productKeys(prefix, ref)
+      if (separate) {
+        const r = await run(async () => await cmd.fgoBuyRecord(k.stock, k.buyers, k.orders, user, now, newOrderToken())) as [number, string]
+        if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
+        if (r[0] !== 1) return { kind: 'sold_out' }
+        const orderId = makeOrderId(ref, r[1])
+        try {
+          await qclient.xadd(k.queue, '*', 'o', r[1])
+        } catch {
+          // Down, timed out, OOM, or sent and unanswered: buffered either way (a notice that reached the
+          // stream as well is created once: both paths create only a QUEUED order).
+          return { kind: 'queued', orderId, unsent: true }
+        }
+        return { kind: 'queued', orderId }
+      }
       const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now, newOrderToken())) as [number, string]
       if (r[0] === 1) return { kind: 'queued', orderId: makeOrderId(ref, r[1]) }
       if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
@@ -394,9 +459,10 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     async claimIdle (ref, consumer, minIdleMs, max) {
       if (max <= 0) return []
       const k = productKeys(prefix, ref)
-      const reply = await run(async () => await client.xautoclaim(k.queue, GROUP, consumer, minIdleMs, '0-0', 'COUNT', max)) as unknown[]
+      if (separate && !grouped.has(k.queue)) await makeGroup(k.queue)
+      const reply = await run(async () => await qclient.xautoclaim(k.queue, GROUP, consumer, minIdleMs, '0-0', 'COUNT', max)) as unknown[]
       const { entries, empty } = parseEntries(ref, reply[1])
-      if (empty.length > 0) await run(async () => await client.xack(k.queue, GROUP, ...empty))
+      if (empty.length > 0) await run(async () => await qclient.xack(k.queue, GROUP, ...empty))
       // Redis 7 also lists ids deleted while pending (reply[2]); XAUTOCLAIM already dropped them from the PEL.
       return entries
     },
@@ -405,8 +471,18 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       const parsed = parseOrderId(entry.orderId)
       const k = productKeys(prefix, entry.ref)
       if (parsed === null) {
-        await run(async () => await client.xack(k.queue, GROUP, entry.entryId))
+        await run(async () => await qclient.xack(k.queue, GROUP, entry.entryId))
         return false
+      }
+      if (separate) {
+        const created = await run(async () => await cmd.fgoCreate(k.orders, k.paydue, parsed.token, now, paymentTimeoutMs))
+        try {
+          await qclient.xack(k.queue, GROUP, entry.entryId)
+          await qclient.xdel(k.queue, entry.entryId)
+        } catch {
+          // The order is made; the entry stays pending and its redelivery only acks.
+        }
+        return created === 1
       }
       const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))
       return r === 1
@@ -414,20 +490,34 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
 
     async queueDepth (ref) {
       const k = productKeys(prefix, ref)
-      return await run(async () => await client.xlen(k.queue))
+      return await run(async () => await qclient.xlen(k.queue))
+    },
+
+    async createDirect (id, now, paymentTimeoutMs) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return false
+      const k = productKeys(prefix, parsed.ref)
+      return Number(await run(async () => await cmd.fgoCreate(k.orders, k.paydue, parsed.token, now, paymentTimeoutMs))) === 1
+    },
+
+    async deadLetterDirect (id, reason, attempts, now) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return
+      const k = productKeys(prefix, parsed.ref)
+      await run(async () => await qclient.xadd(k.dead, '*', 'o', parsed.token, 'reason', reason.slice(0, 200), 'attempts', attempts, 'at', now))
     },
 
     async deadLetter (entry, reason, attempts, now) {
       const parsed = parseOrderId(entry.orderId)
       if (parsed === null) return
       const k = productKeys(prefix, entry.ref)
-      await run(async () => await cmd.fgoDeadLetter(k.queue, k.dead, entry.entryId, GROUP, parsed.token, reason.slice(0, 200), attempts, now))
+      await run(async () => await qcmd.fgoDeadLetter(k.queue, k.dead, entry.entryId, GROUP, parsed.token, reason.slice(0, 200), attempts, now))
     },
 
     async deadLetters (ref, max) {
       if (max <= 0) return []
       const k = productKeys(prefix, ref)
-      const list = await run(async () => await client.xrange(k.dead, '-', '+', 'COUNT', max))
+      const list = await run(async () => await qclient.xrange(k.dead, '-', '+', 'COUNT', max))
       return list.map(([entryId, f]) => {
         const field = (n: string): string => { const i = f.indexOf(n); return i >= 0 && i % 2 === 0 ? f[i + 1] ?? '' : '' }
         return { ref, entryId, orderId: makeOrderId(ref, field('o')), reason: field('reason'), attempts: Number(field('attempts')), at: Number(field('at')) }
@@ -436,13 +526,28 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
 
     async deadLetterCount (ref) {
       const k = productKeys(prefix, ref)
-      return await run(async () => await client.xlen(k.dead))
+      return await run(async () => await qclient.xlen(k.dead))
     },
 
     async redrive (ref, max) {
       if (max <= 0) return 0
       const k = productKeys(prefix, ref)
-      return Number(await run(async () => await cmd.fgoRedrive(k.dead, k.orders, k.queue, max)))
+      if (!separate) return Number(await run(async () => await cmd.fgoRedrive(k.dead, k.orders, k.queue, max)))
+      // Streams and orders on two Redis: letter by letter, queued again before it leaves the dead stream
+      // (a crash in between queues it twice: the second completion only acks).
+      const list = await run(async () => await qclient.xrange(k.dead, '-', '+', 'COUNT', max))
+      let n = 0
+      for (const [entryId, f] of list) {
+        const i = f.indexOf('o')
+        const seq = i >= 0 && i % 2 === 0 ? f[i + 1] : undefined
+        const raw = seq === undefined ? null : await run(async () => await client.hget(k.orders, seq))
+        if (seq !== undefined && raw !== null && (JSON.parse(raw) as RawOrder).status === 'QUEUED') {
+          await run(async () => await qclient.xadd(k.queue, '*', 'o', seq))
+          n++
+        }
+        await run(async () => await qclient.xdel(k.dead, entryId))
+      }
+      return n
     },
 
     async sweep (ref, now, max) {
@@ -482,10 +587,12 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     async close () {
       if (closed) return
       closed = true
-      try {
-        await client.quit()
-      } catch {
-        client.disconnect()
+      for (const c of separate ? [client, qclient] : [client]) {
+        try {
+          await c.quit()
+        } catch {
+          c.disconnect()
+        }
       }
     }
   }

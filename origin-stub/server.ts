@@ -18,6 +18,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { StoreError } from '../conf/errors.js'
 import { refKey } from './keys.js'
 import type { OriginMetrics } from './metrics.js'
+import type { NoticeBuffer } from './buffer.js'
 import type { Order, OriginStore, ProductRef } from './types.js'
 
 export interface HandlerDeps {
@@ -27,6 +28,10 @@ export interface HandlerDeps {
   readonly clock: () => number
   /** A buy was queued here: wake the local worker. */
   readonly onQueued?: () => void
+  /** The disk buffer a notice goes to when the order stream refused it (null: none yet / configured). */
+  readonly buffer?: () => NoticeBuffer | null
+  /** A notice was buffered: wake the buffer's sender. */
+  readonly onBuffered?: () => void
   readonly log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
 }
 
@@ -120,6 +125,22 @@ export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, 
     }
     switch (r.kind) {
       case 'queued':
+        if (r.unsent === true) {
+          // The unit is taken and the order QUEUED; its notice must be on disk before the buyer hears so.
+          const b = deps.buffer?.() ?? null
+          try {
+            if (b === null) throw new Error('no disk buffer (origin.buffer)')
+            await b.append(r.orderId, clock())
+          } catch (err) {
+            metrics.buffer.inc({ event: 'failed' })
+            metrics.buys.inc({ result: 'store_unavailable' })
+            deps.log?.('error', 'origin: an order notice could not be buffered; the order stays QUEUED with its unit locked until re-driven', { order: r.orderId, err: err instanceof Error ? err.message : String(err) })
+            fail(res, 503, 'STORE_UNAVAILABLE', 'the order queue is unavailable, retry later')
+            return
+          }
+          metrics.buffer.inc({ event: 'buffered' })
+          deps.onBuffered?.()
+        }
         metrics.buys.inc({ result: 'queued' })
         metrics.orders.inc({ status: 'queued' })
         deps.onQueued?.()

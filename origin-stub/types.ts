@@ -41,7 +41,12 @@ export interface Order {
 }
 
 export type BuyResult =
-  | { readonly kind: 'queued'; readonly orderId: string }
+  /**
+   * `unsent`: the unit is taken and the order recorded (QUEUED) in the atomic stock step, but the order
+   * stream (on a Redis of its own, `origin.queue`) refused the notice: the caller must put it in the
+   * disk buffer (origin-stub/buffer.ts) before it answers the buyer.
+   */
+  | { readonly kind: 'queued'; readonly orderId: string; readonly unsent?: true }
   | { readonly kind: 'sold_out' }
   | { readonly kind: 'duplicate'; readonly orderId: string }
 
@@ -122,6 +127,17 @@ export interface OriginStore {
   complete(entry: QueueEntry, now: number, paymentTimeoutMs: number): Promise<boolean>
   /** Entries not completed yet (new + pending). */
   queueDepth(ref: ProductRef): Promise<number>
+
+  // --- the direct call of a buffered notice (origin-stub/buffer.ts): no stream involved ---
+
+  /**
+   * Create the order (QUEUED → CREATED, deadline `now + paymentTimeoutMs`) straight in the order store,
+   * without the stream. Idempotent: answers false (and changes nothing) when the order is not QUEUED
+   * (created already by the worker, because an ambiguous XADD did reach the stream) or does not exist.
+   */
+  createDirect(orderId: string, now: number, paymentTimeoutMs: number): Promise<boolean>
+  /** Park a buffered notice the order writer kept failing on in the product's dead-letter stream (no queue entry to ack). */
+  deadLetterDirect(orderId: string, reason: string, attempts: number, now: number): Promise<void>
 
   // --- the dead-letter stream (origin-stub/dead-letter.ts) ---
 

@@ -10,7 +10,8 @@
  *    finished (a crashed process; checked every `claimIdleMs / 2`), then new entries;
  * 3. each entry is completed (order CREATED + ack, one atomic step, idempotent);
  * 4. with nothing to do it waits for `pollMs` or until `wake()` (a buy in this process) — whichever first;
- * 5. on a store error it backs off (100 ms doubling to 2 s) and starts again from step 2's own pending.
+ * 5. on a store error it backs off (`backoffMs` doubling to `maxBackoffMs`, default 100 ms → 2 s:
+ *    `origin.writer`) and starts again from step 2's own pending.
  *
  * Sweeper: ONE interval timer per process (not one per order) cancelling CREATED orders past their
  * payment deadline; exactly once even with several processes, because the cancel is one atomic step
@@ -41,6 +42,9 @@ export interface WorkerOptions {
   readonly maxAttempts?: number
   /** Called for each order parked. */
   readonly onDeadLetter?: (entry: QueueEntry, reason: string) => void
+  /** Back-off after a store error or a failed hand-over round, doubling up to maxBackoffMs (default 100 ms → 2 s; `origin.writer`). */
+  readonly backoffMs?: number
+  readonly maxBackoffMs?: number
 }
 
 export interface Worker {
@@ -65,6 +69,8 @@ export function startWorker (opts: WorkerOptions): Worker {
   let recoverOwn = true
   let nextClaimAt = 0
   let rr = 0
+  const baseBackoff = Math.max(1, opts.backoffMs ?? 100)
+  const maxBackoff = Math.max(baseBackoff, opts.maxBackoffMs ?? 2000)
   const attempts = opts.orderWriter === undefined ? null : orderAttempts(opts.orderWriter, Math.max(1, opts.maxAttempts ?? 5))
 
   let wakeFn: (() => void) | null = null
@@ -119,7 +125,7 @@ export function startWorker (opts: WorkerOptions): Worker {
   }
 
   const loop = async (): Promise<void> => {
-    let backoff = 100
+    let backoff = baseBackoff
     while (running) {
       refill()
       if (tokens < 1) {
@@ -132,7 +138,7 @@ export function startWorker (opts: WorkerOptions): Worker {
           idle = true
           await sleep(pollMs)
           idle = false
-          backoff = 100
+          backoff = baseBackoff
           continue
         }
         let todo: readonly QueueEntry[] = batch
@@ -160,16 +166,16 @@ export function startWorker (opts: WorkerOptions): Worker {
         if (retry) {
           recoverOwn = true
           await sleep(backoff)
-          backoff = Math.min(2000, backoff * 2)
+          backoff = Math.min(maxBackoff, backoff * 2)
           continue
         }
-        backoff = 100
+        backoff = baseBackoff
       } catch (err) {
         opts.onError?.(err)
         recoverOwn = true
         nextClaimAt = 0
         await sleep(backoff)
-        backoff = Math.min(2000, backoff * 2)
+        backoff = Math.min(maxBackoff, backoff * 2)
       }
     }
   }

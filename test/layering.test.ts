@@ -2,7 +2,7 @@
  * The import graph runs one way (README, "Layout"): conf/ at the bottom imports nothing of ours;
  * limiter/ and antibot/ know no HTTP and import nothing from gateway/; origin-stub/ imports conf/ only;
  * gateway/ is the only place that knows HTTP and composes the rest. A file that breaks a rule is named
- * with the line of its import.
+ * with the line of its import. Outside conf/, no module re-exports another's names (no barrels).
  */
 import t from 'tap'
 import { readFileSync } from 'node:fs'
@@ -55,6 +55,64 @@ t.test('the layers import one way', async (t) => {
   }
   t.ok(files > 30, `scanned ${files} files`)
   t.same(problems, [], problems.join('\n'))
+})
+
+/**
+ * Re-exports in a file as `FILE:LINE: name`: `export … from '…'`, `export * from '…'`, and `export { x }`
+ * of a name the file imported. A barrel hides where a thing lives; importers name the defining module.
+ */
+export function reExportsOf (text: string): Array<{ names: string, line: number }> {
+  const out: Array<{ names: string, line: number }> = []
+  const lineOf = (i: number): number => text.slice(0, i).split('\n').length
+  for (const m of text.matchAll(/^export\s+(?:type\s+)?(\*(?:\s+as\s+\w+)?|\{[^}]*\})\s*from\s*['"][^'"]+['"]/gm)) {
+    out.push({ names: (m[1] as string).replace(/\s+/g, ' '), line: lineOf(m.index) })
+  }
+  const imported = new Set<string>()
+  for (const m of text.matchAll(/^import\s+(?:type\s+)?(?:(\w+)\s*,?\s*)?(?:\{([^}]*)\}|\*\s+as\s+(\w+))?\s*from/gm)) {
+    if (m[1] !== undefined) imported.add(m[1])
+    if (m[3] !== undefined) imported.add(m[3])
+    for (const part of (m[2] ?? '').split(',')) {
+      const local = part.replace(/^\s*type\s+/, '').split(/\s+as\s+/).pop()?.trim()
+      if (local !== undefined && local !== '') imported.add(local)
+    }
+  }
+  for (const m of text.matchAll(/^export\s+(?:type\s+)?\{([^}]*)\}\s*(?!\s*from)$/gm)) {
+    const names = (m[1] as string).split(',').map((x) => x.replace(/^\s*type\s+/, '').split(/\s+as\s+/)[0]?.trim() ?? '').filter((x) => imported.has(x))
+    if (names.length > 0) out.push({ names: names.join(', '), line: lineOf(m.index) })
+  }
+  return out
+}
+
+t.test('no barrels: nothing re-exports another module\'s names', async (t) => {
+  const problems: string[] = []
+  for (const layer of ['gateway', 'limiter', 'antibot', 'origin-stub']) {
+    for (const f of sourceFiles(join(ROOT, layer))) {
+      const rel = relative(ROOT, f).split('\\').join('/')
+      for (const r of reExportsOf(readFileSync(f, 'utf8'))) problems.push(`${rel}:${r.line}: re-exports ${r.names}; import it from the module that defines it`)
+    }
+  }
+  t.same(problems, [], problems.join('\n'))
+})
+
+t.test('the re-export scanner sees every form', async (t) => {
+  const text = [
+    "import { a, b as c } from './x.js'",
+    "import type { T } from './t.js'",
+    "export { d } from './y.js'",
+    "export type { E } from './e.js'",
+    "export * from './z.js'",
+    'export { c, own }',
+    'export type { T }',
+    'const own = 1',
+    'export const f = 2'
+  ].join('\n')
+  t.same(reExportsOf(text), [
+    { names: '{ d }', line: 3 },
+    { names: '{ E }', line: 4 },
+    { names: '*', line: 5 },
+    { names: 'c', line: 6 },
+    { names: 'T', line: 7 }
+  ])
 })
 
 t.test('the scanner sees every form of import', async (t) => {

@@ -43,7 +43,7 @@ export function readConfig (d: Diagnostics, text: string, file: string, env: Nod
   const trustedProxies = cidrList(ck, top.get('trusted_proxies'), 'trusted_proxies')
   const server = readServer(ck, top.get('server'))
   const accessLog = readAccessLog(ck, top.get('access_log'), file)
-  const origin = readOrigin(ck, top.get('origin'))
+  const origin = readOrigin(ck, top.get('origin'), store)
 
   const { upstreams, positions: upstreamPos } = readUpstreams(ck, parts.upstreams)
   const { campaigns, index } = readCampaigns(ck, parts.campaigns)

@@ -4,6 +4,7 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { failed } from '../check.js'
 import type { Checker, MapView } from '../check.js'
 import { readJournal } from '../journal.js'
+import { ORIGIN_ORDER_KEYS, readOriginOrders } from '../origin-orders.js'
 import { isLoopbackHost, parseHostPort, quote } from '../parse.js'
 import { readStoreHa, STORE_HA_KEYS } from '../store-ha.js'
 import type { PNode, Pos, PScalar } from '../tree.js'
@@ -184,9 +185,9 @@ export function readAccessLog (ck: Checker, n: PNode | undefined, file: string):
 }
 
 /** `origin:` (origin-stub's own section); `order_rate` takes a number (per second) or a rate. */
-export function readOrigin (ck: Checker, n: PNode | undefined): OriginConfig {
+export function readOrigin (ck: Checker, n: PNode | undefined, store: StoreConfig): OriginConfig {
   const D = DEFAULTS.origin
-  const m = ck.map(n, 'origin', ['listen', 'order_rate', 'payment_timeout'])
+  const m = ck.map(n, 'origin', ['listen', 'order_rate', 'payment_timeout', ...ORIGIN_ORDER_KEYS])
   let orderRate: number | undefined
   const or = m?.get('order_rate')
   if (or !== undefined && or.kind === 'scalar' && typeof or.value === 'number') orderRate = ck.num(or, 'order_rate', 1, 1e9, false)
@@ -197,6 +198,7 @@ export function readOrigin (ck: Checker, n: PNode | undefined): OriginConfig {
   return {
     listen: hostPort(ck, m?.get('listen'), 'listen') ?? parseHostPort(D.listen),
     orderRate: orderRate ?? D.orderRate,
-    paymentTimeoutMs: duration(ck, m?.get('payment_timeout'), 'payment_timeout', { min: 1 }) ?? D.paymentTimeoutMs
+    paymentTimeoutMs: duration(ck, m?.get('payment_timeout'), 'payment_timeout', { min: 1 }) ?? D.paymentTimeoutMs,
+    ...readOriginOrders(ck, m, store)
   }
 }

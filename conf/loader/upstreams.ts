@@ -9,6 +9,8 @@ import { DEFAULTS, HEADER_NAME, NAME_RE } from './defaults.js'
 import type { Parts } from './includes.js'
 import { duration } from './values.js'
 
+const UPSTREAM_CLIENTS = ['undici', 'raw'] as const
+
 /** The upstreams by name, and where each name was first written (routes refer to them). */
 export function readUpstreams (ck: Checker, entries: Parts['upstreams']): { upstreams: Map<string, UpstreamConfig>, positions: Map<string, Pos> } {
   const upstreams = new Map<string, UpstreamConfig>()
@@ -26,7 +28,7 @@ export function readUpstreams (ck: Checker, entries: Parts['upstreams']): { upst
 
 function readUpstream (ck: Checker, n: PNode, name: string): UpstreamConfig | undefined {
   const D = DEFAULTS.upstream
-  const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue'])
+  const m = ck.map(n, `upstream ${quote(name)}`, ['balance', 'targets', 'max_fails', 'fail_timeout', 'connect_timeout', 'timeout', 'retries', 'connections', 'keepalive_timeout', 'queue', 'client'])
   if (m === undefined) return undefined
   let balance: BalanceConfig = { kind: 'round_robin' }
   const b = m.get('balance')
@@ -59,8 +61,18 @@ function readUpstream (ck: Checker, n: PNode, name: string): UpstreamConfig | un
     retries: ck.num(m.get('retries'), 'retries', 0, 100) ?? D.retries,
     connections: ck.num(m.get('connections'), 'connections', 1, 100_000) ?? D.connections,
     keepAliveTimeoutMs: duration(ck, m.get('keepalive_timeout'), 'keepalive_timeout', { min: 1 }) ?? D.keepAliveTimeoutMs,
-    queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue
+    queue: ck.num(m.get('queue'), 'queue', 0, 1_000_000) ?? D.queue,
+    ...upstreamClient(ck, m.get('client'), targets)
   }
+}
+
+/** `client: undici | raw` (absent: undici, and no field); raw speaks plain http only. */
+function upstreamClient (ck: Checker, n: PNode | undefined, targets: readonly UpstreamTarget[]): { client?: 'undici' | 'raw' } {
+  const c = ck.oneOf(n, 'client', UPSTREAM_CLIENTS)
+  if (c === undefined || n === undefined) return {}
+  const tls = targets.find((t) => t.url.startsWith('https:'))
+  if (c === 'raw' && tls !== undefined) ck.error(n.pos, `client: raw speaks http:// only (target ${tls.url}); use client: undici for https targets`)
+  return { client: c }
 }
 
 function readTarget (ck: Checker, n: PNode): UpstreamTarget | undefined {

@@ -1,7 +1,7 @@
 /**
  * `campaign_window`: before `starts_at` → 409 NOT_STARTED with the server time and the seconds to go
  * (and `Retry-After`), from `ends_at` on → 409 ENDED. The window is [starts_at, ends_at).
- * An unknown campaign → 404 NOT_FOUND. `GET /_flashgate/time` (the core's) serves countdown clocks.
+ * An unknown campaign → 404 NOT_FOUND. `GET /_flashgate/time` (gateway/edge/time.ts) serves countdown clocks.
  */
 import type { CampaignConfig, CampaignWindowGuardConfig } from '../../conf/types.js'
 import type { Guard, GuardFactory, RequestContext, Rejection, Verdict } from '../pipeline/types.js'
@@ -9,17 +9,8 @@ import { rejection } from '../pipeline/reject.js'
 import { guardId } from './common.js'
 import { valueOf } from './values.js'
 
-export type WindowState = 'not_started' | 'open' | 'ended'
-
-/** Where `now` falls in [startsAt, endsAt). */
-export function windowState (c: Pick<CampaignConfig, 'startsAt' | 'endsAt'>, now: number): WindowState {
-  if (now < c.startsAt) return 'not_started'
-  if (now >= c.endsAt) return 'ended'
-  return 'open'
-}
-
 /** The NOT_STARTED answer for `now` (built per request: it carries the time). */
-export function notStarted (c: CampaignConfig, now: number, override: CampaignWindowGuardConfig['reject']): Rejection {
+function notStarted (c: CampaignConfig, now: number, override: CampaignWindowGuardConfig['reject']): Rejection {
   const startsIn = Math.ceil((c.startsAt - now) / 1000)
   return rejection('NOT_STARTED', 'campaign has not started', {
     override,

@@ -22,7 +22,7 @@
  * Form tokens: the urlencoded body (at most 64 KiB and the route's max body size; 413 above) is
  * buffered into `ctx.body`, which the proxy sends upstream instead of the consumed request stream.
  */
-import { Slot, type KeptState } from '../pipeline/state.js'
+import { Slot } from '../pipeline/state.js'
 import { createHash, createSecretKey, randomBytes } from 'node:crypto'
 import type { KeyObject } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
@@ -39,9 +39,9 @@ import { cookieOf } from '../../antibot/util.js'
 import { FORM_FIELDS, valueOf } from './values.js'
 
 /** Longest token looked at (Turnstile documents 2048 characters). */
-export const MAX_TOKEN = 4096
+const MAX_TOKEN = 4096
 /** Largest urlencoded body buffered to find a form token. */
-export const MAX_FORM_BODY = 64 * 1024
+const MAX_FORM_BODY = 64 * 1024
 
 /** Keys drawn per process when the config names none, by name; kept across reloads so old tokens still verify. */
 export const PROCESS_KEYS = new Slot('antibot process keys', () => new Map<string, KeyObject>())
@@ -49,7 +49,7 @@ export const PROCESS_KEYS = new Slot('antibot process keys', () => new Map<strin
 const SPENT = new Slot<LRUCache<string, true> | null>('antibot spent captcha tokens', () => null)
 
 /** A key that survives reloads: from the config when set, else random per process. */
-export function processKey (deps: GuardDeps, name: string, configured: Buffer | null): KeyObject {
+function processKey (deps: GuardDeps, name: string, configured: Buffer | null): KeyObject {
   if (configured !== null) return createSecretKey(configured)
   const keys = deps.kept.get(PROCESS_KEYS)
   let k = keys.get(name)

@@ -20,7 +20,9 @@ import { onSettle } from '../pipeline/settle.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import { guardId, onStoreError } from './common.js'
 import { valueOf } from './values.js'
-import { JOURNAL_MARK } from './journal-replay.js'
+
+/** ctx.locals key: the dedupe mark (`{ key, ttlMs }`) a dedupe guard falling back leaves for the quota to journal. */
+export const JOURNAL_MARK = 'dedupe:journal-mark'
 
 /** Whether an attempt that ended this way releases its dedupe mark. */
 export function releasesMark (outcome: Outcome): boolean {

@@ -1,12 +1,6 @@
 /**
- * The `quota` guard (per campaign × product) and the quota admin API.
- *
- * Store layout (logical keys; the store adds `store.key_prefix`):
- * - `q:{<campaign>:<product>:<i>}` — admitted count of segment i (i in [0, segments)); different hash tags,
- *   so on a cluster the segments of a hot product land on different slots.
- * - `ql:{<campaign>:<product>}` — the quota set through the admin API (absent: the config's quota).
- * - channel `quota` — `{"c","p","quota"?,"reset"?}` when the admin API changes a product: every node
- *   clears its sold-out latch and takes the new quota.
+ * The `quota` guard (per campaign × product). The store layout and the admin operations on it are the
+ * ledger's (limiter/quota-ledger.ts).
  *
  * Admission: one `addIfWithin(segment, 1, segmentQuota)` — INCRBY-and-compare in one Lua call, so exactly
  * `quota` requests are admitted under any concurrency and over any number of gateways. Segment quotas are
@@ -21,9 +15,8 @@
  * or answered 5xx) the unit is returned and the latch cleared. The give-back is `addIfWithin(segment, -1,
  * ∞, {min: 0})`, so it can never take a counter below zero, and it is dropped when the product was reset
  * (admin `reset`) since the admission: each node counts resets it hears of (an epoch) and a settler from
- * an older epoch gives nothing back — its unit went with the reset. (Without both, a give-back landing
- * after a reset took the counter to -1 and let one unit too many through.) The one window left is a
- * give-back sent by a node between the reset's DEL and that node receiving the reset message (on
+ * an older epoch gives nothing back — its unit went with the reset (else it would take the counter to -1
+ * and let one unit too many through). The one window left is a give-back sent by a node between the reset's DEL and that node receiving the reset message (on
  * loopback well under a millisecond); the floor at 0 still holds there.
  *
  * Give-back on the upstream's answer (unitReturns): the unit stays taken only when the upstream accepted
@@ -36,27 +29,30 @@
  * any `quota` message for the product. A missed message is bounded by `latch_ttl` (default 1 s).
  *
  * A store call that timed out may still have been applied by Redis. When its answer arrives late and
- * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit is given back the same way, so a slow moment does not leave units admitted that
- * nobody bought.
+ * says applied for a request this node already answered with a rejection (fail_closed's 503), the unit
+ * is given back the same way, so a slow moment does not leave units admitted that nobody bought.
  *
  * Failure policy: fail_closed → 503 STORE_UNAVAILABLE. `local` → admit from this process's lease
  * (limiter/quota-lease.ts: units reserved in the store while it answered, so nothing is reconciled
  * afterwards and the total never passes the quota), 503 once the lease is spent. `fail_open` is refused
  * (conf/load.ts at FILE:LINE:COL, and this factory): admitting without counting has no bound, and the
  * only bound it could have — a node-local allowance counted in the store ahead — is `local` with a lease.
- * (The old `local`, a node-local share reconciled into the counter after the outage while other calls
- * were judged without it, oversold: issue 13, 2,496 buyers for a quota of 1,500.)
+ * A node-local share reconciled into the counter after an outage cannot bound it: other nodes' calls are
+ * judged without it meanwhile, and the sum oversells.
  */
 import { Slot, type KeptState } from '../pipeline/state.js'
-import type { CampaignConfig, Config, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'
+import type { CampaignConfig, ProductConfig, QuotaGuardConfig } from '../../conf/types.js'
 import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
 import { rejection } from '../pipeline/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
-import { STORE_UNAVAILABLE, asStoreError, fnv1a, guardId, onSettle, processCount, valueReader } from './values.js'
+import { asStoreError, processCount, valueReader } from './values.js'
+import { STORE_UNAVAILABLE, guardId } from './common.js'
+import { onSettle } from '../pipeline/settle.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
-import { QUOTA_CHANNEL, limitKey, originKey, segmentKey, segmentQuota } from '../../conf/store-keys.js'
-import { JOURNAL_MARK } from './journal-replay.js'
+import { QUOTA_CHANNEL, segmentKey, segmentQuota } from '../../conf/store-keys.js'
+import { fnv1a, readOverride } from '../../limiter/quota-ledger.js'
+import { JOURNAL_MARK } from './dedupe.js'
 import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from '../../limiter/quota-lease.js'
 
 
@@ -67,12 +63,9 @@ import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, to
  * SOLD_OUT or DUPLICATE means it locked no unit for this request, so the edge must not count one (one
  * ledger: edge admitted − given back == origin locked + sold + buys in flight).
  */
-export function unitReturns (o: Outcome): boolean {
+function unitReturns (o: Outcome): boolean {
   return o.kind !== 'upstream' || o.status >= 400
 }
-
-/** Quota of segment i when `quota` is split in `n`. */
-export { segmentQuota }
 
 /** A product's node-local state; one per process (deps.kept), shared by every quota guard and kept across reloads. */
 interface Product {
@@ -224,9 +217,8 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
 
   const loadOverride = (p: Product): Promise<void> => {
     if (p.loading !== null) return p.loading
-    const l = store.get(limitKey(p.campaign, p.product)).then((v) => {
-      const n = v === null ? NaN : Number(v)
-      p.override = Number.isSafeInteger(n) && n >= 0 ? n : null
+    const l = readOverride(store, p.campaign, p.product).then((q) => {
+      p.override = q
       p.overrideLoaded = true
     }, () => { /* store down: the config's quota, retried on the next request */ }).finally(() => { p.loading = null })
     p.loading = l
@@ -401,120 +393,4 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     }
   }
   return guard
-}
-
-export interface QuotaStatus { readonly quota: number, readonly admitted: number, readonly remaining: number }
-
-/** A change refused with nothing changed (the admin API answers 409 with `code`). */
-export interface QuotaConflict {
-  readonly conflict: 'QUOTA_BELOW_ADMITTED' | 'RELEASE_EXCEEDS_ADMITTED' | 'RESET_BREAKS_LEDGER'
-  readonly message: string
-  readonly view: QuotaStatus
-}
-
-export const isQuotaConflict = (v: QuotaStatus | QuotaConflict | null): v is QuotaConflict => v !== null && 'conflict' in v
-
-export interface QuotaAdmin {
-  /** null: unknown campaign or product (the admin API answers 404). Store failures reject with StoreError. */
-  get(campaign: string, product: string): Promise<QuotaStatus | null>
-  /**
-   * Set the quota (a non-negative integer; RangeError otherwise) on every node: stored, then published.
-   * Refused (QUOTA_BELOW_ADMITTED, nothing changed) below the units admitted: they are held by buyers.
-   * An origin sharing the store follows the new quota with its stock (origin-stub `followQuota`).
-   */
-  set(campaign: string, product: string, quota: number): Promise<QuotaStatus | QuotaConflict | null>
-  /**
-   * Give back `units` (a positive integer; RangeError otherwise) a backend released (cancelled orders,
-   * buys it refused): admitted goes down by `units`, and every node clears its sold-out latch (the
-   * `quota` channel). Refused (RELEASE_EXCEEDS_ADMITTED, nothing changed) when more than admitted.
-   */
-  release(campaign: string, product: string, units: number): Promise<QuotaStatus | QuotaConflict | null>
-  /**
-   * Admitted back to 0 on every node (the quota stays). Refused (RESET_BREAKS_LEDGER, nothing changed)
-   * when an origin keeps the product's orders on this store (`originKey`): the units its buyers hold
-   * would be admitted again, edge and origin would disagree; units go back with `release`.
-   */
-  reset(campaign: string, product: string): Promise<QuotaStatus | QuotaConflict | null>
-}
-
-/** The admin API's quota operations (GET/PUT /admin/quota/:campaign/:product, POST .../reset). */
-export function createQuotaAdmin (deps: { config: Config, store: Store, metrics: Metrics }): QuotaAdmin {
-  const { store } = deps
-  const find = (c: string, p: string): ProductConfig | undefined => deps.config.campaigns.get(c)?.products.find((x) => x.id === p)
-  const get = async (c: string, p: string): Promise<QuotaStatus | null> => {
-    const pc = find(c, p)
-    if (pc === undefined) return null
-    const [lim, ...segs] = await Promise.all([
-      store.get(limitKey(c, p)),
-      ...Array.from({ length: pc.segments }, async (_, i) => await store.get(segmentKey(c, p, i)))
-    ])
-    const n = lim === null ? NaN : Number(lim)
-    const quota = Number.isSafeInteger(n) && n >= 0 ? n : pc.quota
-    let admitted = 0
-    for (const s of segs) admitted += s === null ? 0 : Math.max(0, Number(s))
-    const remaining = Math.max(0, quota - admitted)
-    deps.metrics.quotaRemaining.labels(c, p).set(remaining)
-    return { quota, admitted, remaining }
-  }
-  /**
-   * Take `units` off the product's segment counters (never one below 0), largest first. Each step is one
-   * atomic add-with-floor; a segment a concurrent give-back emptied meanwhile is skipped, so the total
-   * taken may fall short: the caller decides what to do then. Answers the units taken.
-   */
-  const takeOff = async (c: string, p: string, segments: number, units: number): Promise<number> => {
-    const vals = await Promise.all(Array.from({ length: segments }, async (_, i) => Number(await store.get(segmentKey(c, p, i)) ?? 0)))
-    const order = vals.map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0])
-    let left = units
-    for (const [v, i] of order) {
-      if (left === 0) break
-      const t = Math.min(left, Math.max(0, v))
-      if (t === 0) continue
-      const r = await store.addIfWithin(segmentKey(c, p, i), -t, Number.MAX_SAFE_INTEGER, { min: 0 })
-      if (r.ok) left -= t
-    }
-    return units - left
-  }
-  return {
-    get,
-    async set (c, p, quota) {
-      if (!Number.isSafeInteger(quota) || quota < 0) throw new RangeError('quota must be a non-negative integer')
-      if (find(c, p) === undefined) return null
-      const before = await get(c, p)
-      if (before !== null && quota < before.admitted) {
-        return { conflict: 'QUOTA_BELOW_ADMITTED', message: `${before.admitted} units are admitted (held by buyers); the quota cannot go below that`, view: before }
-      }
-      await store.set(limitKey(c, p), String(quota))
-      await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, quota }))
-      return await get(c, p)
-    },
-    async release (c, p, units) {
-      if (!Number.isSafeInteger(units) || units < 1) throw new RangeError('units must be a positive integer')
-      const pc = find(c, p)
-      if (pc === undefined) return null
-      const before = await get(c, p) as QuotaStatus
-      if (units > before.admitted) {
-        return { conflict: 'RELEASE_EXCEEDS_ADMITTED', message: `only ${before.admitted} units are admitted; cannot release ${units}`, view: before }
-      }
-      const taken = await takeOff(c, p, pc.segments, units)
-      if (taken < units) {
-        // Raced with give-backs that emptied the counters meanwhile: put back what was taken, change nothing.
-        if (taken > 0) await store.add(segmentKey(c, p, 0), taken)
-        const now = await get(c, p) as QuotaStatus
-        return { conflict: 'RELEASE_EXCEEDS_ADMITTED', message: `only ${now.admitted} units are admitted; cannot release ${units}`, view: now }
-      }
-      await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, released: units }))
-      return await get(c, p)
-    },
-    async reset (c, p) {
-      const pc = find(c, p)
-      if (pc === undefined) return null
-      if (await store.get(originKey(c, p)) !== null) {
-        const view = await get(c, p) as QuotaStatus
-        return { conflict: 'RESET_BREAKS_LEDGER', message: `an origin keeps this product's orders on this store (${view.admitted} units admitted are its buyers' or on their way): a reset would admit them again; give units back with POST .../release, or change the quota with PUT`, view }
-      }
-      await Promise.all(Array.from({ length: pc.segments }, async (_, i) => await store.del(segmentKey(c, p, i))))
-      await store.publish(QUOTA_CHANNEL, JSON.stringify({ c, p, reset: true }))
-      return await get(c, p)
-    }
-  }
 }

@@ -22,16 +22,18 @@
  *   Built once per distinct Retry-After value. Shadow mode is the runner's: this guard just rejects.
  * - The keyless limiter sets deps.overload.active while it is rejecting (the pow captcha hardens).
  */
-import { Slot, type KeptState } from '../pipeline/state.js'
+import { Slot } from '../pipeline/state.js'
 import { LRUCache } from 'lru-cache'
 import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
 import { rejection } from '../pipeline/reject.js'
 import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
-import { STORE_UNAVAILABLE, asStoreError, guardId, onSettle, processCount } from './values.js'
+import { asStoreError, processCount } from './values.js'
+import { STORE_UNAVAILABLE, guardId } from './common.js'
+import { onSettle } from '../pipeline/settle.js'
 import { limitGivesBack } from '../pipeline/settle.js'
 import { DelayQueue } from '../../limiter/delay-queue.js'
 import { leak, leakyBucketPolicy, unleak, type LeakyBucketPolicy } from '../../limiter/leaky-bucket.js'
-import { giveBack, take, tokenBucketPolicy, type TokenBucketPolicy } from '../../limiter/token-bucket.js'
+import { giveBack, takeOut, takeTo, tokenBucketPolicy, type TokenBucketPolicy } from '../../limiter/token-bucket.js'
 
 type KeyFn = (ctx: RequestContext) => string | null
 
@@ -172,6 +174,9 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
   // ---- node-local token bucket / leaky bucket (synchronous unless a leaky delay applies)
   const tb = local.tb
   const lb = local.lb
+  // The token bucket's step writes into this one object (checks are synchronous: no two at once), so a
+  // 429 from a node-local limit allocates nothing here: the cell is updated in place, the Rejection cached.
+  const out = takeOut()
   const localCheck = (ctx: RequestContext, key: string | null): Verdict | Promise<Verdict> => {
     const cell = cellOf(zone, key)
     if (lb !== null) {
@@ -186,8 +191,8 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
       if (r.delayMs > 0) return (queue as DelayQueue).wait(ctx.now + r.delayMs).then(() => undefined)
       return undefined
     }
-    const r = take(cell === undefined ? null : { units: cell.a, at: cell.b }, ctx.now, tb, 1)
-    keep(zone, key, cell, r.state.units, r.state.at)
+    const r = cell === undefined ? takeTo(out, 0, 0, true, ctx.now, tb, 1) : takeTo(out, cell.a, cell.b, false, ctx.now, tb, 1)
+    keep(zone, key, cell, r.units, r.at)
     if (!r.ok) {
       if (keyless) overload.active = true
       return limited(r.retryAfterMs, r.remaining)

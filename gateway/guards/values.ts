@@ -1,22 +1,13 @@
 /**
  * Reading a guard's ValueSource off a request (valueOf, and valueReader over it: one set of rules for
- * every guard), and small pieces the limiter guards share: a stable string hash, the store's 503, and the
- * process count a node-local share is split by (failure policies come resolved in the config).
+ * every guard), and the process count the limiter guards split a node-local share by (their id and the
+ * store's 503 are in ./common.ts; failure policies come resolved in the config).
  */
-import type { GuardConfig, RouteConfig, ValueSource } from '../../conf/types.js'
+import type { ValueSource } from '../../conf/types.js'
 import { StoreError } from '../../conf/errors.js'
 import { cookieOf, headerOf } from '../../antibot/util.js'
 import { queryOf } from '../http/query.js'
-import { rejection } from '../pipeline/reject.js'
-import type { GuardDeps, Rejection, RequestContext } from '../pipeline/types.js'
-
-/** `<route>#<index>:<kind>` */
-export function guardId (route: RouteConfig, cfg: GuardConfig): string {
-  return `${route.name}#${cfg.index}:${cfg.kind}`
-}
-
-/** The store's 503, built once. */
-export const STORE_UNAVAILABLE: Rejection = rejection('STORE_UNAVAILABLE', 'shared state store unavailable', { headers: ['retry-after', '1'] })
+import type { GuardDeps, RequestContext } from '../pipeline/types.js'
 
 /**
  * Compile a ValueSource into a reader; null when the request does not carry it. The same rules as
@@ -25,18 +16,6 @@ export const STORE_UNAVAILABLE: Rejection = rejection('STORE_UNAVAILABLE', 'shar
 export function valueReader (src: ValueSource): (ctx: RequestContext) => string | null {
   return (ctx) => valueOf(ctx, src)
 }
-
-/** FNV-1a 32-bit: a stable, cheap hash (segment choice). */
-export function fnv1a (s: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return h >>> 0
-}
-
-export { onSettle } from '../pipeline/settle.js'
 
 /** Processes sharing the store: gateway nodes × workers on this node. */
 export function processCount (deps: GuardDeps): number {
@@ -53,7 +32,7 @@ export function asStoreError (err: unknown): StoreError {
 /**
  * Resolve a guard's value source against a request; null when the value is absent or empty. Cookies
  * follow antibot/util.ts cookieOf (RFC 6265: a value in double quotes is unwrapped), so `campaign="c1"`
- * reads c1 for every guard (issue 12: dedupe read c1 while the quota read "c1" and answered NOT_FOUND).
+ * reads c1 for every guard (two readers that disagree make dedupe and quota judge different campaigns).
  */
 export function valueOf (ctx: RequestContext, src: ValueSource): string | null {
   switch (src.from) {

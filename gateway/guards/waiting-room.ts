@@ -1,8 +1,9 @@
 /**
- * The waiting room at the edge: `GET /_flashgate/queue?campaign=C`, `GET /_flashgate/queue/seed?campaign=C`,
- * the `waiting_room` guard, and the join-log export behind `GET /admin/queue/:campaign/joins`.
+ * The waiting room: the `waiting_room` guard, the Room it and the queue endpoints share
+ * (`GET /_flashgate/queue`, `/queue/seed`: gateway/edge/queue.ts), and the join-log export behind
+ * `GET /admin/queue/:campaign/joins`.
  *
- * Per node and campaign, one Room (kept across reloads in deps.persistent) holds:
+ * Per node and campaign, one Room (kept across reloads in deps.kept) holds:
  * - the room's HMAC key and shuffle seed, each 32 random bytes made by the first node that needs them and
  *   kept in the store (`wr:{C}:key`, `wr:{C}:seed`; setIfAbsent, then read), so every node signs and
  *   shuffles alike;
@@ -19,13 +20,12 @@
  * identity fails the check. A pass buys once: the guard marks it used in the store (Store.roomPass)
  * when the buy passes, and gives it back when a later step rejects the buy or the upstream fails.
  */
-import { Slot, type KeptState } from '../pipeline/state.js'
+import { Slot } from '../pipeline/state.js'
 import { randomBytes } from 'node:crypto'
-import type { ServerResponse } from 'node:http'
-import type { CampaignConfig, Config, WaitingRoomConfig, WaitingRoomGuardConfig } from '../../conf/types.js'
+import type { CampaignConfig, WaitingRoomConfig, WaitingRoomGuardConfig } from '../../conf/types.js'
 import { GaugeCell } from '../metrics.js'
-import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
-import type { EdgeHandler, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
+import { rejection } from '../pipeline/reject.js'
+import type { GuardDeps, GuardFactory, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
 import { StoreError } from '../../conf/errors.js'
 import type { Store } from '../../limiter/store.js'
 import { segmentKey, limitKey } from '../../conf/store-keys.js'
@@ -33,11 +33,10 @@ import { PASS_USED, commitmentOf, defaultBurst, etaMs, shuffleScore, stockCap, t
 import { onSettle } from '../pipeline/settle.js'
 import { guardId, onStoreError } from './common.js'
 import { cookieOf, headerOf, hmacB64url, macMatches } from '../../antibot/util.js'
-import { sendJson } from '../http/json.js'
 import { valueOf } from './values.js'
 
 /** How often a node syncs with the store while its room is polled (the cursor cache's age bound). */
-export const SYNC_MS = 100
+const SYNC_MS = 100
 /** Entries per store call (a batch bigger than this goes in several calls). */
 const CHUNK = 500
 /** Bound on the pending batch; joins beyond it are answered 503 OVERLOADED. */
@@ -72,7 +71,6 @@ interface Pending { op: 'join' | 'seen', score: number, at: number, waiters: Wai
 export class Room {
   campaign: CampaignConfig
   cfg: WaitingRoomConfig
-  private config: Config
   private key: Buffer | null = null
   private seed: Buffer | null = null
   private commitment: string | null = null
@@ -90,10 +88,9 @@ export class Room {
   private readonly history: Array<[number, number]> = []
   private readonly gauges: { waiting: GaugeCell, admitted: GaugeCell, expired: GaugeCell, rate: GaugeCell, wait: GaugeCell }
 
-  constructor (campaign: CampaignConfig, config: Config, private readonly deps: Pick<GuardDeps, 'store' | 'metrics' | 'clock' | 'log'>) {
+  constructor (campaign: CampaignConfig, private readonly deps: Pick<GuardDeps, 'store' | 'metrics' | 'clock' | 'log'>) {
     this.campaign = campaign
     this.cfg = campaign.waitingRoom as WaitingRoomConfig
-    this.config = config
     const m = deps.metrics
     const c = campaign.id
     this.gauges = {
@@ -106,10 +103,9 @@ export class Room {
   }
 
   /** A reload: the campaign's new settings (the room's state stays). */
-  configure (campaign: CampaignConfig, config: Config): void {
+  configure (campaign: CampaignConfig): void {
     this.campaign = campaign
     this.cfg = campaign.waitingRoom as WaitingRoomConfig
-    this.config = config
   }
 
   private get store (): Store { return this.deps.store }
@@ -376,76 +372,10 @@ export function roomsOf (deps: GuardDeps): Map<string, Room> {
   for (const c of deps.config.campaigns.values()) {
     if (c.waitingRoom === undefined || c.waitingRoom === null) continue
     const r = rooms.get(c.id)
-    if (r === undefined) rooms.set(c.id, new Room(c, deps.config, deps))
-    else r.configure(c, deps.config)
+    if (r === undefined) rooms.set(c.id, new Room(c, deps))
+    else r.configure(c)
   }
   return rooms
-}
-
-// --- edge endpoints ----------------------------------------------------------------------------------------
-
-function reject (res: ServerResponse, r: Rejection): void {
-  res.writeHead(r.status, [...REJECT_HEADERS, 'content-length', String(r.body.length), ...(r.headers ?? [])])
-  res.end(r.body)
-}
-
-const METHOD = rejection('METHOD_NOT_ALLOWED', 'use GET', { headers: ['allow', 'GET, HEAD'] })
-const UNAUTH = rejection('UNAUTHENTICATED', 'sign in first')
-const NO_ROOM = rejection('NOT_FOUND', 'no waiting room for this campaign')
-const BAD = rejection('BAD_REQUEST', 'campaign is required')
-const BUSY = rejection('OVERLOADED', 'waiting room busy, poll again', { headers: ['retry-after', '1'] })
-const STORE_DOWN = rejection('STORE_UNAVAILABLE', 'shared state store unavailable', { headers: ['retry-after', '1'] })
-
-function cookieHeader (name: string, value: string, maxAgeS: number): string {
-  return `${name}=${value}; Path=/; Max-Age=${Math.max(0, Math.ceil(maxAgeS))}; HttpOnly; SameSite=Lax`
-}
-
-/** A minimal request context for the identity resolver (edge endpoints run outside the pipeline). */
-function identityCtx (req: import('node:http').IncomingMessage, res: ServerResponse, e: { clientIp: string, now: number }): RequestContext {
-  return {
-    req, res, route: undefined as unknown as RequestContext['route'], method: req.method ?? 'GET', path: '/_flashgate/queue', query: '', host: '',
-    clientIp: e.clientIp, peerTrusted: false, params: {}, now: e.now, user: undefined, queryParams: null, extraHeaders: null, settlers: null, locals: null
-  }
-}
-
-/** The room's edge handlers (mounted with antibot's by createEdgeHandlers). */
-export function createQueueHandlers (deps: GuardDeps): Record<string, EdgeHandler> {
-  const rooms = roomsOf(deps)
-  const send = (res: ServerResponse, room: Room, a: QueueAnswer, now: number): void => {
-    const headers: string[] = []
-    const c = room.campaign.id
-    if (a.ticket !== undefined) headers.push('set-cookie', cookieHeader(ticketCookie(c), a.ticket, (room.campaign.endsAt - now) / 1000))
-    if (a.pass !== undefined) headers.push('set-cookie', cookieHeader(passCookie(c), a.pass, room.cfg.passTtlMs / 1000))
-    sendJson(res, 200, a, headers)
-  }
-  const failed = (res: ServerResponse, err: unknown): void => {
-    deps.log('warn', 'waiting room: store failed', { error: err instanceof Error ? err.message : String(err) })
-    if (!res.headersSent) reject(res, STORE_DOWN)
-  }
-  return {
-    '/_flashgate/queue': (req, res, e) => {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return reject(res, METHOD)
-      const cid = e.query.get('campaign')
-      if (cid === null || cid === '') return reject(res, BAD)
-      const room = rooms.get(cid)
-      if (room === undefined || deps.config.campaigns.get(cid)?.waitingRoom == null) return reject(res, NO_ROOM)
-      const user = deps.identity(identityCtx(req, res, e))
-      if (user === null) return reject(res, UNAUTH)
-      const cookie = req.headers.cookie
-      const a = room.poll(user, cookieOf(cookie, ticketCookie(cid)), cookieOf(cookie, passCookie(cid)) ?? headerOf(req.headers, PASS_HEADER), e.now)
-      if (a === null) return reject(res, BUSY)
-      if (!(a instanceof Promise)) return send(res, room, a, e.now)
-      return a.then((x) => { if (x === null) reject(res, BUSY); else send(res, room, x, e.now) }, (err: unknown) => { failed(res, err) })
-    },
-    '/_flashgate/queue/seed': (req, res, e) => {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return reject(res, METHOD)
-      const cid = e.query.get('campaign')
-      if (cid === null || cid === '') return reject(res, BAD)
-      const room = rooms.get(cid)
-      if (room === undefined || deps.config.campaigns.get(cid)?.waitingRoom == null) return reject(res, NO_ROOM)
-      return room.load().then(() => { sendJson(res, 200, room.seedAnswer(e.now)) }, (err: unknown) => { failed(res, err) })
-    }
-  }
 }
 
 /**
@@ -457,7 +387,7 @@ export function createQueueHandlers (deps: GuardDeps): Record<string, EdgeHandle
 export async function roomJoinLog (deps: Pick<GuardDeps, 'store' | 'metrics' | 'clock' | 'log' | 'config'>, campaign: string): Promise<string | null> {
   const c = deps.config.campaigns.get(campaign)
   if (c === undefined || c.waitingRoom == null) return null
-  const room = new Room(c, deps.config, deps)
+  const room = new Room(c, deps)
   await room.load()
   const log = await deps.store.roomLog(campaign)
   const now = deps.clock()

@@ -14,8 +14,9 @@ import type { Outcome, RequestContext, Settler } from '../pipeline/types.js'
  * property access in guards); fields after `locals` are the gateway's own bookkeeping.
  */
 export class Ctx implements RequestContext {
-  readonly req: IncomingMessage
-  readonly res: ServerResponse
+  /** Not readonly: the strict listener's lane swaps in real objects when the request passes (server.ts isLane). */
+  req: IncomingMessage
+  res: ServerResponse
   route: RouteConfig
   readonly method: string
   readonly path: string

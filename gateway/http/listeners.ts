@@ -23,7 +23,7 @@
 import { readFileSync } from 'node:fs'
 import { createServer as createHttpsServer } from 'node:https'
 import http2 from 'node:http2'
-import type { IncomingMessage, Server } from 'node:http'
+import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Config, ListenerConfig, TlsConfig } from '../../conf/types.js'
 import { tlsProblem } from '../../conf/load.js'
@@ -47,16 +47,6 @@ Object.defineProperty(H2Response.prototype, 'destroyed', {
   get (this: H2Response): boolean { return this.stream.destroyed },
   configurable: true
 })
-
-/** True for a request that arrived over HTTP/2. */
-export function isH2 (req: IncomingMessage): boolean {
-  return req instanceof H2Request
-}
-
-/** True when an h2 request has a body (its HEADERS frame did not end the stream). */
-export function h2HasBody (req: IncomingMessage): boolean {
-  return !(req as unknown as H2Request).stream.endAfterHeaders
-}
 
 export interface PublicListener {
   readonly cfg: ListenerConfig

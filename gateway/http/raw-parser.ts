@@ -33,7 +33,7 @@ export const TOKEN = table((c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <=
 /** Field-value characters: HTAB, SP..~, obs-text. */
 export const VALUE = table((c) => c === 9 || (c >= 0x20 && c <= 0x7e) || c >= 0x80)
 /** Request-target characters: visible ASCII (no SP, no controls, no DEL, no obs-text). */
-export const TARGET = table((c) => c > 0x20 && c < 0x7f)
+const TARGET = table((c) => c > 0x20 && c < 0x7f)
 const HEX = table((c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66))
 
 /** Methods node:http accepts (CONNECT is refused by the gateway: it is no forward proxy). */
@@ -118,6 +118,13 @@ function endsChunked (v: string): boolean {
   return true
 }
 
+/** Do the bytes `buf[start, end)` spell `s` (latin1)? Lets a repeated head reuse its strings instead of slicing new ones. */
+function same (buf: Buffer, start: number, end: number, s: string | undefined): s is string {
+  if (s === undefined || s.length !== end - start) return false
+  for (let i = 0; i < s.length; i++) if (buf[start + i] !== s.charCodeAt(i)) return false
+  return true
+}
+
 const enum Phase { Start, Fields }
 
 /**
@@ -132,13 +139,30 @@ export class HeadParser {
   private method = ''
   private url = ''
   private minor = 1
-  private raw: string[] = []
+  /**
+   * The fields so far; null while every one so far is the same as `prev`'s (a repeated head: then no
+   * array and no string is made for it).
+   */
+  private raw: string[] | null = []
+  /** Fields seen in this head. */
+  private fields = 0
+  /**
+   * The last head answered. Its strings are reused for the same bytes in the next head (strings are
+   * immutable: always safe); the Head object itself only when `shareable`.
+   */
+  private prev: Head | null = null
+  /**
+   * Set by the connection when `prev` was only read, never handed on (the in-place lane answered it):
+   * the same head again is answered with that very object.
+   */
+  shareable = false
   constructor (public maxHeaderSize: number) {}
 
   reset (): void {
     this.phase = Phase.Start
     this.size = 0
-    this.raw = []
+    this.fields = 0
+    this.raw = this.shareable && this.prev !== null ? null : []
   }
 
   /** True when no byte of a head has been consumed yet (a keep-alive connection between requests). */
@@ -202,7 +226,8 @@ export class HeadParser {
     let i = pos
     while (i < eol && TOKEN[buf[i] as number] === 1) i++
     if (i === pos || i === eol || buf[i] !== SP) return 400
-    const method = latin1(buf, pos, i)
+    const prev = this.prev
+    const method = prev !== null && same(buf, pos, i, prev.method) ? prev.method : latin1(buf, pos, i)
     if (!METHOD_SET.has(method)) return 400
     // llhttp skips repeated spaces before the target and before the version.
     while (i < eol && buf[i] === SP) i++
@@ -211,7 +236,7 @@ export class HeadParser {
     if (i === t0) return 400
     if (i === eol) return 505 // no version: HTTP/0.9
     if (buf[i] !== SP) return 400
-    this.url = latin1(buf, t0, i)
+    this.url = prev !== null && same(buf, t0, i, prev.url) ? prev.url : latin1(buf, t0, i)
     while (i < eol && buf[i] === SP) i++
     // HTTP/D.D exactly
     if (eol - i < 5 || buf[i] !== 0x48 || buf[i + 1] !== 0x54 || buf[i + 2] !== 0x54 || buf[i + 3] !== 0x50 || buf[i + 4] !== 0x2f) return 400
@@ -230,7 +255,7 @@ export class HeadParser {
     let i = pos
     while (i < eol && TOKEN[buf[i] as number] === 1) i++
     if (i === pos || buf[i] !== 0x3a) return 400 // obs-fold, empty name, space before ':', bad name byte
-    const name = latin1(buf, pos, i)
+    const nameEnd = i
     i++
     while (i < eol && (buf[i] === SP || buf[i] === HTAB)) i++
     const v0 = i
@@ -240,12 +265,34 @@ export class HeadParser {
       if (VALUE[c] !== 1) return 400
       if (c !== SP && c !== HTAB) v1 = i + 1
     }
-    this.raw.push(name, v0 === v1 ? '' : latin1(buf, v0, v1))
-    if (this.raw.length > 4096) return 431
+    const k = this.fields * 2
+    this.fields++
+    if (k >= 4096) return 431
+    const pr = this.prev === null ? null : this.prev.rawHeaders
+    const pn = pr === null ? undefined : pr[k]
+    const pv = pr === null ? undefined : pr[k + 1]
+    const name = same(buf, pos, nameEnd, pn) ? pn : latin1(buf, pos, nameEnd)
+    const value = same(buf, v0, v1, pv) ? pv : v0 === v1 ? '' : latin1(buf, v0, v1)
+    if (this.raw === null) {
+      if (name === pn && value === pv) return 0
+      this.raw = (pr as string[]).slice(0, k)
+    }
+    this.raw.push(name, value)
     return 0
   }
 
   private finish (): Head | ParseStatus {
+    const prev = this.prev
+    if (this.raw === null) {
+      const pr = (prev as Head).rawHeaders
+      if (this.fields * 2 === pr.length && this.method === (prev as Head).method && this.url === (prev as Head).url && this.minor === (prev as Head).minor) {
+        // The same head as the last one, which nothing kept: the same object (its framing, keep-alive and
+        // fields are functions of these bytes).
+        this.reset()
+        return prev as Head
+      }
+      this.raw = pr.slice(0, this.fields * 2)
+    }
     const raw = this.raw
     const headers: Record<string, string | string[]> = {}
     let cl = -1
@@ -281,6 +328,8 @@ export class HeadParser {
     if (this.minor === 1 && !host) return 400
     const keepAlive = this.minor === 1 ? connection === null || !hasToken(connection, 'close') : connection !== null && hasToken(connection, 'keep-alive')
     const head: Head = { method: this.method, url: this.url, minor: this.minor, rawHeaders: raw, headers, contentLength: cl, chunked: te !== null, keepAlive, expect }
+    this.prev = head
+    this.shareable = false
     this.reset()
     return head
   }

@@ -29,8 +29,15 @@ import type { Metrics } from '../metrics.js'
 import type { Rejection } from '../pipeline/types.js'
 import { ChunkedDecoder, HeadParser, TOKEN, latin1, type Head } from './raw-parser.js'
 
-/** The request handler (Frontend.handle). */
+/**
+ * The request handler (Frontend.handle). Bodiless requests reach it as a LaneRequest/LaneResponse pair
+ * (unless FLASHGATE_STRICT_LANE=off), which it upgrades with `laneUpgrade()` before anything but a
+ * rejection is written.
+ */
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void
+
+/** What the flush queue holds: an answer told when its bytes reached the kernel or the socket closed. */
+interface Flushable { onFlushed (err: Error | null | undefined): void, onSocketClose (): void }
 
 // ---- pre-encoded answers ----------------------------------------------------------------------
 
@@ -61,6 +68,18 @@ function httpDate (): string {
   return dateText
 }
 
+/** The `date:` value as bytes, refreshed with dateText (the in-place answers copy it). */
+let dateBytes = Buffer.alloc(29)
+let dateBytesAt = -1
+function httpDateBytes (): Buffer {
+  const text = httpDate()
+  if (dateBytesAt !== dateAt) {
+    dateBytes = Buffer.from(text, 'latin1')
+    dateBytesAt = dateAt
+  }
+  return dateBytes
+}
+
 /** Header values node:http refuses to write (response splitting). */
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 function checkName (name: string): void {
@@ -77,7 +96,7 @@ function headerError (code: string, message: string): Error {
   return Object.assign(new TypeError(message), { code })
 }
 
-interface Encoded { readonly line: string, readonly body: string | null, readonly bodyBuf: Buffer }
+interface Encoded { readonly line: string, readonly body: string | null, readonly bodyBuf: Buffer, readonly lineBuf: Buffer }
 const encodedCache = new WeakMap<Rejection, Encoded>()
 /** The status line and fixed headers of a rejection, and its body as latin1 text when it is ASCII. */
 function encoded (r: Rejection): Encoded {
@@ -94,10 +113,145 @@ function encoded (r: Rejection): Encoded {
   }
   let ascii = true
   for (let i = 0; i < r.body.length; i++) if ((r.body[i] as number) >= 0x80) { ascii = false; break }
-  e = { line, body: ascii ? latin1(r.body, 0, r.body.length) : null, bodyBuf: r.body }
+  e = { line, body: ascii ? latin1(r.body, 0, r.body.length) : null, bodyBuf: r.body, lineBuf: Buffer.from(line, 'latin1') }
   encodedCache.set(r, e)
   return e
 }
+
+const XRID = Buffer.from('x-request-id: ', 'latin1')
+const DATE = Buffer.from('date: ', 'latin1')
+const CLOSE_END = Buffer.from('connection: close\r\n\r\n', 'latin1')
+const KEEP_END = Buffer.from('connection: keep-alive\r\n\r\n', 'latin1')
+const END = Buffer.from('\r\n', 'latin1')
+
+/**
+ * A rejection's whole answer in one Buffer: its pre-encoded status line, fixed headers and body copied
+ * in, the request id and the per-second Date written in place (Buffer#write latin1: no string built).
+ * One small pooled Buffer is the only allocation (the socket needs bytes that outlive this call).
+ * `mode`: 0 keep-alive HTTP/1.1, 1 keep-alive HTTP/1.0, 2 close.
+ */
+function rejectBytes (r: Rejection, extra: readonly string[] | null, mode: 0 | 1 | 2, requestId: string | null, head: boolean): Buffer {
+  const e = encoded(r)
+  let n = e.lineBuf.length + DATE.length + 31 + (mode === 2 ? CLOSE_END.length : mode === 1 ? KEEP_END.length : END.length)
+  if (requestId !== null) n += XRID.length + requestId.length + 2
+  if (extra !== null) {
+    for (let i = 0; i + 1 < extra.length; i += 2) {
+      checkName(extra[i] as string)
+      checkValue(extra[i] as string, extra[i + 1] as string)
+      n += (extra[i] as string).length + (extra[i + 1] as string).length + 4
+    }
+  }
+  if (!head) n += e.bodyBuf.length
+  const b = Buffer.allocUnsafe(n)
+  b.set(e.lineBuf, 0)
+  let o = e.lineBuf.length
+  if (extra !== null) {
+    for (let i = 0; i + 1 < extra.length; i += 2) {
+      o += b.write(extra[i] as string, o, 'latin1')
+      b[o++] = 0x3a; b[o++] = 0x20
+      o += b.write(extra[i + 1] as string, o, 'latin1')
+      b[o++] = 0x0d; b[o++] = 0x0a
+    }
+  }
+  if (requestId !== null) {
+    b.set(XRID, o); o += XRID.length
+    o += b.write(requestId, o, 'latin1')
+    b[o++] = 0x0d; b[o++] = 0x0a
+  }
+  b.set(DATE, o); o += DATE.length
+  b.set(httpDateBytes(), o); o += 29
+  b[o++] = 0x0d; b[o++] = 0x0a
+  const tail = mode === 2 ? CLOSE_END : mode === 1 ? KEEP_END : END
+  b.set(tail, o); o += tail.length
+  if (!head) { b.set(e.bodyBuf, o); o += e.bodyBuf.length }
+  return o === n ? b : b.subarray(0, o)
+}
+
+// ---- the in-place lane: a request answered without a request or response object ----------------
+
+/**
+ * What the lane hands the Frontend as `req` (gateway/http/server.ts checks `laneUpgrade`): the fields
+ * of IncomingMessage its routing, guards, metrics and access log read, one object per connection
+ * reused for each of its bodiless requests. A request that needs more (it passes the guards, an edge
+ * endpoint, a guard awaiting the store) is upgraded to a RawRequest/RawResponse pair first.
+ */
+export class LaneRequest {
+  method = ''
+  url = ''
+  headers: Record<string, string | string[]> = {}
+  rawHeaders: string[] = []
+  httpVersion = '1.1'
+  readonly httpVersionMajor = 1
+  httpVersionMinor = 1
+  readonly socket: Socket
+  readonly complete = true
+  readonly readableEnded = true
+  /** @internal */ readonly conn: Connection
+  constructor (conn: Connection) { this.conn = conn; this.socket = conn.socket }
+  /** The real request and response for this exchange (made once; the lane is then out of the way). */
+  laneUpgrade (): [IncomingMessage, ServerResponse] { return this.conn.upgradeLane() }
+}
+
+/**
+ * The lane's `res`: a rejection (writeRejection → rejectFast) written as bytes; nothing else. Once the
+ * exchange is upgraded, what still holds this object (Frontend.handle's error path) reaches the real
+ * response through it.
+ */
+export class LaneResponse {
+  statusCode = 200
+  shouldKeepAlive = true
+  /** @internal the upgraded exchange's response, null while the lane serves it */
+  real: RawResponse | null = null
+  private sent = false
+  private gone = false
+  /** @internal */ readonly conn: Connection
+  constructor (conn: Connection) { this.conn = conn }
+
+  get headersSent (): boolean { return this.real !== null ? this.real.headersSent : this.sent }
+  get writableEnded (): boolean { return this.real !== null ? this.real.writableEnded : this.sent }
+  get destroyed (): boolean { return this.real !== null ? this.real.destroyed : this.gone }
+
+  /** @internal a new lane request */
+  reset (): void {
+    this.statusCode = 200
+    this.shouldKeepAlive = true
+    this.real = null
+    this.sent = false
+    this.gone = false
+  }
+
+  rejectFast (r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null): void {
+    if (this.real !== null) { this.real.rejectFast(r, extra, close, requestId); return }
+    if (this.sent || this.gone) return
+    const conn = this.conn
+    const req = conn.lane as LaneRequest
+    const shut = close || !this.shouldKeepAlive || !conn.laneKeepAlive || conn.closing
+    const bytes = rejectBytes(r, extra, shut ? 2 : req.httpVersionMinor === 0 ? 1 : 0, requestId, req.method === 'HEAD')
+    this.statusCode = r.status
+    this.sent = true
+    // No place in the flush queue: nothing waits for this answer's 'finish' (the callbacks of the
+    // answers that do still arrive in their order).
+    const socket = conn.socket
+    if (socket.writableCorked === 1 && !conn.hasMore) {
+      // The last request of this read (the common case: one request per read): written at once rather
+      // than buffered under the drive's cork and flushed as a writev (an entry, an array and a chunk
+      // list per answer). Whatever earlier answers the cork held go first.
+      socket.uncork()
+      socket.write(bytes)
+      socket.cork()
+    } else socket.write(bytes)
+    conn.laneEnded(shut)
+  }
+
+  destroy (): this {
+    if (this.real !== null) { this.real.destroy(); return this }
+    if (!this.gone) { this.gone = true; this.conn.destroy() }
+    return this
+  }
+
+  /** @internal */ onSocketClose (): void { if (!this.sent) this.gone = true }
+}
+
 
 // ---- the request ------------------------------------------------------------------------------
 
@@ -324,29 +478,15 @@ export class RawResponse extends EventEmitter {
    */
   rejectFast (r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null): void {
     if (this.headersSent || this.destroyed) return
-    const e = encoded(r)
-    let head = e.line
-    if (extra !== null) {
-      for (let i = 0; i + 1 < extra.length; i += 2) {
-        checkName(extra[i] as string)
-        checkValue(extra[i] as string, extra[i + 1] as string)
-        head += (extra[i] as string) + ': ' + (extra[i + 1] as string) + '\r\n'
-      }
-    }
-    if (requestId !== null) head += 'x-request-id: ' + requestId + '\r\n'
-    head += 'date: ' + httpDate() + '\r\n'
     this.close = close || !this.shouldKeepAlive || !this.req.keepAlive || this.conn.closing
-    head += this.close ? 'connection: close\r\n\r\n' : this.req.httpVersionMinor === 0 ? 'connection: keep-alive\r\n\r\n' : '\r\n'
+    const bytes = rejectBytes(r, extra, this.close ? 2 : this.req.httpVersionMinor === 0 ? 1 : 0, requestId, this.req.method === 'HEAD')
     this.statusCode = r.status
     this.statusMessage = STATUS_CODES[r.status] ?? 'unknown'
     this.headersSent = true
     this.writableEnded = true
     this.finished = true
     this.conn.flushing.push(this)
-    const socket = this.socket
-    if (this.req.method === 'HEAD') socket.write(head, 'latin1', this.conn.onFlushed)
-    else if (e.body !== null) socket.write(head + e.body, 'latin1', this.conn.onFlushed)
-    else { socket.cork(); socket.write(head, 'latin1'); socket.write(e.bodyBuf, this.conn.onFlushed); socket.uncork() }
+    this.socket.write(bytes, this.conn.onFlushed)
     this.conn.responseEnded(this, this.close)
   }
 
@@ -369,6 +509,11 @@ export class RawResponse extends EventEmitter {
       return socket.write(head + chunk, 'latin1', cb)
     }
     const data = typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : chunk as Uint8Array
+    // Performance (the proxy path): a small body chunk behind the head goes out with it as one latin1
+    // string (latin1 maps bytes 1:1), one write instead of a corked writev of two buffers.
+    if (head !== '' && !this.chunked && data.length <= 1024 && Buffer.isBuffer(data)) {
+      return socket.write(head + latin1(data, 0, data.length), 'latin1', cb)
+    }
     socket.cork()
     if (this.chunked) {
       socket.write(head + data.length.toString(16) + '\r\n', 'latin1')
@@ -440,7 +585,7 @@ interface Limits { headersTimeoutMs: number, requestTimeoutMs: number, keepAlive
 export class Connection {
   readonly socket: Socket
   /** Answers written but not yet flushed, in order (their write callbacks arrive in the same order). */
-  readonly flushing: RawResponse[] = []
+  readonly flushing: Flushable[] = []
   readonly onFlushed = (err?: Error | null): void => { this.flushing.shift()?.onFlushed(err) }
   /** The connection is being shut (draining or a `close` answer): answers carry `connection: close`. */
   closing = false
@@ -461,6 +606,13 @@ export class Connection {
   private paused = false
   private peerEnded = false
   private readonly server: RawServer
+  /** The in-place lane's objects (made on the first bodiless request, reused for each), and its request in flight. */
+  lane: LaneRequest | null = null
+  private laneRes: LaneResponse | null = null
+  private laneHead: Head | null = null
+  private laneActive = false
+  /** @internal keep-alive of the lane request in flight */
+  laneKeepAlive = true
   private readonly pushBody = (b: Buffer): void => {
     if (this.discarding) return
     const req = this.req as RawRequest
@@ -484,8 +636,11 @@ export class Connection {
     this.setDeadline(Deadline.Headers, server.limits.headersTimeoutMs)
   }
 
+  /** Bytes of a further request are buffered after the one being handled (pipelining). */
+  get hasMore (): boolean { return this.buf !== null }
+
   /** Idle between requests, nothing buffered, nothing in flight: safe to close (closeIdleConnections). */
-  get idle (): boolean { return this.state === State.Head && this.parser.idle && this.buf === null && this.flushing.length === 0 }
+  get idle (): boolean { return this.state === State.Head && this.parser.idle && this.buf === null && this.flushing.length === 0 && this.socket.writableLength === 0 }
 
   private setDeadline (kind: Deadline, ms: number): void {
     if (ms <= 0) { this.deadlineKind = Deadline.None; this.deadline = 0; return }
@@ -561,6 +716,8 @@ export class Connection {
   }
 
   private start (head: Head): void {
+    if (this.server.lane && !head.chunked && head.contentLength <= 0 && head.expect === null) { this.startLane(head); return }
+    this.parser.shareable = false
     const req = new RawRequest(this, head)
     const res = new RawResponse(this, req)
     this.req = req
@@ -593,6 +750,71 @@ export class Connection {
       }
     }
     this.server.handle(req as unknown as IncomingMessage, res as unknown as ServerResponse)
+  }
+
+  /**
+   * A bodiless request goes to the handler as the connection's reused LaneRequest/LaneResponse: a
+   * rejection is written as bytes (LaneResponse.rejectFast) and no per-request object is made here;
+   * anything else upgrades it (upgradeLane) to the RawRequest/RawResponse pair `start` makes.
+   */
+  private startLane (head: Head): void {
+    if (this.server.draining) this.closing = true
+    this.discarding = false
+    this.chunks = null
+    this.state = State.Wait
+    this.setDeadline(Deadline.None, 0)
+    const lane = this.lane ??= new LaneRequest(this)
+    const res = this.laneRes ??= new LaneResponse(this)
+    lane.method = head.method
+    lane.url = head.url
+    lane.headers = head.headers
+    lane.rawHeaders = head.rawHeaders
+    lane.httpVersionMinor = head.minor
+    lane.httpVersion = head.minor === 1 ? '1.1' : '1.0'
+    res.reset()
+    this.laneHead = head
+    this.laneKeepAlive = head.keepAlive
+    this.laneActive = true
+    this.server.handle(lane as unknown as IncomingMessage, res as unknown as ServerResponse)
+  }
+
+  /** The lane request in flight becomes a RawRequest/RawResponse pair (what `start` would have made). */
+  upgradeLane (): [IncomingMessage, ServerResponse] {
+    if (!this.laneActive) throw new Error('no lane request to upgrade')
+    const head = this.laneHead as Head
+    const lane = this.lane as LaneRequest
+    const lres = this.laneRes as LaneResponse
+    this.laneActive = false
+    this.laneHead = null
+    this.parser.shareable = false
+    // The handler may have rewritten the target (normalised path, origin-form) before upgrading.
+    head.url = lane.url
+    const req = new RawRequest(this, head)
+    const res = new RawResponse(this, req)
+    res.shouldKeepAlive = lres.shouldKeepAlive
+    this.req = req
+    this.res = res
+    req.complete = true
+    req.push(null)
+    if (this.state === State.Closed || lres.destroyed) { res.destroyed = true; res.closed = true; req.aborted = true }
+    lres.real = res
+    return [req as unknown as IncomingMessage, res as unknown as ServerResponse]
+  }
+
+  /** Called by LaneResponse.rejectFast: its answer is written; the next request or close. */
+  laneEnded (close: boolean): void {
+    this.laneActive = false
+    this.laneHead = null
+    // Its head was only read: the same head next on this connection may be answered with the same object.
+    this.parser.shareable = true
+    if (close || this.peerEnded || this.state === State.Closed) {
+      this.state = State.Closed
+      this.buf = null
+      this.socket.end()
+      this.setDeadline(Deadline.Linger, 2000)
+      return
+    }
+    this.next()
   }
 
   private bodyDone (): void {
@@ -727,6 +949,7 @@ export class Connection {
     }
     for (const r of this.flushing.splice(0)) r.onSocketClose()
     if (this.res !== null) this.res.onSocketClose()
+    if (this.laneActive) (this.laneRes as LaneResponse).onSocketClose()
   }
 }
 
@@ -737,6 +960,8 @@ export class RawServer {
   readonly net: NetServer
   limits: Limits
   draining = false
+  /** Bodiless requests take the in-place lane (Connection.startLane); FLASHGATE_STRICT_LANE=off turns it off (to measure it). */
+  readonly lane = process.env.FLASHGATE_STRICT_LANE !== 'off'
   readonly handle: Handler
   private readonly conns = new Set<Connection>()
   private sweep: NodeJS.Timeout | null = null

@@ -25,7 +25,7 @@ import type { Log } from '../log.js'
 import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from '../metrics.js'
 import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from '../pipeline/build.js'
 import { REJECT_HEADERS, STATUS, rejection } from '../pipeline/reject.js'
-import { compileRouter, NO_PARAMS, type Router } from './router.js'
+import { compileRouter, type Router } from './router.js'
 import { NO_TRACER, type Tracer } from '../otlp.js'
 import { formatTraceparent, newRequestId, newSpanId, newTraceId, parseTraceparent, sampledByRatio, validRequestId } from '../trace.js'
 import { StaticFiles } from './static.js'
@@ -160,6 +160,16 @@ function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close:
   if (requestId !== null) h.push('x-request-id', requestId)
   if (close) h.push('connection', 'close')
   return h
+}
+
+/**
+ * The strict listener's in-place lane (gateway/http/raw-server.ts LaneRequest): a bodiless request
+ * whose `req`/`res` are reused stand-ins that can only carry a rejection; anything else first upgrades
+ * them to real objects.
+ */
+interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse] }
+function isLane (req: IncomingMessage): req is IncomingMessage & Lane {
+  return (req as Partial<Lane>).laneUpgrade !== undefined
 }
 
 type RejectFast = (this: ServerResponse, r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null) => void
@@ -380,6 +390,7 @@ export class Frontend implements PipelineSink<Ctx> {
     // Forward what the guards judged: the normalised path (gateway/http/context.ts normalizePath).
     if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
+      if (isLane(req)) [req, res] = req.laneUpgrade()
       this.edge(state, req, res, path, target.query, start)
       return
     }
@@ -548,6 +559,7 @@ export class Frontend implements PipelineSink<Ctx> {
 
   pass (ctx: Ctx): void {
     if (ctx.settled) return
+    if (isLane(ctx.req)) [ctx.req, ctx.res] = ctx.req.laneUpgrade()
     if (ctx.tooLarge) { this.reject(ctx, ANSWERS.tooLarge); return }
     if (ctx.res.destroyed) { this.settle(ctx, { kind: 'failed', code: 'CLIENT_ABORTED' }, CLIENT_CLOSED); return }
     const files = (ctx.owner as ServingState).files[ctx.routeIndex]
@@ -777,32 +789,6 @@ function edgeCode (chunk: unknown, status: number): string {
   return `HTTP_${status}`
 }
 
-const NO_CAMPAIGN = rejection('NOT_FOUND', 'no such campaign')
-
-/**
- * `GET /_flashgate/time`: the edge clock for countdowns. With `?campaign=C` also the campaign's public
- * schedule, `{"now","campaign","starts_at","ends_at"}` (what a sale page counts down to); 404 for an
- * unknown campaign.
- */
-export function timeHandler (clock: () => number, campaigns: Config['campaigns'] = new Map()): EdgeHandler {
-  return (req, res, e) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      writeRejection(res, ANSWERS.methodNotAllowed, ['allow', 'GET, HEAD'])
-      return
-    }
-    const cid = e.query.get('campaign')
-    let body = '{"now":' + clock() + '}'
-    if (cid !== null) {
-      const c = campaigns.get(cid)
-      if (c === undefined) { writeRejection(res, NO_CAMPAIGN); return }
-      body = JSON.stringify({ now: clock(), campaign: c.id, starts_at: c.startsAt, ends_at: c.endsAt })
-    }
-    res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store', 'content-length', String(Buffer.byteLength(body))])
-    res.end(body)
-  }
-}
-
-
 const RAW_400 = rawAnswer(400, 'Bad Request', ANSWERS.badRequest)
 const RAW_408 = rawAnswer(408, 'Request Timeout', rejection('REQUEST_TIMEOUT', 'request not received in time'))
 const RAW_505 = rawAnswer(505, 'HTTP Version Not Supported', ANSWERS.unsupportedVersion)
@@ -863,4 +849,3 @@ export function applyServerLimits (server: Server, config: Config): void {
   server.maxConnections = s.maxConnections
 }
 
-export { NO_PARAMS }

@@ -33,7 +33,7 @@ const METHOD = rejection('METHOD_NOT_ALLOWED', 'use GET or HEAD', { headers: ['a
 const INTERNAL = rejection('INTERNAL_ERROR', 'cannot read file')
 
 /** Content types by lower-case extension. */
-export const CONTENT_TYPES: Readonly<Record<string, string>> = {
+const CONTENT_TYPES: Readonly<Record<string, string>> = {
   '.html': 'text/html; charset=utf-8',
   '.htm': 'text/html; charset=utf-8',
   '.css': 'text/css; charset=utf-8',

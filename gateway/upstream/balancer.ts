@@ -167,7 +167,7 @@ export interface Ring {
 }
 
 /** Virtual nodes per unit of weight (nginx `hash ... consistent` uses 160, as ketama). */
-export const POINTS_PER_WEIGHT = 160
+const POINTS_PER_WEIGHT = 160
 
 /**
  * Build a ketama-like ring: `160 * weight` points per target, four per MD5 digest of `key#n`. Keyed by

@@ -66,7 +66,7 @@ function dropNamed (headers: string[], names: readonly string[]): string[] {
 }
 
 /** `::ffff:127.0.0.1` → `127.0.0.1`, as nginx's `$remote_addr` shows it. */
-export function peerAddress (addr: string | undefined): string {
+function peerAddress (addr: string | undefined): string {
   if (addr === undefined) return ''
   return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr
 }

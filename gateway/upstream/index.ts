@@ -41,9 +41,10 @@ import {
 } from './balancer.js'
 import type { HealthPolicy, PeerState, Ring } from './balancer.js'
 import { requestHeaders, responseHeaders } from './headers.js'
+import { RawPool, type RawDispatch } from './raw-pool.js'
 
-/** Codes `done` reports when no complete upstream answer reached the client. */
-export type ForwardFailure = 'UPSTREAM_UNAVAILABLE' | 'UPSTREAM_TIMEOUT' | 'CLIENT_ABORTED' | 'BAD_REQUEST' | 'OVERLOADED'
+/** One target's connections: undici's Pool, or flashgate's own HTTP/1.1 client (`client: raw`). */
+type TargetPool = Pool | RawPool
 
 /**
  * Called exactly once per `forward()`, possibly synchronously, when the exchange is over:
@@ -100,7 +101,7 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 class Target {
   readonly url: string
   readonly peer: PeerState
-  pool: Pool
+  pool: TargetPool
   poolKey: string
   /** Requests waiting for one of this target's connections (FIFO; settled ones are skipped). */
   readonly waiting: Exchange[] = []
@@ -148,10 +149,13 @@ class Target {
 }
 
 function poolKey (cfg: UpstreamConfig): string {
-  return `${cfg.connections}/${cfg.connectTimeoutMs}/${cfg.keepAliveTimeoutMs}`
+  return `${cfg.connections}/${cfg.connectTimeoutMs}/${cfg.keepAliveTimeoutMs}/${cfg.client ?? 'undici'}`
 }
 
-function makePool (url: string, cfg: UpstreamConfig): Pool {
+function makePool (url: string, cfg: UpstreamConfig): TargetPool {
+  if (cfg.client === 'raw') {
+    return new RawPool(url, { connections: cfg.connections, connectTimeout: cfg.connectTimeoutMs, keepAliveTimeout: cfg.keepAliveTimeoutMs })
+  }
   return new Pool(url, {
     connections: cfg.connections,
     pipelining: 1,
@@ -162,7 +166,7 @@ function makePool (url: string, cfg: UpstreamConfig): Pool {
   })
 }
 
-function closePool (pool: Pool): void {
+function closePool (pool: TargetPool): void {
   pool.close().catch(() => {})
 }
 
@@ -332,7 +336,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     const left = this.group.cfg.timeoutMs - Math.floor(performance.now() - this.began)
     this.opts.headersTimeout = Math.max(1, Math.min(this.group.cfg.timeoutMs, left))
     this.sentAt = performance.now()
-    target.pool.dispatch(this.opts, this)
+    const pool = target.pool
+    // The raw client takes the same options (path, method, flat headers, body Buffer/stream/null).
+    if (pool instanceof RawPool) pool.dispatch(this.opts as unknown as RawDispatch, this)
+    else pool.dispatch(this.opts, this)
   }
 
   /** Still waiting for a connection (not settled by a client abort or a timeout). */
@@ -672,7 +679,7 @@ class UpstreamSet implements Upstreams {
     if (this.ticker !== null) { clearInterval(this.ticker); this.ticker = null }
     for (const t of this.queued) for (const e of t.waiting.splice(0)) e.expire()
     this.queued.clear()
-    const pools: Pool[] = []
+    const pools: TargetPool[] = []
     for (const g of this.groups.values()) for (const t of g.targets) pools.push(t.pool)
     this.groups = new Map()
     await Promise.all(pools.map(async (p) => await p.close()))

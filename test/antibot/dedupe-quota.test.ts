@@ -5,7 +5,7 @@
  * attempt for a product latched sold out gets SOLD_OUT, with no store call).
  */
 import t from 'tap'
-import { dedupeGuard } from '../../gateway/guards/index.js'
+import { dedupeGuard } from '../../gateway/guards/dedupe.js'
 import { quotaGuard } from '../../gateway/guards/quota.js'
 import { buildPipelines } from '../../gateway/pipeline/build.js'
 import { redisCli, startRedis } from '../helpers/redis.js'

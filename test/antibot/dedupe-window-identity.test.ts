@@ -1,5 +1,7 @@
 import t from 'tap'
-import { campaignWindowGuard, createIdentity, dedupeGuard, releasesMark, signSession, verifySession } from '../../gateway/guards/index.js'
+import { campaignWindowGuard } from '../../gateway/guards/campaign-window.js'
+import { createIdentity, signSession, verifySession } from '../../gateway/guards/identity.js'
+import { dedupeGuard, releasesMark } from '../../gateway/guards/dedupe.js'
 import { startRedis } from '../helpers/redis.js'
 import { SESSION_KEY, codeOf, guardOf, loadYaml, makeCtx, makeDeps, ready, routeYaml, settle } from './helpers.js'
 import type { Rejection } from '../../gateway/pipeline/types.js'

@@ -9,7 +9,7 @@ import { createMetrics } from '../../gateway/metrics.js'
 import type { GuardDeps, RequestContext, Outcome } from '../../gateway/pipeline/types.js'
 import { createStore } from '../../limiter/index.js'
 import type { Store } from '../../limiter/store.js'
-import { createIdentity } from '../../gateway/guards/index.js'
+import { createIdentity } from '../../gateway/guards/identity.js'
 import { KeptState, OverloadSignal } from '../../gateway/pipeline/state.js'
 
 export const LINK_KEY = 'k1-link-key-0123456789abcdef'

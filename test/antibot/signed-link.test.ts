@@ -1,7 +1,9 @@
 import t from 'tap'
 import { createSecretKey } from 'node:crypto'
-import { createEdgeHandlers, signedLinkGuard, signLinkQuery, linkMessage } from '../../gateway/guards/index.js'
-import type { LinkClaims } from '../../gateway/guards/index.js'
+import { createEdgeHandlers } from '../../gateway/edge/handlers.js'
+import { signedLinkGuard } from '../../gateway/guards/signed-link.js'
+import { signLinkQuery, linkMessage } from '../../antibot/signed-link.js'
+import type { LinkClaims } from '../../antibot/signed-link.js'
 import { LINK_KEY, LINK_KEY2, codeOf, guardOf, loadYaml, makeCtx, makeDeps, routeYaml } from './helpers.js'
 import { listen } from './server.js'
 

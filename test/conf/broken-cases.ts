@@ -35,6 +35,8 @@ export const CASES: ReadonlyArray<readonly [string, string]> = [
   ['upstream target not http', 'upstreams:\n  u: { targets: [ftp://127.0.0.1:1] }\n' + R],
   ['upstream queue negative', 'upstreams:\n  u: { targets: [http://127.0.0.1:1], queue: -1 }\n' + R],
   ['upstream connections zero', 'upstreams:\n  u: { targets: [http://127.0.0.1:1], connections: 0 }\n' + R],
+  ['upstream client unknown', 'upstreams:\n  u: { targets: [http://127.0.0.1:1], client: curl }\n' + R],
+  ['upstream client raw with https', 'upstreams:\n  u: { targets: [https://127.0.0.1:1], client: raw }\n' + R],
   ['upstream balance unknown', 'upstreams:\n  u: { targets: [http://127.0.0.1:1], balance: random }\n' + R],
   ['route without name', U + 'routes:\n  - { match: { path_prefix: / }, upstream: u }\n'],
   ['route without upstream', U + 'routes:\n  - { name: r, match: { path_prefix: / } }\n'],

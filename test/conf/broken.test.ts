@@ -20,6 +20,8 @@ const WANT: Record<string, (F: string) => string[]> = {
   "unknown top key": (F) => [`${F}:1:1: unknown key "lisen" in config (did you mean "listen"?)`],
   "unknown server key": (F) => [`${F}:1:11: unknown key "header_timeout" in server (did you mean "headers_timeout"?)`],
   "server parser unknown": (F) => [`${F}:1:19: parser: expected one of node, strict, got "llhttp"`],
+  "upstream client unknown": (F) => [`${F}:2:47: client: expected one of undici, raw, got "curl"`],
+  "upstream client raw with https": (F) => [`${F}:2:48: client: raw speaks http:// only (target https://127.0.0.1:1); use client: undici for https targets`],
   "unknown upstream key": (F) => [`${F}:2:39: unknown key "timeot" in upstream "u" (did you mean "timeout"?)`],
   "unknown route key": (F) => [`${F}:4:56: unknown key "guard" in route (did you mean "guards"?)`],
   "unknown match key": (F) => [`${F}:4:25: unknown key "prefix" in match`],

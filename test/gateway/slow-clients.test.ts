@@ -91,7 +91,7 @@ upstreams:
     targets: [${origin.url}]
     connections: 4
     timeout: 2s
-    retries: 0
+    retries: 0${process.env.FLASHGATE_TEST_UPSTREAM_CLIENT === 'raw' ? '\n    client: raw' : ''}
 routes:
   - name: all
     match: { path_prefix: / }

@@ -93,6 +93,8 @@ export function upstreamConfig (name: string, targets: ReadonlyArray<string | { 
     connections: 16,
     keepAliveTimeoutMs: 10_000,
     queue: 1024,
+    // FLASHGATE_TEST_UPSTREAM_CLIENT=raw (test/gateway/upstream-raw.test.ts): the same suites on client: raw.
+    ...(process.env.FLASHGATE_TEST_UPSTREAM_CLIENT === 'raw' ? { client: 'raw' as const } : {}),
     ...over
   }
 }

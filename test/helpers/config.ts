@@ -21,8 +21,19 @@ export function yamlConfig (text: string, file = '/virtual/flashgate.yaml', env:
  */
 export function withTestParser (c: Config): Config {
   const p = process.env.FLASHGATE_TEST_PARSER
-  if (p !== 'strict' && p !== 'node') return c
-  return Object.freeze({ ...c, server: Object.freeze({ ...c.server, parser: p }) })
+  const out = p !== 'strict' && p !== 'node' ? c : Object.freeze({ ...c, server: Object.freeze({ ...c.server, parser: p }) })
+  return withTestClient(out)
+}
+
+/**
+ * FLASHGATE_TEST_UPSTREAM_CLIENT=raw|undici puts every upstream of a test file's gateways on that HTTP
+ * client (set by test/gateway/upstream-raw.test.ts to hold the proxy suites to `client: raw` too).
+ */
+export function withTestClient (c: Config): Config {
+  const k = process.env.FLASHGATE_TEST_UPSTREAM_CLIENT
+  if (k !== 'raw' && k !== 'undici') return c
+  const ups = new Map([...c.upstreams].map(([n, u]) => [n, Object.freeze({ ...u, client: k })]))
+  return Object.freeze({ ...c, upstreams: ups })
 }
 
 /** A temp directory removed at teardown; `write(name, text)` returns the file's path. */

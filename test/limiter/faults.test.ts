@@ -8,7 +8,8 @@ import { loadConfigText } from '../../conf/load.js'
 import { createMetrics } from '../../gateway/metrics.js'
 import type { Rejection } from '../../gateway/pipeline/types.js'
 import { createStore } from '../../limiter/index.js'
-import { createQuotaAdmin, quotaGuard } from '../../gateway/guards/quota.js'
+import { quotaGuard } from '../../gateway/guards/quota.js'
+import { createQuotaAdmin } from '../../limiter/quota-ledger.js'
 import type { Store } from '../../limiter/store.js'
 import { redisCli, startRedis, type RedisHandle } from '../helpers/redis.js'
 import { campaign, config, ctx, deps, qg, route, storeCfg } from './fixtures.js'
@@ -103,7 +104,7 @@ async function scenario (t: Test, policy: 'fail_closed'): Promise<void> {
   }
   t.ok(recoveredAt > 0 && recoveredAt - upAt <= 2000, `recovered ${recoveredAt - upAt} ms after Redis came back`)
   for (let i = 0; i < 20; i++) await burst(20)
-  const admin = createQuotaAdmin({ config: cfg, store, metrics })
+  const admin = createQuotaAdmin({ config: cfg, store })
   let st = null
   for (let i = 0; i < 40 && st === null; i++) {
     // a loaded 2-core machine can time a call out and re-open the breaker briefly: retry the read
@@ -147,7 +148,7 @@ t.test('slow redis (CLIENT PAUSE, data kept): timeouts bound latency, total admi
     t.ok(maxMs < 200, `${policy}: no check waited past the timeout (max ${maxMs.toFixed(1)} ms)`)
     t.ok(admitted <= 300, `${policy}: ${admitted} admitted ≤ quota 300`)
     await sleep(300)
-    const st = await createQuotaAdmin({ config: cfg, store, metrics }).get('c1', policy)
+    const st = await createQuotaAdmin({ config: cfg, store }).get('c1', policy)
     t.ok(st !== null && st.admitted <= 300 + 200, `${policy}: store counter ${st?.admitted}`)
     t.ok(st !== null && st.admitted >= admitted, 'timed-out calls Redis applied later count against the quota (never the other way)')
     if (policy === 'fail_closed') {
@@ -158,7 +159,7 @@ t.test('slow redis (CLIENT PAUSE, data kept): timeouts bound latency, total admi
       const until = Date.now() + 10_000
       while (now !== admitted && Date.now() < until) {
         await sleep(100)
-        now = (await createQuotaAdmin({ config: cfg, store, metrics }).get('c1', policy).catch(() => null))?.admitted
+        now = (await createQuotaAdmin({ config: cfg, store }).get('c1', policy).catch(() => null))?.admitted
       }
       t.equal(now, admitted, `fail_closed: the store counter settles at the ${admitted} admissions`)
     }

@@ -2,7 +2,8 @@
 import t from 'tap'
 import { loadConfigText } from '../../conf/load.js'
 import { createStore } from '../../limiter/index.js'
-import { createQuotaAdmin, quotaGuard } from '../../gateway/guards/quota.js'
+import { quotaGuard } from '../../gateway/guards/quota.js'
+import { createQuotaAdmin } from '../../limiter/quota-ledger.js'
 import { rateLimitGuard } from '../../gateway/guards/rate-limit.js'
 import type { Rejection, Verdict } from '../../gateway/pipeline/types.js'
 import { campaign, config, counting, ctx, deps, qg, rl, route, settle, storeCfg } from './fixtures.js'
@@ -125,7 +126,7 @@ t.test('quota: exactly quota admitted, latch answers without the store, 404 for 
   t.match(text, /flashgate_quota_admitted_total\{campaign="c1",product="p1"\} 50/)
   t.match(await d.metrics.registry.getSingleMetricAsString('flashgate_quota_remaining'), /product="p1"\} 0/)
   // admin: raise the quota → latch cleared at once (publish), 10 more admitted
-  const admin = createQuotaAdmin({ config: cfg, store, metrics: d.metrics })
+  const admin = createQuotaAdmin({ config: cfg, store })
   t.same(await admin.get('c1', 'p1'), { quota: 50, admitted: 50, remaining: 0 })
   t.same(await admin.set('c1', 'p1', 60), { quota: 60, admitted: 50, remaining: 10 })
   const more = await Promise.all(Array.from({ length: 30 }, async () => await g.check(ctx(now, params('c1', 'p1')))))
@@ -142,7 +143,7 @@ t.test('quota: give back on later rejection, upstream failure, 4xx (the origin r
   const cfg = config(storeCfg, [campaign('c1', [['p1', 2]])])
   const d = deps(store, { config: cfg })
   const g = quotaGuard(qg(), route(), d)
-  const admin = createQuotaAdmin({ config: cfg, store, metrics: d.metrics })
+  const admin = createQuotaAdmin({ config: cfg, store })
   for (const outcome of [{ kind: 'rejected', rejection: {} as Rejection }, { kind: 'failed', code: 'X' }, { kind: 'upstream', status: 503 }, { kind: 'upstream', status: 409 }] as const) {
     const c = ctx(T0, params('c1', 'p1'))
     t.equal(await g.check(c), undefined)
@@ -168,7 +169,7 @@ t.test('quota: a give-back that lands after an admin reset gives nothing back (n
   const d2 = deps(store, { config: cfg })
   const g = quotaGuard(qg(), route(), d)
   const g2 = quotaGuard(qg(), route(), d2)
-  const admin = createQuotaAdmin({ config: cfg, store, metrics: d.metrics })
+  const admin = createQuotaAdmin({ config: cfg, store })
   const tick = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
 
   // A admitted on node 1, B on node 2; the operator resets; both fail upstream afterwards
@@ -205,7 +206,7 @@ t.test('quota: segments never exceed the quota; users spread over segments', asy
   t.equal(results.filter((r) => r === undefined).length, 100)
   const segs = await Promise.all([0, 1, 2].map(async (i) => await store.get(`q:{c1:hot:${i}}`)))
   t.same(segs, ['34', '33', '33'], 'quota split 34/33/33 and each segment filled')
-  t.same(await createQuotaAdmin({ config: cfg, store, metrics: d.metrics }).get('c1', 'hot'), { quota: 100, admitted: 100, remaining: 0 })
+  t.same(await createQuotaAdmin({ config: cfg, store }).get('c1', 'hot'), { quota: 100, admitted: 100, remaining: 0 })
 })
 
 t.test('quota: fail_closed / fail_open / local when the store throws', async (t) => {

@@ -28,9 +28,20 @@ t.test('a consumer killed mid-stream loses no order', async (t) => {
   const ids: string[] = []
   // order id → its buyer (only the buyer may read an order)
   const owner = new Map<string, string>()
+  // It reads while the first buys arrive (every 2 ms, unpaced: the origins' workers take 100/s each),
+  // so it holds some of them whatever the machine's speed.
+  const stolen: Awaited<ReturnType<typeof doomed.readNew>> = []
+  let buying = true
+  const thief = (async () => {
+    while (buying) {
+      stolen.push(...await doomed.readNew(REF, 'doomed', 1000))
+      await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+  })()
   const first = await Promise.all(Array.from({ length: 50 }, async (_, i) => await http('POST', `${a.url}/buy/c1/p1`, { 'x-user-id': `early${i}` })))
+  buying = false
+  await thief
   first.forEach((r, i) => { ids.push(r.body.order_id); owner.set(r.body.order_id, `early${i}`) })
-  const stolen = await doomed.readNew(REF, 'doomed', 1000)
   t.ok(stolen.length > 0, 'the doomed consumer holds entries it will never finish')
   await doomed.close()
 

@@ -23,6 +23,8 @@ export interface OriginYaml {
   readonly orderRate: string
   /** e.g. `10s` */
   readonly paymentTimeout: string
+  /** More keys of the origin map, e.g. `queue: { url: "redis://..." }, buffer: { path: /tmp/x }`. */
+  readonly originExtra?: string
 }
 
 export function originYaml (o: OriginYaml): string {
@@ -45,7 +47,7 @@ export function originYaml (o: OriginYaml): string {
   return `store: ${store}
 campaigns:
 ${campaigns}
-origin: { listen: 127.0.0.1:0, order_rate: ${o.orderRate}, payment_timeout: ${o.paymentTimeout} }
+origin: { listen: 127.0.0.1:0, order_rate: ${o.orderRate}, payment_timeout: ${o.paymentTimeout}${o.originExtra !== undefined ? `, ${o.originExtra}` : ''} }
 `
 }
 
@@ -75,9 +77,9 @@ export interface OriginChild {
   stop(): Promise<number | null>
 }
 
-/** `node --import tsx gateway/origin-cli.ts --config FILE --listen 127.0.0.1:0 ...`, resolved once it listens. */
+/** `node --import tsx origin-stub/cli.ts --config FILE --listen 127.0.0.1:0 ...`, resolved once it listens. */
 export async function spawnOrigin (t: Test, file: string, extra: readonly string[] = []): Promise<OriginChild> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'origin-cli.ts'), '--config', file, '--listen', '127.0.0.1:0', ...extra], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'origin-stub', 'cli.ts'), '--config', file, '--listen', '127.0.0.1:0', ...extra], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FLASHGATE_LOG_LEVEL: 'warn' }

@@ -82,13 +82,19 @@ t.test('routes and answers', async (t) => {
 
 t.test('cli flags', async (t) => {
   const run = (...args: string[]): { status: number | null, out: string, err: string } => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway', 'origin-cli.ts'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 })
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'origin-stub', 'cli.ts'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 })
     return { status: r.status, out: r.stdout, err: r.stderr }
   }
   const help = run('--help')
   t.equal(help.status, 0)
   t.match(help.out, /Usage: flashgate origin --config FILE/)
-  t.equal(run('--config', 'x.yaml', '--bogus').status, 2, 'unknown flag: exit 2')
+  const bogus = run('--config', 'x.yaml', '--bogus')
+  t.equal(bogus.status, 2, 'unknown flag: exit 2')
+  t.match(bogus.err, /^flashgate origin: Unknown option '--bogus'\n\nUsage: flashgate origin --config FILE/, 'with the usage')
+  t.equal(run('--config').status, 2, 'a flag without its value: exit 2')
+  t.equal(run('--config', 'x.yaml', 'extra').status, 2, 'a positional argument: exit 2')
+  t.equal(run('--config', 'x.yaml', '--attempts', '0').status, 2, 'bad --attempts: exit 2')
+  t.equal(run('--config', 'x.yaml', '--order-system', 'ftp://x').status, 2, 'bad --order-system: exit 2')
   t.equal(run().status, 2, 'missing --config: exit 2')
   t.equal(run('--config', 'x.yaml', '--listen', 'nope').status, 2, 'bad --listen: exit 2')
   const missing = run('--config', '/nonexistent/flashgate.yaml')

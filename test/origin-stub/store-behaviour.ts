@@ -200,6 +200,37 @@ export function storeBehaviour (t: Test, make: MakeStore): void {
     t.same(await store.stock(A), { stock: 50, sale: 0, locked: 50, sold: 0 })
   })
 
+  t.test('direct call of a buffered notice: created once, idempotent with the stream path; parked without a queue entry', async (t) => {
+    const store = await make(t)
+    await store.init([{ ...A, stock: 5 }])
+    const b1 = await store.buy(A, 'u1', T0)
+    const b2 = await store.buy(A, 'u2', T0)
+    const b3 = await store.buy(A, 'u3', T0)
+    if (b1.kind !== 'queued' || b2.kind !== 'queued' || b3.kind !== 'queued') { t.fail('queued'); return }
+    t.equal(b1.unsent, undefined, 'the stream took the notice')
+    t.equal(await store.createDirect(b1.orderId, T0 + 5, PAY_MS), true, 'created by the direct call')
+    t.match(await store.order(b1.orderId), { status: 'CREATED', createdAt: T0 + 5, payBy: T0 + 5 + PAY_MS })
+    t.equal(await store.createDirect(b1.orderId, T0 + 6, PAY_MS), false, 'a second direct call changes nothing')
+    t.equal(await store.createDirect('c1:p1:AAAAAAAAAAAAAAAAAAAAAA', T0, PAY_MS), false, 'an unknown order: nothing')
+    t.equal(await store.createDirect('garbage', T0, PAY_MS), false)
+    // The same notice also in the stream (an XADD that did arrive): the worker's completion only acks.
+    const batch = await store.readNew(A, 'w1', 10)
+    const e1 = batch.find((e) => e.orderId === b1.orderId)
+    t.ok(e1 !== undefined)
+    if (e1 !== undefined) t.equal(await store.complete(e1, T0 + 7, PAY_MS), false, 'created once')
+    t.match(await store.order(b1.orderId), { status: 'CREATED', createdAt: T0 + 5 })
+    // A notice whose order system kept failing: parked without an entry; re-driven into the queue.
+    await store.deadLetterDirect(b2.orderId, 'order system answered 503', 5, T0 + 8)
+    t.same((await store.deadLetters(A, 10)).map((l) => [l.orderId, l.reason, l.attempts]), [[b2.orderId, 'order system answered 503', 5]])
+    t.equal(await store.redrive(A, 10), 1)
+    const again = await store.readNew(A, 'w1', 10)
+    t.ok(again.some((e) => e.orderId === b2.orderId), 're-driven into the queue')
+    for (const e of [...batch, ...again]) await store.complete(e, T0 + 9, PAY_MS)
+    for (const b of [b1, b2, b3]) t.equal((await store.order(b.orderId))?.status, 'CREATED')
+    invariant(t, await store.stock(A), 'direct and stream')
+    t.same(await store.stock(A), { stock: 5, sale: 2, locked: 3, sold: 0 })
+  })
+
   t.test('dead letters: parked once, listed, re-driven once; a parked order keeps its unit locked', async (t) => {
     const store = await make(t)
     await store.init([{ ...A, stock: 5 }])

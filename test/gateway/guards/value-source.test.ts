@@ -5,7 +5,8 @@
  */
 import t from 'tap'
 import { dedupeGuard } from '../../../gateway/guards/dedupe.js'
-import { createQuotaAdmin, quotaGuard } from '../../../gateway/guards/quota.js'
+import { quotaGuard } from '../../../gateway/guards/quota.js'
+import { createQuotaAdmin } from '../../../limiter/quota-ledger.js'
 import { buildPipelines } from '../../../gateway/pipeline/build.js'
 import type { Guard } from '../../../gateway/pipeline/types.js'
 import { guardOf, loadYaml, makeCtx, makeDeps, routeYaml, settle } from '../../antibot/helpers.js'
@@ -32,7 +33,7 @@ t.test('a quoted cookie value reads the same for dedupe and for quota', async (t
     t.equal(await codeOf(quota, ctx), undefined, `quota: ${cookie} is campaign c1, not NOT_FOUND`)
     settle(ctx, { kind: 'upstream', status: 200 })
   }
-  const admin = createQuotaAdmin({ config, store: deps.store, metrics: deps.metrics })
+  const admin = createQuotaAdmin({ config, store: deps.store })
   t.same(await admin.get('c1', 'p1'), { quota: 100, admitted: 3, remaining: 97 }, 'the three units were taken from c1/p1')
 
   // The mark alice's quoted cookie set is c1's: the unquoted cookie finds it.

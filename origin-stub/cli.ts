@@ -2,18 +2,20 @@
  * `flashgate origin --config FILE [--listen HOST:PORT]`: the thin purchase origin. Reads the same
  * config as the gateway (`campaigns`, `store`, `origin`). SIGTERM / SIGINT stop accepting, finish
  * in-flight requests, stop the order worker (its unfinished entries stay pending and are taken over by
- * another origin or by this one's next start) and exit 0.
+ * another origin or by this one's next start) and the buffer's sender (its notices stay on disk for the
+ * next start), and exit 0.
  *
  * Runs as `flashgate origin ...` (gateway/cli.ts delegates to it) or directly:
- * `node --import tsx gateway/origin-cli.ts --config FILE`.
+ * `node --import tsx origin-stub/cli.ts --config FILE`. It imports origin-stub/ and conf/ only.
  */
 import { pathToFileURL } from 'node:url'
-import { request } from 'undici'
+import { parseArgs } from 'node:util'
 import { formatErrors, loadConfigFile } from '../conf/load.js'
 import { parseDuration, parseHostPort } from '../conf/parse.js'
 import type { HostPort } from '../conf/types.js'
-import { createLog } from './log.js'
-import { createOrigin, type OriginOptions } from '../origin-stub/origin.js'
+import { WRITER_DEFAULTS } from '../conf/origin-orders.js'
+import { createOriginLog } from './log.js'
+import { createOrigin, type OriginOptions } from './origin.js'
 
 export const USAGE = `Usage: flashgate origin --config FILE [--listen HOST:PORT]
 
@@ -28,6 +30,10 @@ GET /stock/:campaign/:product, /healthz, /readyz, /metrics) on the config's stor
                          origin does not share: POST URL/admin/quota/C/P/release {"units": N}, with
                          Authorization: Bearer $FLASHGATE_ADMIN_TOKEN when set (on a shared Redis the
                          origin writes the release itself: leave this out)
+  --order-system URL     overrides origin.writer.url: the order system each order is handed to
+  --attempts N           overrides origin.writer.attempts: failures before an order is dead-lettered
+  --backoff DURATION     overrides origin.writer.backoff (doubling up to origin.writer.max_backoff)
+  --buffer DIR           overrides origin.buffer.path: the disk buffer of order notices
   --help                 this text
 
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.`
@@ -37,58 +43,77 @@ function usageError (msg: string): number {
   return 2
 }
 
-interface Flags { config?: string, listen?: string, claimIdle?: string, releaseTo?: string, help: boolean }
+const OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string' },
+  'claim-idle': { type: 'string' },
+  'release-to': { type: 'string' },
+  'order-system': { type: 'string' },
+  attempts: { type: 'string' },
+  backoff: { type: 'string' },
+  buffer: { type: 'string' },
+  help: { type: 'boolean', short: 'h' }
+} as const
 
-function parseArgs (args: readonly string[]): Flags | string {
-  const out: Flags = { help: false }
-  const valued: Record<string, 'config' | 'listen' | 'claimIdle' | 'releaseTo'> = { config: 'config', listen: 'listen', 'claim-idle': 'claimIdle', 'release-to': 'releaseTo' }
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string
-    if (a === '-h' || a === '--help') { out.help = true; continue }
-    if (!a.startsWith('--')) return `unexpected argument: ${a}`
-    const eq = a.indexOf('=')
-    const name = eq === -1 ? a.slice(2) : a.slice(2, eq)
-    const key = valued[name]
-    if (key === undefined) return `unknown option: --${name}`
-    const v = eq === -1 ? args[++i] : a.slice(eq + 1)
-    if (v === undefined || v === '') return `--${name} needs a value`
-    out[key] = v
+type Flags = ReturnType<typeof parseArgs<{ options: typeof OPTIONS, strict: true, allowPositionals: false }>>['values']
+
+function readFlags (args: readonly string[]): Flags | string {
+  try {
+    const { values } = parseArgs({ args: [...args], options: OPTIONS, strict: true, allowPositionals: false })
+    for (const [k, v] of Object.entries(values)) if (v === '') return `--${k} needs a value`
+    return values
+  } catch (err) {
+    // node:util names the flag: "Unknown option '--bogus'", "Option '--config <value>' argument missing", ...
+    return err instanceof Error ? err.message.split('. ')[0] ?? err.message : String(err)
   }
-  return out
 }
 
 /** onRelease for --release-to: the gateway admin's release endpoint (a refusal or failure is logged by the origin). */
 function releaser (base: URL, token: string | null): NonNullable<OriginOptions['onRelease']> {
   return async (ref, units) => {
     const url = new URL(`admin/quota/${encodeURIComponent(ref.campaign)}/${encodeURIComponent(ref.product)}/release`, base.href.endsWith('/') ? base : new URL(base.href + '/'))
-    const r = await request(url, {
+    const r = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(token !== null ? { authorization: `Bearer ${token}` } : {}) },
       body: JSON.stringify({ units }),
-      headersTimeout: 5000,
-      bodyTimeout: 5000
+      signal: AbortSignal.timeout(5000)
     })
-    const text = await r.body.text()
-    if (r.statusCode !== 200) throw new Error(`release to ${base.origin}: ${r.statusCode} ${text.slice(0, 200)}`)
+    const text = await r.text()
+    if (r.status !== 200) throw new Error(`release to ${base.origin}: ${r.status} ${text.slice(0, 200)}`)
   }
 }
 
 /** The `origin` subcommand. Resolves with the exit code once the origin has stopped. */
 export async function main (args: string[]): Promise<number> {
-  const flags = parseArgs(args)
+  const flags = readFlags(args)
   if (typeof flags === 'string') return usageError(flags)
-  if (flags.help) { process.stdout.write(USAGE + '\n'); return 0 }
+  if (flags.help === true) { process.stdout.write(USAGE + '\n'); return 0 }
   if (flags.config === undefined) return usageError('--config FILE is required')
   let listen: HostPort | undefined
   let claimIdleMs: number | undefined
   let releaseTo: URL | undefined
+  let orderSystem: URL | undefined
+  let attempts: number | undefined
+  let backoffMs: number | undefined
   try {
-    if (flags.releaseTo !== undefined) {
-      releaseTo = new URL(flags.releaseTo)
+    if (flags['release-to'] !== undefined) {
+      releaseTo = new URL(flags['release-to'])
       if (releaseTo.protocol !== 'http:' && releaseTo.protocol !== 'https:') throw new Error('--release-to: an http(s) URL of the gateway admin listener')
     }
+    if (flags['order-system'] !== undefined) {
+      orderSystem = new URL(flags['order-system'])
+      if (orderSystem.protocol !== 'http:' && orderSystem.protocol !== 'https:') throw new Error('--order-system: an http(s) URL of the order system')
+    }
+    if (flags.attempts !== undefined) {
+      attempts = Number(flags.attempts)
+      if (!Number.isSafeInteger(attempts) || attempts < 1 || attempts > 1000) throw new Error('--attempts: an integer 1..1000')
+    }
+    if (flags.backoff !== undefined) {
+      backoffMs = parseDuration(flags.backoff)
+      if (backoffMs < 1) throw new Error('--backoff: at least 1ms')
+    }
     if (flags.listen !== undefined) listen = parseHostPort(flags.listen)
-    if (flags.claimIdle !== undefined) claimIdleMs = parseDuration(flags.claimIdle)
+    if (flags['claim-idle'] !== undefined) claimIdleMs = parseDuration(flags['claim-idle'])
   } catch (err) {
     return usageError(err instanceof Error ? err.message : String(err))
   }
@@ -98,14 +123,21 @@ export async function main (args: string[]): Promise<number> {
     return 1
   }
   for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
-  const log = createLog({ base: { component: 'origin' } })
+  const log = createOriginLog({ base: { component: 'origin' } })
+  let config = r.config
+  if (orderSystem !== undefined || attempts !== undefined || backoffMs !== undefined) {
+    const w = config.origin.writer ?? { url: null, ...WRITER_DEFAULTS }
+    const b = backoffMs ?? w.backoffMs
+    config = { ...config, origin: { ...config.origin, writer: { ...w, url: orderSystem?.href ?? w.url, attempts: attempts ?? w.attempts, backoffMs: b, maxBackoffMs: Math.max(b, w.maxBackoffMs) } } }
+  }
   const opts: OriginOptions = {
     log,
+    ...(flags.buffer !== undefined ? { bufferDir: flags.buffer } : {}),
     ...(listen !== undefined ? { listen } : {}),
     ...(claimIdleMs !== undefined ? { claimIdleMs } : {}),
     ...(releaseTo !== undefined ? { onRelease: releaser(releaseTo, process.env.FLASHGATE_ADMIN_TOKEN ?? null) } : {})
   }
-  const origin = createOrigin(r.config, opts)
+  const origin = createOrigin(config, opts)
   try {
     const addr = await origin.start()
     // One plain line a script can wait for, besides the JSON log.

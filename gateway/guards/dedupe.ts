@@ -39,7 +39,7 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
   const duplicate = rejection('DUPLICATE', 'one attempt per user', o)
   const unauth = rejection('UNAUTHENTICATED', 'sign in first', o)
   const notFound = rejection('NOT_FOUND', 'no such campaign or product', o)
-  const policy = cfg.onError ?? deps.config.store.onError
+  const policy = cfg.policy
   const products = new Set<string>()
   for (const c of deps.config.campaigns.values()) for (const p of c.products) products.add(`${c.id}\n${p.id}`)
   // Node-local marks used only while the store is failing and the policy is `local`.

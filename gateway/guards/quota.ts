@@ -45,8 +45,7 @@ import type { CampaignConfig, ProductConfig, QuotaGuardConfig } from '../../conf
 import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
 import { rejection } from '../pipeline/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
-import { ConfigError } from '../../conf/errors.js'
-import { asStoreError, policyOf, processCount, valueReader } from './values.js'
+import { asStoreError, processCount, valueReader } from './values.js'
 import { STORE_UNAVAILABLE, guardId } from './common.js'
 import { onSettle } from '../pipeline/settle.js'
 import { retryRefused } from '../../limiter/breaker.js'
@@ -190,10 +189,9 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const readCampaign = valueReader(cfg.campaign)
   const readProduct = valueReader(cfg.product)
   const latchTtl = cfg.latchTtlMs
-  const policy = policyOf(cfg.onError, deps)
+  const policy = cfg.policy
   // store.on_error: journal (inherited; other guards get `local`): a buy the store cannot judge is journaled (gateway/pending.ts).
-  const pending = cfg.onError === null && deps.config.store.journal != null ? deps.pending ?? null : null
-  if (policy === 'fail_open') throw new ConfigError(['quota: on_error fail_open cannot bound the units sold while the store is down; use local (bounded by leases) or fail_closed'])
+  const pending = cfg.journaled ? deps.pending ?? null : null
   const local = policy === 'local' && pending === null
   const leaseSize = cfg.lease
   const processes = processCount(deps)

@@ -409,7 +409,7 @@ export const waitingRoomGuard: GuardFactory<WaitingRoomGuardConfig> = (cfg, rout
   const required = rejection('QUEUE_REQUIRED', 'a waiting-room pass is required: GET /_flashgate/queue?campaign=...', { override: cfg.reject })
   const used = rejection('QUEUE_REQUIRED', 'this waiting-room pass has been used', { override: cfg.reject })
   const unauth = rejection('UNAUTHENTICATED', 'sign in first')
-  const policy = cfg.onError ?? deps.config.store.onError
+  const policy = cfg.policy
   const src = cfg.campaign
   const store = deps.store
   // store.on_error: journal (inherited): a valid pass the store cannot mark used goes on to the quota,

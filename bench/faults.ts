@@ -6,8 +6,9 @@
  * admissions per second during the outage.
  *
  * 1. `redis-kill`: a redis-server with an AOF (appendfsync always) is SIGKILLed 3 s into the sale and
- *    restarted 2 s later; the quota answers 503 meanwhile (fail_closed: the journal policy is J17's, not
- *    used here).
+ *    restarted 2 s later; the quota answers 503 meanwhile (fail_closed). `redis-kill-journal`
+ *    (bench/faults-journal.ts) runs the same kill with `store.on_error: journal` through a real HTTP
+ *    gateway (`flashgate serve`): buys answered 202 PENDING meanwhile, replayed after the restart.
  * 2. `sentinel-failover`: a primary, two replicas and three redis-sentinel processes; 3 s in, the
  *    replicas' links are paused and 200 ms later the primary is SIGKILLed; the store runs with
  *    `wait: { replicas: 1 }`.
@@ -41,6 +42,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startSentinelSetup } from '../test/helpers/sentinel.js'
 import { campaign, config, ctx, deps, qg, route } from '../test/limiter/fixtures.js'
+import { redisKillJournal } from './faults-journal.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -356,6 +358,8 @@ export async function runFaults (log: (l: string) => void): Promise<PhaseResult[
   const out: PhaseResult[] = []
   log('faults: phase 1/4 redis-server killed and restarted')
   out.push(await redisKill(log))
+  log('faults: phase 1b/4 redis-server killed and restarted, store.on_error: journal, through an HTTP gateway')
+  out.push(await redisKillJournal(log))
   log('faults: phase 2/4 Sentinel failover with store.wait')
   out.push(await sentinelFailover(log))
   log('faults: phase 3/4 the order system fails')

@@ -3,7 +3,11 @@
  * length, so a lookup is a handful of integer ANDs and Set lookups — no regex, no string building for
  * IPv4 (the common case). IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, as Node reports peers on a
  * dual-stack socket) are treated as the IPv4 address they carry, in the list and in lookups.
+ *
+ * `parseCidr` is the one parser of a written address or CIDR: the loader's check (conf/parse.ts
+ * checkCidr) and `compileCidrs` both use it, so what validates is what compiles.
  */
+import { quote } from './quote.js'
 
 /** A compiled address set. */
 export interface CidrSet {
@@ -127,9 +131,49 @@ function v6Key (w: Uint32Array, bits: number): string {
   return key
 }
 
+/** One written address or CIDR: IPv4 as a 32-bit number (`v6` null), or IPv6 as 4 words; `bits` is 32 / 128 for an address. */
+export interface Cidr { readonly v4: number, readonly v6: Uint32Array | null, readonly bits: number }
+
+/** A `%zone` suffix as node:net isIP accepts it (`fe80::1%eth0`); it names an interface, not an address, and is ignored. */
+const ZONE = /^%[0-9a-zA-Z.:-]+$/
+
+/**
+ * Parse `10.0.0.0/8`, `203.0.113.7`, `2001:db8::/32`, `::ffff:10.0.0.0/104` (surrounding spaces ignored);
+ * a message quoting the input when it is not one. `strict` also refuses host bits set below the prefix
+ * (`10.0.0.1/8`): in a config they are almost always a typo.
+ */
+export function parseCidr (input: string, strict = false): Cidr | string {
+  const s = input.trim()
+  const slash = s.indexOf('/')
+  const addr = slash === -1 ? s : s.slice(0, slash)
+  const v4 = parseIPv4(addr)
+  let v6: Uint32Array | null = null
+  if (v4 < 0) {
+    v6 = new Uint32Array(4)
+    const zone = addr.indexOf('%')
+    if ((zone !== -1 && !ZONE.test(addr.slice(zone))) || !parseIPv6(addr, v6)) return `invalid IP address or CIDR ${quote(input)}`
+  }
+  const max = v6 === null ? 32 : 128
+  if (slash === -1) return { v4, v6, bits: max }
+  const bitsText = s.slice(slash + 1)
+  if (!/^\d{1,3}$/.test(bitsText) || Number(bitsText) > max) return `invalid CIDR ${quote(input)}: prefix length must be 0..${max}`
+  const bits = Number(bitsText)
+  if (strict && hostBitsSet(v4, v6, bits)) return `invalid CIDR ${quote(input)}: host bits are set below /${bits}`
+  return { v4, v6, bits }
+}
+
+function hostBitsSet (v4: number, v6: Uint32Array | null, bits: number): boolean {
+  if (v6 === null) return (v4 & ~maskOf(bits)) !== 0
+  for (let i = 0; i < 4; i++) {
+    if (((v6[i] as number) & ~maskOf(Math.max(0, Math.min(32, bits - i * 32)))) !== 0) return true
+  }
+  return false
+}
+
 /**
  * Compile a list of addresses / CIDRs (`10.0.0.0/8`, `203.0.113.7`, `2001:db8::/32`, `::ffff:10.0.0.0/104`).
  * Throws an Error naming the first bad entry (callers validate at load, so this is a config error).
+ * Host bits below the prefix are masked off here (the loader refuses them in a written config).
  */
 export function compileCidrs (list: readonly string[]): CidrSet {
   // prefix length -> set of masked networks
@@ -137,33 +181,16 @@ export function compileCidrs (list: readonly string[]): CidrSet {
   const v6 = new Map<number, Set<string>>()
   let size = 0
   for (const raw of list) {
-    const entry = raw.trim()
-    if (entry === '') continue
-    const slash = entry.indexOf('/')
-    const addr = slash === -1 ? entry : entry.slice(0, slash)
-    const bitsStr = slash === -1 ? null : entry.slice(slash + 1)
-    let bits: number | null = null
-    if (bitsStr !== null) {
-      if (!/^\d{1,3}$/.test(bitsStr)) throw new Error(`invalid CIDR "${raw}"`)
-      bits = Number(bitsStr)
-    }
-    const a4 = parseIPv4(addr)
-    if (a4 >= 0) {
-      const b = bits ?? 32
-      if (b > 32) throw new Error(`invalid CIDR "${raw}": prefix length over 32`)
-      addV4(v4, a4, b)
-    } else {
-      const w = new Uint32Array(4)
-      if (!parseIPv6(addr, w)) throw new Error(`invalid IP address or CIDR "${raw}"`)
-      const b = bits ?? 128
-      if (b > 128) throw new Error(`invalid CIDR "${raw}": prefix length over 128`)
-      if (isMapped(w) && b >= 96) {
-        addV4(v4, w[3] as number, b - 96)
-      } else {
-        let set = v6.get(b)
-        if (set === undefined) v6.set(b, set = new Set())
-        set.add(v6Key(w, b))
-      }
+    if (raw.trim() === '') continue
+    const c = parseCidr(raw)
+    if (typeof c === 'string') throw new Error(c)
+    const w = c.v6
+    if (w === null) addV4(v4, c.v4, c.bits)
+    else if (isMapped(w) && c.bits >= 96) addV4(v4, w[3] as number, c.bits - 96)
+    else {
+      let set = v6.get(c.bits)
+      if (set === undefined) v6.set(c.bits, set = new Set())
+      set.add(v6Key(w, c.bits))
     }
     size++
   }

@@ -12,18 +12,16 @@
  *   (as nginx's `16k`, `1m`), case-insensitive; the result must be a whole number of bytes.
  */
 import { isIP } from 'node:net'
+import { parseCidr } from './cidr.js'
+import { quote } from './quote.js'
 import type { HostPort, Rate } from './types.js'
+
+export { quote } from './quote.js'
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy
 const MAX_MS = 2 ** 31 - 1 // setTimeout's ceiling, ~24.8 days; nothing in flashgate waits longer
 const MAX_DURATION_MS = 365 * 86_400_000
-
-/** Quote a value for a message, bounded so a pasted blob cannot flood the terminal. */
-export function quote (v: unknown): string {
-  const s = typeof v === 'string' ? v : String(v)
-  return JSON.stringify(s.length > 60 ? s.slice(0, 57) + '...' : s)
-}
 
 /**
  * `250ms` → 250, `10s` → 10000, `1m30s` → 90000, `0` → 0. Throws `RangeError` on anything else.
@@ -133,40 +131,9 @@ export { isLoopback as isLoopbackHost } from './cidr.js'
 /**
  * Checks an IPv4/IPv6 address or CIDR (`10.0.0.0/8`, `2001:db8::/32`, `203.0.113.7`); returns an error
  * message or null. Host bits set below the prefix (`10.0.0.1/8`) are refused: they are almost always a typo.
+ * A thin use of conf/cidr.ts parseCidr, the one CIDR parser (the deny guard and trusted_proxies compile with it).
  */
 export function checkCidr (input: string): string | null {
-  const s = input.trim()
-  const slash = s.indexOf('/')
-  const addr = slash === -1 ? s : s.slice(0, slash)
-  const fam = isIP(addr)
-  if (fam === 0) return `invalid IP address or CIDR ${quote(input)}`
-  if (slash === -1) return null
-  const bitsText = s.slice(slash + 1)
-  const max = fam === 4 ? 32 : 128
-  if (!/^\d{1,3}$/.test(bitsText) || Number(bitsText) > max) return `invalid CIDR ${quote(input)}: prefix length must be 0..${max}`
-  const bits = Number(bitsText)
-  const bytes = ipBytes(addr, fam)
-  for (let i = 0; i < bytes.length; i++) {
-    const keep = Math.max(0, Math.min(8, bits - i * 8))
-    const mask = keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff
-    if (((bytes[i] as number) & ~mask & 0xff) !== 0) return `invalid CIDR ${quote(input)}: host bits are set below /${bits}`
-  }
-  return null
-}
-
-function ipBytes (addr: string, fam: number): number[] {
-  if (fam === 4) return addr.split('.').map(Number)
-  let a = addr
-  const out: number[] = []
-  // an embedded IPv4 tail (::ffff:1.2.3.4) becomes two groups
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(a)
-  let tail: number[] = []
-  if (v4 !== null) { tail = (v4[1] as string).split('.').map(Number); a = a.slice(0, -(v4[1] as string).length) + '0:0' }
-  const [head = '', rest] = a.split('::')
-  const h = head === '' ? [] : head.split(':')
-  const r = rest === undefined || rest === '' ? [] : rest.split(':')
-  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - r.length).fill('0'), ...r]
-  for (const g of groups) { const n = parseInt(g, 16); out.push(n >> 8, n & 0xff) }
-  if (tail.length === 4) out.splice(12, 4, ...tail)
-  return out
+  const r = parseCidr(input, true)
+  return typeof r === 'string' ? r : null
 }

@@ -221,6 +221,8 @@ export interface DenyGuardConfig extends GuardCommon {
   /** A store set of denied user ids that operators change at run time (SADD on Redis); null = none. */
   readonly usersSet: string | null
   readonly onError: FailurePolicy | null
+  /** What the guard does while the store is failing: its own `on_error`, else store.on_error (resolved at load). */
+  readonly policy: FailurePolicy
 }
 
 export type RateKeyPart =
@@ -242,6 +244,8 @@ export interface RateLimitGuardConfig extends GuardCommon {
   /** Bound on distinct keys kept node-locally (LRU; default 100,000). */
   readonly maxKeys: number
   readonly onError: FailurePolicy | null
+  /** What the guard does while the store is failing: its own `on_error`, else store.on_error (resolved at load). */
+  readonly policy: FailurePolicy
 }
 
 export type CaptchaProvider = 'turnstile' | 'hcaptcha' | 'recaptcha' | 'pow'
@@ -267,6 +271,10 @@ export interface CaptchaGuardConfig extends GuardCommon {
   readonly clearanceMs: number | null
   readonly clearanceCookie: string
   readonly onError: FailurePolicy | null
+  /** Spent tokens and clearances while the store is failing: its own `on_error`, else store.on_error (resolved at load). */
+  readonly policy: FailurePolicy
+  /** The provider's siteverify failing (timeout, 5xx, breaker open): its own `on_error`, else fail_closed (resolved at load). */
+  readonly providerPolicy: FailurePolicy
   /** pow only */
   readonly difficulty: number
   readonly difficultyUnderLoad: number | null
@@ -284,6 +292,8 @@ export interface SignedLinkGuardConfig extends GuardCommon {
   readonly secureLinkMd5: string
   readonly campaign: ValueSource
   readonly product: ValueSource
+  /** Single-use nonces while the store is failing: store.on_error (the guard has no on_error of its own; resolved at load). */
+  readonly policy: FailurePolicy
 }
 
 export interface CampaignWindowGuardConfig extends GuardCommon {
@@ -297,6 +307,8 @@ export interface DedupeGuardConfig extends GuardCommon {
   readonly campaign: ValueSource
   readonly product: ValueSource
   readonly onError: FailurePolicy | null
+  /** What the guard does while the store is failing: its own `on_error`, else store.on_error (resolved at load). */
+  readonly policy: FailurePolicy
 }
 
 export interface QuotaGuardConfig extends GuardCommon {
@@ -306,6 +318,13 @@ export interface QuotaGuardConfig extends GuardCommon {
   /** How long a node answers SOLD_OUT from its local latch without asking the store (default 1s). */
   readonly latchTtlMs: number
   readonly onError: FailurePolicy | null
+  /**
+   * While the store is failing: its own `on_error`, else store.on_error (resolved at load). Never
+   * fail_open: the loader refuses it for a quota (it cannot bound the units sold).
+   */
+  readonly policy: 'fail_closed' | 'local'
+  /** No own `on_error` and store.on_error is journal: a buy the store cannot judge is journaled, not judged by `policy`. */
+  readonly journaled: boolean
   /** Units per product each process reserves in the store for `on_error: local` (default 10; limiter/quota-lease.ts). */
   readonly lease: number
 }
@@ -315,6 +334,8 @@ export interface WaitingRoomGuardConfig extends GuardCommon {
   /** The campaign whose room's pass is required (default `param campaign`). */
   readonly campaign: ValueSource
   readonly onError: FailurePolicy | null
+  /** What the guard does while the store is failing: its own `on_error`, else store.on_error (resolved at load). */
+  readonly policy: FailurePolicy
 }
 
 export type GuardConfig =

@@ -57,6 +57,8 @@ export interface PendingBuy {
   readonly mark: { readonly key: string, readonly ttlMs: number } | null
   /** The buyer (deps.identity), null when the request has none. */
   readonly user: string | null
+  /** A waiting-room pass not yet marked used in the store (the replay marks it before the unit). */
+  readonly pass?: { readonly room: string, readonly user: string, readonly exp: number }
 }
 
 /** The journal as guards see it (GuardDeps.pending). */
@@ -75,6 +77,8 @@ interface Entry {
   readonly campaign: string
   readonly product: string
   readonly mark: { readonly key: string, readonly ttlMs: number } | null
+  /** The waiting-room pass to mark used at replay (absent: none, or marked live). */
+  readonly pass?: { readonly room: string, readonly user: string, readonly exp: number }
   readonly upstream: string
   readonly method: string
   readonly url: string
@@ -287,6 +291,7 @@ export class PendingJournal implements PendingSink {
         campaign: buy.campaign,
         product: buy.product,
         mark: buy.mark,
+        ...(buy.pass !== undefined ? { pass: buy.pass } : {}),
         upstream: ctx.route.upstream ?? '',
         method: ctx.method,
         url: ctx.req.url ?? ctx.path,
@@ -362,9 +367,24 @@ export class PendingJournal implements PendingSink {
     this.kick(0)
   }
 
-  private admit (e: Entry): Promise<ReplayResult> {
+  private async admit (e: Entry): Promise<ReplayResult> {
     const pc = this.config.campaigns.get(e.campaign)?.products.find((p) => p.id === e.product)
-    if (pc === undefined) return Promise.resolve({ status: 'SOLD_OUT' })
+    if (pc === undefined) return { status: 'SOLD_OUT' }
+    const store = this.opts.store
+    const r = await this.judge(e, pc)
+    if (r.status !== 'ADMITTED' || e.pass === undefined) return r
+    // A waiting-room pass: marked used after the unit is taken (a store failure here retries the entry,
+    // whose dedupe mark then says ADMITTED again, no second unit). Used already — on another node's
+    // journal, or live since — → one attempt per pass: the unit and the mark go back, DUPLICATE.
+    // (A crash after this step and before the `a` record finds the pass used on the next replay: that
+    // entry is answered DUPLICATE and its unit given back — unsold, never oversold.)
+    if (await store.roomPass(e.pass.room, e.pass.user, this.opts.clock(), true, e.pass.exp)) return r
+    await replayGiveBack(store, e.campaign, e.product, r.segment)
+    if (e.mark !== null) await store.del(e.mark.key)
+    return { status: 'DUPLICATE' }
+  }
+
+  private judge (e: Entry, pc: { readonly segments: number, readonly quota: number }): Promise<ReplayResult> {
     return replayAdmit(this.opts.store, {
       ticket: e.id,
       requestId: e.rid ?? null,
@@ -394,6 +414,10 @@ export class PendingJournal implements PendingSink {
         // The dedupe mark goes as a live one would: no answer, 5xx, 408, 429 → released.
         if (e.mark !== null && (ans === null || ans.status >= 500 || ans.status === 408 || ans.status === 429)) {
           this.opts.store.del(e.mark.key).catch(() => {})
+        }
+        // The waiting-room pass goes back as the room guard gives it back live: no answer or a 5xx.
+        if (e.pass !== undefined && (ans === null || ans.status >= 500)) {
+          this.opts.store.roomPass(e.pass.room, e.pass.user, this.opts.clock(), false, e.pass.exp).catch(() => {})
         }
         const fin: Final = ans === null
           ? { t: 'r', id: e.id, user: e.user, status: 'FAILED', code: 'UPSTREAM_UNAVAILABLE' }

@@ -213,7 +213,10 @@ export async function replayAdmit (store: Store, op: ReplayOp): Promise<ReplayRe
       const r = await store.markAndAdd(op.mark.key, `${op.ticket}/${i}`, op.mark.ttlMs, segmentKey(op.campaign, op.product, i), 1, segmentQuota(quota, segs, i))
       if (!r.fresh) {
         const s = mine(await store.get(op.mark.key))
-        return s !== null && s >= 0 ? { status: 'ADMITTED', segment: s } : { status: 'DUPLICATE' }
+        if (s === null) return { status: 'DUPLICATE' }
+        if (s >= 0) return { status: 'ADMITTED', segment: s }
+        // `-1`: the mark this request's dedupe set live (or a replay cut short) and no unit yet: take it below.
+        return await takeUnit(store, op, quota, segs, start)
       }
       if (r.ok) return { status: 'ADMITTED', segment: i }
     }
@@ -226,9 +229,15 @@ export async function replayAdmit (store: Store, op: ReplayOp): Promise<ReplayRe
       const s = mine(await store.get(op.mark.key))
       if (s === null) return { status: 'DUPLICATE' }
       if (s >= 0) return { status: 'ADMITTED', segment: s }
-      // Our own mark from a replay cut short: go on and take the unit (at worst a second unit counted, never sold twice).
+      // Our own mark (set live by this request's dedupe, or by a replay cut short): go on and take the unit
+      // (at worst a second unit counted, never sold twice).
     }
   }
+  return await takeUnit(store, op, quota, segs, start)
+}
+
+/** The unit of an entry whose mark (if any) is already its own: segments in order; SOLD_OUT drops the mark. */
+async function takeUnit (store: Store, op: ReplayOp, quota: number, segs: number, start: number): Promise<ReplayResult> {
   for (let j = 0; j < segs; j++) {
     const i = (start + j) % segs
     const r = await store.addIfWithin(segmentKey(op.campaign, op.product, i), 1, segmentQuota(quota, segs, i))

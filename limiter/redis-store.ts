@@ -804,7 +804,15 @@ export class RedisStore implements Store {
       return p.exec() as Promise<Array<[Error | null, unknown]>>
     }
     const t0 = performance.now()
-    return send(true).then((res) => isNoScript(res[0]?.[0]) ? send(false) : res).then((res) => {
+    const once = (): Promise<Array<[Error | null, unknown]>> => send(true).then((res) => isNoScript(res[0]?.[0]) ? send(false) : res)
+    // ioredis follows a MOVED in a pipeline only when every command got the same one; WAIT has no key, so
+    // after a failover (the slot's master changed) the script's MOVED came back as an answer and every
+    // admission of that slot failed for good. Refresh the slot map and send the pair again, once.
+    const moved = (e: Error | null | undefined): boolean => e instanceof Error && /^(MOVED|ASK) /.test(e.message)
+    return once().then((res) => !moved(res[0]?.[0])
+      ? res
+      : new Promise<void>((resolve) => { cluster.refreshSlotsCache(() => { resolve() }) }).then(once)
+    ).then((res) => {
       const [e1, r] = res[0] ?? [new Error('empty pipeline answer'), null]
       if (e1 !== null) throw e1
       const [e2, acked] = res[1] ?? [new Error('no WAIT answer'), null]

@@ -20,14 +20,14 @@ import { onSettle } from '../pipeline/settle.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import { guardId, onStoreError } from './common.js'
 import { valueOf } from './values.js'
-
-/** ctx.locals key: the dedupe mark (`{ key, ttlMs }`) a dedupe guard falling back leaves for the quota to journal. */
-export const JOURNAL_MARK = 'dedupe:journal-mark'
+import { JOURNAL_MARK, type JournalMark } from './journal-marks.js'
 
 /** Whether an attempt that ended this way releases its dedupe mark. */
 export function releasesMark (outcome: Outcome): boolean {
   switch (outcome.kind) {
-    case 'rejected': return true
+    // 202 PENDING: the buy is in the journal, whose replay owns the mark from now on (a mark given back
+    // here would let the same user buy again before, or after, the replay took the unit).
+    case 'rejected': return outcome.rejection.code !== 'PENDING'
     case 'failed': return true
     case 'upstream': return outcome.status >= 500 || outcome.status === 408 || outcome.status === 429
   }
@@ -39,12 +39,15 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
   const duplicate = rejection('DUPLICATE', 'one attempt per user', o)
   const unauth = rejection('UNAUTHENTICATED', 'sign in first', o)
   const notFound = rejection('NOT_FOUND', 'no such campaign or product', o)
-  const policy = cfg.onError ?? deps.config.store.onError
+  const policy = cfg.policy
   const products = new Set<string>()
   for (const c of deps.config.campaigns.values()) for (const p of c.products) products.add(`${c.id}\n${p.id}`)
   // Node-local marks used only while the store is failing and the policy is `local`.
   const local = new LRUCache<string, true>({ max: 100_000, ttl: Math.max(1, cfg.ttlMs) })
   const store = deps.store
+  // store.on_error: journal: a quota after this guard journals a buy the store cannot judge; it needs the mark (journal-marks.ts JournalMark).
+  const journal = deps.config.store.journal != null
+  const leave = (ctx: RequestContext, m: JournalMark): void => { (ctx.locals ?? (ctx.locals = {}))[JOURNAL_MARK] = m }
 
   /**
    * Delete a mark on the store, retried while the open breaker refuses it (retryRefused), so that a user
@@ -81,8 +84,8 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
       if (local.has(key)) return duplicate
       local.set(key, true)
       onSettle(ctx, releaser(key, true))
-      // store.on_error: journal: a quota after this guard journals the buy; its replay sets this mark.
-      if (deps.config.store.journal != null) (ctx.locals ?? (ctx.locals = {}))[JOURNAL_MARK] = { key, ttlMs: cfg.ttlMs }
+      // store.on_error: journal: the store mark is not set; the quota sets it with the unit, or journals it with the buy.
+      if (journal) leave(ctx, { key, ttlMs: cfg.ttlMs, deferred: { duplicate, release: releaser(key, false) } })
       return undefined
     }
     return onStoreError(deps, id, policy, err, 'setIfAbsent')
@@ -102,10 +105,12 @@ export const dedupeGuard: GuardFactory<DedupeGuardConfig> = (cfg, route, deps): 
     check (ctx: RequestContext): Verdict | Promise<Verdict> {
       const key = markKey(ctx)
       if (typeof key !== 'string') return key
-      return store.setIfAbsent(key, String(ctx.now), cfg.ttlMs).then(
+      // With a journal the mark names its request (`<request id>/-1`): the replay of a journaled buy knows it as its own.
+      return store.setIfAbsent(key, journal ? `${ctx.requestId ?? ''}/-1` : String(ctx.now), cfg.ttlMs).then(
         (fresh) => {
           if (!fresh) return duplicate
           onSettle(ctx, releaser(key, false))
+          if (journal) leave(ctx, { key, ttlMs: cfg.ttlMs })
           return undefined
         },
         (err: unknown) => onError(ctx, key, err)

@@ -23,7 +23,7 @@ export const denyGuard: GuardFactory<DenyGuardConfig> = (cfg, route, deps): Guar
   const users = new Set(cfg.users)
   const blocked = rejection('BLOCKED', 'blocked', { override: cfg.reject })
   const setKey = cfg.usersSet
-  const policy = cfg.onError ?? deps.config.store.onError
+  const policy = cfg.policy
   const cache = setKey === null ? null : new LRUCache<string, { until: number, member: boolean }>({ max: 100_000 })
   const needUser = users.size > 0 || setKey !== null
 

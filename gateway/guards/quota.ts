@@ -45,15 +45,14 @@ import type { CampaignConfig, ProductConfig, QuotaGuardConfig } from '../../conf
 import { CounterCell, GaugeCell, type Metrics } from '../metrics.js'
 import { rejection } from '../pipeline/reject.js'
 import type { GuardDeps, GuardFactory, MarkSpec, MarkTaker, Outcome, RequestContext, Verdict } from '../pipeline/types.js'
-import { ConfigError } from '../../conf/errors.js'
-import { asStoreError, policyOf, processCount, valueReader } from './values.js'
+import { asStoreError, processCount, valueReader } from './values.js'
 import { STORE_UNAVAILABLE, guardId } from './common.js'
 import { onSettle } from '../pipeline/settle.js'
 import { retryRefused } from '../../limiter/breaker.js'
 import type { CounterResult, MarkAddResult, Store } from '../../limiter/store.js'
-import { QUOTA_CHANNEL, segmentKey, segmentQuota } from '../../conf/store-keys.js'
+import { QUOTA_CHANNEL, originKey, segmentKey, segmentQuota } from '../../conf/store-keys.js'
 import { fnv1a, readOverride } from '../../limiter/quota-ledger.js'
-import { JOURNAL_MARK } from './dedupe.js'
+import { JOURNAL_MARK, ROOM_PASS, type JournalMark, type RoomPassMark } from './journal-marks.js'
 import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, topUp, type Lease, type LeaseDeps } from '../../limiter/quota-lease.js'
 
 
@@ -190,10 +189,9 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   const readCampaign = valueReader(cfg.campaign)
   const readProduct = valueReader(cfg.product)
   const latchTtl = cfg.latchTtlMs
-  const policy = policyOf(cfg.onError, deps)
+  const policy = cfg.policy
   // store.on_error: journal (inherited; other guards get `local`): a buy the store cannot judge is journaled (gateway/pending.ts).
-  const pending = cfg.onError === null && deps.config.store.journal != null ? deps.pending ?? null : null
-  if (policy === 'fail_open') throw new ConfigError(['quota: on_error fail_open cannot bound the units sold while the store is down; use local (bounded by leases) or fail_closed'])
+  const pending = cfg.journaled ? deps.pending ?? null : null
   const local = policy === 'local' && pending === null
   const leaseSize = cfg.lease
   const processes = processCount(deps)
@@ -262,7 +260,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   /**
    * With a journal, a live mark names its request and segment (`<request id>/<i>`): a call whose answer
    * was lost (Redis killed mid-call) is journaled, and its replay finds the mark its own request set —
-   * the unit was taken, in segment i — instead of answering DUPLICATE (gateway/guards/journal-replay.ts).
+   * the unit was taken, in segment i — instead of answering DUPLICATE (limiter/quota-ledger.ts replayAdmit).
    */
   const liveMark = (ctx: RequestContext, i: number): string => `${ctx.requestId ?? ''}/${i}`
 
@@ -273,8 +271,10 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     late.rejected = true
     if (pending !== null) {
       // The dedupe mark: set in this guard's call (fused), or left by a dedupe before it (a cluster).
-      const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : (ctx.locals?.[JOURNAL_MARK] as { key: string, ttlMs: number } | undefined) ?? null
-      return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m })
+      const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
+      const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : jm !== undefined ? { key: jm.key, ttlMs: jm.ttlMs } : null
+      const rp = ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined
+      return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m, ...(rp !== undefined ? { pass: { room: rp.room, user: rp.user, exp: rp.exp } } : {}) })
     }
     if (local) {
       const s = takeUnit(p.lease, seg)
@@ -373,6 +373,32 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
     return c === null || pid === null ? undefined : campaigns.get(c)?.get(pid)
   }
 
+  /**
+   * A dedupe before this guard fell back node-locally (its store call failed) and the store answers now:
+   * its mark is set first, so that a unit admitted live always has its buyer's mark in the store
+   * (journal-marks.ts JournalMark). A store failure here journals the buy with the mark.
+   */
+  const admitDeferred = (ctx: RequestContext, p: Product, jm: JournalMark, d: NonNullable<JournalMark['deferred']>): Promise<Verdict> =>
+    store.setIfAbsent(jm.key, liveMark(ctx, -1), jm.ttlMs).then((fresh): Verdict | Promise<Verdict> => {
+      if (!fresh) return d.duplicate
+      onSettle(ctx, d.release)
+      return admit(ctx, p, null, null)
+    }, (err: unknown) => onError(err, { rejected: false }, ctx, p, null, null, 0, p.epoch))
+
+  /**
+   * A waiting-room pass the room guard could not mark used (store down) while the store answers now: it
+   * is marked used first (a pass used elsewhere meanwhile → the room's answer), then the unit is taken.
+   * A store failure journals the buy with the pass (journal-marks.ts RoomPassMark).
+   */
+  const viaPass = (ctx: RequestContext, p: Product, rp: RoomPassMark, next: () => Verdict | Promise<Verdict>): Promise<Verdict> =>
+    store.roomPass(rp.room, rp.user, ctx.now, true, rp.exp).then((ok): Verdict | Promise<Verdict> => {
+      if (!ok) return rp.used
+      onSettle(ctx, rp.release)
+      // Marked in the store: a journaled buy from here on needs no pass step at replay.
+      if (ctx.locals !== null) delete ctx.locals[ROOM_PASS]
+      return next()
+    }, (err: unknown) => onError(err, { rejected: false }, ctx, p, null, null, 0, p.epoch))
+
   const guard: MarkTaker = {
     kind: 'quota',
     id,
@@ -380,6 +406,15 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       const p = find(ctx)
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
+      if (pending !== null) {
+        const rp = ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined
+        const go = (): Verdict | Promise<Verdict> => {
+          const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
+          if (jm?.deferred !== undefined) return admitDeferred(ctx, p, jm, jm.deferred)
+          return admit(ctx, p, null, null)
+        }
+        return rp !== undefined ? viaPass(ctx, p, rp, go) : go()
+      }
       return admit(ctx, p, null, null)
     },
     // A sold-out product is answered from the latch before the mark is looked at: a repeated attempt
@@ -388,6 +423,8 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       const p = find(ctx)
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
+      const rp = pending !== null ? ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined : undefined
+      if (rp !== undefined) return viaPass(ctx, p, rp, () => admit(ctx, p, markKey, mark))
       return admit(ctx, p, markKey, mark)
     },
     close () {

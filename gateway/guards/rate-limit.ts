@@ -27,7 +27,7 @@ import { LRUCache } from 'lru-cache'
 import type { RateLimitGuardConfig, RouteConfig } from '../../conf/types.js'
 import { rejection } from '../pipeline/reject.js'
 import type { Guard, GuardDeps, GuardFactory, Outcome, Rejection, RequestContext, Verdict } from '../pipeline/types.js'
-import { asStoreError, policyOf, processCount } from './values.js'
+import { asStoreError, processCount } from './values.js'
 import { STORE_UNAVAILABLE, guardId } from './common.js'
 import { onSettle } from '../pipeline/settle.js'
 import { limitGivesBack } from '../pipeline/settle.js'
@@ -136,7 +136,7 @@ export const rateLimitGuard: GuardFactory<RateLimitGuardConfig> = (cfg, route, d
   const { count, periodMs } = cfg.rate
   const burst = cfg.burst > 0 ? cfg.burst : count
   const leaky = cfg.algorithm === 'leaky_bucket'
-  const policy = policyOf(cfg.onError, deps)
+  const policy = cfg.policy
   const fallbacks = deps.metrics.storeFallbacks.labels(id, policy)
 
   // Node share: the worker split for scope node; the (nodes × workers) split for the local fallback.

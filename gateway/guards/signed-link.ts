@@ -19,7 +19,7 @@ export const signedLinkGuard: GuardFactory<SignedLinkGuardConfig> = (cfg, route,
   const used = rejection('LINK_INVALID', 'purchase link already used', o)
   const expired = rejection('LINK_EXPIRED', 'purchase link expired', o)
   const unauth = rejection('UNAUTHENTICATED', 'sign in first', o)
-  const policy = deps.config.store.onError
+  const policy = cfg.policy
   // Nonces seen by this node: replays are refused without a store call; also the `local` fallback.
   const spent = cfg.singleUse ? new LRUCache<string, true>({ max: 100_000 }) : null
 

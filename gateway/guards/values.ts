@@ -1,9 +1,9 @@
 /**
  * Reading a guard's ValueSource off a request (valueOf, and valueReader over it: one set of rules for
- * every guard), and the failure-policy bookkeeping the limiter guards share (their id and the store's 503
- * are in ./common.ts).
+ * every guard), and the process count the limiter guards split a node-local share by (their id and the
+ * store's 503 are in ./common.ts; failure policies come resolved in the config).
  */
-import type { FailurePolicy, ValueSource } from '../../conf/types.js'
+import type { ValueSource } from '../../conf/types.js'
 import { StoreError } from '../../conf/errors.js'
 import { cookieOf, headerOf } from '../../antibot/util.js'
 import { queryOf } from '../http/query.js'
@@ -15,11 +15,6 @@ import type { GuardDeps, RequestContext } from '../pipeline/types.js'
  */
 export function valueReader (src: ValueSource): (ctx: RequestContext) => string | null {
   return (ctx) => valueOf(ctx, src)
-}
-
-/** The guard's failure policy: its own `on_error`, else `store.on_error`. */
-export function policyOf (cfgOnError: FailurePolicy | null, deps: GuardDeps): FailurePolicy {
-  return cfgOnError ?? deps.config.store.onError
 }
 
 /** Processes sharing the store: gateway nodes × workers on this node. */

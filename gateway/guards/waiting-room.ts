@@ -34,6 +34,8 @@ import { onSettle } from '../pipeline/settle.js'
 import { guardId, onStoreError } from './common.js'
 import { cookieOf, headerOf, hmacB64url, macMatches } from '../../antibot/util.js'
 import { valueOf } from './values.js'
+import { ROOM_PASS, type RoomPassMark } from './journal-marks.js'
+import { LRUCache } from 'lru-cache'
 
 /** How often a node syncs with the store while its room is polled (the cursor cache's age bound). */
 const SYNC_MS = 100
@@ -407,9 +409,14 @@ export const waitingRoomGuard: GuardFactory<WaitingRoomGuardConfig> = (cfg, rout
   const required = rejection('QUEUE_REQUIRED', 'a waiting-room pass is required: GET /_flashgate/queue?campaign=...', { override: cfg.reject })
   const used = rejection('QUEUE_REQUIRED', 'this waiting-room pass has been used', { override: cfg.reject })
   const unauth = rejection('UNAUTHENTICATED', 'sign in first')
-  const policy = cfg.onError ?? deps.config.store.onError
+  const policy = cfg.policy
   const src = cfg.campaign
   const store = deps.store
+  // store.on_error: journal (inherited): a valid pass the store cannot mark used goes on to the quota,
+  // which journals the buy with the pass (journal-marks.ts RoomPassMark); this node refuses the same
+  // pass again meanwhile. Bound: a pass is used once per node during the outage, once in all at replay.
+  const journal = cfg.onError === null && deps.config.store.journal != null && deps.pending != null
+  const outageUsed = new LRUCache<string, true>({ max: 100_000, ttl: Math.max(1, deps.config.store.breakerBackoffMs * 600) })
 
   const giveBack = (room: Room, user: string, exp: number) => (_ctx: RequestContext, o: Outcome): void => {
     if (!(o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500))) return
@@ -438,6 +445,17 @@ export const waitingRoomGuard: GuardFactory<WaitingRoomGuardConfig> = (cfg, rout
       return undefined
     }, (err: unknown): Verdict => {
       if (!(err instanceof StoreError)) throw err
+      if (journal) {
+        const k = `${room.campaign.id}\n${user}\n${exp}`
+        deps.metrics.storeFallbacks.inc({ guard: id, policy: 'journal' })
+        if (outageUsed.has(k)) return used
+        outageUsed.set(k, true)
+        const release = giveBack(room, user, exp)
+        onSettle(ctx, (_c, o) => { if (!(o.kind === 'rejected' && o.rejection.code === 'PENDING')) { if (o.kind === 'rejected' || o.kind === 'failed' || (o.kind === 'upstream' && o.status >= 500)) outageUsed.delete(k) } })
+        const mark: RoomPassMark = { room: room.campaign.id, user, exp, used, release }
+        ;(ctx.locals ?? (ctx.locals = {}))[ROOM_PASS] = mark
+        return undefined
+      }
       // No pass check is possible without the store: fail_open lets a valid pass through unmarked.
       return onStoreError(deps, id, policy === 'local' ? 'fail_closed' : policy, err, 'room_pass')
     })

@@ -79,7 +79,7 @@ t.test('users_set on the store: SADD at run time, local cache, store down', asyn
   t.equal(await run('eve', NOW + 3 * DENY_CACHE_MS), undefined, 'unblocked')
   redis.kill()
   t.equal(await run('zed', NOW + 10 * DENY_CACHE_MS), undefined, 'store down + fail_open: pass')
-  const closedCfg = { ...cfg, onError: 'fail_closed' as const }
+  const closedCfg = { ...cfg, onError: 'fail_closed' as const, policy: 'fail_closed' as const }
   const closed = denyGuard(closedCfg, route, deps)
   t.equal(await codeOf(closed.check(makeCtx({ headers: { 'x-user-id': 'zed' }, now: NOW }))), 'STORE_UNAVAILABLE', 'store down + fail_closed: 503')
   t.match(await deps.registry.getSingleMetricAsString('flashgate_store_fallbacks_total'), /policy="fail_open"\} 1/)

@@ -91,8 +91,8 @@ routes:
     if (x.kind !== k) throw new Error(`guard ${i} is ${x.kind}`)
     return x as Extract<GuardConfig, { kind: K }>
   }
-  t.same(pick(0, 'deny'), { kind: 'deny', index: 0, shadow: false, reject: null, ips: [], ipFiles: [], fileIps: [], users: ['bad1', '42'], usersSet: null, onError: null })
-  t.same(pick(1, 'rate_limit'), { kind: 'rate_limit', index: 1, shadow: false, reject: null, name: 'buy.1', key: [], rate: { count: 600, periodMs: 60_000 }, burst: 600, algorithm: 'token_bucket', delay: 0, scope: 'node', maxKeys: 100_000, onError: null })
+  t.same(pick(0, 'deny'), { kind: 'deny', index: 0, shadow: false, reject: null, ips: [], ipFiles: [], fileIps: [], users: ['bad1', '42'], usersSet: null, onError: null, policy: 'fail_closed' })
+  t.same(pick(1, 'rate_limit'), { kind: 'rate_limit', index: 1, shadow: false, reject: null, name: 'buy.1', key: [], rate: { count: 600, periodMs: 60_000 }, burst: 600, algorithm: 'token_bucket', delay: 0, scope: 'node', maxKeys: 100_000, onError: null, policy: 'fail_closed' })
   const leaky = pick(2, 'rate_limit')
   t.equal(leaky.burst, 0, 'leaky bucket burst defaults to 0 as nginx limit_req')
   t.same(leaky.key, [{ kind: 'ip' }, { kind: 'header', name: 'x-device' }])
@@ -110,7 +110,7 @@ routes:
   t.equal(pow.difficulty, 16)
   t.equal(pow.difficultyUnderLoad, null)
   t.equal(pow.challengeTtlMs, 60_000)
-  t.same(pick(5, 'signed_link'), { kind: 'signed_link', index: 5, shadow: false, reject: null, mode: 'hmac', singleUse: false, secureLink: '$arg_md5,$arg_expires', secureLinkMd5: '', campaign: { from: 'param', name: 'campaign' }, product: { from: 'param', name: 'product' } })
+  t.same(pick(5, 'signed_link'), { kind: 'signed_link', index: 5, shadow: false, reject: null, mode: 'hmac', singleUse: false, secureLink: '$arg_md5,$arg_expires', secureLinkMd5: '', campaign: { from: 'param', name: 'campaign' }, product: { from: 'param', name: 'product' }, policy: 'fail_closed' })
   t.same(pick(6, 'campaign_window').campaign, { from: 'param', name: 'campaign' })
   t.equal(pick(7, 'dedupe').ttlMs, 86_400_000)
   t.equal(pick(8, 'quota').latchTtlMs, 1000)
@@ -132,7 +132,7 @@ routes:
       - captcha: { provider: turnstile, secret: s, token: form cf-turnstile-response, clearance: 2m }
 `, 'v.yaml', {}))
   const [q, dd, cap] = c.routes[0]!.guards
-  t.same(q, { kind: 'quota', index: 0, shadow: true, reject: { status: 410, body: { gone: [1, true, null] } }, campaign: { from: 'literal', value: 'c1' }, product: { from: 'header', name: 'x-product' }, latchTtlMs: 1000, onError: null, lease: 10 })
+  t.same(q, { kind: 'quota', index: 0, shadow: true, reject: { status: 410, body: { gone: [1, true, null] } }, campaign: { from: 'literal', value: 'c1' }, product: { from: 'header', name: 'x-product' }, latchTtlMs: 1000, onError: null, policy: 'fail_closed', journaled: false, lease: 10 })
   t.match(dd, { campaign: { from: 'query', name: 'c' }, product: { from: 'cookie', name: 'p' }, ttlMs: 600_000 })
   t.match(cap, { token: { from: 'form', name: 'cf-turnstile-response' }, clearanceMs: 120_000 })
   t.equal(c.campaigns.get('c1')?.startsAt, 1_700_000_000_000, 'epoch ms accepted')

@@ -2,7 +2,8 @@
  * `validate` and `serve` judge a config the same (issue 12): every config serve refuses, validate refuses
  * at the same FILE:LINE:COL. The broken-config corpus (broken-cases.ts) and the configs only a guard
  * factory used to refuse (a leaky bucket with scope: cluster; a link key under 16 bytes, which the loader
- * only warned about) go through the loader (what validate and reload run) and through a real in-process
+ * only warned about; a quota with on_error fail_open, own or inherited; a rate the node-local bucket
+ * cannot represent) go through the loader (what validate and reload run) and through a real in-process
  * start (what serve runs: the loader, then the guard factories); the factory cases also through the CLI.
  */
 import t from 'tap'
@@ -23,7 +24,11 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const FACTORY_CASES: ReadonlyArray<readonly [string, string, RegExp]> = [
   ['leaky bucket with scope: cluster', routeYaml('- rate_limit: { rate: 10/s, algorithm: leaky_bucket, scope: cluster }'), /scope: cluster needs algorithm: token_bucket/],
   ['link key of 15 bytes', routeYaml('- signed_link: {}', { linkKeys: '{ k1: "fifteen-bytes-k" }' }), /link_keys\.k1: must be at least 16 bytes/],
-  ['nginx secure_link_md5 with an unknown variable', routeYaml('- signed_link: { mode: nginx_secure_link_md5, secure_link_md5: "$secure_link_expires$uri$nonsense s3cret" }'), /secure_link_md5: unsupported variable \$nonsense/]
+  ['nginx secure_link_md5 with an unknown variable', routeYaml('- signed_link: { mode: nginx_secure_link_md5, secure_link_md5: "$secure_link_expires$uri$nonsense s3cret" }'), /secure_link_md5: unsupported variable \$nonsense/],
+  ['quota with on_error: fail_open', routeYaml('- quota: { on_error: fail_open }'), /quota: on_error fail_open cannot bound the units sold/],
+  ['quota inheriting store.on_error: fail_open', routeYaml('- quota: {}', { store: 'store: { kind: memory, on_error: fail_open }' }), /quota: on_error fail_open \(inherited from store\.on_error\) cannot bound/],
+  ['leaky bucket below its resolution', routeYaml('- rate_limit: { rate: 1/h, algorithm: leaky_bucket }'), /rate: "1\/h" is below the leaky bucket's resolution/],
+  ['token bucket whose burst × period is not a safe integer', routeYaml('- rate_limit: { rate: 1/365d, burst: 1000000000 }'), /burst: burst \(1000000000\) × the rate's period \(31536000000ms\) is too large/]
 ]
 
 /** What serve answers: the problems of the ConfigError it stops with, [] when it starts. */

@@ -24,10 +24,14 @@ export interface RedisHandle {
   kill(): void
   /** Start again on the same port (killing the current process first if it still runs); resolves once PING answers. */
   restart(): Promise<void>
+  /** Freeze it (SIGSTOP): connections stay open, nothing is answered — a hung server. */
+  pause(): void
+  /** Thaw it (SIGCONT). */
+  resume(): void
 }
 
 export interface RedisClusterHandle {
-  /** Seed URLs, `redis://127.0.0.1:<port>`, one per master. */
+  /** Seed URLs, `redis://127.0.0.1:<port>`, one per node (masters first, then replicas). */
   readonly nodes: string[]
   readonly ports: number[]
   /** Per-node handles (kill/restart one master to simulate a node failure). */
@@ -136,6 +140,8 @@ interface ServerOpts {
   args?: readonly string[]
   /** A cluster node keeps its nodes.conf across restart() (with AOF it comes back as the same master). */
   keepClusterState?: boolean
+  /** cluster-node-timeout (default 5000 ms): how long before a silent master counts as failed. */
+  nodeTimeoutMs?: number
 }
 
 async function startServer (port: number, opts: ServerOpts): Promise<RedisHandle> {
@@ -146,7 +152,7 @@ async function startServer (port: number, opts: ServerOpts): Promise<RedisHandle
     '--dir', dir, '--protected-mode', 'no', '--loglevel', 'warning', '--daemonize', 'no'
   ]
   if (opts.cluster === true) {
-    args.push('--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '5000')
+    args.push('--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 5000))
   }
   if (opts.args) args.push(...opts.args)
 
@@ -192,6 +198,14 @@ async function startServer (port: number, opts: ServerOpts): Promise<RedisHandle
       const c = child
       if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
     },
+    pause () {
+      const c = child
+      if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGSTOP')
+    },
+    resume () {
+      const c = child
+      if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGCONT')
+    },
     async restart () {
       if (stopped) throw new Error('restart after stop')
       const c = child
@@ -226,25 +240,33 @@ export async function startRedis (opts: { args?: readonly string[] } = {}): Prom
 }
 
 /**
- * A 3-master Redis Cluster (no replicas) on free loopback ports, created with
+ * A Redis Cluster of 3 masters (and `replicas` replicas each, none by default) on free loopback ports, created with
  * `redis-cli --cluster create`; resolves once every node reports `cluster_state:ok` and knows all slots.
  * `aof: true`: AOF with `appendfsync always` on every node, and restart() keeps the node's cluster state.
  */
-export async function startRedisCluster (opts: { masters?: number, aof?: boolean } = {}): Promise<RedisClusterHandle> {
-  const n = opts.masters ?? 3
+export async function startRedisCluster (opts: { masters?: number, aof?: boolean, replicas?: number, nodeTimeoutMs?: number } = {}): Promise<RedisClusterHandle> {
+  const masters = opts.masters ?? 3
+  // `replicas` per master (default 0): redis-cli --cluster create makes the first `masters` nodes masters
+  // and the others their replicas; the setup resolves once every replica's link to its master is up.
+  const replicas = opts.replicas ?? 0
+  const n = masters * (1 + replicas)
   const ports: number[] = []
   for (let i = 0; i < n; i++) ports.push(await freePort(true))
   const servers: RedisHandle[] = []
   try {
     // aof: every write fsynced (a SIGKILL loses nothing acknowledged), and a restarted master keeps its slots.
     const persist: ServerOpts = opts.aof === true ? { args: ['--appendonly', 'yes', '--appendfsync', 'always'], keepClusterState: true } : {}
-    for (const p of ports) servers.push(await startServer(p, { cluster: true, ...persist }))
-    await redisCli(ports[0] ?? 0, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes')
-    const deadline = Date.now() + 20_000
+    const timeout: ServerOpts = opts.nodeTimeoutMs !== undefined ? { nodeTimeoutMs: opts.nodeTimeoutMs } : {}
+    for (const p of ports) servers.push(await startServer(p, { cluster: true, ...persist, ...timeout }))
+    await redisCli(ports[0] ?? 0, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes')
+    const deadline = Date.now() + 30_000
     for (;;) {
       const infos = await Promise.all(ports.map(async (p) => await redisCli(p, 'cluster', 'info')))
-      if (infos.every((s) => s.includes('cluster_state:ok') && s.includes('cluster_slots_assigned:16384') && s.includes(`cluster_known_nodes:${n}`))) break
-      if (Date.now() > deadline) throw new Error(`cluster not ok after 20 s: ${infos.join('\n')}`)
+      const links = replicas === 0 ? [] : await Promise.all(ports.map(async (p) => await redisCli(p, 'info', 'replication')))
+      const linked = links.every((r) => !r.includes('role:slave') || r.includes('master_link_status:up'))
+      const slaves = links.filter((r) => r.includes('role:slave')).length
+      if (linked && slaves === masters * replicas && infos.every((s) => s.includes('cluster_state:ok') && s.includes('cluster_slots_assigned:16384') && s.includes(`cluster_known_nodes:${n}`))) break
+      if (Date.now() > deadline) throw new Error(`cluster not ok after 30 s: ${infos.join('\n')}`)
       await sleep(100)
     }
   } catch (err) {
@@ -257,4 +279,19 @@ export async function startRedisCluster (opts: { masters?: number, aof?: boolean
     servers,
     async stop () { await Promise.all(servers.map(async (s) => await s.stop())) }
   }
+}
+
+/** The port of the master serving `key`'s slot (from `CLUSTER NODES` as `port` sees it). */
+export async function slotOwner (port: number, key: string): Promise<number> {
+  const slot = Number((await redisCli(port, 'cluster', 'keyslot', key)).trim())
+  for (const line of (await redisCli(port, 'cluster', 'nodes')).split('\n')) {
+    const f = line.trim().split(' ')
+    if (f.length < 9 || !(f[2] ?? '').includes('master') || (f[2] ?? '').includes('fail')) continue
+    for (const r of f.slice(8)) {
+      if (r.startsWith('[')) continue
+      const [a, b] = r.split('-').map(Number)
+      if (a !== undefined && slot >= a && slot <= (b ?? a)) return Number(/:(\d+)@/.exec(f[1] ?? '')?.[1] ?? NaN)
+    }
+  }
+  throw new Error(`no master serves slot ${slot} (${key})`)
 }

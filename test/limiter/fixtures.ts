@@ -87,17 +87,20 @@ export function settle (c: RequestContext, outcome: Outcome): void {
   c.settlers = null
 }
 
+/** As the loader resolves it: the guard's own on_error, else storeCfg's. */
 export function rl (over: Partial<RateLimitGuardConfig> = {}): RateLimitGuardConfig {
   return {
     kind: 'rate_limit', index: 0, shadow: false, reject: null, name: 'global', key: [], rate: { count: 10, periodMs: 1000 },
-    burst: 10, algorithm: 'token_bucket', delay: 0, scope: 'node', maxKeys: 1000, onError: null, ...over
+    burst: 10, algorithm: 'token_bucket', delay: 0, scope: 'node', maxKeys: 1000, onError: null, policy: over.onError ?? storeCfg.onError, ...over
   }
 }
 
+/** As the loader resolves it: the guard's own on_error, else storeCfg's (fail_closed); never fail_open (the loader refuses it). */
 export function qg (over: Partial<QuotaGuardConfig> = {}): QuotaGuardConfig {
+  const policy = over.onError === 'local' ? 'local' : 'fail_closed'
   return {
     kind: 'quota', index: 7, shadow: false, reject: null, campaign: { from: 'param', name: 'campaign' },
-    product: { from: 'param', name: 'product' }, latchTtlMs: 1000, onError: null, lease: 10, ...over
+    product: { from: 'param', name: 'product' }, latchTtlMs: 1000, onError: null, policy, journaled: false, lease: 10, ...over
   }
 }
 

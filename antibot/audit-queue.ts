@@ -1,16 +1,16 @@
 /**
- * `flashgate audit-queue --campaign C --seed HEX --joins FILE`: recompute a waiting room's pre-queue
- * order from the revealed seed and the join log, and compare it with the positions the room served.
+ * The check behind `flashgate audit-queue --campaign C --seed HEX --joins FILE` (gateway/cli.ts):
+ * recompute a waiting room's pre-queue order from the revealed seed and the join log, and compare it
+ * with the positions the room served.
  *
  * The join log is the room's export (`GET /admin/queue/:campaign/joins`, NDJSON): an optional header line
  * with `campaign` and `commitment`, then `{"phase":"pre","position":N,"user":U}` per pre-queue joiner
  * (later joiners, `"phase":"after"`, are first come first served and not part of the draw). The order is
  * score ascending, score = first 6 bytes of HMAC-SHA256(seed, "<campaign>\n<user>") big-endian, ties by
- * the user id's bytes (limiter/waiting-room.ts). Prints `position<TAB>user` in the recomputed order; exit
- * 0 when every served position matches and the seed matches the commitment, 1 on any mismatch, 2 on a
- * usage error or an unreadable file.
+ * the user id's bytes (limiter/waiting-room.ts). The command prints `position<TAB>user` in the
+ * recomputed order; exit 0 when every served position matches and the seed matches the commitment, 1 on
+ * any mismatch, 2 on a usage error or an unreadable file.
  */
-import { readFileSync } from 'node:fs'
 import { commitmentOf, preQueueOrder } from '../limiter/waiting-room.js'
 
 export interface AuditResult {
@@ -48,41 +48,4 @@ export function auditQueue (campaign: string, seedHex: string, joins: string): A
     if (p !== i + 1) mismatches.push(`user ${JSON.stringify(user)}: served position ${p}, recomputed ${i + 1}`)
   })
   return { order, mismatches }
-}
-
-const USAGE = `Usage: flashgate audit-queue --campaign C --seed HEX --joins FILE
-
-Recomputes a waiting room's pre-queue order from its revealed seed (GET /_flashgate/queue/seed after
-starts_at) and its join log (GET /admin/queue/C/joins), prints "position<TAB>user" per line, and exits 1
-when what was served differs (or the seed does not match the room's commitment).`
-
-export async function main (args: string[]): Promise<number> {
-  const flags = new Map<string, string>()
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string
-    if (a === '--help' || a === '-h') { process.stdout.write(USAGE + '\n'); return 0 }
-    const m = /^--(campaign|seed|joins)(?:=(.*))?$/.exec(a)
-    if (m === null) { process.stderr.write(`flashgate: unknown option: ${a}\n\n${USAGE}\n`); return 2 }
-    const v = m[2] ?? args[++i]
-    if (v === undefined || v === '') { process.stderr.write(`flashgate: --${m[1] as string} needs a value\n\n${USAGE}\n`); return 2 }
-    flags.set(m[1] as string, v)
-  }
-  for (const k of ['campaign', 'seed', 'joins']) {
-    if (!flags.has(k)) { process.stderr.write(`flashgate: --${k} is required\n\n${USAGE}\n`); return 2 }
-  }
-  let text: string
-  try { text = readFileSync(flags.get('joins') as string, 'utf8') } catch (err) {
-    process.stderr.write(`flashgate: cannot read ${flags.get('joins') as string}: ${(err as NodeJS.ErrnoException).code ?? String(err)}\n`)
-    return 2
-  }
-  let r: AuditResult
-  try { r = auditQueue(flags.get('campaign') as string, flags.get('seed') as string, text) } catch (err) {
-    process.stderr.write(`flashgate: ${err instanceof Error ? err.message : String(err)}\n`)
-    return 2
-  }
-  process.stdout.write(r.order.map((u, i) => `${i + 1}\t${u}`).join('\n') + (r.order.length > 0 ? '\n' : ''))
-  for (const m of r.mismatches) process.stderr.write(`mismatch: ${m}\n`)
-  if (r.mismatches.length > 0) return 1
-  process.stderr.write(`ok: ${r.order.length} pre-queue positions match the seed\n`)
-  return 0
 }

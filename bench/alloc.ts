@@ -7,7 +7,7 @@
  * scavenges counted × 16 MiB ÷ requests gives the young-generation bytes allocated per request
  * (an estimate, ±1 scavenge). Counts, not speeds, so a busy machine changes them little.
  *
- *   node --import tsx bench/alloc.ts [--seconds S]
+ *   node --import tsx bench/alloc.ts [--seconds S] [--path PATH]
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -16,11 +16,15 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { numberFlag, scriptOptions } from '../gateway/cli-args.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const SEMI_MB = 2
-const args = process.argv.slice(2)
-const seconds = Number(args[args.indexOf('--seconds') + 1] ?? 4) || 4
+const { seconds, only } = scriptOptions({
+  prog: 'bench/alloc.ts',
+  usage: 'Usage: node --import tsx bench/alloc.ts [--seconds S] [--path PATH]\n\n  --seconds S   seconds of wrk load per path and listener, 1..60 (default 4)\n  --path PATH   measure only this path (/deny, /soldout/c/p, /blocked, /link/c/p, /x)',
+  flags: { seconds: 'string', path: 'string' }
+}, ({ values }) => ({ seconds: numberFlag(values.seconds, 'seconds', 1, 60) ?? 4, only: values.path }))
 
 function freePort (): Promise<number> {
   return new Promise((resolve) => {
@@ -124,7 +128,6 @@ async function main (): Promise<void> {
   const rows: string[] = ['| path | listener | requests | scavenges | ≈ bytes/request |', '|---|---|---:|---:|---:|']
   const paths: Array<[string, string]> = [['429 RATE_LIMITED (node-local bucket)', '/deny'], ['409 SOLD_OUT (latch)', '/soldout/c/p'],
     ['403 BLOCKED (deny)', '/blocked'], ['401 UNAUTHENTICATED (signed link guard, no user)', '/link/c/p'], ['plain proxy', '/x']]
-  const only = args.includes('--path') ? args[args.indexOf('--path') + 1] : undefined
   for (const [what, path] of paths) {
     if (only !== undefined && path !== only) continue
     for (const parser of ['node', 'strict, no lane', 'strict']) {

@@ -14,7 +14,8 @@
  * plan is only as good as them.
  */
 import { readFileSync } from 'node:fs'
-import { UsageError, parseMix } from './options.js'
+import { UsageError, command, numberFlag } from '../gateway/cli-args.js'
+import { parseMix } from './options.js'
 
 /** What one outcome costs, per request. */
 export interface OutcomeCost {
@@ -143,30 +144,22 @@ redis-server CPU per request) into gateway cores and Redis shards for a peak and
 
 /** `flashgate capacity ARGS`; resolves with the exit code. */
 export async function main (args: string[]): Promise<number> {
-  let from: string | null = null
-  let peak = 1_000_000
-  let mix = 'SOLD_OUT:95,passed:4,RATE_LIMITED:1'
-  let headroom = 0.7
-  let json = false
-  try {
-    for (let i = 0; i < args.length; i++) {
-      const a = args[i] ?? ''
-      const val = (): string => { const v = args[++i]; if (v === undefined || v.startsWith('--')) throw new UsageError(`${a} needs a value`); return v }
-      if (a === '--help' || a === '-h') { process.stdout.write(USAGE); return 0 } else if (a === '--from') from = val()
-      else if (a === '--peak') { peak = Number(val()); if (!Number.isFinite(peak) || peak < 1 || peak > 1e10) throw new UsageError('--peak: expected requests/s, 1..1e10') } else if (a === '--mix') mix = val()
-      else if (a === '--headroom') { headroom = Number(val()); if (!Number.isFinite(headroom) || headroom < 0.1 || headroom > 1) throw new UsageError('--headroom: expected 0.1..1') } else if (a === '--json') json = true
-      else throw new UsageError(`unknown option ${a}`)
-    }
-    if (from === null) throw new UsageError('--from FILE.json is required')
-    const shares = parseMix(mix)
+  const flags = { from: 'string', peak: 'string', mix: 'string', headroom: 'string', json: 'boolean' } as const
+  return await command({ prog: 'flashgate capacity', usage: USAGE, flags }, args, ({ values }) => {
+    const from = values.from
+    if (from === undefined) throw new UsageError('--from FILE.json is required')
+    const peak = numberFlag(values.peak, 'peak', 1, 1e10, false) ?? 1_000_000
+    const headroom = numberFlag(values.headroom, 'headroom', 0.1, 1, false) ?? 0.7
+    const shares = parseMix(values.mix ?? 'SOLD_OUT:95,passed:4,RATE_LIMITED:1')
     let report: unknown
     try { report = JSON.parse(readFileSync(from, 'utf8')) } catch (err) { process.stderr.write(`flashgate capacity: ${from}: ${(err as Error).message}\n`); return 1 }
-    const p = plan(peak, shares, costsFromReport(report), headroom)
-    process.stdout.write(json ? JSON.stringify(p, null, 2) + '\n' : planMarkdown(p) + '\n')
-    return 0
-  } catch (err) {
-    if (err instanceof UsageError) { process.stderr.write(`flashgate capacity: ${err.message}\n\n${USAGE}`); return 2 }
-    process.stderr.write(`flashgate capacity: ${(err as Error).message}\n`)
-    return 1
-  }
+    try {
+      const p = plan(peak, shares, costsFromReport(report), headroom)
+      process.stdout.write(values.json === true ? JSON.stringify(p, null, 2) + '\n' : planMarkdown(p) + '\n')
+      return 0
+    } catch (err) {
+      process.stderr.write(`flashgate capacity: ${(err as Error).message}\n`)
+      return 1
+    }
+  }) ?? 0
 }

@@ -11,7 +11,8 @@ import { ROOT, flashgateCommand, newSecrets, startGateway, startRedis, throughpu
 import { measure, ratio, summarise } from './measure.js'
 import type { Run, Target, TargetSummary } from './measure.js'
 import { KIT_ORIGIN, KIT_REDIS, PEER_TARGETS, kitMissing, prepareKit, startKit } from './peers.js'
-import { USAGE, UsageError, parseOptions } from './options.js'
+import { USAGE, parseOptions } from './options.js'
+import { UsageError } from '../gateway/cli-args.js'
 import type { BenchOptions } from './options.js'
 import { canPin, freePort, pinSelf, start, stopAll, waitPort, which } from './proc.js'
 import { createProgress } from './progress.js'
@@ -52,7 +53,7 @@ export async function main (args: string[]): Promise<number> {
     o = parseOptions(args)
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`flashgate bench: ${err.message}\n`)
+      process.stderr.write(`flashgate bench: ${err.message} (see flashgate bench --help)\n`)
       return 2
     }
     throw err

@@ -18,8 +18,14 @@ import { denyGuard } from '../gateway/guards/deny.js'
 import { createIdentity, signSession } from '../gateway/guards/identity.js'
 import { signLinkQuery } from '../antibot/signed-link.js'
 import { KeptState, OverloadSignal } from '../gateway/pipeline/state.js'
+import { numberArg, scriptOptions } from '../gateway/cli-args.js'
 
-const N = Number(process.argv[2] ?? 200_000)
+const N = scriptOptions({
+  prog: 'bench/guard-cost.ts',
+  usage: 'Usage: npx tsx bench/guard-cost.ts [ITERATIONS]\n\n  ITERATIONS   checks per guard, 1000..10000000 (default 200000)',
+  flags: {},
+  positionals: 1
+}, ({ positionals }) => numberArg(positionals[0], 'ITERATIONS', 1000, 10_000_000) ?? 200_000)
 const NOW = Date.UTC(2030, 0, 1, 12, 30)
 const LINK = 'k1-link-key-0123456789abcdef'
 const SESSION = 'session-key-0123456789abcdef'

@@ -14,14 +14,23 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { JournalFile } from '../limiter/journal.js'
+import { numberFlag, scriptOptions } from '../gateway/cli-args.js'
 
-function arg (name: string, def: number | string): string {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] as string : String(def)
-}
-const seconds = Math.min(30, Math.max(1, Number(arg('seconds', 3))))
-const concurrency = Math.min(10_000, Math.max(1, Number(arg('concurrency', 256))))
-const base = arg('dir', '') === '' ? mkdtempSync(join(tmpdir(), 'fg-journal-bench-')) : arg('dir', '')
+const opts = scriptOptions({
+  prog: 'bench/journal-commit.ts',
+  usage: `Usage: node --import tsx bench/journal-commit.ts [--seconds S] [--concurrency C] [--dir DIR]
+
+  --seconds S       seconds per run, 1..30 (default 3)
+  --concurrency C   concurrent appenders, 1..10000 (default 256)
+  --dir DIR         where the journal files go (default: a temp dir, removed after)`,
+  flags: { seconds: 'string', concurrency: 'string', dir: 'string' }
+}, ({ values }) => ({
+  seconds: numberFlag(values.seconds, 'seconds', 1, 30, false) ?? 3,
+  concurrency: numberFlag(values.concurrency, 'concurrency', 1, 10_000) ?? 256,
+  dir: values.dir ?? null
+}))
+const { seconds, concurrency } = opts
+const base = opts.dir ?? mkdtempSync(join(tmpdir(), 'fg-journal-bench-'))
 
 const record = (i: number): unknown => ({
   t: 'e', id: `0-${i.toString(16).padStart(32, '0')}`, at: Date.now(), user: `user-${i}`, who: `user-${i}`, rid: 'a'.repeat(32),
@@ -56,6 +65,6 @@ async function run (label: string, workers: number): Promise<{ label: string, ap
 
 const serial = await run('one-at-a-time', 1)
 const group = await run(`group-commit-c${concurrency}`, concurrency)
-if (arg('dir', '') === '') rmSync(base, { recursive: true, force: true })
+if (opts.dir === null) rmSync(base, { recursive: true, force: true })
 const fmt = (r: typeof serial): string => `${r.label.padEnd(22)} ${String(r.appends).padStart(8)} appends  ${r.perSecond.toFixed(0).padStart(8)}/s  wait p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  ${r.batches} fsyncs (${(r.appends / Math.max(1, r.batches)).toFixed(1)} records each)`
 process.stdout.write(`journal group commit, ${seconds} s each, dir ${base}\n${fmt(serial)}\n${fmt(group)}\nratio: group commit ${(group.perSecond / serial.perSecond).toFixed(1)}x the appends/s of one fsync per append\n`)

@@ -24,15 +24,21 @@ import { ROOT, flashgateCommand, startGateway, startRedis, type Gateway } from '
 import { runWrk } from './load/wrk.js'
 import { cpuMicros, freePort, stopAll, which } from './proc.js'
 import { startUpstream } from './upstream.js'
+import { numberFlag, scriptOptions } from '../gateway/cli-args.js'
 
-const arg = (name: string, d: number): number => {
-  const i = process.argv.indexOf(`--${name}`)
-  const v = i < 0 ? NaN : Number(process.argv[i + 1])
-  return Number.isFinite(v) && v > 0 ? v : d
-}
-const SECONDS = arg('seconds', 4)
-const ROUNDS = arg('rounds', 2)
-const CONNECTIONS = arg('connections', 32)
+const { SECONDS, ROUNDS, CONNECTIONS } = scriptOptions({
+  prog: 'bench/ledger.ts',
+  usage: `Usage: node --import tsx bench/ledger.ts [--seconds S] [--rounds N] [--connections N]
+
+  --seconds S       seconds of wrk load per path and setup, 1..60 (default 4)
+  --rounds N        interleaved rounds, 1..20 (default 2)
+  --connections N   wrk connections, 1..1000 (default 32)`,
+  flags: { seconds: 'string', rounds: 'string', connections: 'string' }
+}, ({ values }) => ({
+  SECONDS: numberFlag(values.seconds, 'seconds', 1, 60) ?? 4,
+  ROUNDS: numberFlag(values.rounds, 'rounds', 1, 20) ?? 2,
+  CONNECTIONS: numberFlag(values.connections, 'connections', 1, 1000) ?? 32
+}))
 const INVOKED = process.argv[1]?.endsWith('.js') === true ? 'node dist/bench/ledger.js' : 'node --import tsx bench/ledger.ts'
 const LOAD_AT_START = loadavg().map((x) => x.toFixed(1)).join(' ')
 

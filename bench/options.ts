@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
+import { UsageError, numberFlag, oneOfFlag, parseFlags, type Flags } from '../gateway/cli-args.js'
 import { SCENARIOS } from './targets.js'
 import type { Scenario } from './targets.js'
 import type { ProductSpec } from './flashgate.js'
@@ -124,13 +125,11 @@ Exit status: 0 when every correctness check holds, 1 when one fails or the run e
 Needs the dev dependencies (autocannon, tsx): run it from a checkout after \`npm ci\`.
 `
 
-export class UsageError extends Error {}
-
 const NUM = new Set(['duration', 'run-duration', 'warmup', 'pause', 'rounds', 'connections', 'users', 'requests-per-step', 'ramp', 'bots', 'global-rate', 'workers', 'admit', 'rate-start', 'rate-factor', 'rate-max', 'p99-ms', 'peak', 'headroom'])
 const STR = new Set(['parser', 'client', 'scenario', 'json', 'out', 'products', 'store', 'generator', 'target', 'admin', 'origin', 'peers-dir', 'only', 'config', 'path', 'server-cpus', 'load-cpus', 'file', 'mix'])
 const BOOL = new Set(['peers', 'no-captcha', 'quiet', 'help'])
 
-export function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
+function defaultsFor (scenario: Scenario): { duration: number, warmup: number } {
   switch (scenario) {
     case 'flash-sale': return { duration: 20, warmup: 5 }
     case 'proxy': return { duration: 8, warmup: 5 }
@@ -154,30 +153,13 @@ function parseProducts (s: string): ProductSpec[] {
   return out
 }
 
+/** The flags parseArgs is given: every value option takes a string (numbers are judged below). */
+const FLAGS: Flags = Object.fromEntries([...[...NUM, ...STR].map((n) => [n, 'string'] as const), ...[...BOOL].filter((n) => n !== 'help').map((n) => [n, 'boolean'] as const)])
+
 /** Raw values (strings / booleans) by option name, flags over file. */
 function collect (args: readonly string[]): Map<string, string | boolean> {
   const flags = new Map<string, string | boolean>()
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] ?? ''
-    if (a === '-h') { flags.set('help', true); continue }
-    if (!a.startsWith('--')) throw new UsageError(`unexpected argument "${a}"`)
-    let name = a.slice(2)
-    let value: string | undefined
-    const eq = name.indexOf('=')
-    if (eq >= 0) { value = name.slice(eq + 1); name = name.slice(0, eq) }
-    if (BOOL.has(name)) {
-      if (value !== undefined) throw new UsageError(`--${name} takes no value`)
-      flags.set(name, true)
-    } else if (NUM.has(name) || STR.has(name)) {
-      if (value === undefined) {
-        value = args[++i]
-        if (value === undefined || value.startsWith('--')) throw new UsageError(`--${name} needs a value`)
-      }
-      flags.set(name, value)
-    } else {
-      throw new UsageError(`unknown option --${name} (see --help)`)
-    }
-  }
+  for (const [k, v] of Object.entries(parseFlags(args, FLAGS).values)) if (v !== undefined) flags.set(k, v)
   const file = flags.get('file')
   if (typeof file !== 'string') return flags
   let doc: unknown
@@ -206,19 +188,12 @@ function collect (args: readonly string[]): Map<string, string | boolean> {
 
 function num (m: Map<string, string | boolean>, name: string, min: number, max: number, integer = true): number | undefined {
   const v = m.get(name)
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
-    throw new UsageError(`--${name}: expected ${integer ? 'a whole number' : 'a number'} in ${min}..${max}, got "${String(v)}"`)
-  }
-  return n
+  return numberFlag(v === undefined ? undefined : String(v), name, min, max, integer)
 }
 
 function oneOf<T extends string> (m: Map<string, string | boolean>, name: string, allowed: readonly T[]): T | undefined {
   const v = m.get(name)
-  if (v === undefined) return undefined
-  if (!allowed.includes(v as T)) throw new UsageError(`--${name}: expected one of ${allowed.join(', ')}, got "${String(v)}"`)
-  return v as T
+  return oneOfFlag(v === undefined ? undefined : String(v), name, allowed)
 }
 
 function url (m: Map<string, string | boolean>, name: string): string | null {

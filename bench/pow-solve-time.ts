@@ -7,9 +7,17 @@
  */
 import { randomBytes } from 'node:crypto'
 import { issueChallenge, solveChallenge } from '../antibot/captcha/pow.js'
+import { numberArg, scriptOptions } from '../gateway/cli-args.js'
 
-const difficulty = Number(process.argv[2] ?? 16)
-const n = Number(process.argv[3] ?? 20)
+const { difficulty, n } = scriptOptions({
+  prog: 'bench/pow-solve-time.ts',
+  usage: 'Usage: npx tsx bench/pow-solve-time.ts [DIFFICULTY] [N]\n\n  DIFFICULTY   leading zero bits, 1..32 (default 16)\n  N            challenges per solver, 1..1000 (default 20)',
+  flags: {},
+  positionals: 2
+}, ({ positionals }) => ({
+  difficulty: numberArg(positionals[0], 'DIFFICULTY', 1, 32) ?? 16,
+  n: numberArg(positionals[1], 'N', 1, 1000) ?? 20
+}))
 const key = randomBytes(32)
 
 function stats (ms: number[]): string {

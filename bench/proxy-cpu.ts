@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ROOT } from './flashgate.js'
 import { freePort } from './proc.js'
+import { UsageError, numberFlag, scriptOptions } from '../gateway/cli-args.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -36,21 +37,28 @@ function median (xs: number[]): number {
 }
 
 async function main (): Promise<void> {
-  const argv = process.argv.slice(2)
-  let requests = 20_000
-  let rounds = 3
-  const roots = [ROOT]
-  let variants: string[] | null = null
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!
-    if (a === '--requests') requests = Math.min(200_000, Math.max(1000, Number(argv[++i])))
-    else if (a === '--rounds') rounds = Math.min(10, Math.max(1, Number(argv[++i])))
-    else if (a === '--variants') variants = String(argv[++i] ?? '').split(',').filter((v) => v !== '')
-    else roots.push(a)
-  }
-  for (const v of variants ?? []) {
-    if (v !== 'kit' && !/^(node|strict)\/(undici|raw)$/.test(v)) throw new Error(`--variants: ${v} is not PARSER/CLIENT (node|strict)/(undici|raw) or kit`)
-  }
+  const { requests, rounds, roots, variants } = scriptOptions({
+    prog: 'bench/proxy-cpu.ts',
+    usage: `Usage: node --import tsx bench/proxy-cpu.ts [--requests N] [--rounds N] [--variants LIST] [DIR...]
+
+  --requests N      requests per run, 1000..200000 (default 20000)
+  --rounds N        interleaved rounds, 1..10 (default 3)
+  --variants LIST   comma-separated PARSER/CLIENT ((node|strict)/(undici|raw)) or kit
+  DIR...            other checkouts to compare with this one; the last one is the reference`,
+    flags: { requests: 'string', rounds: 'string', variants: 'string' },
+    positionals: Infinity
+  }, ({ values, positionals }) => {
+    const variants = values.variants === undefined ? null : values.variants.split(',').filter((v) => v !== '')
+    for (const v of variants ?? []) {
+      if (v !== 'kit' && !/^(node|strict)\/(undici|raw)$/.test(v)) throw new UsageError(`--variants: ${v} is not PARSER/CLIENT (node|strict)/(undici|raw) or kit`)
+    }
+    return {
+      requests: numberFlag(values.requests, 'requests', 1000, 200_000) ?? 20_000,
+      rounds: numberFlag(values.rounds, 'rounds', 1, 10) ?? 3,
+      roots: [ROOT, ...positionals],
+      variants
+    }
+  })
   const dir = mkdtempSync(join(tmpdir(), 'flashgate-proxy-cpu-'))
   const upPort = await freePort()
   const up = spawn('taskset', ['-c', '1', process.execPath, '-e', `require('http').createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '2' }); res.end('ok') }) }).listen(${upPort}, '127.0.0.1')`], { stdio: 'inherit' })

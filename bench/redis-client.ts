@@ -19,8 +19,14 @@ import { createMetrics } from '../gateway/metrics.js'
 import { RedisStore } from '../limiter/redis-store.js'
 import { startRedis } from './flashgate.js'
 import { stop, which } from './proc.js'
+import { numberArg, scriptOptions } from '../gateway/cli-args.js'
 
-const N = Number(process.argv[2] ?? 100_000)
+const N = scriptOptions({
+  prog: 'bench/redis-client.ts',
+  usage: 'Usage: npx tsx bench/redis-client.ts [COMMANDS]\n\n  COMMANDS   commands per case, 100..10000000 (default 100000)',
+  flags: {},
+  positionals: 1
+}, ({ positionals }) => numberArg(positionals[0], 'COMMANDS', 100, 10_000_000) ?? 100_000)
 const IN_FLIGHT = [2, 8, 64]
 
 async function drive (inFlight: number, op: (i: number) => Promise<unknown>): Promise<number> {

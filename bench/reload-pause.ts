@@ -21,6 +21,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { loadConfigOrThrow } from '../conf/load.js'
 import { silentLog } from '../gateway/log.js'
 import { startGateway } from '../gateway/main.js'
+import { numberFlag, scriptOptions } from '../gateway/cli-args.js'
 
 const BOMB = `a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
 b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
@@ -44,8 +45,11 @@ const NOISE_MS = 2000
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function main (): Promise<void> {
-  const i = process.argv.indexOf('--rounds')
-  const rounds = i === -1 ? 3 : Number(process.argv[i + 1])
+  const { rounds } = scriptOptions({
+    prog: 'bench/reload-pause.ts',
+    usage: 'Usage: node --import tsx bench/reload-pause.ts [--rounds N]\n\n  --rounds N   reload rounds, 1..20 (default 3)',
+    flags: { rounds: 'string' }
+  }, ({ values }) => ({ rounds: numberFlag(values.rounds, 'rounds', 1, 20) ?? 3 }))
   const origin = createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-length': '2' }); res.end('ok') }) })
   await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve))
   const originUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`

@@ -26,17 +26,24 @@ import { join } from 'node:path'
 import { flashgateCommand } from './flashgate.js'
 import { freePort, run, start, stopAll, waitPort, which } from './proc.js'
 import { startUpstream } from './upstream.js'
+import { numberFlag, oneOfFlag, scriptOptions } from '../gateway/cli-args.js'
 
 interface Opts { part: 'tls' | 'trace' | 'all', duration: number, rounds: number, json: string | null }
 
-function parseArgs (argv: string[]): Opts {
-  const o: Opts = { part: 'all', duration: 5, rounds: 3, json: null }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const v = argv[i + 1]
-    if (a === '--part' && (v === 'tls' || v === 'trace' || v === 'all')) { o.part = v; i++ } else if (a === '--duration' && v !== undefined) { o.duration = Math.min(30, Math.max(1, Number(v))); i++ } else if (a === '--rounds' && v !== undefined) { o.rounds = Math.min(10, Math.max(1, Number(v))); i++ } else if (a === '--json' && v !== undefined) { o.json = v; i++ } else throw new Error(`unknown option ${a ?? ''} (--part tls|trace|all, --duration S, --rounds N, --json FILE)`)
-  }
-  return o
+const USAGE = `Usage: node --import tsx bench/tls.ts [--part tls|trace|all] [--duration S] [--rounds N] [--json FILE]
+
+  --part P       tls (flashgate beside nginx over TLS and h2), trace (tracing off/on/before) or all (default)
+  --duration S   seconds per h2load run, 1..30 (default 5)
+  --rounds N     interleaved rounds, 1..10 (default 3)
+  --json FILE    also write the rows as JSON there`
+
+function options (argv: readonly string[]): Opts {
+  return scriptOptions({ prog: 'bench/tls.ts', usage: USAGE, flags: { part: 'string', duration: 'string', rounds: 'string', json: 'string' } }, ({ values }) => ({
+    part: oneOfFlag(values.part, 'part', ['tls', 'trace', 'all'] as const) ?? 'all',
+    duration: numberFlag(values.duration, 'duration', 1, 30) ?? 5,
+    rounds: numberFlag(values.rounds, 'rounds', 1, 10) ?? 3,
+    json: values.json ?? null
+  }), argv)
 }
 
 interface Load { rps: number, ok: number, failed: number, errored: number, codes: string }
@@ -216,7 +223,7 @@ function report (rows: Row[], o: Opts): string {
 }
 
 async function main (): Promise<void> {
-  const o = parseArgs(process.argv.slice(2))
+  const o = options(process.argv.slice(2))
   const dir = mkdtempSync(join(tmpdir(), 'flashgate-bench-tls-'))
   try {
     const up = await startUpstream(join(dir, 'upstream'), '1')

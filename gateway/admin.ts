@@ -10,6 +10,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Config } from '../conf/types.js'
 import { isLoopback } from '../conf/cidr.js'
 import type { Log } from './log.js'
+import { sendJson } from './http/json.js'
 import type { QuotaAdmin, QuotaConflict, QuotaView } from '../limiter/quota-ledger.js'
 
 /** The answer of a reload: success, or the `FILE:LINE:COL: message` problems. */
@@ -31,20 +32,14 @@ export interface AdminHooks {
   upstreams?: () => unknown
 }
 
-function send (res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
-}
-
 function err (res: ServerResponse, status: number, code: string, message: string, extra?: Record<string, unknown>): void {
-  send(res, status, { code, message, ...extra })
+  sendJson(res, status, { code, message, ...extra })
 }
 
 function answer (res: ServerResponse, v: QuotaView | QuotaConflict | null): void {
   if (v === null) err(res, 404, 'NOT_FOUND', 'unknown campaign or product')
   else if ('conflict' in v) err(res, 409, v.conflict, v.message, { ...v.view })
-  else send(res, 200, v)
+  else sendJson(res, 200, v)
 }
 
 const MAX_BODY = 4096
@@ -84,7 +79,7 @@ export function createAdminServer (host: string, token: string | null, hooks: Ad
     const q = url.indexOf('?')
     const path = q === -1 ? url : url.slice(0, q)
     const method = req.method ?? 'GET'
-    if (path === '/healthz') { send(res, 200, { status: 'ok' }); return }
+    if (path === '/healthz') { sendJson(res, 200, { status: 'ok' }); return }
     if (digest !== null && !tokenMatches(req.headers.authorization, digest)) {
       res.setHeader('www-authenticate', 'Bearer')
       err(res, 401, 'UNAUTHENTICATED', 'admin token required')
@@ -98,17 +93,17 @@ export function createAdminServer (host: string, token: string | null, hooks: Ad
     }
     if (path === '/readyz') {
       const ready = hooks.ready()
-      send(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' })
+      sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' })
       return
     }
     if (path === '/admin/reload') {
       if (method !== 'POST') { res.setHeader('allow', 'POST'); err(res, 405, 'METHOD_NOT_ALLOWED', 'use POST'); return }
       const r = await hooks.reload()
-      if (r.ok) send(res, 200, { status: 'reloaded' })
+      if (r.ok) sendJson(res, 200, { status: 'reloaded' })
       else err(res, 400, 'CONFIG_INVALID', 'config rejected; the previous config keeps serving', { errors: r.errors })
       return
     }
-    if (path === '/admin/upstreams' && hooks.upstreams !== undefined) { send(res, 200, hooks.upstreams()); return }
+    if (path === '/admin/upstreams' && hooks.upstreams !== undefined) { sendJson(res, 200, hooks.upstreams()); return }
     if (path.startsWith('/admin/queue/') && path.endsWith('/joins') && hooks.queueJoins !== undefined) {
       if (method !== 'GET' && method !== 'HEAD') { res.setHeader('allow', 'GET'); err(res, 405, 'METHOD_NOT_ALLOWED', 'use GET'); return }
       let campaign: string

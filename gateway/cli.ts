@@ -1,9 +1,11 @@
 /**
- * The `flashgate` command. Subcommands: serve, validate, origin, demo, bench. Unknown commands and
+ * The `flashgate` command. Subcommands: serve, validate, origin, demo, bench, capacity, audit-queue.
+ * Every one parses its flags with gateway/cli-args.ts (node:util parseArgs): unknown commands and
  * flags exit 2 with usage; `--help` works everywhere. `serve` logs JSON lines on stderr, including
  * one `listening` line with the public and admin URLs.
  */
 import cluster from 'node:cluster'
+import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { loadConfigFile } from '../conf/load.js'
@@ -12,6 +14,8 @@ import { ConfigError } from '../conf/errors.js'
 import { createLog } from './log.js'
 import { SHIPPED_FLAGS, missingFlags } from './node-flags.js'
 import { VERSION } from './version.js'
+import { UsageError, command } from './cli-args.js'
+import type { AuditResult } from '../antibot/audit-queue.js'
 
 const USAGE: Readonly<Record<string, string>> = {
   main: `Usage: flashgate <command> [options]
@@ -38,35 +42,15 @@ Run 'flashgate <command> --help' for a command's options.`,
 
 Signals: SIGHUP reloads the config (invalid files are rejected, the old config keeps serving);
 SIGTERM/SIGINT stop accepting, let in-flight requests finish (server.drain_timeout), exit 0.`,
+  'audit-queue': `Usage: flashgate audit-queue --campaign C --seed HEX --joins FILE
+
+Recomputes a waiting room's pre-queue order from its revealed seed (GET /_flashgate/queue/seed after
+starts_at) and its join log (GET /admin/queue/C/joins), prints "position<TAB>user" per line, and exits 1
+when what was served differs (or the seed does not match the room's commitment).`,
   validate: `Usage: flashgate validate --config FILE
 
 Exits 0 when the config is valid; otherwise exits 1 and prints one line per problem:
   FILE:LINE:COL: message`
-}
-
-interface Parsed { flags: Map<string, string | true>, error: string | null }
-
-/** Parse `--name value` / `--name=value` / boolean `--help`; anything else is an error. */
-function parseFlags (args: readonly string[], valued: readonly string[], booleans: readonly string[] = ['help']): Parsed {
-  const flags = new Map<string, string | true>()
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string
-    if (a === '-h') { flags.set('help', true); continue }
-    if (!a.startsWith('--')) return { flags, error: `unexpected argument: ${a}` }
-    const eq = a.indexOf('=')
-    const name = eq === -1 ? a.slice(2) : a.slice(2, eq)
-    if (booleans.includes(name)) {
-      if (eq !== -1) return { flags, error: `--${name} takes no value` }
-      flags.set(name, true)
-    } else if (valued.includes(name)) {
-      const v = eq === -1 ? args[++i] : a.slice(eq + 1)
-      if (v === undefined || v === '') return { flags, error: `--${name} needs a value` }
-      flags.set(name, v)
-    } else {
-      return { flags, error: `unknown option: --${name}` }
-    }
-  }
-  return { flags, error: null }
 }
 
 function usageError (cmd: string, msg: string): number {
@@ -81,32 +65,33 @@ function parseWorkers (v: string): number | null {
   return n >= 1 ? n : null
 }
 
-async function validate (args: readonly string[]): Promise<number> {
-  const p = parseFlags(args, ['config'])
-  if (p.error !== null) return usageError('validate', p.error)
-  if (p.flags.has('help')) { process.stdout.write(USAGE.validate + '\n'); return 0 }
-  const file = p.flags.get('config')
-  if (typeof file !== 'string') return usageError('validate', '--config FILE is required')
-  const r = loadConfigFile(file)
-  if (!r.ok) { process.stdout.write(r.errors.join('\n') + '\n'); return 1 }
-  for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
-  process.stdout.write(`${file}: ok\n`)
-  return 0
+async function validate (args: readonly string[]): Promise<number | null> {
+  return await command({ prog: 'flashgate', usage: USAGE.validate as string, flags: { config: 'string' } }, args, ({ values }) => {
+    const file = values.config
+    if (file === undefined) throw new UsageError('--config FILE is required')
+    const r = loadConfigFile(file)
+    if (!r.ok) { process.stdout.write(r.errors.join('\n') + '\n'); return 1 }
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`)
+    process.stdout.write(`${file}: ok\n`)
+    return 0
+  })
 }
 
 /** Returns null when the process should keep running (serving). */
 async function serve (args: readonly string[]): Promise<number | null> {
-  const p = parseFlags(args, ['config', 'workers'])
-  if (p.error !== null) return usageError('serve', p.error)
-  if (p.flags.has('help')) { process.stdout.write(USAGE.serve + '\n'); return 0 }
-  const file = p.flags.get('config')
-  if (typeof file !== 'string') return usageError('serve', '--config FILE is required')
-  const wflag = p.flags.get('workers')
-  let workers: number | null = null
-  if (typeof wflag === 'string') {
-    workers = parseWorkers(wflag)
-    if (workers === null) return usageError('serve', `--workers must be a positive number or auto, not "${wflag}"`)
-  }
+  return await command({ prog: 'flashgate', usage: USAGE.serve as string, flags: { config: 'string', workers: 'string' } }, args, async ({ values }) => {
+    const file = values.config
+    if (file === undefined) throw new UsageError('--config FILE is required')
+    let workers: number | null = null
+    if (values.workers !== undefined) {
+      workers = parseWorkers(values.workers)
+      if (workers === null) throw new UsageError(`--workers must be a positive number or auto, not "${values.workers}"`)
+    }
+    return await serveWith(file, workers)
+  })
+}
+
+async function serveWith (file: string, workers: number | null): Promise<number | null> {
   try {
     if (cluster.isWorker) {
       const index = Number(process.env.FLASHGATE_WORKER_INDEX ?? 0)
@@ -134,6 +119,32 @@ async function serve (args: readonly string[]): Promise<number | null> {
     process.stderr.write(`flashgate: cannot start: ${err instanceof Error ? err.message : String(err)}\n`)
     return 1
   }
+}
+
+/** `flashgate audit-queue`: antibot/audit-queue.ts does the check; this reads the log and prints. */
+async function auditQueueCommand (args: readonly string[]): Promise<number | null> {
+  return await command({ prog: 'flashgate', usage: USAGE['audit-queue'] as string, flags: { campaign: 'string', seed: 'string', joins: 'string' } }, args, async ({ values }) => {
+    const { campaign, seed, joins } = values
+    if (campaign === undefined) throw new UsageError('--campaign is required')
+    if (seed === undefined) throw new UsageError('--seed is required')
+    if (joins === undefined) throw new UsageError('--joins is required')
+    let text: string
+    try { text = readFileSync(joins, 'utf8') } catch (err) {
+      process.stderr.write(`flashgate: cannot read ${joins}: ${(err as NodeJS.ErrnoException).code ?? String(err)}\n`)
+      return 2
+    }
+    const { auditQueue } = await import('../antibot/audit-queue.js')
+    let r: AuditResult
+    try { r = auditQueue(campaign, seed, text) } catch (err) {
+      process.stderr.write(`flashgate: ${err instanceof Error ? err.message : String(err)}\n`)
+      return 2
+    }
+    process.stdout.write(r.order.map((u, i) => `${i + 1}\t${u}`).join('\n') + (r.order.length > 0 ? '\n' : ''))
+    for (const m of r.mismatches) process.stderr.write(`mismatch: ${m}\n`)
+    if (r.mismatches.length > 0) return 1
+    process.stderr.write(`ok: ${r.order.length} pre-queue positions match the seed\n`)
+    return 0
+  })
 }
 
 /** Delegate to another part's `main(args)`, loaded on demand. */
@@ -172,7 +183,7 @@ export async function main (args: readonly string[]): Promise<number | null> {
     case 'demo': return await delegate('demo', new URL('./demo.js', import.meta.url).href, rest)
     case 'bench': return await delegate('bench', new URL('../bench/cli.js', import.meta.url).href, rest)
     case 'capacity': return await delegate('capacity', new URL('../bench/capacity.js', import.meta.url).href, rest)
-    case 'audit-queue': return await delegate('audit-queue', new URL('../antibot/audit-queue.js', import.meta.url).href, rest)
+    case 'audit-queue': return await auditQueueCommand(rest)
     default: return usageError('main', `unknown command: ${cmd}`)
   }
 }

@@ -15,6 +15,7 @@ import { createServer } from 'node:net'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { formatErrors, loadConfigFile } from '../conf/load.js'
 import type { Config } from '../conf/types.js'
+import { command } from './cli-args.js'
 import { createLog } from './log.js'
 import { startGateway, type Gateway } from './main.js'
 import { createOrigin, type Origin } from '../origin-stub/origin.js'
@@ -120,11 +121,10 @@ async function summaryLine (gw: Gateway, origin: Origin, config: Config, startsA
 
 /** The `demo` subcommand. Resolves with the exit code once stopped (Ctrl-C). */
 export async function main (args: string[]): Promise<number> {
-  for (const a of args) {
-    if (a === '--help' || a === '-h') { process.stdout.write(USAGE + '\n'); return 0 }
-    process.stderr.write(`flashgate demo: unknown option: ${a}\n\n${USAGE}\n`)
-    return 2
-  }
+  return await command({ prog: 'flashgate demo', usage: USAGE, flags: {} }, args, runDemo) ?? 0
+}
+
+async function runDemo (): Promise<number> {
   const taken = new Set<number>()
   const gwPort = await pickPort(8080, taken)
   const adminPort = await pickPort(9090, taken)

@@ -39,6 +39,7 @@ import type { Config, JournalConfig } from '../conf/types.js'
 import { JournalFile, decodeFrames } from '../limiter/journal.js'
 import { replayAdmit, replayGiveBack, type ReplayResult } from '../limiter/quota-ledger.js'
 import { bufferBody } from './http/body.js'
+import { sendJson } from './http/json.js'
 import type { Store } from '../limiter/store.js'
 import { StoreError } from '../conf/errors.js'
 import { rejection } from './pipeline/reject.js'
@@ -528,13 +529,12 @@ export class PendingJournal implements PendingSink {
 
   /** `GET /_flashgate/pending/:ticket`. */
   handler (identity: (ctx: RequestContext) => string | null): EdgeHandler {
-    const notFound = JSON.stringify({ code: 'NOT_FOUND', message: 'no such ticket' })
+    const notFound = Buffer.from(JSON.stringify({ code: 'NOT_FOUND', message: 'no such ticket' }))
     return async (req: IncomingMessage, res: ServerResponse, e) => {
       const path = (req.url ?? '').split('?')[0] as string
       const ticket = path.slice(PENDING_PATH.length)
       if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { 'content-type': 'application/json', 'cache-control': 'no-store', allow: 'GET, HEAD' })
-        res.end(JSON.stringify({ code: 'METHOD_NOT_ALLOWED', message: 'GET only' }))
+        sendJson(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'GET only' }, ['allow', 'GET, HEAD'])
         return
       }
       const ctx = {
@@ -544,8 +544,7 @@ export class PendingJournal implements PendingSink {
       const user = identity(ctx)
       const v = await this.lookup(ticket, user)
       if (v === null) {
-        res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-        res.end(notFound)
+        sendJson(res, 404, notFound)
         return
       }
       const out: Record<string, unknown> = { status: v.status, ticket }
@@ -556,8 +555,7 @@ export class PendingJournal implements PendingSink {
         if (v.upstream.contentType !== null && v.upstream.contentType.includes('json')) { try { body = JSON.parse(v.upstream.body) } catch { /* kept as text */ } }
         out.upstream = { status: v.upstream.status, body }
       }
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
-      res.end(JSON.stringify(out))
+      sendJson(res, 200, out)
     }
   }
 

@@ -1,14 +1,15 @@
 /**
- * What the edge endpoints share: the pre-encoded rejection writer and the request context the identity
+ * What the edge endpoints share: their rejection writer (gateway/http/json.ts) and the request context the identity
  * resolver reads (edge endpoints run outside the pipeline).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Rejection, RequestContext } from '../pipeline/types.js'
-import { REJECT_HEADERS, rejection } from '../pipeline/reject.js'
+import { rejection } from '../pipeline/reject.js'
+import { sendRejection } from '../http/json.js'
 
+/** A rejection from an edge endpoint: gateway/http/json.ts writes it (through writeHead, with the request id). */
 export function reject (res: ServerResponse, r: Rejection): void {
-  res.writeHead(r.status, [...REJECT_HEADERS, 'content-length', String(r.body.length), ...(r.headers ?? [])])
-  res.end(r.body)
+  sendRejection(res, r)
 }
 
 export const METHOD = rejection('METHOD_NOT_ALLOWED', 'use GET', { headers: ['allow', 'GET, HEAD'] })

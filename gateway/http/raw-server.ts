@@ -26,7 +26,9 @@ import { Readable } from 'node:stream'
 import type { Config } from '../../conf/types.js'
 import type { Log } from '../log.js'
 import type { Metrics } from '../metrics.js'
-import type { Rejection } from '../pipeline/types.js'
+import type { RejectCode, Rejection } from '../pipeline/types.js'
+import { rejection } from '../pipeline/reject.js'
+import { rejectionHead } from './json.js'
 import { ChunkedDecoder, HeadParser, TOKEN, latin1, type Head } from './raw-parser.js'
 
 /**
@@ -41,9 +43,9 @@ interface Flushable { onFlushed (err: Error | null | undefined): void, onSocketC
 
 // ---- pre-encoded answers ----------------------------------------------------------------------
 
-function rawAnswer (status: number, code: string, message: string): Buffer {
-  const body = JSON.stringify({ code, message })
-  return Buffer.from(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`, 'latin1')
+function rawAnswer (status: number, code: RejectCode, message: string): Buffer {
+  const r = { ...rejection(code, message), status }
+  return Buffer.from(rejectionHead(r) + 'connection: close\r\n\r\n' + r.body.toString(), 'latin1')
 }
 // The same bytes node:http's clientError handler answers (gateway/http/server.ts RAW_*).
 const RAW_400 = rawAnswer(400, 'BAD_REQUEST', 'malformed request')
@@ -102,7 +104,7 @@ const encodedCache = new WeakMap<Rejection, Encoded>()
 function encoded (r: Rejection): Encoded {
   let e = encodedCache.get(r)
   if (e !== undefined) return e
-  let line = `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? 'unknown'}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${r.body.length}\r\n`
+  let line = rejectionHead(r)
   const h = r.headers
   if (h !== null) {
     for (let i = 0; i + 1 < h.length; i += 2) {

@@ -24,7 +24,8 @@ import { StoreError } from '../../conf/errors.js'
 import type { Log } from '../log.js'
 import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from '../metrics.js'
 import { closeGuards, runPipeline, type CompiledRoute, type PipelineSink } from '../pipeline/build.js'
-import { REJECT_HEADERS, STATUS, rejection } from '../pipeline/reject.js'
+import { STATUS, rejection } from '../pipeline/reject.js'
+import { rejectionHead, sendRejection, writeRejection } from './json.js'
 import { compileRouter, type Router } from './router.js'
 import { NO_TRACER, type Tracer } from '../otlp.js'
 import { formatTraceparent, newRequestId, newSpanId, newTraceId, parseTraceparent, sampledByRatio, validRequestId } from '../trace.js'
@@ -139,29 +140,6 @@ const TOO_LARGE_EVENT = 'flashgate:too-large'
 /** Spool file names: pid, a counter and a random part (opened with O_EXCL). */
 let spoolSeq = 0
 
-/** Flat header list of a rejection (JSON content type, no-store, length, its own headers), cached per Rejection. */
-const headerCache = new WeakMap<Rejection, string[]>()
-function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null): string[] {
-  if (extra === null && !close) {
-    let h = headerCache.get(r)
-    if (h === undefined) {
-      h = [...REJECT_HEADERS, 'content-length', String(r.body.length)]
-      if (r.headers !== null) h.push(...r.headers)
-      headerCache.set(r, h)
-    }
-    if (requestId === null) return h
-    const out = h.slice()
-    out.push('x-request-id', requestId)
-    return out
-  }
-  const h = [...REJECT_HEADERS, 'content-length', String(r.body.length)]
-  if (r.headers !== null) h.push(...r.headers)
-  if (extra !== null) h.push(...extra)
-  if (requestId !== null) h.push('x-request-id', requestId)
-  if (close) h.push('connection', 'close')
-  return h
-}
-
 /**
  * The strict listener's in-place lane (gateway/http/raw-server.ts LaneRequest): a bodiless request
  * whose `req`/`res` are reused stand-ins that can only carry a rejection; anything else first upgrades
@@ -170,21 +148,6 @@ function rejectionHeaders (r: Rejection, extra: readonly string[] | null, close:
 interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse] }
 function isLane (req: IncomingMessage): req is IncomingMessage & Lane {
   return (req as Partial<Lane>).laneUpgrade !== undefined
-}
-
-type RejectFast = (this: ServerResponse, r: Rejection, extra: readonly string[] | null, close: boolean, requestId: string | null) => void
-
-/**
- * Write a rejection unless an answer was already started or the client is gone. `close` asks for
- * `connection: close` on HTTP/1.1 (an HTTP/2 answer carries no connection header).
- */
-export function writeRejection (res: ServerResponse, r: Rejection, extra: readonly string[] | null = null, close = false, requestId: string | null = null): void {
-  if (res.headersSent || res.destroyed) return
-  // The strict listener's response (gateway/http/raw-server.ts) writes the pre-encoded bytes itself.
-  const fast = (res as { rejectFast?: RejectFast }).rejectFast
-  if (fast !== undefined) { fast.call(res, r, extra, close, requestId); return }
-  res.writeHead(r.status, rejectionHeaders(r, extra, close && !('stream' in res), requestId))
-  res.end(r.body)
 }
 
 /** More than one Host field (node:http keeps the first in req.headers; the raw list has them all). */
@@ -765,7 +728,7 @@ export class Frontend implements PipelineSink<Ctx> {
     })
     const fail = (err: unknown): void => {
       this.log('error', 'edge handler failed', { path, err })
-      writeRejection(res, ANSWERS.internal)
+      sendRejection(res, ANSWERS.internal)
     }
     try {
       const r = handler(req, res, { clientIp, now: this.clock(), query: new URLSearchParams(query) })
@@ -789,13 +752,13 @@ function edgeCode (chunk: unknown, status: number): string {
   return `HTTP_${status}`
 }
 
-const RAW_400 = rawAnswer(400, 'Bad Request', ANSWERS.badRequest)
-const RAW_408 = rawAnswer(408, 'Request Timeout', rejection('REQUEST_TIMEOUT', 'request not received in time'))
-const RAW_505 = rawAnswer(505, 'HTTP Version Not Supported', ANSWERS.unsupportedVersion)
-const RAW_431 = rawAnswer(431, 'Request Header Fields Too Large', rejection('BAD_REQUEST', 'request headers too large'))
+const RAW_400 = rawAnswer(ANSWERS.badRequest)
+const RAW_408 = rawAnswer(rejection('REQUEST_TIMEOUT', 'request not received in time'))
+const RAW_505 = rawAnswer(ANSWERS.unsupportedVersion)
+const RAW_431 = rawAnswer({ ...rejection('BAD_REQUEST', 'request headers too large'), status: 431 })
 
-function rawAnswer (status: number, text: string, r: Rejection): string {
-  return `HTTP/1.1 ${status} ${text}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: ${r.body.length}\r\nconnection: close\r\n\r\n${r.body.toString()}`
+function rawAnswer (r: Rejection): string {
+  return rejectionHead(r) + 'connection: close\r\n\r\n' + r.body.toString()
 }
 
 /**

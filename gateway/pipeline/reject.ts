@@ -1,5 +1,5 @@
 /**
- * Rejections: built once (at config load) with their JSON body pre-encoded, written with one writeHead.
+ * Rejections: built once (at config load) with their JSON body pre-encoded; gateway/http/json.ts writes them.
  */
 import type { RejectOverride } from '../../conf/types.js'
 import type { RejectCode, Rejection } from './types.js'
@@ -46,6 +46,3 @@ export function rejection (code: RejectCode, message: string, opts: {
     : JSON.stringify({ code, message, ...opts.extra })
   return { status, code, body: Buffer.from(body), headers: opts.headers ?? null }
 }
-
-/** Headers every rejection carries. */
-export const REJECT_HEADERS: readonly string[] = ['content-type', 'application/json', 'cache-control', 'no-store']

@@ -14,7 +14,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { UsageError, parseOptions } from '../../bench/options.js'
+import { parseOptions } from '../../bench/options.js'
+import { UsageError } from '../../gateway/cli-args.js'
 import { needTools } from '../helpers/tools.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -271,7 +272,7 @@ t.test('usage: --help exits 0, bad flags and values exit 2', async (t) => {
   t.match(help.stdout, /--requests-per-step N/)
   t.match(help.stdout, /--pause S/)
   t.equal(bad.code, 2)
-  t.match(bad.stderr, /unknown option --bogus/)
+  t.match(bad.stderr, /unknown option: --bogus/)
   // ... and the option parser itself, whose UsageError is what exits 2.
   t.throws(() => parseOptions(['--scenario', 'nope']), /--scenario: expected one of flash-sale, proxy, reject, funnel/)
   t.same(parseOptions(['--mix', 'SOLD_OUT:95,passed:5']).mix, { SOLD_OUT: 0.95, passed: 0.05 }, '--mix: weights become shares')

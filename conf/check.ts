@@ -3,7 +3,7 @@
  * problem when the node is wrong and returns `undefined`, so the loader keeps going and reports every
  * problem in one pass.
  */
-import { quote } from './parse.js'
+import { quote } from './quote.js'
 import type { Diagnostics, PMap, PNode, Pos, PScalar, PSeq } from './tree.js'
 
 /** Levenshtein distance, for "did you mean" suggestions. */

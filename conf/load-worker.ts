@@ -12,7 +12,8 @@
  * Run as a module it is the worker; imported, `checkConfigOffThread` starts one per call.
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
-import { deepFreeze, loadConfigFile } from './load.js'
+import { deepFreeze } from './loader/freeze.js'
+import { loadConfigFile } from './load.js'
 import type { Config } from './types.js'
 
 export interface OffThreadResult {

@@ -33,11 +33,6 @@ import type { Config } from './types.js'
 import { readConfig } from './loader/config.js'
 import { deepFreeze } from './loader/freeze.js'
 
-export { parseDuration, parseRate, parseSize, parseHostPort, parseTimerDuration, checkCidr, isLoopbackHost } from './parse.js'
-export { DEFAULTS, CAPTCHA_VERIFY_URLS, CAPTCHA_TOKEN_DEFAULTS } from './loader/defaults.js'
-export { tlsProblem } from './loader/listeners.js'
-export { deepFreeze } from './loader/freeze.js'
-
 /** The loader's answer: a frozen config and warnings, or every problem found. */
 export type LoadResult =
   | { readonly ok: true, readonly config: Config, readonly warnings: string[] }

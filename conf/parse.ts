@@ -16,7 +16,6 @@ import { parseCidr } from './cidr.js'
 import { quote } from './quote.js'
 import type { HostPort, Rate } from './types.js'
 
-export { quote } from './quote.js'
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy
@@ -125,8 +124,6 @@ export function parseHostPort (input: string | number): HostPort {
   return { host, port: p }
 }
 
-/** True for loopback hosts (the one check: conf/cidr.ts isLoopback). */
-export { isLoopback as isLoopbackHost } from './cidr.js'
 
 /**
  * Checks an IPv4/IPv6 address or CIDR (`10.0.0.0/8`, `2001:db8::/32`, `203.0.113.7`); returns an error

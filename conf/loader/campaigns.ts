@@ -1,6 +1,6 @@
 /** `campaigns:` with their products and waiting rooms, and the index guards check their references against. */
 import type { Checker } from '../check.js'
-import { quote } from '../parse.js'
+import { quote } from '../quote.js'
 import { fmtPos } from '../tree.js'
 import type { PNode, Pos } from '../tree.js'
 import type { CampaignConfig, ProductConfig, WaitingRoomConfig } from '../types.js'

@@ -9,7 +9,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { didYouMean, MapView } from '../check.js'
 import type { Checker } from '../check.js'
 import { globSync, hasMagic } from '../glob.js'
-import { quote } from '../parse.js'
+import { quote } from '../quote.js'
 import { fmtPos, parseYaml } from '../tree.js'
 import type { PNode, Pos } from '../tree.js'
 

@@ -5,7 +5,8 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import type { Checker } from '../check.js'
-import { checkCidr, quote } from '../parse.js'
+import { checkCidr } from '../parse.js'
+import { quote } from '../quote.js'
 import type { PNode } from '../tree.js'
 
 /** An ip file, read and checked once: its absolute path and its entries. */

@@ -2,7 +2,7 @@
 import { realpathSync, statSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import type { Checker } from '../check.js'
-import { quote } from '../parse.js'
+import { quote } from '../quote.js'
 import type { PNode, PScalar } from '../tree.js'
 import type { RouteMatch, StaticConfig } from '../types.js'
 import { DEFAULTS } from './defaults.js'

@@ -5,7 +5,7 @@
  */
 import { didYouMean } from '../check.js'
 import type { MapView } from '../check.js'
-import { quote } from '../parse.js'
+import { quote } from '../quote.js'
 import type { PNode } from '../tree.js'
 import type { ValueSource } from '../types.js'
 import type { GuardEnv, RouteCtx } from './guards/env.js'

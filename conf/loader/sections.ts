@@ -5,7 +5,9 @@ import { failed } from '../check.js'
 import type { Checker, MapView } from '../check.js'
 import { readJournal } from '../journal.js'
 import { ORIGIN_ORDER_KEYS, readOriginOrders } from '../origin-orders.js'
-import { isLoopbackHost, parseHostPort, quote } from '../parse.js'
+import { parseHostPort } from '../parse.js'
+import { isLoopback } from '../cidr.js'
+import { quote } from '../quote.js'
 import { readStoreHa, STORE_HA_KEYS } from '../store-ha.js'
 import type { PNode, Pos, PScalar } from '../tree.js'
 import type { AccessLogConfig, HostPort, IdentityConfig, LinkKey, OriginConfig, SecretsConfig, ServerLimits, StoreConfig, TracingConfig } from '../types.js'
@@ -30,7 +32,7 @@ export function readAdmin (ck: Checker, top: MapView): { admin: HostPort | null,
     : hostPort(ck, adminNode, 'admin') ?? null
   const adminToken = ck.str(top.get('admin_token'), 'admin_token', { secret: true }) ?? null
   if (adminToken !== null && Buffer.byteLength(adminToken) < MIN_SECRET_BYTES) ck.warn(top.get('admin_token')?.pos ?? top.pos, `admin_token is shorter than ${MIN_SECRET_BYTES} bytes; use a long random token`)
-  if (admin !== null && !isLoopbackHost(admin.host) && adminToken === null) {
+  if (admin !== null && !isLoopback(admin.host) && adminToken === null) {
     ck.error(adminNode?.pos ?? top.pos, `admin: listening on non-loopback address ${admin.host} needs admin_token (or bind it to 127.0.0.1)`)
   }
   return { admin, adminToken }

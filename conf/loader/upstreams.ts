@@ -1,7 +1,7 @@
 /** `upstreams:` (from the main file and the included ones): each a balance and its targets. */
 import { didYouMean } from '../check.js'
 import type { Checker } from '../check.js'
-import { quote } from '../parse.js'
+import { quote } from '../quote.js'
 import { fmtPos } from '../tree.js'
 import type { PNode, Pos, PScalar } from '../tree.js'
 import type { BalanceConfig, UpstreamConfig, UpstreamTarget } from '../types.js'

@@ -2,7 +2,8 @@
  * The small value readers every section uses: each takes the Checker, reads one YAML node and reports
  * its own problem at the node's position (answering undefined), so callers only pick a default.
  */
-import { checkCidr, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration, quote } from '../parse.js'
+import { checkCidr, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration } from '../parse.js'
+import { quote } from '../quote.js'
 import { didYouMean, failed } from '../check.js'
 import type { Checker } from '../check.js'
 import type { PNode, PScalar } from '../tree.js'

@@ -1,6 +1,7 @@
 // Tables for the unit parsers every module shares: durations, rates, sizes, addresses, CIDRs.
 import t from 'tap'
-import { checkCidr, isLoopbackHost, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration } from '../../conf/load.js'
+import { isLoopback as isLoopbackHost } from '../../conf/cidr.js'
+import { checkCidr, parseDuration, parseHostPort, parseRate, parseSize, parseTimerDuration } from '../../conf/parse.js'
 
 t.test('parseDuration', async (t) => {
   const good: Array<[string | number, number]> = [

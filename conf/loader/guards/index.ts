@@ -4,7 +4,7 @@
  */
 import { didYouMean } from '../../check.js'
 import type { MapView } from '../../check.js'
-import { quote } from '../../parse.js'
+import { quote } from '../../quote.js'
 import type { PMap, PNode, Pos } from '../../tree.js'
 import type { GuardConfig, RejectOverride } from '../../types.js'
 import type { Checker } from '../../check.js'
@@ -19,7 +19,6 @@ import { readRateLimit } from './rate-limit.js'
 import { readSignedLink } from './signed-link.js'
 import { readWaitingRoom } from './waiting-room.js'
 
-export type { GuardEnv, RouteCtx } from './env.js'
 
 const GUARD_KINDS = ['deny', 'rate_limit', 'captcha', 'signed_link', 'campaign_window', 'dedupe', 'quota', 'waiting_room'] as const
 type Kind = typeof GUARD_KINDS[number]

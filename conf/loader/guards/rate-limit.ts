@@ -1,7 +1,7 @@
 /** `rate_limit:` a token bucket (node or cluster scope) or a node-local leaky bucket, keyed by ip, user, route or headers. */
 import { didYouMean } from '../../check.js'
 import type { PNode, PScalar } from '../../tree.js'
-import { quote } from '../../parse.js'
+import { quote } from '../../quote.js'
 import { fmtPos } from '../../tree.js'
 import type { Checker } from '../../check.js'
 import type { Rate, RateKeyPart, RateLimitGuardConfig } from '../../types.js'

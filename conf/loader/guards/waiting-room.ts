@@ -1,5 +1,5 @@
 /** `waiting_room:` a pass from the campaign's room is required (the room is configured on the campaign). */
-import { quote } from '../../parse.js'
+import { quote } from '../../quote.js'
 import type { WaitingRoomGuardConfig } from '../../types.js'
 import { campaignSource } from '../refs.js'
 import { policy } from '../values.js'

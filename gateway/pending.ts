@@ -17,6 +17,10 @@
  *   final at once (SOLD_OUT, DUPLICATE). The upstream's answer is recorded (`r`) and the unit (and dedupe
  *   mark) given back as a live request would (any 4xx/5xx or no answer returns the unit). No answer after
  *   3 tries → FAILED (`code: UPSTREAM_UNAVAILABLE`), unit given back.
+ * - Order across the outage: while entries for a product wait for their store step, new buys for it are
+ *   journaled too (the quota asks `holds`), even though the store answers again: they replay after the
+ *   older ones, and the live path resumes once the backlog is judged. Otherwise a live buyer arriving
+ *   right after the store came back would take a unit before the replay reached the earlier arrivals.
  * - Restart: the journal is read back; entries without a final record are replayed (those with an `a`
  *   record go straight to the upstream); a torn last record (a crash mid-write: never acknowledged) is
  *   dropped and counted. Once nothing is left to replay the file is compacted to the final answers.
@@ -64,6 +68,12 @@ export interface PendingBuy {
 /** The journal as guards see it (GuardDeps.pending). */
 export interface PendingSink {
   submit (ctx: RequestContext, buy: PendingBuy): Verdict | Promise<Verdict>
+  /**
+   * Whether this journal holds entries for the product whose store step is not made yet (replay pending
+   * or in progress). While it does, the quota journals new buys for the product too instead of taking a
+   * unit live, so that nobody who arrived later is judged before them (arrival order across the outage).
+   */
+  holds (campaign: string, product: string): boolean
 }
 
 interface Entry {
@@ -208,6 +218,8 @@ export class PendingJournal implements PendingSink {
   private readonly file: JournalFile
   /** Entries not final yet, in journal order; `taken` once the store admitted them. */
   private readonly queue: Array<Slot> = []
+  /** Per `campaign\u0000product`: entries in `queue` whose store step is not made yet (`taken` null). */
+  private readonly unjudged = new Map<string, number>()
   /** Index in `queue` of the next entry the replay loop judges. */
   private next = 0
   private readonly tickets = new Map<string, TicketView>()
@@ -257,10 +269,23 @@ export class PendingJournal implements PendingSink {
     }
     for (const id of order) {
       const q = byId.get(id)
-      if (q !== undefined) this.queue.push({ entry: q.entry, taken: q.taken, durable: Promise.resolve(true) })
+      if (q === undefined) continue
+      this.queue.push({ entry: q.entry, taken: q.taken, durable: Promise.resolve(true) })
+      if (q.taken === null) this.count(q.entry, 1)
     }
     this.metrics.depth.set(this.queue.length)
     if (this.queue.length > 0) this.opts.log('info', 'journal: entries to replay', { entries: this.queue.length })
+  }
+
+  private count (e: Entry, delta: number): void {
+    const k = `${e.campaign}\u0000${e.product}`
+    const n = (this.unjudged.get(k) ?? 0) + delta
+    if (n > 0) this.unjudged.set(k, n)
+    else this.unjudged.delete(k)
+  }
+
+  holds (campaign: string, product: string): boolean {
+    return this.unjudged.has(`${campaign}\u0000${product}`)
   }
 
   /** A reload: replays judge against the new config's products and upstreams. */
@@ -301,6 +326,7 @@ export class PendingJournal implements PendingSink {
       // In the queue before the write returns, so that arrival order is journal order and `full` counts it.
       const slot: Slot = { entry, taken: null, durable: Promise.resolve(false) }
       this.queue.push(slot)
+      this.count(entry, 1)
       this.metrics.depth.set(this.queue.length)
       slot.durable = this.file.append(entry).then(() => {
         this.tickets.set(id, { user, status: 'PENDING' })
@@ -309,7 +335,7 @@ export class PendingJournal implements PendingSink {
         return true
       }, (err: unknown) => {
         const i = this.queue.indexOf(slot)
-        if (i >= 0) { this.queue.splice(i, 1); if (i < this.next) this.next-- }
+        if (i >= 0) { this.queue.splice(i, 1); if (i < this.next) this.next--; this.count(entry, -1) }
         this.metrics.depth.set(this.queue.length)
         this.metrics.refused.inc({ reason: 'write' })
         this.opts.log('error', 'journal write failed', { error: err instanceof Error ? err.message : String(err) })
@@ -351,6 +377,7 @@ export class PendingJournal implements PendingSink {
         this.next++
         if (r.status === 'ADMITTED') {
           slot.taken = r.segment
+          this.count(slot.entry, -1)
           const taken: Taken = { t: 'a', id: slot.entry.id, segment: r.segment }
           this.file.append(taken).then(() => { this.send(slot) }, (err: unknown) => {
             // The unit is taken but the record is not durable: send anyway (a restart would find its mark).
@@ -471,6 +498,7 @@ export class PendingJournal implements PendingSink {
     if (i >= 0) {
       this.queue.splice(i, 1)
       if (i < this.next) this.next--
+      if (slot.taken === null) this.count(slot.entry, -1)
     }
     this.metrics.depth.set(this.queue.length)
     this.metrics.replayed.inc({ outcome: fin.status })

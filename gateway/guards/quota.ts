@@ -264,18 +264,33 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
    */
   const liveMark = (ctx: RequestContext, i: number): string => `${ctx.requestId ?? ''}/${i}`
 
+  /**
+   * Hand the buy to the journal (202 PENDING, or 503 when it is full) with what its replay must judge:
+   * the dedupe mark — this guard's own when fused, else the one a dedupe before it left (journal-marks.ts)
+   * — and a waiting-room pass not yet marked used.
+   */
+  const journalBuy = (sink: NonNullable<GuardDeps['pending']>, ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null): Verdict | Promise<Verdict> => {
+    const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
+    const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : jm !== undefined ? { key: jm.key, ttlMs: jm.ttlMs } : null
+    const rp = ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined
+    return sink.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m, ...(rp !== undefined ? { pass: { room: rp.room, user: rp.user, exp: rp.exp } } : {}) })
+  }
+
+  /**
+   * Arrival order across an outage: while this node's journal holds entries for the product not yet
+   * judged by the store (replay pending or in progress), a new buy is journaled behind them instead of
+   * taking a unit live, even though the store answers — else a buyer arriving just after the store came
+   * back would be admitted ahead of earlier ones still waiting in the journal. No store call is made: its
+   * dedupe mark and room pass go into the entry, and the replay applies them in order.
+   */
+  const behindBacklog = (p: Product): boolean => pending !== null && pending.holds(p.campaign, p.product)
+
   const onError = (err: unknown, late: { rejected: boolean }, ctx: RequestContext, p: Product, markKey: string | null, mark: MarkSpec | null, seg: number, epoch: number): Verdict | Promise<Verdict> => {
     asStoreError(err)
     fallbacks.inc()
     // Answered with a rejection, a unit from the lease, or PENDING (the replay takes the unit again): a late "applied" gives the unit back.
     late.rejected = true
-    if (pending !== null) {
-      // The dedupe mark: set in this guard's call (fused), or left by a dedupe before it (a cluster).
-      const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
-      const m = mark !== null ? { key: markKey as string, ttlMs: mark.ttlMs } : jm !== undefined ? { key: jm.key, ttlMs: jm.ttlMs } : null
-      const rp = ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined
-      return pending.submit(ctx, { campaign: p.campaign, product: p.product, user: deps.identity(ctx), mark: m, ...(rp !== undefined ? { pass: { room: rp.room, user: rp.user, exp: rp.exp } } : {}) })
-    }
+    if (pending !== null) return journalBuy(pending, ctx, p, markKey, mark)
     if (local) {
       const s = takeUnit(p.lease, seg)
       if (s >= 0) {
@@ -407,6 +422,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
       if (pending !== null) {
+        if (behindBacklog(p)) return journalBuy(pending, ctx, p, null, null)
         const rp = ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined
         const go = (): Verdict | Promise<Verdict> => {
           const jm = ctx.locals?.[JOURNAL_MARK] as JournalMark | undefined
@@ -423,6 +439,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       const p = find(ctx)
       if (p === undefined) return notFound
       if (p.latchUntil > ctx.now) return soldOut
+      if (pending !== null && behindBacklog(p)) return journalBuy(pending, ctx, p, markKey, mark)
       const rp = pending !== null ? ctx.locals?.[ROOM_PASS] as RoomPassMark | undefined : undefined
       if (rp !== undefined) return viaPass(ctx, p, rp, () => admit(ctx, p, markKey, mark))
       return admit(ctx, p, markKey, mark)

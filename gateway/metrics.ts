@@ -21,6 +21,7 @@ export interface Metrics extends StoreMetrics {
   readonly quotaRemaining: Gauge<'campaign' | 'product'>
   /** Units given back because the request was not admitted after all (later reject, upstream failure). */
   readonly quotaReleased: Counter<'campaign' | 'product'>
+  readonly quotaInDoubt: Counter<'campaign' | 'product'>
   /** Units this process holds leased for `quota: { on_error: local }` (with workers: summed). */
   readonly quotaLeased: Gauge<'campaign' | 'product'>
   readonly storeErrors: Counter<'op'>
@@ -109,6 +110,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, prefix?: string
     quotaAdmitted: new Counter({ name: 'flashgate_quota_admitted_total', help: 'Requests admitted by the per-product quota.', labelNames: ['campaign', 'product'], registers: r }),
     quotaRemaining: new Gauge({ name: 'flashgate_quota_remaining', help: 'Quota left per product, as last seen by this node.', labelNames: ['campaign', 'product'], aggregator: 'min', registers: r }),
     quotaReleased: new Counter({ name: 'flashgate_quota_released_total', help: 'Quota units given back because the request was not admitted downstream.', labelNames: ['campaign', 'product'], registers: r }),
+    quotaInDoubt: new Counter({ name: 'flashgate_quota_in_doubt_total', help: 'Quota units kept for buys that reached the upstream and got no complete answer (it may have taken them): unsold unless it did; give back with the admin release.', labelNames: ['campaign', 'product'], registers: r }),
     quotaLeased: new Gauge({ name: 'flashgate_quota_leased', help: 'Quota units reserved in the store by this node for on_error: local and not used yet (counted as admitted there).', labelNames: ['campaign', 'product'], aggregator: 'sum', registers: r }),
     storeErrors,
     storeDuration,

@@ -15,8 +15,11 @@
  *   `store.breaker_backoff` and retries the same entry. An admitted entry is recorded (`a`) and, once that
  *   record is on disk, sent to its upstream as the original request (a few at once); refused ones are
  *   final at once (SOLD_OUT, DUPLICATE). The upstream's answer is recorded (`r`) and the unit (and dedupe
- *   mark) given back as a live request would (any 4xx/5xx or no answer returns the unit). No answer after
- *   3 tries → FAILED (`code: UPSTREAM_UNAVAILABLE`), unit given back.
+ *   mark) given back as a live request would (any 4xx/5xx returns the unit). A connection that cannot be
+ *   made is tried on the next target, 3 tries in all → FAILED (`code: UPSTREAM_UNAVAILABLE`), unit given
+ *   back. A request sent without an answer (timeout, reset) is not sent again — the upstream may have
+ *   taken the buy — and ends FAILED (`UPSTREAM_TIMEOUT` / `UPSTREAM_UNAVAILABLE`) with its unit kept, in
+ *   doubt (`flashgate_journal_in_doubt_total`), as live.
  * - Order across the outage: while entries for a product wait for their store step, new buys for it are
  *   journaled too (the quota asks `holds`), even though the store answers again: they replay after the
  *   older ones, and the live path resumes once the backlog is judged. Otherwise a live buyer arriving
@@ -109,6 +112,9 @@ const TICKET = /^(\d{1,4})-([0-9a-f]{32})$/
 const MAX_ANSWER = 64 * 1024
 const SEND_CONCURRENCY = 16
 const SEND_TRIES = 3
+/** Errors of a connection that was never made: the request did not leave, another try is safe. */
+const NOT_SENT: ReadonlySet<string> = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL'])
+const REPLAY_TIMEOUTS: ReadonlySet<string> = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
 export interface PendingOptions {
   readonly config: Config
@@ -127,6 +133,7 @@ export interface PendingMetrics {
   readonly fsync: Histogram
   readonly refused: Counter<'reason'>
   readonly torn: Counter
+  readonly inDoubt: Counter
 }
 
 function createPendingMetrics (r: Registry): PendingMetrics {
@@ -136,7 +143,8 @@ function createPendingMetrics (r: Registry): PendingMetrics {
     depth: new Gauge({ name: 'flashgate_journal_depth', help: 'Journal entries without a final answer yet.', registers: [r] }),
     fsync: new Histogram({ name: 'flashgate_journal_fsync_seconds', help: 'Time of one journal group commit (write + fdatasync of one batch).', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers: [r] }),
     refused: new Counter({ name: 'flashgate_journal_refused_total', help: 'Buys the journal refused (503 STORE_UNAVAILABLE): full, or the write failed.', labelNames: ['reason'], registers: [r] }),
-    torn: new Counter({ name: 'flashgate_journal_torn_total', help: 'Torn tails (a record cut by a crash, never acknowledged) dropped when a journal was opened.', registers: [r] })
+    torn: new Counter({ name: 'flashgate_journal_torn_total', help: 'Torn tails (a record cut by a crash, never acknowledged) dropped when a journal was opened.', registers: [r] }),
+    inDoubt: new Counter({ name: 'flashgate_journal_in_doubt_total', help: 'Replayed buys sent to the upstream without an answer (it may have taken them): not sent again, unit kept.', registers: [r] })
   }
 }
 
@@ -429,14 +437,18 @@ export class PendingJournal implements PendingSink {
   private send (slot: Slot): void {
     const go = (): void => {
       this.sending++
-      this.forward(slot.entry).then((ans) => {
+      this.forward(slot.entry).then(({ ans, sent, code }) => {
         const seg = slot.taken ?? 0
         const e = slot.entry
-        const returns = ans === null || ans.status >= 400
+        // As live (quota.ts unitReturns): a 4xx/5xx, or no answer to a request that never reached the
+        // upstream, returns the unit; one sent without an answer is in doubt and stays taken.
+        const returns = ans === null ? !sent : ans.status >= 400
         if (returns) {
           replayGiveBack(this.opts.store, e.campaign, e.product, seg).catch((err: unknown) => {
             this.opts.log('warn', 'journal give-back failed', { ticket: e.id, error: err instanceof Error ? err.message : String(err) })
           })
+        } else if (ans === null) {
+          this.metrics.inDoubt.inc()
         }
         // The dedupe mark goes as a live one would: no answer, 5xx, 408, 429 → released.
         if (e.mark !== null && (ans === null || ans.status >= 500 || ans.status === 408 || ans.status === 429)) {
@@ -447,7 +459,7 @@ export class PendingJournal implements PendingSink {
           this.opts.store.roomPass(e.pass.room, e.pass.user, this.opts.clock(), false, e.pass.exp).catch(() => {})
         }
         const fin: Final = ans === null
-          ? { t: 'r', id: e.id, user: e.user, status: 'FAILED', code: 'UPSTREAM_UNAVAILABLE' }
+          ? { t: 'r', id: e.id, user: e.user, status: 'FAILED', code }
           : { t: 'r', id: e.id, user: e.user, status: 'ADMITTED', upstream: ans }
         this.finish(slot, fin)
       }).finally(() => {
@@ -461,10 +473,15 @@ export class PendingJournal implements PendingSink {
     else this.sendQueue.push(go)
   }
 
-  /** The upstream's answer, or null when none came after SEND_TRIES tries (each on the next target). */
-  private async forward (e: Entry): Promise<UpstreamAnswer | null> {
+  /**
+   * The upstream's answer, or null when none came. Only a request that never reached an upstream (the
+   * connection could not be made) is tried again, on the next target, up to SEND_TRIES times: one that
+   * was sent and got no answer (timeout, reset) may have been acted on — a buy taken — so it is not sent
+   * twice, and `sent` tells the caller its unit is in doubt.
+   */
+  private async forward (e: Entry): Promise<{ ans: UpstreamAnswer | null, sent: boolean, code: string }> {
     const up = this.config.upstreams.get(e.upstream)
-    if (up === undefined || up.targets.length === 0) return null
+    if (up === undefined || up.targets.length === 0) return { ans: null, sent: false, code: 'UPSTREAM_UNAVAILABLE' }
     const body = Buffer.from(e.body, 'base64')
     const headers = replayHeaders(e.headers)
     for (let attempt = 0; attempt < SEND_TRIES && !this.closed; attempt++) {
@@ -484,13 +501,17 @@ export class PendingJournal implements PendingSink {
           size += b.length
         }
         const ct = res.headers['content-type']
-        return { status: res.statusCode, contentType: typeof ct === 'string' ? ct : null, body: Buffer.concat(chunks).toString('utf8') }
+        return { ans: { status: res.statusCode, contentType: typeof ct === 'string' ? ct : null, body: Buffer.concat(chunks).toString('utf8') }, sent: true, code: '' }
       } catch (err) {
+        const code = (err as { code?: unknown }).code
         this.opts.log('warn', 'journal replay: upstream failed', { ticket: e.id, target: target.url, error: err instanceof Error ? err.message : String(err) })
+        if (typeof code !== 'string' || !NOT_SENT.has(code)) {
+          return { ans: null, sent: true, code: typeof code === 'string' && REPLAY_TIMEOUTS.has(code) ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE' }
+        }
         await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)))
       }
     }
-    return null
+    return { ans: null, sent: false, code: 'UPSTREAM_UNAVAILABLE' }
   }
 
   private finish (slot: Slot, fin: Final): void {

@@ -19,8 +19,16 @@
  * and let one unit too many through). The one window left is a give-back sent by a node between the reset's DEL and that node receiving the reset message (on
  * loopback well under a millisecond); the floor at 0 still holds there.
  *
- * Give-back on the upstream's answer (unitReturns): the unit stays taken only when the upstream accepted
- * the buy (2xx/3xx); any 4xx/5xx (the origin's own SOLD_OUT or DUPLICATE locked no unit) returns it.
+ * Give-back on the upstream's answer (unitReturns): the unit stays taken when the upstream accepted the
+ * buy (2xx/3xx); any 4xx/5xx (the origin's own SOLD_OUT or DUPLICATE locked no unit) returns it. A buy
+ * that reached an upstream connection and got no complete answer (upstream timeout, connection reset, the
+ * client leaving while the upstream works) is *in doubt*: the upstream may have taken it, so its unit
+ * stays taken — giving it back would let the edge admit one more buyer than the origin has units, and
+ * the ledger's lower bound (edge admitted ≥ origin locked + sold) would break. An in-doubt unit the
+ * origin did not take is one unit unsold, never one oversold; they are counted in
+ * `flashgate_quota_in_doubt_total`, and the operator (or the origin, after checking its orders) gives
+ * them back with `POST /admin/quota/:c/:p/release`. A request that never left the gateway (connect
+ * refused, no target, the wait for a connection timed out, the client gone before it was sent) returns it.
  *
  * One ledger with the origin: `release` (admin `POST .../release`, or an origin-stub on the same store,
  * which takes units off the same `q:{C:P:i}` counters itself) lowers the counters by units a backend gave
@@ -63,8 +71,18 @@ import { dropAll, leaseHeld, newLease, putBack, reshape, returnAll, takeUnit, to
  * SOLD_OUT or DUPLICATE means it locked no unit for this request, so the edge must not count one (one
  * ledger: edge admitted − given back == origin locked + sold + buys in flight).
  */
-function unitReturns (o: Outcome): boolean {
-  return o.kind !== 'upstream' || o.status >= 400
+function unitReturns (ctx: RequestContext, o: Outcome): boolean {
+  switch (o.kind) {
+    case 'rejected': return true
+    case 'upstream': return o.status >= 400
+    // Sent, no complete answer: kept, unless the head that did arrive refused the buy.
+    case 'failed': return o.sent !== true || (ctx.upstreamStatus ?? 0) >= 400
+  }
+}
+
+/** A buy whose unit stays taken though no complete upstream answer came (see unitReturns). */
+function inDoubt (ctx: RequestContext, o: Outcome): boolean {
+  return o.kind === 'failed' && !unitReturns(ctx, o)
 }
 
 /** A product's node-local state; one per process (deps.kept), shared by every quota guard and kept across reloads. */
@@ -86,6 +104,8 @@ interface Product {
   remainingGauge: { set(v: number): void }
   admitted: { inc(): void }
   released: { inc(): void }
+  /** Units kept for buys that reached the upstream and got no complete answer. */
+  inDoubt: { inc(): void }
   lastRefresh: number
   /** Resets heard of (admin reset); a give-back from an older epoch is dropped. */
   epoch: number
@@ -126,6 +146,7 @@ function productOf (reg: Registry, c: CampaignConfig, pc: ProductConfig, metrics
       remainingGauge: new GaugeCell(metrics.quotaRemaining, { campaign: c.id, product: pc.id }),
       admitted: new CounterCell(metrics.quotaAdmitted, { campaign: c.id, product: pc.id }),
       released: new CounterCell(metrics.quotaReleased, { campaign: c.id, product: pc.id }),
+      inDoubt: new CounterCell(metrics.quotaInDoubt, { campaign: c.id, product: pc.id }),
       lastRefresh: 0,
       epoch: 0,
       lease: newLease(pc.segments)
@@ -242,8 +263,11 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       deps.log('warn', 'quota give-back failed', { guard: id, campaign: p.campaign, product: p.product })
     })
   }
-  const giveBackFor = (p: Product, seg: number, epoch: number) => (_ctx: RequestContext, o: Outcome): void => {
-    if (!unitReturns(o)) return
+  const giveBackFor = (p: Product, seg: number, epoch: number) => (ctx: RequestContext, o: Outcome): void => {
+    if (!unitReturns(ctx, o)) {
+      if (inDoubt(ctx, o)) p.inDoubt.inc()
+      return
+    }
     giveBack(p, seg, epoch)
   }
   /** For a timed-out admission call: set by onError when this request is answered with a rejection. */
@@ -296,7 +320,9 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
       if (s >= 0) {
         p.admitted.inc()
         leaseOf.get(p)?.onChange(leaseHeld(p.lease))
-        onSettle(ctx, (_c, o) => { if (unitReturns(o) && p.epoch === epoch) putBack(p.lease, s) })
+        onSettle(ctx, (c, o) => {
+          if (!unitReturns(c, o)) { if (inDoubt(c, o)) p.inDoubt.inc() } else if (p.epoch === epoch) putBack(p.lease, s)
+        })
         return undefined
       }
     }

@@ -42,8 +42,12 @@ export type Outcome =
   | { readonly kind: 'rejected'; readonly rejection: Rejection }
   /** The upstream answered with this status (2xx..5xx). */
   | { readonly kind: 'upstream'; readonly status: number }
-  /** No upstream answer: connect error, timeout, client abort before the answer. */
-  | { readonly kind: 'failed'; readonly code: string }
+  /**
+   * No upstream answer: connect error, timeout, client abort before the answer. `sent`: the request was
+   * handed to an upstream connection (onConnect), so its bytes may have reached the upstream and it may
+   * have acted on them (a buy taken whose answer was lost); absent or false = it never left the gateway.
+   */
+  | { readonly kind: 'failed'; readonly code: string; readonly sent?: boolean }
 
 export type Settler = (ctx: RequestContext, outcome: Outcome) => void
 

@@ -252,6 +252,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private abortFn: ((err?: Error) => void) | null = null
   /** The current attempt reached a socket: bytes may have been sent, no retry from here. */
   private connected = false
+  /** Some attempt reached a socket: the upstream may have acted on the request (Outcome `sent`). */
+  private reached = false
   /** The current attempt is counted in target.peer.active. */
   private inFlight = false
   private headWritten = false
@@ -374,6 +376,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private settle (outcome: Outcome): void {
     if (this.settled) return
     this.settled = true
+    if (outcome.kind === 'failed' && this.reached) outcome = { kind: 'failed', code: outcome.code, sent: true }
     const url = this.target === null ? null : this.target.url
     const ctx = this.ctx
     ctx.upstreamTarget = url
@@ -405,6 +408,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onConnect (abort: (err?: Error) => void): void {
     this.connected = true
+    this.reached = true
     this.abortFn = abort
     if (this.clientGone) abort(new ClientAbortError())
   }

@@ -207,7 +207,7 @@ t.test('response timeout → 504; a stalled body cuts the client response', asyn
   const gw = await gateway(t, [upstreamConfig('u', [silent.url], { timeoutMs: 300, retries: 1 })])
   const r = await call(gw.url)
   t.equal(r.status, 504)
-  t.same(gw.outcomes[0]?.outcome, { kind: 'failed', code: 'UPSTREAM_TIMEOUT' })
+  t.same(gw.outcomes[0]?.outcome, { kind: 'failed', code: 'UPSTREAM_TIMEOUT', sent: true })
   t.equal(silent.seen.length, 1, 'a timeout after the request was sent is not retried')
   t.equal(await metricValue(gw.metrics, 'flashgate_upstream_requests_total', { upstream: 'u', target: silent.url, status: 'timeout' }), 1)
 
@@ -216,7 +216,7 @@ t.test('response timeout → 504; a stalled body cuts the client response', asyn
   const err = await call(gw2.url).then(() => null, (e: Error) => e)
   t.ok(err !== null, 'client sees the response cut short')
   await gw2.settled(1)
-  t.same(gw2.outcomes[0]?.outcome, { kind: 'failed', code: 'UPSTREAM_TIMEOUT' })
+  t.same(gw2.outcomes[0]?.outcome, { kind: 'failed', code: 'UPSTREAM_TIMEOUT', sent: true })
   t.equal(await metricValue(gw2.metrics, 'flashgate_upstream_requests_total', { upstream: 'u', target: stall.url, status: '200' }), 1, 'the attempt counted once, by its status')
 })
 
@@ -232,7 +232,7 @@ t.test('client abort propagates to the upstream request', async (t) => {
   req.destroy()
   await closed
   await gw.settled(1)
-  t.same(gw.outcomes[0]?.outcome, { kind: 'failed', code: 'CLIENT_ABORTED' })
+  t.same(gw.outcomes[0]?.outcome, { kind: 'failed', code: 'CLIENT_ABORTED', sent: true })
   t.same(gw.upstreams.status()[0]?.active, 0)
   t.match(gw.upstreams.status()[0], { up: true, fails: 0 }, 'a client abort is not a target failure')
 
@@ -259,7 +259,7 @@ t.test('client abort propagates to the upstream request', async (t) => {
   })
   await stopped
   await gw2.settled(1)
-  t.same(gw2.outcomes[0]?.outcome, { kind: 'failed', code: 'CLIENT_ABORTED' })
+  t.same(gw2.outcomes[0]?.outcome, { kind: 'failed', code: 'CLIENT_ABORTED', sent: true })
 })
 
 t.test('client gone while the upstream is still connecting: done at once, attempt aborted later', async (t) => {
@@ -273,7 +273,7 @@ t.test('client gone while the upstream is still connecting: done at once, attemp
   req.destroy()
   await gw.settled(1)
   t.ok(Date.now() - before < 300, 'settled without waiting for the connect timeout')
-  t.same(gw.outcomes[0]?.outcome, { kind: 'failed', code: 'CLIENT_ABORTED' })
+  t.same(gw.outcomes[0]?.outcome, { kind: 'failed', code: 'CLIENT_ABORTED' }, 'never sent: no `sent`')
   while (gw.upstreams.status()[0]!.active !== 0) await new Promise((resolve) => setTimeout(resolve, 20))
   t.equal(gw.outcomes.length, 1, 'done called once')
 })

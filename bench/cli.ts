@@ -330,6 +330,8 @@ async function runSaleScenario (c: Ctx): Promise<SaleResult> {
     products: o.products,
     store,
     workers: o.workers,
+    parser: o.parser,
+    client: o.client,
     captcha: o.captcha,
     botShare: o.bots,
     globalRate: o.globalRate,

@@ -174,6 +174,9 @@ export interface SaleConfig {
   readonly orderRate: number
   /** The origin's payment_timeout (unpaid orders are cancelled after it); default 10m. */
   readonly paymentTimeout?: string
+  /** server.parser of the gateway's listener and the purchase upstream's client (bench --parser, --client). */
+  readonly parser?: 'node' | 'strict'
+  readonly client?: 'undici' | 'raw'
 }
 
 /** The full funnel in front of the purchase origin: what the flash-sale scenario's crowd goes through. */
@@ -200,7 +203,8 @@ export function saleConfigs (c: SaleConfig): { gateway: string, origin: string }
     identity: { user: `header ${USER_HEADER}` },
     secrets: { link_keys: { k1: c.secrets.linkKey }, session: c.secrets.session },
     access_log: { enabled: false },
-    upstreams: { purchase: { targets: [{ url: c.origin }], connections: 64, max_fails: 0, retries: 0 } },
+    ...(c.parser === 'strict' ? { server: { parser: 'strict' } } : {}),
+    upstreams: { purchase: { targets: [{ url: c.origin }], connections: 64, max_fails: 0, retries: 0, ...(c.client === 'raw' ? { client: 'raw' } : {}) } },
     campaigns,
     routes: [
       { name: 'buy', match: { path: '/buy/:campaign/:product', methods: ['POST'] }, guards, upstream: 'purchase' },

@@ -116,7 +116,7 @@ usage: flashgate bench [options]
   --mix LIST          capacity: outcome shares, e.g. SOLD_OUT:95,passed:4,RATE_LIMITED:1 (default that)
   --headroom X        capacity: share of a core a plan may use, 0.1..1 (default 0.7)
   --file FILE         read any of these options from a YAML file (keys as above without --)
-  --parser NAME       node (default) | strict: server.parser of the gateway the throughput runs start
+  --parser NAME       node (default) | strict: server.parser of the gateway the bench starts (crowd and throughput)
   --client NAME       undici (default) | raw: the upstream client (upstreams.NAME.client) of that gateway
   --quiet             no progress output
   -h, --help          this text

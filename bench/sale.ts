@@ -28,6 +28,9 @@ export interface SaleOptions {
   readonly products: readonly ProductSpec[]
   readonly store: 'memory' | 'redis'
   readonly workers: number
+  /** The gateway's listener and upstream client (bench --parser, --client). */
+  readonly parser: 'node' | 'strict'
+  readonly client: 'undici' | 'raw'
   readonly captcha: boolean
   readonly botShare: number
   readonly globalRate: number
@@ -172,7 +175,9 @@ export async function runSale (o: SaleOptions): Promise<SaleResult> {
       globalBurst: Math.max(1, Math.round(o.globalRate / 5)),
       perUserRate: '5/s',
       orderRate: 5000,
-      paymentTimeout: `${paymentTimeoutMs(o.durationS)}ms`
+      paymentTimeout: `${paymentTimeoutMs(o.durationS)}ms`,
+      parser: o.parser,
+      client: o.client
     })
     // Both start at once (each loads its code for a second or two); the gateway connects to the origin
     // on its first proxied request, and nobody sends one before both listen.

@@ -40,8 +40,8 @@ import { startBenchRedis as startRedis } from './redis-server.js'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startSentinelSetup } from '../test/helpers/sentinel.js'
-import { campaign, config, ctx, deps, qg, route } from '../test/limiter/fixtures.js'
+import { startSentinelSetup } from './procs/sentinel.js'
+import { campaign, config, ctx, deps, qg, route } from './guard-kit.js'
 import { redisKillJournal } from './faults-journal.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))

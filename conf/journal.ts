@@ -6,7 +6,9 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import type { Checker, MapView } from './check.js'
-import type { JournalConfig } from './types.js'
+import { quote } from './quote.js'
+import { fmtPos, type Pos } from './tree.js'
+import type { GuardConfig, JournalConfig } from './types.js'
 
 export const DEFAULT_MAX_ENTRIES = 100_000
 
@@ -53,4 +55,19 @@ export function readJournal (ck: Checker, m: MapView | undefined): JournalConfig
   const why = probeWritable(path)
   if (why !== null) ck.error(pn.pos, `store.journal.path: ${p} cannot be written (${why}); the journal must be on a writable local disk`)
   return { path, maxEntries }
+}
+
+/**
+ * A route's guards in order, each with the position of its kind key. A journaled quota answers a buy the
+ * store cannot judge with 202 PENDING and ends the pipeline, so a `dedupe` after it never sees that buy:
+ * one user could be journaled once per attempt, several units. Refused at the dedupe.
+ */
+export function checkJournalOrder (ck: Checker, route: string, guards: ReadonlyArray<{ readonly g: GuardConfig, readonly pos: Pos }>): void {
+  let quotaAt: Pos | null = null
+  for (const { g, pos } of guards) {
+    if (g.kind === 'quota' && g.journaled && quotaAt === null) quotaAt = pos
+    else if (g.kind === 'dedupe' && quotaAt !== null) {
+      ck.error(pos, `route ${quote(route)}: dedupe after quota (at ${fmtPos(quotaAt)}): a buy journaled while the store is down is answered 202 PENDING by the quota before this dedupe runs, so one user could get several units; put dedupe before quota when store.on_error is journal`)
+    }
+  }
 }

@@ -1,8 +1,9 @@
 /**
  * The import graph runs one way (README, "Layout"): conf/ at the bottom imports nothing of ours;
  * limiter/ and antibot/ know no HTTP and import nothing from gateway/; origin-stub/ imports conf/ only;
- * gateway/ is the only place that knows HTTP and composes the rest. A file that breaks a rule is named
- * with the line of its import. No module re-exports another's names (no barrels).
+ * gateway/ is the only place that knows HTTP and composes the rest. Nothing shipped (bench/ included)
+ * imports test/: tests may import the bench's process and guard kits, never the other way. A file that
+ * breaks a rule is named with the line of its import. No module re-exports another's names (no barrels).
  */
 import t from 'tap'
 import { readFileSync } from 'node:fs'
@@ -31,17 +32,20 @@ export function importsOf (text: string): Array<{ spec: string, line: number }> 
   return out
 }
 
-/** Problems of one file as `FILE:LINE: message`. */
-function violations (file: string): string[] {
+/** The folders that ship (the package's code and its bench): none may import test/. */
+const SHIPPED = ['bench', 'gateway', 'limiter', 'antibot', 'conf', 'origin-stub']
+
+/** Problems of one file as `FILE:LINE: message`: imports outside `allowed(layer)` (undefined: no rule). */
+function violations (file: string, allowed: (layer: string) => readonly string[] | undefined): string[] {
   const rel = relative(ROOT, file).split('\\').join('/')
   const layer = rel.split('/')[0] as string
-  const allowed = ALLOWED[layer]
-  if (allowed === undefined) return []
+  const ok = allowed(layer)
+  if (ok === undefined) return []
   const problems: string[] = []
   for (const { spec, line } of importsOf(readFileSync(file, 'utf8'))) {
     const target = posix.normalize(posix.join(posix.dirname(rel), spec))
     const top = target.split('/')[0] as string
-    if (!OURS.has(top) || allowed.includes(top)) continue
+    if (!OURS.has(top) || ok.includes(top)) continue
     problems.push(`${rel}:${line}: ${layer}/ must not import ${top}/ ('${spec}')`)
   }
   return problems
@@ -51,9 +55,20 @@ t.test('the layers import one way', async (t) => {
   const problems: string[] = []
   let files = 0
   for (const layer of Object.keys(ALLOWED)) {
-    for (const f of sourceFiles(join(ROOT, layer))) { files++; problems.push(...violations(f)) }
+    for (const f of sourceFiles(join(ROOT, layer))) { files++; problems.push(...violations(f, (l) => ALLOWED[l])) }
   }
   t.ok(files > 30, `scanned ${files} files`)
+  t.same(problems, [], problems.join('\n'))
+})
+
+t.test('nothing shipped imports test/', async (t) => {
+  const notTest = [...OURS].filter((x) => x !== 'test')
+  const problems: string[] = []
+  let files = 0
+  for (const layer of SHIPPED) {
+    for (const f of sourceFiles(join(ROOT, layer))) { files++; problems.push(...violations(f, () => notTest)) }
+  }
+  t.ok(files > 100, `scanned ${files} files`)
   t.same(problems, [], problems.join('\n'))
 })
 

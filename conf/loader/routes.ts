@@ -6,6 +6,7 @@
  */
 import { findBypasses } from '../bypass.js'
 import { didYouMean } from '../check.js'
+import { checkJournalOrder } from '../journal.js'
 import type { Checker } from '../check.js'
 import { quote } from '../quote.js'
 import { fmtPos } from '../tree.js'
@@ -61,11 +62,13 @@ function readRoute (env: GuardEnv, n: PNode, upstreams: ReadonlyMap<string, Pos>
   const params = match.path === null ? null : new Set(match.path.split('/').filter((s) => s.startsWith(':')).map((s) => s.slice(1)))
   const rc: RouteCtx = { name: name ?? '?', pos: m.pos, params, pathText: match.path }
   const guards: GuardConfig[] = []
+  const placed: Array<{ g: GuardConfig, pos: Pos }> = []
   ck.list(m.get('guards'), 'guards', (it, i) => {
     const g = readGuard(env, it, i, rc)
-    if (g !== undefined) guards.push(g)
+    if (g !== undefined) { guards.push(g); placed.push({ g, pos: it.kind === 'map' ? it.entries[0]?.keyPos ?? it.pos : it.pos }) }
     return undefined
   })
+  checkJournalOrder(ck, rc.name, placed)
   const allow: Array<{ name: string, pos: Pos }> = []
   ck.list(m.get('allow_bypass_of'), 'allow_bypass_of', (it) => {
     const s = ck.str(it, 'allow_bypass_of')

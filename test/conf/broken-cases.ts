@@ -59,5 +59,6 @@ export const CASES: ReadonlyArray<readonly [string, string]> = [
   ['alias bomb', 'a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n'],
   ['unresolved alias', 'listen: *nowhere\n' + U + R],
   ['campaign ends before it starts', U + 'campaigns:\n  - { id: c, starts_at: 2026-01-02T00:00:00Z, ends_at: 2026-01-01T00:00:00Z, products: [{ id: p, quota: 1 }] }\n' + R],
-  ['quota negative', U + 'campaigns:\n  - { id: c, starts_at: 2026-01-01T00:00:00Z, ends_at: 2026-01-02T00:00:00Z, products: [{ id: p, quota: -1 }] }\n' + R]
+  ['quota negative', U + 'campaigns:\n  - { id: c, starts_at: 2026-01-01T00:00:00Z, ends_at: 2026-01-02T00:00:00Z, products: [{ id: p, quota: -1 }] }\n' + R],
+  ['dedupe after quota with the journal', 'store: { kind: memory, on_error: journal, journal: { path: ./journal } }\nidentity: { user: header x-user-id }\n' + U + 'campaigns:\n  - { id: c, starts_at: 2026-01-01T00:00:00Z, ends_at: 2099-01-02T00:00:00Z, products: [{ id: p, quota: 1 }] }\nroutes:\n  - name: buy\n    match: { path: "/buy/:campaign/:product", methods: [POST] }\n    upstream: u\n    guards:\n      - quota: {}\n      - dedupe: { ttl: 1h }\n']
 ]

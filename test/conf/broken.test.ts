@@ -64,7 +64,8 @@ const WANT: Record<string, (F: string) => string[]> = {
   "alias bomb": (F) => [`${F}:1:24: YAML: the document expands to more than 100000 nodes (aliases count as often as they are used): an alias bomb?`],
   "unresolved alias": (F) => [`${F}:1:9: YAML: unresolved alias *nowhere`],
   "campaign ends before it starts": (F) => [`${F}:4:56: ends_at: must be after starts_at`],
-  "quota negative": (F) => [`${F}:4:105: quota: -1 is out of range (0..1000000000000)`]
+  "quota negative": (F) => [`${F}:4:105: quota: -1 is out of range (0..1000000000000)`],
+  "dedupe after quota with the journal": (F) => [`${F}:13:9: route "buy": dedupe after quota (at ${F}:12:9): a buy journaled while the store is down is answered 202 PENDING by the quota before this dedupe runs, so one user could get several units; put dedupe before quota when store.on_error is journal`]
 }
 
 t.test('every broken config is refused at its FILE:LINE:COL', async (t) => {

@@ -2,7 +2,8 @@
  * `store.on_error: journal` in the loader: a journal directory that cannot be written is refused at
  * FILE:LINE:COL (at start through the loader, and at reload — the old config keeps serving); the
  * journal needs its path; `store.journal` without the policy is an error; the quota accepts the
- * inherited journal policy (and other guards inherit `local`).
+ * inherited journal policy (and other guards inherit `local`); a dedupe after a journaled quota is
+ * refused at the dedupe.
  */
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
@@ -96,4 +97,19 @@ t.test('reload to an unwritable journal directory is refused with FILE:LINE:COL;
   t.match(r.text, /fg\.yaml:7:20: store\.journal\.path: .* cannot be written \(ENOTDIR\)/)
   const buy = await fetchText(d, gw.url + '/buy/c1/p1', { method: 'POST', headers: { 'x-user-id': 'u1' } })
   t.equal(buy.status, 200, 'the old config keeps serving')
+})
+
+t.test('a dedupe after a journaled quota is refused at the dedupe (validate, serve and reload judge it alike)', async (t) => {
+  const { dir } = tempDir(t)
+  const store = `  on_error: journal\n  journal: { path: ${join(dir, 'j')} }`
+  const after = yaml(store).replace('      - dedupe: { ttl: 1h }\n      - quota: {}\n', '      - quota: {}\n      - rate_limit: { name: per-user, key: user, rate: 5/s }\n      - dedupe: { ttl: 1h }\n')
+  const r = loadConfigText(after, '/etc/fg.yaml', {})
+  t.equal(r.ok, false)
+  if (!r.ok) t.same(r.errors, ['/etc/fg.yaml:23:9: route "buy": dedupe after quota (at /etc/fg.yaml:21:9): a buy journaled while the store is down is answered 202 PENDING by the quota before this dedupe runs, so one user could get several units; put dedupe before quota when store.on_error is journal'])
+  // The quota's own on_error means it does not journal: nothing to miss, the order is the author's.
+  const own = loadConfigText(after.replace('- quota: {}', '- quota: { on_error: fail_closed }'), '/etc/fg.yaml', {})
+  t.equal(own.ok, true, own.ok ? '' : own.errors.join('\n'))
+  // Without the journal a dedupe after the quota is allowed (it runs after a live admission).
+  const live = loadConfigText(yaml('').replace('      - dedupe: { ttl: 1h }\n      - quota: {}\n', '      - quota: {}\n      - dedupe: { ttl: 1h }\n'), '/etc/fg.yaml', {})
+  t.equal(live.ok, true, live.ok ? '' : live.errors.join('\n'))
 })

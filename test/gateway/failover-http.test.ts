@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { client, fetchText, startOrigin, startTestGateway, type Answer } from '../helpers/gateway.js'
 import { tempDir } from '../helpers/config.js'
 import { redisCli } from '../helpers/redis.js'
-import { startSentinelSetup } from '../helpers/sentinel.js'
+import { startSentinelSetup } from '../../bench/procs/sentinel.js'
 import { needTools } from '../helpers/tools.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))

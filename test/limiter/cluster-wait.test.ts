@@ -28,7 +28,7 @@ import { quotaGuard } from '../../gateway/guards/quota.js'
 import { createStore } from '../../limiter/index.js'
 import { redisCli, slotOwner, startRedisCluster, type RedisClusterHandle, type RedisHandle } from '../helpers/redis.js'
 import { needTools } from '../helpers/tools.js'
-import { campaign, config, ctx, deps, qg, route } from './fixtures.js'
+import { campaign, config, ctx, deps, qg, route } from '../../bench/guard-kit.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const base: StoreConfig = {

@@ -17,9 +17,9 @@ import { quotaGuard } from '../../gateway/guards/quota.js'
 import { createStore } from '../../limiter/index.js'
 import type { Store } from '../../limiter/store.js'
 import { redisCli } from '../helpers/redis.js'
-import { startSentinelSetup } from '../helpers/sentinel.js'
+import { startSentinelSetup } from '../../bench/procs/sentinel.js'
 import { needTools } from '../helpers/tools.js'
-import { campaign, config, ctx, deps, qg, route, storeCfg } from './fixtures.js'
+import { campaign, config, ctx, deps, qg, route, storeCfg } from '../../bench/guard-kit.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const QUOTA = 100

@@ -12,7 +12,7 @@ import { quotaGuard } from '../../gateway/guards/quota.js'
 import { createQuotaAdmin } from '../../limiter/quota-ledger.js'
 import type { Store } from '../../limiter/store.js'
 import { redisCli, startRedis, type RedisHandle } from '../helpers/redis.js'
-import { campaign, config, ctx, deps, qg, route, storeCfg } from './fixtures.js'
+import { campaign, config, ctx, deps, qg, route, storeCfg } from '../../bench/guard-kit.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 

@@ -6,7 +6,8 @@ import { quotaGuard } from '../../gateway/guards/quota.js'
 import { createQuotaAdmin } from '../../limiter/quota-ledger.js'
 import { rateLimitGuard } from '../../gateway/guards/rate-limit.js'
 import type { Rejection, Verdict } from '../../gateway/pipeline/types.js'
-import { campaign, config, counting, ctx, deps, qg, rl, route, settle, storeCfg } from './fixtures.js'
+import { campaign, config, ctx, deps, qg, route, storeCfg } from '../../bench/guard-kit.js'
+import { counting, rl, settle } from './fixtures.js'
 
 const T0 = 1_700_000_000_000
 const header = (r: Verdict | Promise<Verdict>, name: string): string | undefined => {

@@ -19,7 +19,7 @@ import { createMetrics } from '../../gateway/metrics.js'
 import type { Rejection } from '../../gateway/pipeline/types.js'
 import { createStore } from '../../limiter/index.js'
 import { quotaGuard } from '../../gateway/guards/quota.js'
-import { campaign, config, ctx, deps, qg, route, storeCfg } from './fixtures.js'
+import { campaign, config, ctx, deps, qg, route, storeCfg } from '../../bench/guard-kit.js'
 
 const QUOTA = 1000
 const LEASE = 40

@@ -14,7 +14,7 @@ import {
 import type { Store } from '../../limiter/store.js'
 import { startRedis } from '../helpers/redis.js'
 import { needTools } from '../helpers/tools.js'
-import { campaign, config } from './fixtures.js'
+import { campaign, config } from '../../bench/guard-kit.js'
 
 const base: StoreConfig = {
   kind: 'memory', url: null, nodes: [], onError: 'fail_closed', timeoutMs: 1000, keyPrefix: 'fg:',

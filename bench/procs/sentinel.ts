@@ -1,17 +1,18 @@
 /**
- * A real Redis Sentinel setup for failover tests: a primary, replicas (two by default) whose replication
- * links run through TCP relays this process owns (so a test can make them lag: `link.pause()` holds back
- * what the primary sends; `link.cut()` drops it for good), and three `redis-sentinel` processes with
- * quorum 2. The first replica has the lowest replica-priority: Sentinel promotes it, and points the
- * others at it directly (no relay), so a promoted primary has replicas again. All on free loopback ports, gone at `stop()` (and SIGKILLed at process exit by redis.ts's
- * safety net for the servers; the sentinels here have their own).
+ * A real Redis Sentinel setup for the failover bench phase and tests: a primary, replicas (two by default)
+ * whose replication links run through TCP relays this process owns (so a caller can make them lag:
+ * `link.pause()` holds back what the primary sends; `link.cut()` drops it for good), and three
+ * `redis-sentinel` processes with quorum 2. The first replica has the lowest replica-priority: Sentinel
+ * promotes it, and points the others at it directly (no relay), so a promoted primary has replicas again.
+ * All on free loopback ports, started on bench/proc.ts (recorded, SIGKILLed at process exit, output in a
+ * log file in the setup's directory), gone at `stop()`.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort, redisCli, startRedis, type RedisHandle } from './redis.js'
+import { freePort, run, sleep, start, stop, waitPort, type Managed } from '../proc.js'
+import { startBenchRedis, type BenchRedis } from '../redis-server.js'
 
 export interface ReplicationLink {
   /** Hold back everything the primary sends the replica from now on (the replica lags; its acks stay old). */
@@ -24,10 +25,10 @@ export interface ReplicationLink {
 
 export interface SentinelSetup {
   readonly name: string
-  readonly primary: RedisHandle
+  readonly primary: BenchRedis
   /** The replica Sentinel will promote (replicas[0]). */
-  readonly replica: RedisHandle
-  readonly replicas: RedisHandle[]
+  readonly replica: BenchRedis
+  readonly replicas: BenchRedis[]
   /** All the relays at once. */
   readonly link: ReplicationLink
   /** `{ host, port }` of each sentinel. */
@@ -37,9 +38,12 @@ export interface SentinelSetup {
   stop(): Promise<void>
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-const sentinelProcs = new Set<ChildProcess>()
-process.on('exit', () => { for (const c of sentinelProcs) { try { c.kill('SIGKILL') } catch {} } })
+/** redis-cli against 127.0.0.1:port (bounded); resolves stdout, rejects when it fails. */
+async function redisCli (port: number, ...args: string[]): Promise<string> {
+  const r = await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeoutMs: 20_000 })
+  if (r.code !== 0) throw new Error(`redis-cli ${args.join(' ')}: exit ${String(r.code ?? r.signal)} ${r.stderr}`)
+  return r.stdout
+}
 
 /** A relay 127.0.0.1:port → 127.0.0.1:target whose target→client direction can be paused and cut. */
 async function relay (target: number): Promise<{ port: number, link: ReplicationLink, close(): void }> {
@@ -88,13 +92,13 @@ export async function startSentinelSetup (opts: { name?: string, downAfterMs?: n
   const name = opts.name ?? 'fgmaster'
   const downAfter = opts.downAfterMs ?? 1000
   const n = opts.replicas ?? 2
-  const primary = await startRedis()
+  const primary = await startBenchRedis()
   const relays: Array<Awaited<ReturnType<typeof relay>>> = []
-  const replicas: RedisHandle[] = []
+  const replicas: BenchRedis[] = []
   for (let i = 0; i < n; i++) {
     const r = await relay(primary.port)
     relays.push(r)
-    replicas.push(await startRedis({ args: ['--replicaof', '127.0.0.1', String(r.port), '--replica-priority', String(10 + i * 10)] }))
+    replicas.push(await startBenchRedis({ args: ['--replicaof', '127.0.0.1', String(r.port), '--replica-priority', String(10 + i * 10)] }))
   }
   for (const rep of replicas) await until('replica in sync', 10_000, async () => /master_link_status:up/.test(await info(rep.port, 'replication')))
   const r = {
@@ -105,9 +109,9 @@ export async function startSentinelSetup (opts: { name?: string, downAfterMs?: n
     } satisfies ReplicationLink,
     close () { for (const x of relays) x.close() }
   }
-  const replica = replicas[0] as RedisHandle
+  const replica = replicas[0] as BenchRedis
   const dir = mkdtempSync(join(tmpdir(), 'fg-sentinel-'))
-  const procs: ChildProcess[] = []
+  const procs: Managed[] = []
   const sentinels: Array<{ host: string, port: number }> = []
   try {
     for (let i = 0; i < 3; i++) {
@@ -120,10 +124,9 @@ export async function startSentinelSetup (opts: { name?: string, downAfterMs?: n
         `sentinel failover-timeout ${name} ${downAfter * 4}`,
         `sentinel parallel-syncs ${name} 1`, ''
       ].join('\n'))
-      const c = spawn('redis-sentinel', [file], { stdio: ['ignore', 'ignore', 'ignore'] })
-      sentinelProcs.add(c)
-      c.once('exit', () => sentinelProcs.delete(c))
+      const c = start({ name: `redis-sentinel-${port}`, cmd: 'redis-sentinel', args: [file], cpus: null, logFile: join(dir, `sentinel-${i}.log`) })
       procs.push(c)
+      await waitPort(port, 'redis-sentinel', c, 10_000)
       sentinels.push({ host: '127.0.0.1', port })
     }
     // Each sentinel knows the other two (hello messages every 2 s) and the replica.
@@ -138,7 +141,7 @@ export async function startSentinelSetup (opts: { name?: string, downAfterMs?: n
       return true
     })
   } catch (err) {
-    for (const c of procs) c.kill('SIGKILL')
+    await Promise.all(procs.map(async (c) => { await stop(c, 0) }))
     r.close()
     await Promise.all([...replicas.map(async (x) => { await x.stop() }), primary.stop()])
     rmSync(dir, { recursive: true, force: true })
@@ -162,7 +165,7 @@ export async function startSentinelSetup (opts: { name?: string, downAfterMs?: n
       return 0
     },
     async stop () {
-      for (const c of procs) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+      await Promise.all(procs.map(async (c) => { await stop(c, 0) }))
       r.close()
       await Promise.all([...replicas.map(async (x) => { await x.stop() }), primary.stop()])
       rmSync(dir, { recursive: true, force: true })

@@ -41,15 +41,17 @@ export interface Comparison {
 }
 
 export const COMPARISONS: readonly Comparison[] = [
-  { target: 'fg-proxy', reference: 'node-undici-proxy', goal: 0.85, what: 'plain proxy path (issue 2)' },
-  { target: 'fg-proxy', reference: 'nginx-proxy', goal: null, what: 'plain proxy path (issue 2)' },
+  // Goals are issue 18's (ratios in one run beside the peers); the earlier issues' goals were lower.
+  { target: 'fg-proxy', reference: 'node-undici-proxy', goal: 1.5, what: 'plain proxy path (issue 18)' },
+  { target: 'fg-proxy', reference: 'nginx-proxy', goal: null, what: 'plain proxy path' },
   { target: 'fg-proxy', reference: 'fastify-proxy', goal: null, what: 'plain proxy path' },
-  { target: 'fg-reject-429', reference: 'node-hello', goal: 0.8, what: 'reject path: global 429 (issue 3a)' },
-  { target: 'fg-soldout', reference: 'node-hello', goal: 0.8, what: 'reject path: sold-out latch (issue 3a)' },
-  { target: 'fg-reject-429', reference: 'nginx-limit-req-reject', goal: null, what: 'reject path vs nginx limit_req' },
+  { target: 'fg-reject-429', reference: 'node-hello', goal: 1.6, what: 'reject path: global 429 (issue 18)' },
+  { target: 'fg-soldout', reference: 'node-hello', goal: 1.6, what: 'reject path: sold-out latch (issue 18)' },
+  { target: 'fg-reject-429', reference: 'nginx-limit-req-reject', goal: 0.6, what: 'reject path vs nginx limit_req (issue 18)' },
   { target: 'fg-reject-429', reference: 'lua-bucket-reject', goal: null, what: 'reject path vs OpenResty bucket' },
   { target: 'fg-soldout', reference: 'lua-redis-soldout', goal: null, what: 'sold out vs OpenResty INCRBY' },
-  { target: 'fg-quota-redis', reference: 'lua-redis-pass', goal: null, what: 'quota path on Redis (issue 3b)' },
+  { target: 'fg-quota-redis', reference: 'lua-redis-pass', goal: null, what: 'bucket + quota on Redis + proxy vs OpenResty\'s' },
+  { target: 'fg-funnel', reference: 'lua-redis-pass', goal: 1.0, what: 'whole funnel on Redis vs OpenResty bucket + INCRBY + proxy (issue 18)' },
   { target: 'fg-funnel', reference: 'fg-proxy', goal: 0.6, what: 'whole funnel vs plain proxy, pass path (issue 4)' },
   { target: 'fg-funnel', reference: 'node-undici-proxy', goal: null, what: 'whole funnel vs smallest Node proxy' }
 ]

@@ -189,6 +189,11 @@ export class LaneRequest {
   readonly complete = true
   readonly readableEnded = true
   /** @internal */ readonly conn: Connection
+  /**
+   * The Frontend's request context kept for this connection's next lane request (gateway/http/server.ts
+   * `route`: only one a synchronous rejection left unreferenced); opaque here.
+   */
+  spare: unknown = null
   constructor (conn: Connection) { this.conn = conn; this.socket = conn.socket }
   /** The real request and response for this exchange (made once; the lane is then out of the way). */
   laneUpgrade (): [IncomingMessage, ServerResponse] { return this.conn.upgradeLane() }

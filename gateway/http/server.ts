@@ -145,7 +145,7 @@ let spoolSeq = 0
  * whose `req`/`res` are reused stand-ins that can only carry a rejection; anything else first upgrades
  * them to real objects.
  */
-interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse] }
+interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse], spare: unknown }
 function isLane (req: IncomingMessage): req is IncomingMessage & Lane {
   return (req as Partial<Lane>).laneUpgrade !== undefined
 }
@@ -375,7 +375,14 @@ export class Frontend implements PipelineSink<Ctx> {
       trusted = true
       clientIp = clientAddress(peer, req.headers['x-forwarded-for'], state.trusted)
     }
-    const ctx = new Ctx(req, res, cr.route, method, path, target.query, host, clientIp, trusted, m.params, this.clock(), start)
+    // A lane request reuses the context its connection's last synchronously rejected request left.
+    const lane = isLane(req) ? req : null
+    const spare = lane !== null ? lane.spare as Ctx | null : null
+    let ctx: Ctx
+    if (spare !== null) {
+      (lane as Lane).spare = null
+      ctx = spare.renew(req, res, cr.route, method, path, target.query, host, clientIp, trusted, m.params, this.clock(), start)
+    } else ctx = new Ctx(req, res, cr.route, method, path, target.query, host, clientIp, trusted, m.params, this.clock(), start)
     ctx.requestId = requestIdOf(req, trusted)
     ctx.routeIndex = m.index
     ctx.owner = state
@@ -400,6 +407,11 @@ export class Frontend implements PipelineSink<Ctx> {
     }
     if (cr.guards === null) this.pass(ctx)
     else runPipeline(ctx, cr, 0, this)
+    // Rejected before this returned, still on the lane (never upgraded) and with no settler (a closure
+    // that may have kept it): nothing holds this context any more, so the connection's next lane request
+    // refills it instead of making one (issue 18). A guard that awaited, or a request that passed,
+    // leaves it alone.
+    if (lane !== null && ctx.settled && ctx.req === lane && ctx.settlers === null) lane.spare = ctx
   }
 
   /** Count a streamed (chunked) body as it arrives; past the limit, stop reading it and cut the request. */

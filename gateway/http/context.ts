@@ -152,26 +152,39 @@ export interface Target { path: string, query: string, authority: string | null,
  * while the origin resolves another would let a request slip past a route's guards.
  */
 export function parseTarget (url: string): Target | null {
+  const out: Target = { path: '', query: '', authority: null, rewritten: false }
+  return parseTargetInto(url, out) ? out : null
+}
+
+/**
+ * parseTarget into `out` (false: not acceptable, `out` then unspecified): the request path's one
+ * caller (server.ts `route`) fills one object it reads at once, so a request makes no Target (issue 18).
+ */
+export function parseTargetInto (url: string, out: Target): boolean {
   let rest = url
   let authority: string | null = null
   if (url.charCodeAt(0) !== 47 /* / */) {
     let schemeEnd: number
     if (url.startsWith('http://')) schemeEnd = 7
     else if (url.startsWith('https://')) schemeEnd = 8
-    else return null
+    else return false
     let slash = url.indexOf('/', schemeEnd)
     const q = url.indexOf('?', schemeEnd)
     if (slash === -1 || (q !== -1 && q < slash)) slash = q
     authority = slash === -1 ? url.slice(schemeEnd) : url.slice(schemeEnd, slash)
-    if (authority === '' || authority.includes('@')) return null
+    if (authority === '' || authority.includes('@')) return false
     rest = slash === -1 ? '/' : url.charCodeAt(slash) === 63 ? '/' + url.slice(slash) : url.slice(slash)
   }
   const qi = rest.indexOf('?')
   const raw = qi === -1 ? rest : rest.slice(0, qi)
   const query = qi === -1 ? '' : rest.slice(qi + 1)
   const path = normalizePath(raw)
-  if (path === null) return null
-  return { path, query, authority, rewritten: path !== raw }
+  if (path === null) return false
+  out.path = path
+  out.query = query
+  out.authority = authority
+  out.rewritten = path !== raw
+  return true
 }
 
 const HEX = new Int8Array(128).fill(-1)

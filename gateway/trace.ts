@@ -42,11 +42,32 @@ export function newTraceId (): string {
 }
 
 const PREFIX = randomBytes(6).toString('hex') + '-'
-let counter = 0
+/**
+ * The last request id as bytes: the prefix, then the counter in base 36 (0-9a-z), incremented in place.
+ * Performance (issue 18): `PREFIX + n.toString(36)` made a number string and a cons string per request,
+ * and every later write of the id to a Buffer flattened the cons into a third string; one latin1 slice
+ * of these bytes is one flat string.
+ */
+const ID = Buffer.alloc(PREFIX.length + 16, '0', 'latin1')
+ID.write(PREFIX, 0, 'latin1')
+let idEnd = PREFIX.length + 1 // the counter starts at "0"
 
 /** A new request id: this process's random prefix and a counter. */
 export function newRequestId (): string {
-  return PREFIX + (++counter).toString(36)
+  let i = idEnd - 1
+  for (;;) {
+    const c = ID[i] as number
+    if (c !== 0x7a /* z */) { ID[i] = c === 0x39 /* 9 */ ? 0x61 /* a */ : c + 1; break }
+    ID[i] = 0x30 /* 0 */
+    if (i === PREFIX.length) {
+      // Every digit was z: one digit more ("zz" + 1 = "100"; the digits after it are already 0).
+      ID[i] = 0x31 /* 1 */
+      ID[idEnd++] = 0x30
+      break
+    }
+    i--
+  }
+  return (ID as unknown as { latin1Slice: (start: number, end: number) => string }).latin1Slice(0, idEnd)
 }
 
 /** True for an incoming request id worth keeping (from a trusted proxy only). */

@@ -18,14 +18,16 @@ export class Ctx implements RequestContext {
   req: IncomingMessage
   res: ServerResponse
   route: RouteConfig
-  readonly method: string
-  readonly path: string
-  readonly query: string
-  readonly host: string
-  readonly clientIp: string
-  readonly peerTrusted: boolean
+  // Not readonly here (RequestContext keeps them readonly for guards): `renew` refills a context the
+  // strict listener's lane kept for its connection.
+  method: string
+  path: string
+  query: string
+  host: string
+  clientIp: string
+  peerTrusted: boolean
   params: Readonly<Record<string, string>>
-  readonly now: number
+  now: number
   user: string | null | undefined = undefined
   queryParams: QueryParams | null = null
   extraHeaders: string[] | null = null
@@ -35,7 +37,7 @@ export class Ctx implements RequestContext {
   bodyFile: { readonly path: string, readonly length: number } | null = null
   upstreamTarget: string | null = null
   /** performance.now() at arrival, for the duration histogram. */
-  readonly start: number
+  start: number
   /** Index of the route in the state's table. */
   routeIndex = -1
   /** A streamed (chunked) body went over the route's limit. */
@@ -83,6 +85,56 @@ export class Ctx implements RequestContext {
     this.now = now
     this.start = start
   }
+
+  /**
+   * This context as a new one for another request: every field as the constructor and the field
+   * initialisers leave it. Only for a context nothing else can still hold (server.ts `route` keeps one
+   * per lane connection, and only from a request that was rejected synchronously without settlers), so a
+   * rejected request on the strict listener's lane makes no context object (issue 18).
+   */
+  renew (req: IncomingMessage, res: ServerResponse, route: RouteConfig, method: string, path: string, query: string,
+    host: string, clientIp: string, peerTrusted: boolean, params: Readonly<Record<string, string>>, now: number, start: number): this {
+    this.req = req
+    this.res = res
+    this.route = route
+    this.method = method
+    this.path = path
+    this.query = query
+    this.host = host
+    this.clientIp = clientIp
+    this.peerTrusted = peerTrusted
+    this.params = params
+    this.now = now
+    this.start = start
+    this.user = undefined
+    this.queryParams = null
+    this.extraHeaders = null
+    this.settlers = null
+    this.locals = null
+    this.body = null
+    this.bodyFile = null
+    this.upstreamTarget = null
+    this.routeIndex = -1
+    this.tooLarge = false
+    this.bufferBody = false
+    this.bodyTimedOut = false
+    this.settled = false
+    this.outcome = 'passed'
+    this.owner = null
+    this.done = null
+    this.requestId = ''
+    this.traceId = ''
+    this.spanId = ''
+    this.parentSpanId = ''
+    this.traceSampled = false
+    this.traceparent = null
+    this.tracestate = null
+    this.bytesIn = 0
+    this.bytesOut = 0
+    this.upstreamStatus = 0
+    this.upstreamMs = -1
+    return this
+  }
 }
 
 /**
@@ -100,26 +152,39 @@ export interface Target { path: string, query: string, authority: string | null,
  * while the origin resolves another would let a request slip past a route's guards.
  */
 export function parseTarget (url: string): Target | null {
+  const out: Target = { path: '', query: '', authority: null, rewritten: false }
+  return parseTargetInto(url, out) ? out : null
+}
+
+/**
+ * parseTarget into `out` (false: not acceptable, `out` then unspecified): the request path's one
+ * caller (server.ts `route`) fills one object it reads at once, so a request makes no Target (issue 18).
+ */
+export function parseTargetInto (url: string, out: Target): boolean {
   let rest = url
   let authority: string | null = null
   if (url.charCodeAt(0) !== 47 /* / */) {
     let schemeEnd: number
     if (url.startsWith('http://')) schemeEnd = 7
     else if (url.startsWith('https://')) schemeEnd = 8
-    else return null
+    else return false
     let slash = url.indexOf('/', schemeEnd)
     const q = url.indexOf('?', schemeEnd)
     if (slash === -1 || (q !== -1 && q < slash)) slash = q
     authority = slash === -1 ? url.slice(schemeEnd) : url.slice(schemeEnd, slash)
-    if (authority === '' || authority.includes('@')) return null
+    if (authority === '' || authority.includes('@')) return false
     rest = slash === -1 ? '/' : url.charCodeAt(slash) === 63 ? '/' + url.slice(slash) : url.slice(slash)
   }
   const qi = rest.indexOf('?')
   const raw = qi === -1 ? rest : rest.slice(0, qi)
   const query = qi === -1 ? '' : rest.slice(qi + 1)
   const path = normalizePath(raw)
-  if (path === null) return null
-  return { path, query, authority, rewritten: path !== raw }
+  if (path === null) return false
+  out.path = path
+  out.query = query
+  out.authority = authority
+  out.rewritten = path !== raw
+  return true
 }
 
 const HEX = new Int8Array(128).fill(-1)

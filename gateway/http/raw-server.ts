@@ -129,10 +129,11 @@ const END = Buffer.from('\r\n', 'latin1')
 /**
  * A rejection's whole answer in one Buffer: its pre-encoded status line, fixed headers and body copied
  * in, the request id and the per-second Date written in place (Buffer#write latin1: no string built).
- * One small pooled Buffer is the only allocation (the socket needs bytes that outlive this call).
+ * One small pooled Buffer is the only allocation (the socket needs bytes that outlive this call), or
+ * none when `into` (a Buffer the socket is done with) has the answer's length.
  * `mode`: 0 keep-alive HTTP/1.1, 1 keep-alive HTTP/1.0, 2 close.
  */
-function rejectBytes (r: Rejection, extra: readonly string[] | null, mode: 0 | 1 | 2, requestId: string | null, head: boolean): Buffer {
+function rejectBytes (r: Rejection, extra: readonly string[] | null, mode: 0 | 1 | 2, requestId: string | null, head: boolean, into: Buffer | null = null): Buffer {
   const e = encoded(r)
   let n = e.lineBuf.length + DATE.length + 31 + (mode === 2 ? CLOSE_END.length : mode === 1 ? KEEP_END.length : END.length)
   if (requestId !== null) n += XRID.length + requestId.length + 2
@@ -144,7 +145,7 @@ function rejectBytes (r: Rejection, extra: readonly string[] | null, mode: 0 | 1
     }
   }
   if (!head) n += e.bodyBuf.length
-  const b = Buffer.allocUnsafe(n)
+  const b = into !== null && into.length === n ? into : Buffer.allocUnsafe(n)
   b.set(e.lineBuf, 0)
   let o = e.lineBuf.length
   if (extra !== null) {
@@ -189,6 +190,11 @@ export class LaneRequest {
   readonly complete = true
   readonly readableEnded = true
   /** @internal */ readonly conn: Connection
+  /**
+   * The Frontend's request context kept for this connection's next lane request (gateway/http/server.ts
+   * `route`: only one a synchronous rejection left unreferenced); opaque here.
+   */
+  spare: unknown = null
   constructor (conn: Connection) { this.conn = conn; this.socket = conn.socket }
   /** The real request and response for this exchange (made once; the lane is then out of the way). */
   laneUpgrade (): [IncomingMessage, ServerResponse] { return this.conn.upgradeLane() }
@@ -228,7 +234,7 @@ export class LaneResponse {
     const conn = this.conn
     const req = conn.lane as LaneRequest
     const shut = close || !this.shouldKeepAlive || !conn.laneKeepAlive || conn.closing
-    const bytes = rejectBytes(r, extra, shut ? 2 : req.httpVersionMinor === 0 ? 1 : 0, requestId, req.method === 'HEAD')
+    const bytes = rejectBytes(r, extra, shut ? 2 : req.httpVersionMinor === 0 ? 1 : 0, requestId, req.method === 'HEAD', conn.answerBuf)
     this.statusCode = r.status
     this.sent = true
     // No place in the flush queue: nothing waits for this answer's 'finish' (the callbacks of the
@@ -242,6 +248,10 @@ export class LaneResponse {
       socket.write(bytes)
       socket.cork()
     } else socket.write(bytes)
+    // Nothing left in the socket's buffer: the kernel took these bytes during write(), so the next
+    // answer of the same length (the usual case: the same rejection, the same id length) is written
+    // into the same Buffer. Otherwise the socket still holds them: never touch them again.
+    conn.answerBuf = socket.writableLength === 0 ? bytes : null
     conn.laneEnded(shut)
   }
 
@@ -615,6 +625,8 @@ export class Connection {
   private laneActive = false
   /** @internal keep-alive of the lane request in flight */
   laneKeepAlive = true
+  /** @internal the lane's last answer, when the socket was done with it as it was written (LaneResponse.rejectFast) */
+  answerBuf: Buffer | null = null
   private readonly pushBody = (b: Buffer): void => {
     if (this.discarding) return
     const req = this.req as RawRequest

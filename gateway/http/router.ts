@@ -40,6 +40,8 @@ export interface Router {
   /**
    * The first route matching host (lower-case, no port), path (no query) and method, with its params;
    * -1 when no route matches, -2 when some route matched host and path but not the method (a 405).
+   * A route with params answers in one object per router, refilled by each match: read it before the
+   * next call (its params object is new each time and may be kept).
    */
   match (host: string, path: string, method: string): RouteMatchResult | number
   /** Methods allowed at host+path by any route (for 405 Allow); empty when no route matches host+path. */
@@ -131,6 +133,8 @@ function pathMatches (r: CompiledMatch, path: string): boolean {
 export function compileRouter (routes: readonly RouteConfig[]): Router {
   const compiled = routes.map(compileOne)
   const n = compiled.length
+  // Performance (issue 18): the match of a route with params reuses this object; only params is new.
+  const hit: { index: number, params: Readonly<Record<string, string>> } = { index: 0, params: {} }
   return {
     routes: compiled,
     match (host, path, method) {
@@ -143,7 +147,9 @@ export function compileRouter (routes: readonly RouteConfig[]): Router {
         if (r.pathKind !== PathKind.Pattern) return r.fixed
         const params: Record<string, string> = {}
         patternMatches(r.segments, path, params)
-        return { index: i, params }
+        hit.index = i
+        hit.params = params
+        return hit
       }
       return pathOnly ? -2 : -1
     },

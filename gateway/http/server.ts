@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks'
 import type { Config } from '../../conf/types.js'
 import type { AccessLog } from '../access-log.js'
 import { compileCidrs, type CidrSet } from '../../conf/cidr.js'
-import { Ctx, clientAddress, normalizeIp, parseHost, parseTarget } from './context.js'
+import { Ctx, clientAddress, normalizeIp, parseHost, parseTargetInto, type Target } from './context.js'
 import { StoreError } from '../../conf/errors.js'
 import type { Log } from '../log.js'
 import { CounterCell, HistogramCell, REQUEST_DURATION_BUCKETS, type Metrics } from '../metrics.js'
@@ -132,6 +132,13 @@ export function createState (config: Config, routes: readonly CompiledRoute[], g
   }
 }
 
+/**
+ * The request target `route` splits each request into: one object for all requests (route reads it
+ * before anything that could start another request), so none is made per request (issue 18).
+ */
+const TARGET: Target = { path: '', query: '', authority: null, rewritten: false }
+/** What `reject` hands `settle` for a request without settlers (the one reader of an Outcome there). */
+const UNREAD_OUTCOME: Outcome = Object.freeze({ kind: 'rejected', rejection: ANSWERS.internal })
 const NONE = new LabelCache('_none')
 const EDGE = new LabelCache('_flashgate')
 const CLIENT_CLOSED = 499
@@ -145,7 +152,7 @@ let spoolSeq = 0
  * whose `req`/`res` are reused stand-ins that can only carry a rejection; anything else first upgrades
  * them to real objects.
  */
-interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse] }
+interface Lane { laneUpgrade (): [IncomingMessage, ServerResponse], spare: unknown }
 function isLane (req: IncomingMessage): req is IncomingMessage & Lane {
   return (req as Partial<Lane>).laneUpgrade !== undefined
 }
@@ -328,9 +335,10 @@ export class Frontend implements PipelineSink<Ctx> {
     if (req.rawHeaders.length >= 2000) { this.early(req, res, ANSWERS.tooManyHeaders, start, '/'); return }
     if (twoHosts(req.rawHeaders)) { this.early(req, res, ANSWERS.duplicateHost, start, '/'); return }
     const method = req.method as string
-    const target = parseTarget(req.url as string)
-    if (target === null) { this.early(req, res, ANSWERS.badTarget, start, '/'); return }
+    const target = TARGET
+    if (!parseTargetInto(req.url as string, target)) { this.early(req, res, ANSWERS.badTarget, start, '/'); return }
     const path = target.path
+    const query = target.query
     const hostHeader = req.headers.host
     let host: string | null = ''
     if (target.authority !== null) {
@@ -341,7 +349,7 @@ export class Frontend implements PipelineSink<Ctx> {
         this.early(req, res, ANSWERS.hostMismatch, start, path)
         return
       }
-      req.url = target.query === '' ? path : path + '?' + target.query
+      req.url = query === '' ? path : path + '?' + query
     } else if (hostHeader !== undefined) {
       host = parseHost(hostHeader)
       if (host === null) { this.early(req, res, ANSWERS.badHost, start, path); return }
@@ -351,10 +359,10 @@ export class Frontend implements PipelineSink<Ctx> {
       return
     }
     // Forward what the guards judged: the normalised path (gateway/http/context.ts normalizePath).
-    if (target.rewritten && target.authority === null) req.url = target.query === '' ? path : path + '?' + target.query
+    if (target.rewritten && target.authority === null) req.url = query === '' ? path : path + '?' + query
     if (path.charCodeAt(1) === 95 /* _ */ && path.startsWith('/_flashgate/')) {
       if (isLane(req)) [req, res] = req.laneUpgrade()
-      this.edge(state, req, res, path, target.query, start)
+      this.edge(state, req, res, path, query, start)
       return
     }
     const m = state.router.match(host, path, method)
@@ -375,7 +383,14 @@ export class Frontend implements PipelineSink<Ctx> {
       trusted = true
       clientIp = clientAddress(peer, req.headers['x-forwarded-for'], state.trusted)
     }
-    const ctx = new Ctx(req, res, cr.route, method, path, target.query, host, clientIp, trusted, m.params, this.clock(), start)
+    // A lane request reuses the context its connection's last synchronously rejected request left.
+    const lane = isLane(req) ? req : null
+    const spare = lane !== null ? lane.spare as Ctx | null : null
+    let ctx: Ctx
+    if (spare !== null) {
+      (lane as Lane).spare = null
+      ctx = spare.renew(req, res, cr.route, method, path, query, host, clientIp, trusted, m.params, this.clock(), start)
+    } else ctx = new Ctx(req, res, cr.route, method, path, query, host, clientIp, trusted, m.params, this.clock(), start)
     ctx.requestId = requestIdOf(req, trusted)
     ctx.routeIndex = m.index
     ctx.owner = state
@@ -400,6 +415,11 @@ export class Frontend implements PipelineSink<Ctx> {
     }
     if (cr.guards === null) this.pass(ctx)
     else runPipeline(ctx, cr, 0, this)
+    // Rejected before this returned, still on the lane (never upgraded) and with no settler (a closure
+    // that may have kept it): nothing holds this context any more, so the connection's next lane request
+    // refills it instead of making one (issue 18). A guard that awaited, or a request that passed,
+    // leaves it alone.
+    if (lane !== null && ctx.settled && ctx.req === lane && ctx.settlers === null) lane.spare = ctx
   }
 
   /** Count a streamed (chunked) body as it arrives; past the limit, stop reading it and cut the request. */
@@ -561,7 +581,8 @@ export class Frontend implements PipelineSink<Ctx> {
     const close = r === ANSWERS.tooLarge || r === ANSWERS.requestTimeout
     writeRejection(ctx.res, r, ctx.extraHeaders, close, ctx.requestId)
     ctx.bytesOut = r.body.length
-    this.settle(ctx, { kind: 'rejected', rejection: r }, ctx.res.headersSent ? r.status : CLIENT_CLOSED)
+    // Only settlers read the outcome: without any, none is made.
+    this.settle(ctx, ctx.settlers === null ? UNREAD_OUTCOME : { kind: 'rejected', rejection: r }, ctx.res.headersSent ? r.status : CLIENT_CLOSED)
   }
 
   fail (ctx: Ctx, guard: Guard, err: unknown): void {

@@ -162,7 +162,11 @@ t.test('cluster, without store.wait: a lagging replica promoted after the master
   t.equal(r.duringLag, 40, 'the 40 buys during the lag admitted on the master alone')
   t.ok(r.replicaOffsets.every((o) => o < r.masterOffset), `the replicas' offsets ${r.replicaOffsets.join(', ')} behind the master's ${r.masterOffset} at the kill`)
   t.ok(r.promoted > 0, 'a replica was promoted')
-  t.equal(r.counterAtPromotion, 30, 'the promoted replica had the first 30 units only: the 40 were lost with the master')
+  // Every unit the promoted node took after the kill was admitted (no WAIT to miss), so its counter less
+  // those is what it started from; the units admitted before the kill beyond that were lost with the master.
+  // (counterAtPromotion is polled, so buys may already have landed on it when it is read.)
+  const lost = r.beforeKill + r.duringLag - (r.counter - (r.admitted - r.beforeKill - r.duringLag))
+  t.equal(lost, r.duringLag, `the promoted replica had lost the ${r.duringLag} units admitted during the lag`)
   t.ok(r.counter < r.admitted, `the promoted counter ${r.counter} is lower than the units admitted ${r.admitted}`)
   t.ok(r.admitted > QUOTA, `admitted ${r.admitted} > quota ${QUOTA}: the lost units were sold again`)
 })

@@ -45,16 +45,21 @@ async function redisCli (port: number, ...args: string[]): Promise<string> {
   return r.stdout
 }
 
-/** A relay 127.0.0.1:port → 127.0.0.1:target whose target→client direction can be paused and cut. */
-async function relay (target: number): Promise<{ port: number, link: ReplicationLink, close(): void }> {
-  const pairs: Array<{ a: Socket, b: Socket, held: Buffer[] }> = []
+/**
+ * A relay 127.0.0.1:port → 127.0.0.1:target whose target→client direction can be paused and cut.
+ * `pausable` picks the client connections pause() and cut() apply to (default: all); the others are
+ * forwarded throughout (a cluster master's relay carries its clients too, and holds back only its
+ * replicas, told apart by their source address).
+ */
+export async function relay (target: number, pausable: (client: Socket) => boolean = () => true): Promise<{ port: number, link: ReplicationLink, close(): void }> {
+  const pairs: Array<{ a: Socket, b: Socket, hold: boolean, held: Buffer[] }> = []
   let paused = false
   const server: Server = createServer((a) => {
     const b = connect({ port: target, host: '127.0.0.1' })
-    const pair = { a, b, held: [] as Buffer[] }
+    const pair = { a, b, hold: pausable(a), held: [] as Buffer[] }
     pairs.push(pair)
     a.on('data', (d: Buffer) => { b.write(d) })
-    b.on('data', (d: Buffer) => { if (paused) pair.held.push(d); else a.write(d) })
+    b.on('data', (d: Buffer) => { if (paused && pair.hold) pair.held.push(d); else a.write(d) })
     const end = (): void => { a.destroy(); b.destroy() }
     a.on('error', end); b.on('error', end); a.on('close', end); b.on('close', end)
   })
@@ -69,10 +74,10 @@ async function relay (target: number): Promise<{ port: number, link: Replication
     },
     cut () {
       server.close()
-      for (const p of pairs) { p.held = []; p.a.destroy(); p.b.destroy() }
+      for (const p of pairs) { p.held = []; if (p.hold) { p.a.destroy(); p.b.destroy() } }
     }
   }
-  return { port, link, close () { link.cut() } }
+  return { port, link, close () { link.cut(); for (const p of pairs) { p.a.destroy(); p.b.destroy() } } }
 }
 
 async function info (port: number, section: string): Promise<string> {

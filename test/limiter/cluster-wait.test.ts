@@ -15,9 +15,8 @@
  *    got MOVED for the script alone, which ioredis does not follow in a pipeline, so every admission of
  *    the moved slot failed for good; the store now refreshes the slot map and sends the pair again.
  *
- * Not forced here (it is in test/limiter/failover.test.ts on Sentinel): a replica that lags *and* loses
- * what it had not received when its master dies. Cluster replicas connect to the address their master
- * announces, so there is no relay to pause; a frozen replica still reads its socket when thawed.
+ * Not forced here: a replica that lags *and* loses what it had not received when its master dies; that
+ * is test/limiter/cluster-failover-lag.test.ts (a relay on the master's announced port).
  */
 import t from 'tap'
 import { Redis } from 'ioredis'

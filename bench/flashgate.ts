@@ -118,6 +118,8 @@ export interface ThroughputConfig {
  *   /deny               global rate_limit at 1/s → 429 (reject path, no store call)
  *   /soldout/C/P        quota on a product of quota 1 → 409 SOLD_OUT (latch: no store call)
  *   /quota/C/P          a never-rejecting global bucket + quota on a huge product → proxied (1 INCRBY-and-compare)
+ *   /link/C/P           signed_link alone: a forged link (signed with another key) → 403 LINK_INVALID (an
+ *                       antibot verdict: the HMAC is computed and compared, no store call)
  *   /fN/buy/C/P         the funnel's first N guards, then proxied
  *   / (prefix)          plain proxy
  */
@@ -127,7 +129,8 @@ export function throughputConfig (c: ThroughputConfig): string {
   const routes: Array<Record<string, unknown>> = [
     { name: 'reject', match: { path: '/deny' }, guards: [{ rate_limit: { name: 'deny', rate: '1/s', burst: 1 } }], upstream: 'origin' },
     { name: 'soldout', match: { path: '/soldout/:campaign/:product' }, guards: [{ quota: {} }], upstream: 'origin' },
-    { name: 'quota', match: { path: '/quota/:campaign/:product' }, guards: [{ rate_limit: { name: 'quota-global', rate: '10000000/s', burst: 1000000 } }, { quota: {} }], upstream: 'origin' }
+    { name: 'quota', match: { path: '/quota/:campaign/:product' }, guards: [{ rate_limit: { name: 'quota-global', rate: '10000000/s', burst: 1000000 } }, { quota: {} }], upstream: 'origin' },
+    { name: 'link', match: { path: '/link/:campaign/:product' }, guards: [{ signed_link: {} }], upstream: 'origin' }
   ]
   for (let n = 0; n <= c.funnelSteps && n <= steps.length; n++) {
     routes.push({ name: `f${n}`, match: { path: `/f${n}/buy/:campaign/:product` }, guards: steps.slice(0, n).map((s) => s.guard), upstream: 'origin' })

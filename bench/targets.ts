@@ -47,6 +47,7 @@ export const COMPARISONS: readonly Comparison[] = [
   { target: 'fg-proxy', reference: 'fastify-proxy', goal: null, what: 'plain proxy path' },
   { target: 'fg-reject-429', reference: 'node-hello', goal: 1.6, what: 'reject path: global 429 (issue 18)' },
   { target: 'fg-soldout', reference: 'node-hello', goal: 1.6, what: 'reject path: sold-out latch (issue 18)' },
+  { target: 'fg-link-forged', reference: 'node-hello', goal: 1.6, what: 'reject path: an antibot verdict, forged link (issue 18)' },
   { target: 'fg-reject-429', reference: 'nginx-limit-req-reject', goal: 0.6, what: 'reject path vs nginx limit_req (issue 18)' },
   { target: 'fg-reject-429', reference: 'lua-bucket-reject', goal: null, what: 'reject path vs OpenResty bucket' },
   { target: 'fg-soldout', reference: 'lua-redis-soldout', goal: null, what: 'sold out vs OpenResty INCRBY' },
@@ -76,6 +77,15 @@ function step (c: FgCtx, name: string, role: string, n: number): Target {
   return n >= DEDUPE_STEP ? { ...t, repeatAfterS: DEDUPE_TTL_S } : t
 }
 
+/** A well-formed purchase link for a real user and product, signed with a key the gateway does not have. */
+function forgedLink (c: FgCtx): RequestSpec {
+  const path = `/link/${CAMPAIGN}/big`
+  const user = 'forger'
+  const wrong = createSecretKey(Buffer.from(c.secrets.linkKey + '-not-it', 'utf8'))
+  const q = signLinkQuery('k1', wrong, { method: '*', path, user, campaign: CAMPAIGN, product: 'big', expiresAt: Date.now() + 6 * 3600_000 })
+  return { method: 'GET', path: `${path}?${q}`, headers: { [USER_HEADER]: user } }
+}
+
 /** Requests for funnel step n (its first n guards): one per user, each with what the guards need to pass. */
 export function funnelRequests (c: FgCtx, n: number): RequestSpec[] {
   const path = `/f${n}/buy/${CAMPAIGN}/big`
@@ -101,18 +111,19 @@ export function flashgateTargets (scenario: Scenario, c: FgCtx): Target[] {
   const reject = fg(c, 'fg-reject-429', 'global rate_limit rejecting (no store call)', 'reject', [{ method: 'GET', path: '/deny' }], 429, 'RATE_LIMITED')
   const soldout = fg(c, 'fg-soldout', 'quota sold out, answered from the latch', 'soldout', [{ method: 'GET', path: `/soldout/${CAMPAIGN}/soldout` }], 409, 'SOLD_OUT')
   const quota = fg(c, 'fg-quota-redis', 'bucket + quota (INCRBY-and-compare) then proxy', 'quota', [{ method: 'GET', path: `/quota/${CAMPAIGN}/big` }], 200, '"ok":true')
+  const forged = fg(c, 'fg-link-forged', 'signed_link: a forged link refused (HMAC checked)', 'link', [forgedLink(c)], 403, 'LINK_INVALID')
   const last = FUNNEL_STEPS.length
   // Built only where measured: its list is --requests-per-step signed requests.
   const funnel = (role: string): Target => step(c, 'fg-funnel', role, last)
   switch (scenario) {
     case 'proxy': return [proxy]
-    case 'reject': return [reject, soldout, quota]
+    case 'reject': return [reject, soldout, forged, quota]
     case 'funnel': {
       const steps: Target[] = []
       for (let n = 0; n < last; n++) steps.push(step(c, `fg-f${n}`, n === 0 ? 'route with params, no guard' : `+ ${FUNNEL_STEPS[n - 1] ?? ''}`, n))
       return [proxy, ...steps, funnel(`+ ${FUNNEL_STEPS[last - 1] ?? ''} (whole funnel)`)]
     }
-    case 'flash-sale': return [proxy, reject, soldout, quota, funnel(`all ${last} guards passing, then proxy`)]
+    case 'flash-sale': return [proxy, reject, soldout, forged, quota, funnel(`all ${last} guards passing, then proxy`)]
     case 'waiting-room': return [] // its own run: bench/waiting-room.ts
     case 'spike': return [soldout, quota]
     // One target per outcome the capacity model prices (bench/capacity-run.ts adds the mixed run).

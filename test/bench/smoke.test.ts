@@ -199,12 +199,14 @@ t.test('reject, with autocannon', async (t) => {
   const r = await bench(['--scenario', 'reject', '--generator', 'autocannon', '--duration', '1', '--json', join(dir, 'reject.json'), ...common], timeout)
   finished(t, r, timeout)
   const rep = readReport(t, 'reject')
-  t.equal(rep.runs.length, 3, 'one run per target')
+  t.equal(rep.runs.length, 4, 'one run per target: 429, sold out, forged link, quota')
   for (const run of rep.runs) t.ok(run.load.answered > 0, `${run.target}: answered`)
   t.ok(rep.timeline !== null && rep.timeline.length > 0, 'per-second timeline from the generator')
   const byName = new Map((rep.targets ?? []).map((x) => [x.target, x]))
   t.ok((byName.get('fg-reject-429')?.outcomes?.RATE_LIMITED ?? 0) > 0, 'global limit rejects with 429 RATE_LIMITED')
   t.ok((byName.get('fg-soldout')?.outcomes?.SOLD_OUT ?? 0) > 0, 'sold-out product answers SOLD_OUT')
+  const forged = byName.get('fg-link-forged')?.outcomes ?? {}
+  t.ok((forged.LINK_INVALID ?? 0) > 0 && Object.keys(forged).every((k) => k === 'LINK_INVALID'), `a forged link is only ever LINK_INVALID: ${JSON.stringify(forged)}`)
   t.ok((byName.get('fg-quota-redis')?.outcomes?.passed ?? 0) > 0, 'quota path admits')
 })
 

@@ -39,6 +39,8 @@ interface MemProduct {
   released: number
   /** The dead-letter stream: entryId → letter (insertion order = oldest first). */
   readonly dead: Map<string, { seq: string, reason: string, attempts: number, at: number }>
+  /** QUEUED orders: order token → when their notice was last known sent (the Redis store's `queued` zset). */
+  readonly noticed: Map<string, number>
 }
 
 export interface MemoryOriginStoreOptions {
@@ -101,7 +103,8 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
           paydue: new Map(),
           entrySeq: 0,
           released: 0,
-          dead: new Map()
+          dead: new Map(),
+          noticed: new Map()
         })
       }
     },
@@ -119,6 +122,7 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       p.buyers.set(user, seq)
       p.orders.set(seq, { status: 'QUEUED', user, queuedAt: now, createdAt: null, payBy: null, paidAt: null, cancelledAt: null })
       p.fresh.push([`${++p.entrySeq}-0`, seq])
+      p.noticed.set(seq, now)
       return { kind: 'queued', orderId: makeOrderId(ref, seq) }
     },
 
@@ -214,6 +218,7 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       p.pending.delete(entry.entryId)
       const o = parsed === null ? undefined : p.orders.get(parsed.token)
       if (parsed === null || o === undefined || o.status !== 'QUEUED') return false
+      p.noticed.delete(parsed.token)
       o.status = 'CREATED'
       o.createdAt = now
       o.payBy = now + paymentTimeoutMs
@@ -231,11 +236,43 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       const p = parsed === null ? undefined : get(parsed.ref)
       const o = parsed === null ? undefined : p?.orders.get(parsed.token)
       if (parsed === null || p === undefined || o === undefined || o.status !== 'QUEUED') return false
+      p.noticed.delete(parsed.token)
       o.status = 'CREATED'
       o.createdAt = now
       o.payBy = now + paymentTimeoutMs
       p.paydue.set(parsed.token, o.payBy)
       return true
+    },
+
+    async lostNotices (ref, before, now, max) {
+      const p = get(ref)
+      if (p === undefined || max <= 0) return []
+      const cand: string[] = []
+      for (const [seq, at] of p.noticed) {
+        if (cand.length >= max) break
+        if (at <= before) cand.push(seq)
+      }
+      if (cand.length === 0) return []
+      const seen = new Set<string>()
+      for (const [, seq] of p.fresh) seen.add(seq)
+      for (const d of p.pending.values()) seen.add(d.seq)
+      for (const l of p.dead.values()) seen.add(l.seq)
+      const lost: string[] = []
+      for (const seq of cand) {
+        p.noticed.delete(seq) // re-inserted last: the map stays in notice-time order
+        if (p.orders.get(seq)?.status !== 'QUEUED') continue
+        p.noticed.set(seq, now)
+        if (!seen.has(seq)) lost.push(makeOrderId(ref, seq))
+      }
+      return lost
+    },
+
+    async requeue (id) {
+      const parsed = parseOrderId(id)
+      const p = parsed === null ? undefined : get(parsed.ref)
+      if (parsed === null || p === undefined || p.orders.get(parsed.token)?.status !== 'QUEUED') return 'skipped'
+      p.fresh.push([`${++p.entrySeq}-0`, parsed.token])
+      return 'queued'
     },
 
     async deadLetterDirect (id, reason, attempts, now) {

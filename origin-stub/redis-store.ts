@@ -28,7 +28,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return 0`
 
-// KEYS: stock buyers orders queue · ARGV: user now token (a fresh random order token)
+// KEYS: stock buyers orders queued queue · ARGV: user now token (a fresh random order token)
 // → {1, token} queued · {2, token} duplicate (the user's existing order) · {0, ''} sold out (or stock absent)
 const BUY = `
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
@@ -42,18 +42,20 @@ redis.call('HINCRBY', KEYS[1], 'sale', -1)
 redis.call('HINCRBY', KEYS[1], 'locked', 1)
 redis.call('HSET', KEYS[2], ARGV[1], seq)
 redis.call('HSET', KEYS[3], seq, cjson.encode({status = 'QUEUED', user = ARGV[1], queued_at = tonumber(ARGV[2])}))
-redis.call('XADD', KEYS[4], '*', 'o', seq)
+redis.call('ZADD', KEYS[4], tonumber(ARGV[2]), seq)
+redis.call('XADD', KEYS[5], '*', 'o', seq)
 return {1, seq}`
 
 // With the stream on a Redis of its own (origin.queue): the same stock step without the XADD, which the
-// store then sends to the queue's Redis. KEYS: stock buyers orders · ARGV: user now token → as BUY
-const BUY_RECORD = BUY.replace("redis.call('XADD', KEYS[4], '*', 'o', seq)\n", '')
+// store then sends to the queue's Redis. KEYS: stock buyers orders queued · ARGV: user now token → as BUY
+const BUY_RECORD = BUY.replace("redis.call('XADD', KEYS[5], '*', 'o', seq)\n", '')
 
-// KEYS: orders paydue · ARGV: seq now paymentTimeoutMs → 1 created · 0 not QUEUED (or absent). The
+// KEYS: orders paydue queued · ARGV: seq now paymentTimeoutMs → 1 created · 0 not QUEUED (or absent). The
 // order half of COMPLETE: a direct call of a buffered notice, and the completion of an entry of a
 // stream on another Redis (acked there after this step: a crash in between redelivers it, and a
 // redelivered entry only acks).
 const CREATE = `
+redis.call('ZREM', KEYS[3], ARGV[1])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local o = cjson.decode(raw)
@@ -66,9 +68,10 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(o))
 redis.call('ZADD', KEYS[2], o.pay_by, ARGV[1])
 return 1`
 
-// KEYS: orders paydue queue · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
+// KEYS: orders paydue queue queued · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
 const COMPLETE = `
 local r = 0
+redis.call('ZREM', KEYS[4], ARGV[1])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw then
   local o = cjson.decode(raw)
@@ -92,6 +95,29 @@ const DEAD_LETTER = `
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5], 'at', ARGV[6])
+return 1`
+
+// KEYS: orders queued · ARGV: now, then token flag pairs (flag 1: in neither stream) → the tokens of flag 1
+// whose order is still QUEUED. Each still QUEUED has its notice time set to now; the others leave the index.
+const EXAMINE = `
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local seq = ARGV[i]
+  local raw = redis.call('HGET', KEYS[1], seq)
+  if raw and cjson.decode(raw).status == 'QUEUED' then
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), seq)
+    if ARGV[i + 1] == '1' then out[#out + 1] = seq end
+  else
+    redis.call('ZREM', KEYS[2], seq)
+  end
+end
+return out`
+
+// KEYS: orders queue · ARGV: seq → 1 its notice added to the stream again · 0 not QUEUED (or absent)
+const REQUEUE = `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw or cjson.decode(raw).status ~= 'QUEUED' then return 0 end
+redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
 return 1`
 
 // KEYS: dead orders queue · ARGV: max → queued again (the others, whose order is no longer QUEUED, dropped)
@@ -308,8 +334,8 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
   const qclient: Redis | Cluster = opts.queueUrl === undefined ? client : new Redis(opts.queueUrl, base)
   if (separate) qclient.on('error', (err: Error) => { opts.onError?.(err) })
 
-  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE] } as const
-  const own = { fgoBuyRecord: [3, BUY_RECORD], fgoCreate: [2, CREATE] } as const
+  const scripts = { fgoInit: [1, INIT], fgoBuy: [5, BUY], fgoComplete: [4, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE], fgoRequeue: [2, REQUEUE] } as const
+  const own = { fgoBuyRecord: [4, BUY_RECORD], fgoCreate: [3, CREATE], fgoExamine: [2, EXAMINE] } as const
   for (const [name, [numberOfKeys, lua]] of Object.entries({ ...scripts, ...own })) client.defineCommand(name, { numberOfKeys, lua })
   const cmd = client as unknown as Record<keyof typeof scripts | keyof typeof own, ScriptFn>
   if (separate) qclient.defineCommand('fgoDeadLetter', { numberOfKeys: 2, lua: DEAD_LETTER })
@@ -370,6 +396,20 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     return entries
   }
 
+  /** Add the order tokens of every entry of a stream on the queue's Redis to `into` (pages of 1000). */
+  const scanTokens = async (key: string, into: Set<string>): Promise<void> => {
+    let from = '-'
+    for (;;) {
+      const page = await run(async () => await qclient.xrange(key, from, '+', 'COUNT', 1000))
+      for (const [, f] of page) {
+        for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === 'o') into.add(f[i + 1] as string)
+      }
+      const last = page[page.length - 1]
+      if (page.length < 1000 || last === undefined) return
+      from = `(${last[0]}`
+    }
+  }
+
   return {
     kind: opts.kind,
     get healthy () { return !closed && client.status === 'ready' },
@@ -398,7 +438,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     async buy (ref, user, now): Promise<BuyResult> {
       const k = productKeys(prefix, ref)
       if (separate) {
-        const r = await run(async () => await cmd.fgoBuyRecord(k.stock, k.buyers, k.orders, user, now, newOrderToken())) as [number, string]
+        const r = await run(async () => await cmd.fgoBuyRecord(k.stock, k.buyers, k.orders, k.queued, user, now, newOrderToken())) as [number, string]
         if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
         if (r[0] !== 1) return { kind: 'sold_out' }
         const orderId = makeOrderId(ref, r[1])
@@ -411,7 +451,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         }
         return { kind: 'queued', orderId }
       }
-      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now, newOrderToken())) as [number, string]
+      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queued, k.queue, user, now, newOrderToken())) as [number, string]
       if (r[0] === 1) return { kind: 'queued', orderId: makeOrderId(ref, r[1]) }
       if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
       return { kind: 'sold_out' }
@@ -475,7 +515,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         return false
       }
       if (separate) {
-        const created = await run(async () => await cmd.fgoCreate(k.orders, k.paydue, parsed.token, now, paymentTimeoutMs))
+        const created = await run(async () => await cmd.fgoCreate(k.orders, k.paydue, k.queued, parsed.token, now, paymentTimeoutMs))
         try {
           await qclient.xack(k.queue, GROUP, entry.entryId)
           await qclient.xdel(k.queue, entry.entryId)
@@ -484,7 +524,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         }
         return created === 1
       }
-      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))
+      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, k.queued, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))
       return r === 1
     },
 
@@ -497,7 +537,37 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       const parsed = parseOrderId(id)
       if (parsed === null) return false
       const k = productKeys(prefix, parsed.ref)
-      return Number(await run(async () => await cmd.fgoCreate(k.orders, k.paydue, parsed.token, now, paymentTimeoutMs))) === 1
+      return Number(await run(async () => await cmd.fgoCreate(k.orders, k.paydue, k.queued, parsed.token, now, paymentTimeoutMs))) === 1
+    },
+
+    async lostNotices (ref, before, now, max) {
+      if (max <= 0) return []
+      const k = productKeys(prefix, ref)
+      const cand = await run(async () => await client.zrangebyscore(k.queued, '-inf', before, 'LIMIT', 0, max))
+      if (cand.length === 0) return []
+      // The dead letters first, then the stream: a re-drive adds to the stream before it deletes the
+      // letter, so an order moving between them is seen in one of the two.
+      const seen = new Set<string>()
+      for (const key of [k.dead, k.queue]) await scanTokens(key, seen)
+      const args: string[] = []
+      for (const seq of cand) args.push(seq, seen.has(seq) ? '0' : '1')
+      const lost = await run(async () => await cmd.fgoExamine(k.orders, k.queued, now, ...args)) as string[]
+      return lost.map((seq) => makeOrderId(ref, String(seq)))
+    },
+
+    async requeue (id) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return 'skipped'
+      const k = productKeys(prefix, parsed.ref)
+      if (!separate) return Number(await run(async () => await cmd.fgoRequeue(k.orders, k.queue, parsed.token))) === 1 ? 'queued' : 'skipped'
+      const raw = await run(async () => await client.hget(k.orders, parsed.token))
+      if (raw === null || (JSON.parse(raw) as RawOrder).status !== 'QUEUED') return 'skipped'
+      try {
+        await qclient.xadd(k.queue, '*', 'o', parsed.token)
+      } catch {
+        return 'unsent'
+      }
+      return 'queued'
     },
 
     async deadLetterDirect (id, reason, attempts, now) {

@@ -139,6 +139,25 @@ export interface OriginStore {
   /** Park a buffered notice the order writer kept failing on in the product's dead-letter stream (no queue entry to ack). */
   deadLetterDirect(orderId: string, reason: string, attempts: number, now: number): Promise<void>
 
+  // --- lost notices (origin-stub/requeue.ts): a QUEUED order whose notice reached no stream ---
+
+  /**
+   * QUEUED orders whose notice was last known sent at or before `before` and that are neither in the order
+   * stream (new or pending) nor in the dead-letter stream: their notice was lost (an origin killed between
+   * the stock step and the disk buffer's fsync). At most `max`, oldest first. Every order examined has
+   * its notice time moved to `now` (found in a stream, or handed to the caller to send again), so a
+   * backlog older than the bound is not examined again until another bound has passed. A race with the
+   * worker or a re-drive can only name an order whose notice is in flight (a duplicate notice, harmless:
+   * creation is exactly once), never miss one.
+   */
+  lostNotices(ref: ProductRef, before: number, now: number, max: number): Promise<string[]>
+  /**
+   * Send a QUEUED order's notice to the order stream again: `queued`; `skipped` (nothing sent) when the
+   * order is no longer QUEUED or does not exist; `unsent` when the stream (on a Redis of its own) refused
+   * it — the caller puts it in the disk buffer.
+   */
+  requeue(orderId: string): Promise<'queued' | 'skipped' | 'unsent'>
+
   // --- the dead-letter stream (origin-stub/dead-letter.ts) ---
 
   /**

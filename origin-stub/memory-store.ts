@@ -39,7 +39,10 @@ interface MemProduct {
   released: number
   /** The dead-letter stream: entryId → letter (insertion order = oldest first). */
   readonly dead: Map<string, { seq: string, reason: string, attempts: number, at: number }>
-  /** QUEUED orders: order token → when their notice was last known sent (the Redis store's `queued` zset). */
+  /**
+   * QUEUED orders whose notice is not known to be in the queue (the Redis store's `queued` zset): order
+   * token → since when. Always empty here: the buy and its notice are one step.
+   */
   readonly noticed: Map<string, number>
 }
 
@@ -122,7 +125,6 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       p.buyers.set(user, seq)
       p.orders.set(seq, { status: 'QUEUED', user, queuedAt: now, createdAt: null, payBy: null, paidAt: null, cancelledAt: null })
       p.fresh.push([`${++p.entrySeq}-0`, seq])
-      p.noticed.set(seq, now)
       return { kind: 'queued', orderId: makeOrderId(ref, seq) }
     },
 
@@ -252,19 +254,19 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
         if (cand.length >= max) break
         if (at <= before) cand.push(seq)
       }
-      if (cand.length === 0) return []
-      const seen = new Set<string>()
-      for (const [, seq] of p.fresh) seen.add(seq)
-      for (const d of p.pending.values()) seen.add(d.seq)
-      for (const l of p.dead.values()) seen.add(l.seq)
       const lost: string[] = []
       for (const seq of cand) {
-        p.noticed.delete(seq) // re-inserted last: the map stays in notice-time order
+        p.noticed.delete(seq) // re-inserted last: the map stays in time order
         if (p.orders.get(seq)?.status !== 'QUEUED') continue
         p.noticed.set(seq, now)
-        if (!seen.has(seq)) lost.push(makeOrderId(ref, seq))
+        lost.push(makeOrderId(ref, seq))
       }
       return lost
+    },
+
+    async noticeKept (id) {
+      const parsed = parseOrderId(id)
+      if (parsed !== null) get(parsed.ref)?.noticed.delete(parsed.token)
     },
 
     async requeue (id) {
@@ -272,6 +274,7 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       const p = parsed === null ? undefined : get(parsed.ref)
       if (parsed === null || p === undefined || p.orders.get(parsed.token)?.status !== 'QUEUED') return 'skipped'
       p.fresh.push([`${++p.entrySeq}-0`, parsed.token])
+      p.noticed.delete(parsed.token)
       return 'queued'
     },
 

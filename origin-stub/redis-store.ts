@@ -29,6 +29,7 @@ end
 return 0`
 
 // KEYS: stock buyers orders queued queue · ARGV: user now token (a fresh random order token)
+// (the stock step and the notice in one step: nothing to put in the queued index)
 // → {1, token} queued · {2, token} duplicate (the user's existing order) · {0, ''} sold out (or stock absent)
 const BUY = `
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
@@ -42,13 +43,14 @@ redis.call('HINCRBY', KEYS[1], 'sale', -1)
 redis.call('HINCRBY', KEYS[1], 'locked', 1)
 redis.call('HSET', KEYS[2], ARGV[1], seq)
 redis.call('HSET', KEYS[3], seq, cjson.encode({status = 'QUEUED', user = ARGV[1], queued_at = tonumber(ARGV[2])}))
-redis.call('ZADD', KEYS[4], tonumber(ARGV[2]), seq)
 redis.call('XADD', KEYS[5], '*', 'o', seq)
 return {1, seq}`
 
 // With the stream on a Redis of its own (origin.queue): the same stock step without the XADD, which the
-// store then sends to the queue's Redis. KEYS: stock buyers orders queued · ARGV: user now token → as BUY
-const BUY_RECORD = BUY.replace("redis.call('XADD', KEYS[5], '*', 'o', seq)\n", '')
+// store then sends to the queue's Redis. The order enters the queued index (scored by now) until its
+// notice is known to be in the stream or the disk buffer: a crash in between leaves it there, found by
+// lostNotices. KEYS: stock buyers orders queued · ARGV: user now token → as BUY
+const BUY_RECORD = BUY.replace("redis.call('XADD', KEYS[5], '*', 'o', seq)\n", "redis.call('ZADD', KEYS[4], tonumber(ARGV[2]), seq)\n")
 
 // KEYS: orders paydue queued · ARGV: seq now paymentTimeoutMs → 1 created · 0 not QUEUED (or absent). The
 // order half of COMPLETE: a direct call of a buffered notice, and the completion of an entry of a
@@ -97,24 +99,25 @@ redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5], 'at', ARGV[6])
 return 1`
 
-// KEYS: orders queued · ARGV: now, then token flag pairs (flag 1: in neither stream) → the tokens of flag 1
-// whose order is still QUEUED. Each still QUEUED has its notice time set to now; the others leave the index.
+// KEYS: orders queued · ARGV: before now max → the tokens indexed at or before \`before\` whose order is
+// still QUEUED, each with its notice time set to now; the others leave the index.
 const EXAMINE = `
 local out = {}
-for i = 2, #ARGV - 1, 2 do
-  local seq = ARGV[i]
+local now = tonumber(ARGV[2])
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[3]))) do
   local raw = redis.call('HGET', KEYS[1], seq)
   if raw and cjson.decode(raw).status == 'QUEUED' then
-    redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), seq)
-    if ARGV[i + 1] == '1' then out[#out + 1] = seq end
+    redis.call('ZADD', KEYS[2], now, seq)
+    out[#out + 1] = seq
   else
     redis.call('ZREM', KEYS[2], seq)
   end
 end
 return out`
 
-// KEYS: orders queue · ARGV: seq → 1 its notice added to the stream again · 0 not QUEUED (or absent)
+// KEYS: orders queue queued · ARGV: seq → 1 its notice added to the stream again · 0 not QUEUED (or absent)
 const REQUEUE = `
+redis.call('ZREM', KEYS[3], ARGV[1])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw or cjson.decode(raw).status ~= 'QUEUED' then return 0 end
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
@@ -334,7 +337,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
   const qclient: Redis | Cluster = opts.queueUrl === undefined ? client : new Redis(opts.queueUrl, base)
   if (separate) qclient.on('error', (err: Error) => { opts.onError?.(err) })
 
-  const scripts = { fgoInit: [1, INIT], fgoBuy: [5, BUY], fgoComplete: [4, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE], fgoRequeue: [2, REQUEUE] } as const
+  const scripts = { fgoInit: [1, INIT], fgoBuy: [5, BUY], fgoComplete: [4, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE], fgoRequeue: [3, REQUEUE] } as const
   const own = { fgoBuyRecord: [4, BUY_RECORD], fgoCreate: [3, CREATE], fgoExamine: [2, EXAMINE] } as const
   for (const [name, [numberOfKeys, lua]] of Object.entries({ ...scripts, ...own })) client.defineCommand(name, { numberOfKeys, lua })
   const cmd = client as unknown as Record<keyof typeof scripts | keyof typeof own, ScriptFn>
@@ -396,18 +399,13 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     return entries
   }
 
-  /** Add the order tokens of every entry of a stream on the queue's Redis to `into` (pages of 1000). */
-  const scanTokens = async (key: string, into: Set<string>): Promise<void> => {
-    let from = '-'
-    for (;;) {
-      const page = await run(async () => await qclient.xrange(key, from, '+', 'COUNT', 1000))
-      for (const [, f] of page) {
-        for (let i = 0; i + 1 < f.length; i += 2) if (f[i] === 'o') into.add(f[i + 1] as string)
-      }
-      const last = page[page.length - 1]
-      if (page.length < 1000 || last === undefined) return
-      from = `(${last[0]}`
-    }
+  /**
+   * The notice is in the stream: the order leaves the queued index. A failure is ignored (the buy is
+   * answered as queued): the order is then named by lostNotices after the bound and its notice sent a
+   * second time, which creates nothing twice.
+   */
+  const kept = async (queued: string, token: string): Promise<void> => {
+    try { await client.zrem(queued, token) } catch { /* a duplicate notice later, harmless */ }
   }
 
   return {
@@ -449,6 +447,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
           // stream as well is created once: both paths create only a QUEUED order).
           return { kind: 'queued', orderId, unsent: true }
         }
+        await kept(k.queued, r[1])
         return { kind: 'queued', orderId }
       }
       const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queued, k.queue, user, now, newOrderToken())) as [number, string]
@@ -543,23 +542,21 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     async lostNotices (ref, before, now, max) {
       if (max <= 0) return []
       const k = productKeys(prefix, ref)
-      const cand = await run(async () => await client.zrangebyscore(k.queued, '-inf', before, 'LIMIT', 0, max))
-      if (cand.length === 0) return []
-      // The dead letters first, then the stream: a re-drive adds to the stream before it deletes the
-      // letter, so an order moving between them is seen in one of the two.
-      const seen = new Set<string>()
-      for (const key of [k.dead, k.queue]) await scanTokens(key, seen)
-      const args: string[] = []
-      for (const seq of cand) args.push(seq, seen.has(seq) ? '0' : '1')
-      const lost = await run(async () => await cmd.fgoExamine(k.orders, k.queued, now, ...args)) as string[]
+      const lost = await run(async () => await cmd.fgoExamine(k.orders, k.queued, before, now, max)) as string[]
       return lost.map((seq) => makeOrderId(ref, String(seq)))
+    },
+
+    async noticeKept (id) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return
+      await run(async () => await client.zrem(productKeys(prefix, parsed.ref).queued, parsed.token))
     },
 
     async requeue (id) {
       const parsed = parseOrderId(id)
       if (parsed === null) return 'skipped'
       const k = productKeys(prefix, parsed.ref)
-      if (!separate) return Number(await run(async () => await cmd.fgoRequeue(k.orders, k.queue, parsed.token))) === 1 ? 'queued' : 'skipped'
+      if (!separate) return Number(await run(async () => await cmd.fgoRequeue(k.orders, k.queue, k.queued, parsed.token))) === 1 ? 'queued' : 'skipped'
       const raw = await run(async () => await client.hget(k.orders, parsed.token))
       if (raw === null || (JSON.parse(raw) as RawOrder).status !== 'QUEUED') return 'skipped'
       try {
@@ -567,6 +564,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       } catch {
         return 'unsent'
       }
+      await kept(k.queued, parsed.token)
       return 'queued'
     },
 

@@ -3,10 +3,16 @@
  * takes its unit and records its order (QUEUED) in the stock step, then sends the notice to the stream
  * or, when that fails, to the disk buffer. An origin killed between the stock step and the buffer's
  * fsync leaves a QUEUED order whose notice is nowhere: nothing would ever create it, and its unit
- * would stay locked. This step, run at start and with every sweep, finds such orders — QUEUED, notice
- * last known sent more than `origin.requeue_after` ago, in neither the order stream nor the dead-letter
- * stream nor this origin's buffer (`OriginStore.lostNotices`) — and sends their notice again: to the
- * stream, or to the disk buffer while the stream refuses it.
+ * would stay locked. This step, run at start and with every sweep, finds such orders and sends their
+ * notice again: to the stream, or to the disk buffer while the stream refuses it.
+ *
+ * How they are found: the stock step puts the order in an index (`queued:{C:P}`, scored by time) that
+ * it leaves as soon as its notice is known to be safe — the XADD answered, the buffer's fsync returned
+ * (`noticeKept`), or the order created. So the index holds only the few orders whose notice is in
+ * flight, and those older than `origin.requeue_after` are the lost ones (`OriginStore.lostNotices`),
+ * found without reading the streams (whose backlog may be long). One that did arrive (an XADD whose
+ * answer was lost, a failed removal) is named too: its notice is sent twice, harmless (below). A notice
+ * in this origin's own buffer is left to its sender.
  *
  * Why re-queue and not cancel: the buyer had no answer, but a retried buy answers DUPLICATE with this
  * very order id (one order per user and product), so the buyer may already be waiting on it; cancelling
@@ -60,15 +66,15 @@ export function createRequeue (opts: RequeueOptions): Requeue {
         if (buffer === null) { opts.onUnsent?.(id); continue }
         try {
           await buffer.append(id, now)
+          await opts.store.noticeKept(id).catch(() => {})
           n++
           opts.onRequeued?.(id, 'buffer')
         } catch (err) {
           opts.onUnsent?.(id, err)
         }
       }
-      // Examined orders leave the window (their notice time is now), so each call sees the next ones;
-      // a batch with none lost ends the pass, the rest waits for the next sweep.
-      if (lost.length === 0) return n
+      // Each order named has its time moved to now: the next call names the next ones.
+      if (lost.length < batch) return n
     }
   }
 }

@@ -142,17 +142,20 @@ export interface OriginStore {
   // --- lost notices (origin-stub/requeue.ts): a QUEUED order whose notice reached no stream ---
 
   /**
-   * QUEUED orders whose notice was last known sent at or before `before` and that are neither in the order
-   * stream (new or pending) nor in the dead-letter stream: their notice was lost (an origin killed between
-   * the stock step and the disk buffer's fsync). At most `max`, oldest first. Every order examined has
-   * its notice time moved to `now` (found in a stream, or handed to the caller to send again), so a
-   * backlog older than the bound is not examined again until another bound has passed. A race with the
-   * worker or a re-drive can only name an order whose notice is in flight (a duplicate notice, harmless:
-   * creation is exactly once), never miss one.
+   * QUEUED orders whose notice is not known to have reached the order stream or a disk buffer, recorded
+   * at or before `before`: their notice was lost (an origin killed between the stock step and the
+   * buffer's fsync). An order enters this index in the stock step only when the stream is on a Redis of
+   * its own (on the store's Redis the stock step and the notice are one step), and leaves it when the
+   * stream took the notice (in `buy`, `requeue`), when `noticeKept` says a buffer holds it, or when it
+   * is created. At most `max`, oldest first; each one named has its time moved to `now`, so it is named
+   * again only after another bound. Naming an order whose notice did arrive (a lost answer, a failed
+   * removal) only causes a duplicate notice: creation is exactly once.
    */
   lostNotices(ref: ProductRef, before: number, now: number, max: number): Promise<string[]>
+  /** The order's notice is on a disk buffer (fsynced): it leaves the lost-notice index. */
+  noticeKept(orderId: string): Promise<void>
   /**
-   * Send a QUEUED order's notice to the order stream again: `queued`; `skipped` (nothing sent) when the
+   * Send a QUEUED order's notice to the order stream again (it then leaves the lost-notice index): `queued`; `skipped` (nothing sent) when the
    * order is no longer QUEUED or does not exist; `unsent` when the stream (on a Redis of its own) refused
    * it — the caller puts it in the disk buffer.
    */

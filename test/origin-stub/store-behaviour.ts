@@ -10,9 +10,9 @@ import type { OriginStore, ProductRef, QueueEntry, StockView } from '../../origi
 export type MakeStore = (t: Test) => Promise<OriginStore>
 
 /**
- * What a backend can do that the interface cannot: drop an order's notice from the order stream, as an
- * origin killed between the stock step and the buffer's fsync leaves it (the memory store cannot lose
- * one: its buy is one step in the process).
+ * What a backend can do that the interface cannot: make an order's notice lost, as an origin killed
+ * between the stock step and the buffer's fsync leaves it — not in the stream, still in the queued
+ * index at its buy's time (the memory store cannot lose one: its buy is one step in the process).
  */
 export interface StoreHooks {
   readonly loseNotice?: (t: Test, store: OriginStore, ref: ProductRef, orderId: string) => Promise<void>
@@ -251,7 +251,7 @@ export function storeBehaviour (t: Test, make: MakeStore, hooks: StoreHooks = {}
     const [o1, o2, o3] = ids as [string, string, string]
     const LATER = T0 + 60_000
     t.same(await store.lostNotices(A, T0 - 1, LATER, 10), [], 'not older than the bound')
-    t.same(await store.lostNotices(A, T0, LATER, 10), [], 'new entries are in the stream')
+    t.same(await store.lostNotices(A, T0, LATER, 10), [], 'notices the stream took are not lost')
     const batch = await store.readNew(A, 'w1', 2)
     const [e1, e2] = batch as [QueueEntry, QueueEntry]
     await store.deadLetter(e2, 'order system answered 503', 5, T0 + 1)

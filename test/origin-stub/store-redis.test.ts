@@ -9,19 +9,22 @@ import { storeBehaviour, type StoreHooks } from './store-behaviour.js'
 let n = 0
 
 /**
- * Drop an order's notice from the order stream by hand (XDEL on a client of its own): the state an
- * origin killed between the stock step and the buffer's fsync leaves.
+ * Make an order's notice lost by hand (clients of their own): not in the stream (XDEL), and back in the
+ * queued index at its buy's time — the state an origin killed between the stock step and the buffer's
+ * fsync leaves.
  */
-function loseNotice (prefixes: WeakMap<OriginStore, string>, connect: () => Redis | Cluster): StoreHooks {
+function loseNotice (prefixes: WeakMap<OriginStore, string>, connectStore: () => Redis | Cluster, connectQueue: () => Redis | Cluster): StoreHooks {
   return {
     loseNotice: async (t: Test, store: OriginStore, ref: ProductRef, orderId: string) => {
-      const raw = connect()
-      t.teardown(() => { raw.disconnect() })
-      const key = productKeys(prefixes.get(store) ?? '', ref).queue
-      const token = parseOrderId(orderId)?.token
-      const ids = (await raw.xrange(key, '-', '+')).filter(([, f]) => f[1] === token).map(([id]) => id)
+      const s = connectStore()
+      const q = connectQueue()
+      t.teardown(() => { s.disconnect(); q.disconnect() })
+      const k = productKeys(prefixes.get(store) ?? '', ref)
+      const token = parseOrderId(orderId)?.token ?? ''
+      const ids = (await q.xrange(k.queue, '-', '+')).filter(([, f]) => f[1] === token).map(([id]) => id)
       t.ok(ids.length > 0, 'the notice was in the stream')
-      await raw.xdel(key, ...ids)
+      await q.xdel(k.queue, ...ids)
+      await s.zadd(k.queued, (await store.order(orderId))?.queuedAt ?? 0, token)
     }
   }
 }
@@ -37,7 +40,7 @@ t.test('redis', async (t) => {
     prefixes.set(store, keyPrefix)
     t.teardown(async () => { await store.close() })
     return store
-  }, loseNotice(prefixes, () => new Redis(redis.url)))
+  }, loseNotice(prefixes, () => new Redis(redis.url), () => new Redis(redis.url)))
 })
 
 t.test('redis, with the order and dead-letter streams on a second redis-server (origin.queue)', async (t) => {
@@ -51,7 +54,7 @@ t.test('redis, with the order and dead-letter streams on a second redis-server (
     prefixes.set(store, keyPrefix)
     t.teardown(async () => { await store.close() })
     return store
-  }, loseNotice(prefixes, () => new Redis(queue.url)))
+  }, loseNotice(prefixes, () => new Redis(redis.url), () => new Redis(queue.url)))
 })
 
 t.test('redis cluster (every script touches one slot)', async (t) => {
@@ -64,5 +67,8 @@ t.test('redis cluster (every script touches one slot)', async (t) => {
     prefixes.set(store, keyPrefix)
     t.teardown(async () => { await store.close() })
     return store
-  }, loseNotice(prefixes, () => new Cluster(cluster.nodes.map((u) => { const x = new URL(u); return { host: x.hostname, port: Number(x.port) } }))))
+  }, loseNotice(prefixes, connect, connect))
+  function connect (): Cluster {
+    return new Cluster(cluster.nodes.map((u) => { const x = new URL(u); return { host: x.hostname, port: Number(x.port) } }))
+  }
 })

@@ -18,8 +18,8 @@
  * very order id (one order per user and product), so the buyer may already be waiting on it; cancelling
  * would leave them an order that can never be paid and no way to buy again. Re-queueing is safe because
  * creation (QUEUED → CREATED) is one atomic step that checks the status (the worker's `complete`, the
- * sender's `createDirect`): a notice sent again for an order that was created meanwhile — another
- * origin's buffer held it, or a race with the worker — only acks. The order system may see the order
+ * sender's `createDirect`): a notice sent again for an order that was created meanwhile — its first
+ * notice did arrive after all, or a buffer's direct call got there first — only acks. The order system may see the order
  * twice (at least once, as with an ambiguous XADD); the order store never.
  *
  * Bound: an order's notice time is set when it is queued and moved to now each time it is examined, so
@@ -28,8 +28,6 @@
  */
 import type { NoticeBuffer } from './buffer.js'
 import type { OriginStore, ProductRef } from './types.js'
-
-export const REQUEUE_DEFAULT_MS = 30_000
 
 export interface RequeueOptions {
   readonly store: OriginStore

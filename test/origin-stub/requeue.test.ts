@@ -1,7 +1,7 @@
 /**
  * Lost order notices (issue 17, origin-stub/requeue.ts): with the order stream on a redis-server of its
  * own, an origin killed between the stock step and the disk buffer's fsync leaves QUEUED orders whose
- * notice is in neither stream nor any buffer. That state is made for real (the stock step on the
+ * notice reached neither the stream nor any buffer. That state is made for real (the stock step on the
  * store's Redis, the stream's redis-server stopped so the XADD fails, nothing buffered, the store
  * dropped), then an origin is started on a live stream: each such order is created within
  * `requeue_after` plus a few sweeps, never before it, and an order created meanwhile by another path

@@ -99,7 +99,7 @@ redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5], 'at', ARGV[6])
 return 1`
 
-// KEYS: orders queued · ARGV: before now max → the tokens indexed at or before \`before\` whose order is
+// KEYS: orders queued · ARGV: before now max → the tokens indexed at or before ARGV[1] whose order is
 // still QUEUED, each with its notice time set to now; the others leave the index.
 const EXAMINE = `
 local out = {}

@@ -35,7 +35,7 @@ export function config (store: StoreConfig, campaigns: CampaignConfig[] = []): C
     server: { maxHeaderSize: 16384, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxBodySize: 1 << 20, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 128 * 1024, parser: 'node' },
     accessLog: { enabled: false, path: 'stdout' }, upstreams: new Map(),
     campaigns: new Map(campaigns.map((c) => [c.id, c])), routes: [],
-    origin: { listen: { host: '127.0.0.1', port: 0 }, orderRate: 100, paymentTimeoutMs: 600_000 }
+    origin: { listen: { host: '127.0.0.1', port: 0 }, orderRate: 100, paymentTimeoutMs: 600_000, requeueAfterMs: 30_000 }
   }
 }
 

@@ -2,7 +2,8 @@
  * The origin's order path keys (issue 17), read from the `origin:` map: `writer` (the order system an
  * order is handed to, with its retries and back-off before the dead-letter stream), `queue` (the order
  * stream on a Redis of its own) and `buffer` (the local disk buffer an order notice goes to while that
- * stream cannot be written). Each is present in OriginConfig only when given. See origin-stub/ and
+ * stream cannot be written), each present in OriginConfig only when given; and `requeue_after` (a QUEUED
+order whose notice reached no stream is sent again after this long: origin-stub/requeue.ts). See origin-stub/ and
  * README "The order path when its queue fails".
  */
 import { dirname, isAbsolute, resolve } from 'node:path'
@@ -12,7 +13,10 @@ import { parseDuration, parseRate } from './parse.js'
 import type { PNode } from './tree.js'
 import type { OriginBufferConfig, OriginQueueConfig, OriginWriterConfig, StoreConfig } from './types.js'
 
-export const ORIGIN_ORDER_KEYS = ['writer', 'queue', 'buffer'] as const
+export const ORIGIN_ORDER_KEYS = ['writer', 'queue', 'buffer', 'requeue_after'] as const
+/** Default `origin.requeue_after`; at least 1 s (longer than a live buy's stock step → notice: command timeout + fsync). */
+export const REQUEUE_AFTER_DEFAULT_MS = 30_000
+const REQUEUE_AFTER_MIN_MS = 1000
 
 export const WRITER_DEFAULTS: Omit<OriginWriterConfig, 'url'> = Object.freeze({ attempts: 5, backoffMs: 100, maxBackoffMs: 2000, timeoutMs: 2000 })
 /** Notices sent on from the buffer per second (low: the order system is the bottleneck it protects). */
@@ -91,8 +95,8 @@ function readBuffer (ck: Checker, n: PNode): OriginBufferConfig | undefined {
 }
 
 /** The order path keys of the `origin:` map `m`, each only when given. */
-export function readOriginOrders (ck: Checker, m: MapView | undefined, store: StoreConfig): { writer?: OriginWriterConfig, queue?: OriginQueueConfig, buffer?: OriginBufferConfig } {
-  if (m === undefined) return {}
+export function readOriginOrders (ck: Checker, m: MapView | undefined, store: StoreConfig): { requeueAfterMs: number, writer?: OriginWriterConfig, queue?: OriginQueueConfig, buffer?: OriginBufferConfig } {
+  if (m === undefined) return { requeueAfterMs: REQUEUE_AFTER_DEFAULT_MS }
   const wn = m.get('writer')
   const qn = m.get('queue')
   const bn = m.get('buffer')
@@ -102,6 +106,7 @@ export function readOriginOrders (ck: Checker, m: MapView | undefined, store: St
   if (qn !== undefined && bn === undefined) ck.error(m.keyPos('queue'), 'origin.queue needs origin.buffer: { path: DIR } (where a buy\'s order notice goes while the stream cannot be written)')
   if (bn !== undefined && qn === undefined) ck.error(m.keyPos('buffer'), 'origin.buffer is used only with origin.queue (with the stream on the store\'s Redis a buy and its notice are one atomic step)')
   return {
+    requeueAfterMs: ms(ck, m.get('requeue_after'), 'origin.requeue_after', REQUEUE_AFTER_MIN_MS) ?? REQUEUE_AFTER_DEFAULT_MS,
     ...(writer !== undefined ? { writer } : {}),
     ...(queue !== undefined ? { queue } : {}),
     ...(buffer !== undefined ? { buffer } : {})

@@ -395,6 +395,8 @@ export interface OriginConfig {
   readonly queue?: OriginQueueConfig
   /** `origin.buffer`: where order notices go while the stream cannot be written (needed with `queue`). */
   readonly buffer?: OriginBufferConfig
+  /** `origin.requeue_after`: a QUEUED order whose notice reached no stream is sent again after this long (default 30 s, at least 1 s). */
+  readonly requeueAfterMs: number
 }
 
 export interface OriginWriterConfig {

@@ -19,8 +19,9 @@
  * delivery are pending again) and rewritten with only those (temporary file, fsync, rename, fsync of the
  * directory); it is rewritten empty whenever nothing is pending and it has grown past 1 MiB.
  *
- * Not covered: a process killed after the stock step and before the notice's fsync (the buyer got no
- * answer); that order stays QUEUED with its unit locked (never an oversell) until an operator re-drives it.
+ * A process killed after the stock step and before the notice's fsync (the buyer got no answer) leaves
+ * a QUEUED order whose notice is nowhere: origin-stub/requeue.ts finds it after `origin.requeue_after`
+ * and sends its notice again.
  */
 import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { mkdir, open, rename, type FileHandle } from 'node:fs/promises'
@@ -37,6 +38,8 @@ interface Waiter { readonly resolve: () => void, readonly reject: (err: Error) =
 export interface NoticeBuffer {
   /** Resolves once the notice is on disk (fdatasync returned); rejects when the disk failed. */
   append(orderId: string, at: number): Promise<void>
+  /** Whether the notice of this order is pending here. */
+  has(orderId: string): boolean
   /** Pending notices, oldest first (a copy, at most `max`). */
   peek(max: number): string[]
   /** The notice was delivered: it leaves the pending set (recorded on disk with the next batch). */
@@ -153,6 +156,7 @@ export async function openNoticeBuffer (dir: string): Promise<{ buffer: NoticeBu
         kick()
       })
     },
+    has (orderId) { return pending.has(orderId) },
     peek (max) {
       const out: string[] = []
       for (const id of pending.keys()) {

@@ -13,6 +13,7 @@
  * | `<prefix>queue:{C:P}`        | stream | `o` = order token; consumer group `origin`; entries are XACKed and XDELed when the order is created |
  * | `<prefix>paydue:{C:P}`       | zset   | order token scored by its payment deadline (CREATED orders only) |
  * | `<prefix>dead:{C:P}`         | stream | dead letters: `o` order token, `reason`, `attempts`, `at` (origin-stub/dead-letter.ts) |
+ * | `<prefix>queued:{C:P}`       | zset   | QUEUED order tokens scored by when their notice was last known sent (origin-stub/requeue.ts) |
  *
  * An order id is `C:P:T` (C and P percent-encoded, T the order token: 128 random bits from the CSPRNG,
  * base64url, 22 characters): it names its slot, so `GET /orders/:id` needs no global index, and it
@@ -29,6 +30,7 @@ export interface ProductKeys {
   readonly queue: string
   readonly paydue: string
   readonly dead: string
+  readonly queued: string
 }
 
 /** The consumer group of every order queue. */
@@ -46,7 +48,8 @@ export function productKeys (prefix: string, ref: ProductRef): ProductKeys {
     orders: `${prefix}orders:${t}`,
     queue: `${prefix}queue:${t}`,
     paydue: `${prefix}paydue:${t}`,
-    dead: `${prefix}dead:${t}`
+    dead: `${prefix}dead:${t}`,
+    queued: `${prefix}queued:${t}`
   }
 }
 

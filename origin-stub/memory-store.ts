@@ -39,6 +39,11 @@ interface MemProduct {
   released: number
   /** The dead-letter stream: entryId → letter (insertion order = oldest first). */
   readonly dead: Map<string, { seq: string, reason: string, attempts: number, at: number }>
+  /**
+   * QUEUED orders whose notice is not known to be in the queue (the Redis store's `queued` zset): order
+   * token → since when. Always empty here: the buy and its notice are one step.
+   */
+  readonly noticed: Map<string, number>
 }
 
 export interface MemoryOriginStoreOptions {
@@ -101,7 +106,8 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
           paydue: new Map(),
           entrySeq: 0,
           released: 0,
-          dead: new Map()
+          dead: new Map(),
+          noticed: new Map()
         })
       }
     },
@@ -214,6 +220,7 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       p.pending.delete(entry.entryId)
       const o = parsed === null ? undefined : p.orders.get(parsed.token)
       if (parsed === null || o === undefined || o.status !== 'QUEUED') return false
+      p.noticed.delete(parsed.token)
       o.status = 'CREATED'
       o.createdAt = now
       o.payBy = now + paymentTimeoutMs
@@ -231,11 +238,44 @@ export function createMemoryOriginStore (opts: MemoryOriginStoreOptions = {}): O
       const p = parsed === null ? undefined : get(parsed.ref)
       const o = parsed === null ? undefined : p?.orders.get(parsed.token)
       if (parsed === null || p === undefined || o === undefined || o.status !== 'QUEUED') return false
+      p.noticed.delete(parsed.token)
       o.status = 'CREATED'
       o.createdAt = now
       o.payBy = now + paymentTimeoutMs
       p.paydue.set(parsed.token, o.payBy)
       return true
+    },
+
+    async lostNotices (ref, before, now, max) {
+      const p = get(ref)
+      if (p === undefined || max <= 0) return []
+      const cand: string[] = []
+      for (const [seq, at] of p.noticed) {
+        if (cand.length >= max) break
+        if (at <= before) cand.push(seq)
+      }
+      const lost: string[] = []
+      for (const seq of cand) {
+        p.noticed.delete(seq) // re-inserted last: the map stays in time order
+        if (p.orders.get(seq)?.status !== 'QUEUED') continue
+        p.noticed.set(seq, now)
+        lost.push(makeOrderId(ref, seq))
+      }
+      return lost
+    },
+
+    async noticeKept (id) {
+      const parsed = parseOrderId(id)
+      if (parsed !== null) get(parsed.ref)?.noticed.delete(parsed.token)
+    },
+
+    async requeue (id) {
+      const parsed = parseOrderId(id)
+      const p = parsed === null ? undefined : get(parsed.ref)
+      if (parsed === null || p === undefined || p.orders.get(parsed.token)?.status !== 'QUEUED') return 'skipped'
+      p.fresh.push([`${++p.entrySeq}-0`, parsed.token])
+      p.noticed.delete(parsed.token)
+      return 'queued'
     },
 
     async deadLetterDirect (id, reason, attempts, now) {

@@ -20,6 +20,8 @@ export interface OriginMetrics {
   readonly edgeReleased: Counter<'campaign' | 'product'>
   /** The disk buffer of order notices: buffered (the stream refused it), sent (direct call), dead_lettered, failed (the disk refused it: 503). */
   readonly buffer: Counter<'event'>
+  /** Lost order notices (origin-stub/requeue.ts) sent again: to the stream, to the buffer, or none (refused; looked at again later). */
+  readonly requeued: Counter<'to'>
 }
 
 export function createOriginMetrics (opts: {
@@ -82,5 +84,7 @@ export function createOriginMetrics (opts: {
   for (const p of products) edgeReleased.inc({ campaign: p.campaign, product: p.product }, 0)
   const buffer = new Counter({ name: 'flashgate_origin_buffer_notices_total', help: 'Order notices of the disk buffer (the order stream refused them): buffered, sent (by direct call), dead_lettered, failed (the disk refused it; the buy answered 503).', labelNames: ['event'], registers: r })
   for (const e of ['buffered', 'sent', 'dead_lettered', 'failed']) buffer.inc({ event: e }, 0)
-  return { registry, buys, orders, storeErrors, edgeReleased, buffer }
+  const requeued = new Counter({ name: 'flashgate_origin_requeued_notices_total', help: 'Lost order notices (a QUEUED order whose notice was not known to be in the stream or a disk buffer after origin.requeue_after) sent again: to="stream", to="buffer", or to="none" (refused; looked at again after the bound).', labelNames: ['to'], registers: r })
+  for (const e of ['stream', 'buffer', 'none']) requeued.inc({ to: e }, 0)
+  return { registry, buys, orders, storeErrors, edgeReleased, buffer, requeued }
 }

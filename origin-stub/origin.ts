@@ -18,6 +18,7 @@ import type { OriginStore, ProductRef } from './types.js'
 import { startSweeper, startWorker, type Sweeper, type Worker } from './worker.js'
 import { httpOrderWriter, type OrderWriter } from './dead-letter.js'
 import { openNoticeBuffer, startSender, type NoticeBuffer, type Sender } from './buffer.js'
+import { createRequeue } from './requeue.js'
 
 export type LogFn = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void
 
@@ -56,6 +57,8 @@ export interface OriginOptions {
   readonly bufferDir?: string
   /** Overrides `origin.buffer.rate`: notices sent on per second. */
   readonly bufferRate?: number
+  /** Overrides `origin.requeue_after` (tests use less than its 1 s minimum). */
+  readonly requeueAfterMs?: number
 }
 
 export interface Origin {
@@ -123,6 +126,22 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
   const bufferRate = opts.bufferRate ?? config.origin.buffer?.rate ?? 50
   let buffer: NoticeBuffer | null = null
   let sender: Sender | null = null
+  const requeue = createRequeue({
+    store,
+    afterMs: opts.requeueAfterMs ?? config.origin.requeueAfterMs,
+    clock,
+    buffer: () => buffer,
+    onRequeued: (id, to) => {
+      metrics.requeued.inc({ to })
+      if (to === 'stream') worker?.wake()
+      else sender?.wake()
+      log('info', 'origin: a lost order notice was sent again', { order: id, to })
+    },
+    onUnsent: (id, err) => {
+      metrics.requeued.inc({ to: 'none' })
+      log('warn', 'origin: a lost order notice could not be sent again; looked at again later', { order: id, ...(err !== undefined ? { err: err instanceof Error ? err.message : String(err) } : {}) })
+    }
+  })
 
   let worker: Worker | null = null
   let sweeper: Sweeper | null = null
@@ -225,8 +244,13 @@ export function createOrigin (config: Config, opts: OriginOptions = {}): Origin 
           if (d === null) log('warn', "origin: cannot follow the edge's quota (fewer units for sale than it takes away)", { campaign: ref.campaign, product: ref.product })
           else if (d !== 0) log('info', "origin: stock follows the edge's quota", { campaign: ref.campaign, product: ref.product, change: d })
         },
+        // Its failure (the queue's Redis down: the streams cannot be read) must not stop the payment
+        // sweep of the other products: reported, and tried again with the next sweep.
+        afterSweep: async (ref) => { await requeue(ref).catch(onLoopError('lost notice requeue')) },
         onError: onLoopError('payment sweeper')
       })
+      // At start too: the orders a crashed process left without a notice need not wait for the first tick.
+      sweeper.sweepNow().catch(onLoopError('payment sweeper'))
       const srv = createServer({ keepAliveTimeout: 5000, headersTimeout: 10_000, requestTimeout: 30_000 }, handler)
       server = srv
       await new Promise<void>((resolve, reject) => {

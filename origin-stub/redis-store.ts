@@ -28,7 +28,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return 0`
 
-// KEYS: stock buyers orders queue · ARGV: user now token (a fresh random order token)
+// KEYS: stock buyers orders queued queue · ARGV: user now token (a fresh random order token)
+// (the stock step and the notice in one step: nothing to put in the queued index)
 // → {1, token} queued · {2, token} duplicate (the user's existing order) · {0, ''} sold out (or stock absent)
 const BUY = `
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
@@ -42,18 +43,21 @@ redis.call('HINCRBY', KEYS[1], 'sale', -1)
 redis.call('HINCRBY', KEYS[1], 'locked', 1)
 redis.call('HSET', KEYS[2], ARGV[1], seq)
 redis.call('HSET', KEYS[3], seq, cjson.encode({status = 'QUEUED', user = ARGV[1], queued_at = tonumber(ARGV[2])}))
-redis.call('XADD', KEYS[4], '*', 'o', seq)
+redis.call('XADD', KEYS[5], '*', 'o', seq)
 return {1, seq}`
 
 // With the stream on a Redis of its own (origin.queue): the same stock step without the XADD, which the
-// store then sends to the queue's Redis. KEYS: stock buyers orders · ARGV: user now token → as BUY
-const BUY_RECORD = BUY.replace("redis.call('XADD', KEYS[4], '*', 'o', seq)\n", '')
+// store then sends to the queue's Redis. The order enters the queued index (scored by now) until its
+// notice is known to be in the stream or the disk buffer: a crash in between leaves it there, found by
+// lostNotices. KEYS: stock buyers orders queued · ARGV: user now token → as BUY
+const BUY_RECORD = BUY.replace("redis.call('XADD', KEYS[5], '*', 'o', seq)\n", "redis.call('ZADD', KEYS[4], tonumber(ARGV[2]), seq)\n")
 
-// KEYS: orders paydue · ARGV: seq now paymentTimeoutMs → 1 created · 0 not QUEUED (or absent). The
+// KEYS: orders paydue queued · ARGV: seq now paymentTimeoutMs → 1 created · 0 not QUEUED (or absent). The
 // order half of COMPLETE: a direct call of a buffered notice, and the completion of an entry of a
 // stream on another Redis (acked there after this step: a crash in between redelivers it, and a
 // redelivered entry only acks).
 const CREATE = `
+redis.call('ZREM', KEYS[3], ARGV[1])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local o = cjson.decode(raw)
@@ -66,9 +70,10 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(o))
 redis.call('ZADD', KEYS[2], o.pay_by, ARGV[1])
 return 1`
 
-// KEYS: orders paydue queue · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
+// KEYS: orders paydue queue queued · ARGV: seq entryId now paymentTimeoutMs group → 1 created · 0 already done
 const COMPLETE = `
 local r = 0
+redis.call('ZREM', KEYS[4], ARGV[1])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw then
   local o = cjson.decode(raw)
@@ -92,6 +97,30 @@ const DEAD_LETTER = `
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5], 'at', ARGV[6])
+return 1`
+
+// KEYS: orders queued · ARGV: before now max → the tokens indexed at or before ARGV[1] whose order is
+// still QUEUED, each with its notice time set to now; the others leave the index.
+const EXAMINE = `
+local out = {}
+local now = tonumber(ARGV[2])
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local raw = redis.call('HGET', KEYS[1], seq)
+  if raw and cjson.decode(raw).status == 'QUEUED' then
+    redis.call('ZADD', KEYS[2], now, seq)
+    out[#out + 1] = seq
+  else
+    redis.call('ZREM', KEYS[2], seq)
+  end
+end
+return out`
+
+// KEYS: orders queue queued · ARGV: seq → 1 its notice added to the stream again · 0 not QUEUED (or absent)
+const REQUEUE = `
+redis.call('ZREM', KEYS[3], ARGV[1])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw or cjson.decode(raw).status ~= 'QUEUED' then return 0 end
+redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
 return 1`
 
 // KEYS: dead orders queue · ARGV: max → queued again (the others, whose order is no longer QUEUED, dropped)
@@ -308,8 +337,8 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
   const qclient: Redis | Cluster = opts.queueUrl === undefined ? client : new Redis(opts.queueUrl, base)
   if (separate) qclient.on('error', (err: Error) => { opts.onError?.(err) })
 
-  const scripts = { fgoInit: [1, INIT], fgoBuy: [4, BUY], fgoComplete: [3, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE] } as const
-  const own = { fgoBuyRecord: [3, BUY_RECORD], fgoCreate: [2, CREATE] } as const
+  const scripts = { fgoInit: [1, INIT], fgoBuy: [5, BUY], fgoComplete: [4, COMPLETE], fgoPay: [3, PAY], fgoSweep: [3, SWEEP], fgoTakeReleased: [1, TAKE_RELEASED], fgoEdgeRelease: [1, EDGE_RELEASE], fgoFollow: [1, FOLLOW], fgoDeadLetter: [2, DEAD_LETTER], fgoRedrive: [3, REDRIVE], fgoRequeue: [3, REQUEUE] } as const
+  const own = { fgoBuyRecord: [4, BUY_RECORD], fgoCreate: [3, CREATE], fgoExamine: [2, EXAMINE] } as const
   for (const [name, [numberOfKeys, lua]] of Object.entries({ ...scripts, ...own })) client.defineCommand(name, { numberOfKeys, lua })
   const cmd = client as unknown as Record<keyof typeof scripts | keyof typeof own, ScriptFn>
   if (separate) qclient.defineCommand('fgoDeadLetter', { numberOfKeys: 2, lua: DEAD_LETTER })
@@ -370,6 +399,15 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     return entries
   }
 
+  /**
+   * The notice is in the stream: the order leaves the queued index. A failure is ignored (the buy is
+   * answered as queued): the order is then named by lostNotices after the bound and its notice sent a
+   * second time, which creates nothing twice.
+   */
+  const kept = async (queued: string, token: string): Promise<void> => {
+    try { await client.zrem(queued, token) } catch { /* a duplicate notice later, harmless */ }
+  }
+
   return {
     kind: opts.kind,
     get healthy () { return !closed && client.status === 'ready' },
@@ -398,7 +436,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
     async buy (ref, user, now): Promise<BuyResult> {
       const k = productKeys(prefix, ref)
       if (separate) {
-        const r = await run(async () => await cmd.fgoBuyRecord(k.stock, k.buyers, k.orders, user, now, newOrderToken())) as [number, string]
+        const r = await run(async () => await cmd.fgoBuyRecord(k.stock, k.buyers, k.orders, k.queued, user, now, newOrderToken())) as [number, string]
         if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
         if (r[0] !== 1) return { kind: 'sold_out' }
         const orderId = makeOrderId(ref, r[1])
@@ -409,9 +447,10 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
           // stream as well is created once: both paths create only a QUEUED order).
           return { kind: 'queued', orderId, unsent: true }
         }
+        await kept(k.queued, r[1])
         return { kind: 'queued', orderId }
       }
-      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queue, user, now, newOrderToken())) as [number, string]
+      const r = await run(async () => await cmd.fgoBuy(k.stock, k.buyers, k.orders, k.queued, k.queue, user, now, newOrderToken())) as [number, string]
       if (r[0] === 1) return { kind: 'queued', orderId: makeOrderId(ref, r[1]) }
       if (r[0] === 2) return { kind: 'duplicate', orderId: makeOrderId(ref, r[1]) }
       return { kind: 'sold_out' }
@@ -475,7 +514,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         return false
       }
       if (separate) {
-        const created = await run(async () => await cmd.fgoCreate(k.orders, k.paydue, parsed.token, now, paymentTimeoutMs))
+        const created = await run(async () => await cmd.fgoCreate(k.orders, k.paydue, k.queued, parsed.token, now, paymentTimeoutMs))
         try {
           await qclient.xack(k.queue, GROUP, entry.entryId)
           await qclient.xdel(k.queue, entry.entryId)
@@ -484,7 +523,7 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
         }
         return created === 1
       }
-      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))
+      const r = await run(async () => await cmd.fgoComplete(k.orders, k.paydue, k.queue, k.queued, parsed.token, entry.entryId, now, paymentTimeoutMs, GROUP))
       return r === 1
     },
 
@@ -497,7 +536,36 @@ export function createRedisOriginStore (opts: RedisOriginStoreOptions): OriginSt
       const parsed = parseOrderId(id)
       if (parsed === null) return false
       const k = productKeys(prefix, parsed.ref)
-      return Number(await run(async () => await cmd.fgoCreate(k.orders, k.paydue, parsed.token, now, paymentTimeoutMs))) === 1
+      return Number(await run(async () => await cmd.fgoCreate(k.orders, k.paydue, k.queued, parsed.token, now, paymentTimeoutMs))) === 1
+    },
+
+    async lostNotices (ref, before, now, max) {
+      if (max <= 0) return []
+      const k = productKeys(prefix, ref)
+      const lost = await run(async () => await cmd.fgoExamine(k.orders, k.queued, before, now, max)) as string[]
+      return lost.map((seq) => makeOrderId(ref, String(seq)))
+    },
+
+    async noticeKept (id) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return
+      await run(async () => await client.zrem(productKeys(prefix, parsed.ref).queued, parsed.token))
+    },
+
+    async requeue (id) {
+      const parsed = parseOrderId(id)
+      if (parsed === null) return 'skipped'
+      const k = productKeys(prefix, parsed.ref)
+      if (!separate) return Number(await run(async () => await cmd.fgoRequeue(k.orders, k.queue, k.queued, parsed.token))) === 1 ? 'queued' : 'skipped'
+      const raw = await run(async () => await client.hget(k.orders, parsed.token))
+      if (raw === null || (JSON.parse(raw) as RawOrder).status !== 'QUEUED') return 'skipped'
+      try {
+        await qclient.xadd(k.queue, '*', 'o', parsed.token)
+      } catch {
+        return 'unsent'
+      }
+      await kept(k.queued, parsed.token)
+      return 'queued'
     },
 
     async deadLetterDirect (id, reason, attempts, now) {

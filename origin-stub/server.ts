@@ -131,10 +131,12 @@ export function createOriginHandler (deps: HandlerDeps): (req: IncomingMessage, 
           try {
             if (b === null) throw new Error('no disk buffer (origin.buffer)')
             await b.append(r.orderId, clock())
+            // On disk: no longer a lost notice. A failed removal only means a harmless duplicate notice later.
+            await deps.store.noticeKept(r.orderId).catch(() => {})
           } catch (err) {
             metrics.buffer.inc({ event: 'failed' })
             metrics.buys.inc({ result: 'store_unavailable' })
-            deps.log?.('error', 'origin: an order notice could not be buffered; the order stays QUEUED with its unit locked until re-driven', { order: r.orderId, err: err instanceof Error ? err.message : String(err) })
+            deps.log?.('error', 'origin: an order notice could not be buffered; the order stays QUEUED with its unit locked until its notice is sent again (origin.requeue_after)', { order: r.orderId, err: err instanceof Error ? err.message : String(err) })
             fail(res, 503, 'STORE_UNAVAILABLE', 'the order queue is unavailable, retry later')
             return
           }

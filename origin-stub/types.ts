@@ -139,6 +139,28 @@ export interface OriginStore {
   /** Park a buffered notice the order writer kept failing on in the product's dead-letter stream (no queue entry to ack). */
   deadLetterDirect(orderId: string, reason: string, attempts: number, now: number): Promise<void>
 
+  // --- lost notices (origin-stub/requeue.ts): a QUEUED order whose notice reached no stream ---
+
+  /**
+   * QUEUED orders whose notice is not known to have reached the order stream or a disk buffer, recorded
+   * at or before `before`: their notice was lost (an origin killed between the stock step and the
+   * buffer's fsync). An order enters this index in the stock step only when the stream is on a Redis of
+   * its own (on the store's Redis the stock step and the notice are one step), and leaves it when the
+   * stream took the notice (in `buy`, `requeue`), when `noticeKept` says a buffer holds it, or when it
+   * is created. At most `max`, oldest first; each one named has its time moved to `now`, so it is named
+   * again only after another bound. Naming an order whose notice did arrive (a lost answer, a failed
+   * removal) only causes a duplicate notice: creation is exactly once.
+   */
+  lostNotices(ref: ProductRef, before: number, now: number, max: number): Promise<string[]>
+  /** The order's notice is on a disk buffer (fsynced): it leaves the lost-notice index. */
+  noticeKept(orderId: string): Promise<void>
+  /**
+   * Send a QUEUED order's notice to the order stream again (it then leaves the lost-notice index): `queued`; `skipped` (nothing sent) when the
+   * order is no longer QUEUED or does not exist; `unsent` when the stream (on a Redis of its own) refused
+   * it — the caller puts it in the disk buffer.
+   */
+  requeue(orderId: string): Promise<'queued' | 'skipped' | 'unsent'>
+
   // --- the dead-letter stream (origin-stub/dead-letter.ts) ---
 
   /**

@@ -208,6 +208,8 @@ export interface SweeperOptions {
   readonly onReleased?: (ref: ProductRef, n: number) => Promise<void>
   /** Called once per sweep and product before the orders are swept (following the edge's quota). */
   readonly beforeSweep?: (ref: ProductRef) => Promise<void>
+  /** Called once per sweep and product after it (lost order notices sent again: origin-stub/requeue.ts). */
+  readonly afterSweep?: (ref: ProductRef) => Promise<void>
   readonly onError?: (err: unknown) => void
 }
 
@@ -237,6 +239,7 @@ export function startSweeper (opts: SweeperOptions): Sweeper {
         const r = await opts.store.takeReleased(p)
         if (r > 0) await opts.onReleased(p, r)
       }
+      await opts.afterSweep?.(p)
     }
     return total
   }

@@ -35,7 +35,7 @@ t.test('an empty file is a valid config of defaults', async (t) => {
   t.same(c.store, { kind: 'memory', url: null, nodes: [], onError: 'fail_closed', timeoutMs: 50, keyPrefix: 'fg:', breakerFailures: 5, breakerBackoffMs: 1000, maxKeys: 1_000_000, gatewayNodes: 1 })
   t.same(c.server, { maxHeaderSize: 16384, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 10_000, maxBodySize: 1_048_576, drainTimeoutMs: 10_000, bodyTimeoutMs: 10_000, bodyBufferSize: 131_072, parser: 'node' })
   t.same(c.accessLog, { enabled: true, path: 'stdout' })
-  t.same(c.origin, { listen: { host: '127.0.0.1', port: 7001 }, orderRate: 1000, paymentTimeoutMs: 600_000 })
+  t.same(c.origin, { listen: { host: '127.0.0.1', port: 7001 }, orderRate: 1000, paymentTimeoutMs: 600_000, requeueAfterMs: 30_000 })
   t.same(c.identity, { user: null })
   t.same(c.secrets, { linkKeys: [], session: null, pow: null })
   t.same(c.trustedProxies, [])

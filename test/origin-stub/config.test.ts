@@ -2,7 +2,8 @@
  * The origin's order path keys (conf/origin-orders.ts): `origin.writer` (order system, attempts,
  * back-off), `origin.queue` (the order stream on its own Redis) and `origin.buffer` (the disk buffer):
  * defaults, FILE:LINE:COL errors for each bad value, unknown keys refused, a buffer directory that cannot
- * be written refused at load, and the JSON schema agreeing with the loader on each case.
+ * be written refused at load, `origin.requeue_after` (lost notices sent again), and the JSON schema
+ * agreeing with the loader on each case.
  */
 import t from 'tap'
 import { Ajv } from 'ajv'
@@ -40,6 +41,15 @@ t.test('defaults: no writer, queue or buffer keys (absent from the config)', asy
   t.equal(r.config.origin.writer, undefined)
   t.equal(r.config.origin.queue, undefined)
   t.equal(r.config.origin.buffer, undefined)
+  t.equal(r.config.origin.requeueAfterMs, 30_000, 'requeue_after: 30s')
+})
+
+t.test('requeue_after read as a duration', async (t) => {
+  const text = yaml('  requeue_after: 2m')
+  const r = load(text)
+  t.equal(r.ok, true, r.ok ? '' : r.errors.join('\n'))
+  if (r.ok) t.equal(r.config.origin.requeueAfterMs, 120_000)
+  t.equal(validate(parse(text)), true, ajv.errorsText(validate.errors))
 })
 
 t.test('writer, queue and buffer read and normalised; a relative buffer path is relative to the file', async (t) => {
@@ -70,6 +80,8 @@ const bad: Array<[string, string, RegExp, boolean]> = [
   ['max_backoff below backoff', '  writer: { backoff: 1s, max_backoff: 10ms }', /:8:39: origin\.writer\.max_backoff: must be at least backoff \(1000ms\)$/, false],
   ['writer url not http', '  writer: { url: "ftp://x" }', /:8:18: origin\.writer\.url: expected an http:\/\/ or https:\/\/ URL of the order system$/, true],
   ['unknown writer key', '  writer: { retries: 3 }', /:8:13: unknown key "retries" in origin\.writer/, true],
+  ['requeue_after below 1s', '  requeue_after: 500ms', /:8:18: origin\.requeue_after: must be at least 1000ms$/, false],
+  ['requeue_after without a unit', '  requeue_after: 30', /:8:18: origin\.requeue_after: duration "30" needs a unit/, true],
   ['unknown origin key', '  buffr: { path: /tmp }', /:8:3: unknown key "buffr" in origin/, true],
   ['queue without buffer', '  queue: { url: "redis://127.0.0.1:2" }', /:8:3: origin\.queue needs origin\.buffer: \{ path: DIR \}/, false],
   ['buffer without queue', `  buffer: { path: ${dir} }`, /:8:3: origin\.buffer is used only with origin\.queue/, false],

@@ -5,9 +5,18 @@
  * (claimIdle) are real milliseconds.
  */
 import type { Test } from 'tap'
-import type { OriginStore, ProductRef, StockView } from '../../origin-stub/types.js'
+import type { OriginStore, ProductRef, QueueEntry, StockView } from '../../origin-stub/types.js'
 
 export type MakeStore = (t: Test) => Promise<OriginStore>
+
+/**
+ * What a backend can do that the interface cannot: make an order's notice lost, as an origin killed
+ * between the stock step and the buffer's fsync leaves it — not in the stream, still in the queued
+ * index at its buy's time (the memory store cannot lose one: its buy is one step in the process).
+ */
+export interface StoreHooks {
+  readonly loseNotice?: (t: Test, store: OriginStore, ref: ProductRef, orderId: string) => Promise<void>
+}
 
 const A: ProductRef = { campaign: 'c1', product: 'p1' }
 const B: ProductRef = { campaign: 'c1', product: 'p2' }
@@ -31,7 +40,7 @@ async function queueAll (store: OriginStore, ref: ProductRef, consumer = 'w1'): 
   }
 }
 
-export function storeBehaviour (t: Test, make: MakeStore): void {
+export function storeBehaviour (t: Test, make: MakeStore, hooks: StoreHooks = {}): void {
   t.test('init creates the stock only when absent', async (t) => {
     const store = await make(t)
     await store.init([{ ...A, stock: 3 }])
@@ -230,6 +239,65 @@ export function storeBehaviour (t: Test, make: MakeStore): void {
     invariant(t, await store.stock(A), 'direct and stream')
     t.same(await store.stock(A), { stock: 5, sale: 2, locked: 3, sold: 0 })
   })
+
+  t.test('lost notices: none while the notice is new, pending or parked, or the order created; a second notice creates once', async (t) => {
+    const store = await make(t)
+    await store.init([{ ...A, stock: 5 }])
+    const ids: string[] = []
+    for (const u of ['u1', 'u2', 'u3']) {
+      const b = await store.buy(A, u, T0)
+      if (b.kind === 'queued') ids.push(b.orderId)
+    }
+    const [o1, o2, o3] = ids as [string, string, string]
+    const LATER = T0 + 60_000
+    t.same(await store.lostNotices(A, T0 - 1, LATER, 10), [], 'not older than the bound')
+    t.same(await store.lostNotices(A, T0, LATER, 10), [], 'notices the stream took are not lost')
+    const batch = await store.readNew(A, 'w1', 2)
+    const [e1, e2] = batch as [QueueEntry, QueueEntry]
+    await store.deadLetter(e2, 'order system answered 503', 5, T0 + 1)
+    t.same(await store.lostNotices(A, LATER, LATER, 10), [], 'pending and parked are not lost (examined: notice time now LATER)')
+    t.same(await store.lostNotices(A, LATER - 1, LATER + 1, 10), [], 'examined orders wait another bound')
+    // An order created meanwhile: a second notice of it (a lost-notice re-queue racing the worker) only acks.
+    t.equal(await store.requeue(o1), 'queued', 'a QUEUED order: its notice is sent again')
+    t.equal(await store.complete(e1, T0 + 2, PAY_MS), true, 'the first delivery creates it')
+    const dup = (await store.readNew(A, 'w1', 10)).filter((e) => e.orderId === o1)
+    t.equal(dup.length, 1, 'the second notice is delivered')
+    for (const e of dup) t.equal(await store.complete(e, T0 + 3, PAY_MS), false, 'and creates nothing')
+    t.match(await store.order(o1), { status: 'CREATED', createdAt: T0 + 2, payBy: T0 + 2 + PAY_MS })
+    t.equal(await store.requeue(o1), 'skipped', 'a created order: nothing sent')
+    t.equal(await store.requeue('c1:p1:AAAAAAAAAAAAAAAAAAAAAA'), 'skipped', 'an unknown order')
+    t.equal(await store.requeue('garbage'), 'skipped')
+    t.equal(await store.createDirect(o3, T0 + 4, PAY_MS), true)
+    t.same(await store.lostNotices(A, LATER * 2, LATER * 2, 10), [], 'created orders are never lost')
+    t.equal((await store.order(o2))?.status, 'QUEUED', 'the parked one waits for its re-drive')
+    invariant(t, await store.stock(A), 'lost-notice checks')
+    t.same(await store.stock(A), { stock: 5, sale: 2, locked: 3, sold: 0 })
+  })
+
+  if (hooks.loseNotice !== undefined) {
+    const lose = hooks.loseNotice
+    t.test('a lost notice: found once per bound, sent again, created once', async (t) => {
+      const store = await make(t)
+      await store.init([{ ...A, stock: 3 }])
+      const b1 = await store.buy(A, 'u1', T0)
+      const b2 = await store.buy(A, 'u2', T0 + 10)
+      if (b1.kind !== 'queued' || b2.kind !== 'queued') { t.fail('queued'); return }
+      await lose(t, store, A, b1.orderId)
+      t.same(await store.lostNotices(A, T0 - 1, T0 + 100, 10), [], 'younger than the bound: not looked at')
+      t.same(await store.lostNotices(A, T0 + 10, T0 + 100, 10), [b1.orderId], 'lost; the other is in the stream')
+      t.same(await store.lostNotices(A, T0 + 10, T0 + 100, 10), [], 'examined: not named again within the bound')
+      t.same(await store.lostNotices(A, T0 + 100, T0 + 200, 10), [b1.orderId], 'named again after another bound')
+      invariant(t, await store.stock(A), 'lost')
+      t.same(await store.stock(A), { stock: 3, sale: 1, locked: 2, sold: 0 }, 'its unit is locked')
+      t.equal(await store.requeue(b1.orderId), 'queued')
+      t.same(await store.lostNotices(A, T0 + 10_000, T0 + 10_000, 10), [], 'in the stream again')
+      const batch = await store.readNew(A, 'w1', 10)
+      t.same(batch.map((e) => e.orderId).sort(), [b1.orderId, b2.orderId].sort())
+      for (const e of batch) t.equal(await store.complete(e, T0 + 20, PAY_MS), true, 'each created once')
+      t.equal((await store.order(b1.orderId))?.status, 'CREATED')
+      invariant(t, await store.stock(A), 're-queued and created')
+    })
+  }
 
   t.test('dead letters: parked once, listed, re-driven once; a parked order keeps its unit locked', async (t) => {
     const store = await make(t)

@@ -60,7 +60,10 @@ export function hmacB64url (key: KeyObject | Buffer, msg: string): string {
   if (oneShotHash === undefined || msg.length > SCRATCH / 3) return createHmac('sha256', key).update(msg).digest('base64url')
   const p = padsOf(key)
   const n = p.inner.write(msg, BLOCK, 'utf8')
-  ;(oneShotHash('sha256', p.inner.subarray(0, BLOCK + n), 'buffer') as Buffer).copy(p.outer, BLOCK)
+  // The inner digest as a latin1 string written into place: asking crypto.hash for a Buffer costs about
+  // 1.2 µs more here (a new ArrayBuffer from C++) than a 32-character string does.
+  const view = p.views[n] ??= p.inner.subarray(0, BLOCK + n)
+  p.outer.write(oneShotHash('sha256', view, 'latin1') as string, BLOCK, 'latin1')
   return oneShotHash('sha256', p.outer, 'base64url') as string
 }
 
@@ -74,6 +77,8 @@ interface Pads {
   readonly inner: Buffer
   /** K ^ opad, then the inner digest. */
   readonly outer: Buffer
+  /** `inner` cut after a message of n bytes, by n, made once each (a view is an object). */
+  readonly views: Buffer[]
 }
 const padsByKey = new WeakMap<KeyObject | Buffer, Pads>()
 
@@ -89,7 +94,7 @@ function padsOf (key: KeyObject | Buffer): Pads {
     inner[i] = b ^ 0x36
     outer[i] = b ^ 0x5c
   }
-  p = { inner, outer }
+  p = { inner, outer, views: [] }
   padsByKey.set(key, p)
   return p
 }

@@ -88,6 +88,9 @@ export async function capacityCheck (o: {
   readonly mix: Readonly<Record<string, number>>
   readonly costs: readonly OutcomeCost[]
   readonly workers: number
+  /** The listener and upstream client the one-worker runs were priced on (bench --parser, --client). */
+  readonly parser: 'node' | 'strict'
+  readonly client: 'undici' | 'raw'
   readonly seconds: number
   readonly warmupS: number
   readonly connections: number
@@ -101,7 +104,7 @@ export async function capacityCheck (o: {
   const up = await startUpstream(join(o.dir, 'upstream-capacity'), o.cpus.load)
   const redis = o.redis ? await startRedis(o.dir, 'redis-capacity', o.cpus.load) : null
   const [listen, admin] = [await freePort(), await freePort()]
-  const yaml = throughputConfig({ listen, admin, upstream: up.url, store: redis === null ? { kind: 'memory', url: null } : { kind: 'redis', url: redis.url }, secrets: newSecrets(), verifyUrl: 'http://127.0.0.1:9/never-called', workers: o.workers, funnelSteps: 0 })
+  const yaml = throughputConfig({ listen, admin, upstream: up.url, store: redis === null ? { kind: 'memory', url: null } : { kind: 'redis', url: redis.url }, secrets: newSecrets(), verifyUrl: 'http://127.0.0.1:9/never-called', workers: o.workers, funnelSteps: 0, parser: o.parser, client: o.client })
   const gw = await startGateway({ dir: o.dir, name: 'gateway-capacity', yaml, listen, admin, workers: o.workers, cpus: o.cpus.server })
   o.log(`bench: capacity check, gateway ${gw.url} with ${o.workers} workers${o.cpus.server !== null ? ` on CPU ${o.cpus.server}` : ''}, the mix ${Object.entries(o.mix).map(([k, v]) => `${k} ${(v * 100).toFixed(1)} %`).join(', ')}`)
   const probe = redis === null ? null : new RedisProbe(redis.url)

@@ -472,6 +472,8 @@ async function capacityScenario (c: Ctx, summaries: readonly TargetSummary[]): P
     mix: o.mix,
     costs,
     workers: Math.max(2, o.workers),
+    parser: o.parser,
+    client: o.client,
     seconds: o.duration,
     warmupS: o.warmup,
     connections: o.connections,

@@ -70,17 +70,24 @@ const ROUTES = `
     upstream: origin
 `
 
+/**
+ * FLASHGATE_TEST_UPSTREAM_CLIENT / FLASHGATE_TEST_PARSER (set by test/gateway/upstream-raw.test.ts) put the
+ * upstream on that client and the cleartext listener on that parser, as yamlConfig does for in-memory
+ * configs: h2 and TLS requests then reach the origin through flashgate's raw HTTP/1.1 client.
+ */
 function yaml (originUrl: string, listen: string, extra = ''): string {
+  const client = process.env.FLASHGATE_TEST_UPSTREAM_CLIENT
+  const parser = process.env.FLASHGATE_TEST_PARSER
   return `listen: ${listen}
 admin: 127.0.0.1:0
 access_log: { enabled: false }
 identity: { user: header x-user-id }
-upstreams:
+${parser === 'strict' || parser === 'node' ? `server: { parser: ${parser} }\n` : ''}upstreams:
   origin:
     targets:
       - { url: ${originUrl} }
     retries: 0
-campaigns:
+${client === 'raw' || client === 'undici' ? `    client: ${client}\n` : ''}campaigns:
   - id: later
     starts_at: 2099-01-01T00:00:00Z
     ends_at: 2099-01-02T00:00:00Z

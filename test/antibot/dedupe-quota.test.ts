@@ -208,7 +208,11 @@ t.test('fused on a slow Redis (CLIENT PAUSE): a late "applied" for a request ans
   const refused = [...answers.values()].filter((c) => c === 'STORE_UNAVAILABLE').length
   t.ok(refused > 0, `${refused} attempts answered 503 while Redis was paused`)
   t.equal(admitted + refused, answers.size, 'every attempt admitted or 503')
-  // Late answers arrive after the pause: each applied call for a 503 is undone (unit and mark).
+  // Late answers arrive after the pause: each applied call for a 503 is undone (unit and mark). A
+  // give-back whose own call fails other than by the open breaker (a timeout on a machine busy enough)
+  // is not repeated — it may have been applied — and is logged: such a unit stays counted, the safe
+  // direction. So the counter settles between the admissions and the admissions + the logged failures.
+  const failed = (msg: string): number => deps.logs.filter((l) => l.msg === msg).length
   let counter = -1
   let marks = -1
   const deadline = Date.now() + 10_000
@@ -216,8 +220,11 @@ t.test('fused on a slow Redis (CLIENT PAUSE): a late "applied" for a request ans
     await new Promise((resolve) => setTimeout(resolve, 100))
     counter = Number(await deps.store.get('q:{c1:p2:0}').catch(() => -1))
     marks = Number(await redisCli(redis.port, 'eval', "return #redis.call('KEYS', ARGV[1])", '0', `${config.store.keyPrefix}dedupe:c1:p2:*`).catch(() => -1))
-    if (counter === admitted && marks === admitted) break
+    if (counter >= admitted && counter - admitted <= failed('quota give-back failed') && marks >= admitted && marks - admitted <= failed('dedupe release failed')) break
   }
-  t.equal(counter, admitted, `the counter settles at the ${admitted} admissions`)
-  t.equal(marks, admitted, `and only the admitted users hold a mark (${marks})`)
+  const lostUnits = failed('quota give-back failed')
+  const lostMarks = failed('dedupe release failed')
+  t.ok(counter >= admitted && counter <= admitted + lostUnits, `the counter settles at the ${admitted} admissions (${counter}; ${lostUnits} give-backs failed and were logged)`)
+  t.ok(marks >= admitted && marks <= admitted + lostMarks, `and only the admitted users hold a mark (${marks}; ${lostMarks} releases failed and were logged)`)
+  t.ok(lostUnits < refused, `most late "applied" answers were undone (${lostUnits} give-backs failed of ${refused} refusals)`)
 })

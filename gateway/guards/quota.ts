@@ -80,10 +80,6 @@ function unitReturns (ctx: RequestContext, o: Outcome): boolean {
   }
 }
 
-/** A buy whose unit stays taken though no complete upstream answer came (see unitReturns). */
-function inDoubt (ctx: RequestContext, o: Outcome): boolean {
-  return o.kind === 'failed' && !unitReturns(ctx, o)
-}
 
 /** A product's node-local state; one per process (deps.kept), shared by every quota guard and kept across reloads. */
 interface Product {
@@ -265,7 +261,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
   }
   const giveBackFor = (p: Product, seg: number, epoch: number) => (ctx: RequestContext, o: Outcome): void => {
     if (!unitReturns(ctx, o)) {
-      if (inDoubt(ctx, o)) p.inDoubt.inc()
+      if (o.kind === 'failed') p.inDoubt.inc() // kept with no complete answer: in doubt
       return
     }
     giveBack(p, seg, epoch)
@@ -321,7 +317,7 @@ export const quotaGuard: GuardFactory<QuotaGuardConfig> = (cfg, route, deps): Ma
         p.admitted.inc()
         leaseOf.get(p)?.onChange(leaseHeld(p.lease))
         onSettle(ctx, (c, o) => {
-          if (!unitReturns(c, o)) { if (inDoubt(c, o)) p.inDoubt.inc() } else if (p.epoch === epoch) putBack(p.lease, s)
+          if (!unitReturns(c, o)) { if (o.kind === 'failed') p.inDoubt.inc() } else if (p.epoch === epoch) putBack(p.lease, s)
         })
         return undefined
       }

@@ -141,7 +141,7 @@ export function markdown (r: Report): string {
 function spikeSection (L: string[], s: SpikeResult): void {
   L.push(`### Open-loop spike: the highest arrival rate holding p99 ≤ ${s.p99Ms} ms on one server core`, '')
   if (s.generator !== undefined && s.generator.startsWith('h2load')) {
-    L.push(`Arrivals at a fixed rate made by h2load on the load core (${s.connections} keep-alive HTTP/1.1 clients, each at rate ÷ clients, bench/load/h2load.ts), ${s.stepSeconds} s per step. h2load times a request from when it was sent, and a client with a request in flight sends late: what was due and not answered is lost, and a step holds only when at most 2 % was lost. *Generator CPU* is h2load's own (a reaped child).`, '')
+    L.push(`Arrivals at a fixed rate made by h2load on the load core (${s.connections} keep-alive HTTP/1.1 clients, each at rate ÷ clients, their starts spread over one interval between a client's sends so that the arrivals do not come as bursts of one per client, bench/load/h2load.ts), ${s.stepSeconds} s per step. h2load times a request from when it was sent, and a client with a request in flight sends late: what was due and not answered within the step is lost, and a step holds only when at most 2 % was lost. *Generator CPU* is h2load's own (a reaped child).`, '')
   } else {
     L.push(`Arrivals at a fixed rate (open loop, raw sockets, ${s.connections} keep-alive connections, one request in flight each), ${s.stepSeconds} s per step; latency from each request's intended send time, so a stall is charged to every request due during it. *Service p99* is from the moment the request was written (what a closed-loop generator would report).`, '')
   }

@@ -335,6 +335,12 @@ export class RawResponse extends EventEmitter {
   /** @internal */ closed = false
   private fields: Map<string, [string, HeaderValue]> | null = null
   private head = ''
+  // The head being written (startHead … finishHead).
+  private lines = ''
+  private hasLength = false
+  private hasTe = false
+  private hasDate = false
+  private connClose = false
   private chunked = false
   private noBody = false
   private close = false
@@ -370,29 +376,10 @@ export class RawResponse extends EventEmitter {
   }
 
   writeHead (status: number, a?: unknown, b?: unknown): this {
-    if (this.headersSent) throw headerError('ERR_HTTP_HEADERS_SENT', 'Cannot write headers after they are sent to the client')
-    if (!Number.isInteger(status) || status < 100 || status > 999) throw Object.assign(new RangeError(`Invalid status code: ${String(status)}`), { code: 'ERR_HTTP_INVALID_STATUS_CODE' })
-    this.statusCode = status
     let headers: unknown
-    if (typeof a === 'string') { this.statusMessage = a; headers = b } else { this.statusMessage = STATUS_CODES[status] ?? 'unknown'; headers = a }
-    if (BAD_VALUE.test(this.statusMessage) || this.statusMessage.includes('\r') || this.statusMessage.includes('\n')) throw headerError('ERR_INVALID_CHAR', 'Invalid character in statusMessage')
+    if (typeof a === 'string') { this.startHead(status, a); headers = b } else { this.startHead(status, null); headers = a }
     // Header lines: the fields set by setHeader unless the writeHead list names them again, then the list.
-    let lines = ''
     let given: Set<string> | null = null
-    let hasLength = false
-    let hasTe = false
-    let hasDate = false
-    let connClose = false
-    const add = (name: string, value: string): void => {
-      checkName(name)
-      checkValue(name, value)
-      const n = name.length
-      if (n === 14 && name.toLowerCase() === 'content-length') hasLength = true
-      else if (n === 17 && name.toLowerCase() === 'transfer-encoding') hasTe = true
-      else if (n === 4 && name.toLowerCase() === 'date') hasDate = true
-      else if (n === 10 && name.toLowerCase() === 'connection') { if (/(^|[\s,])close($|[\s,])/i.test(value)) connClose = true }
-      lines += name + ': ' + value + '\r\n'
-    }
     if (this.fields !== null && headers !== undefined && headers !== null) {
       given = new Set()
       if (Array.isArray(headers)) {
@@ -403,7 +390,7 @@ export class RawResponse extends EventEmitter {
     if (this.fields !== null) {
       for (const [k, [name, v]] of this.fields) {
         if (given !== null && given.has(k)) continue
-        if (Array.isArray(v)) for (const x of v as readonly string[]) add(name, String(x)); else add(name, String(v))
+        if (Array.isArray(v)) for (const x of v as readonly string[]) this.addLine(name, String(x)); else this.addLine(name, String(v))
       }
     }
     if (headers !== undefined && headers !== null) {
@@ -411,31 +398,82 @@ export class RawResponse extends EventEmitter {
         if (headers.length > 0 && Array.isArray(headers[0])) {
           for (const p of headers as unknown[][]) {
             const v = p[1]
-            if (Array.isArray(v)) for (const x of v) add(String(p[0]), String(x)); else add(String(p[0]), String(v))
+            if (Array.isArray(v)) for (const x of v) this.addLine(String(p[0]), String(x)); else this.addLine(String(p[0]), String(v))
           }
         } else {
           for (let i = 0; i + 1 < headers.length; i += 2) {
             const v: unknown = headers[i + 1]
-            if (Array.isArray(v)) for (const x of v) add(String(headers[i]), String(x)); else add(String(headers[i]), String(v))
+            if (Array.isArray(v)) for (const x of v) this.addLine(String(headers[i]), String(x)); else this.addLine(String(headers[i]), String(v))
           }
         }
       } else {
         for (const [k, v] of Object.entries(headers as Record<string, unknown>)) {
           if (v === undefined) continue
-          if (Array.isArray(v)) for (const x of v) add(k, String(x)); else add(k, String(v))
+          if (Array.isArray(v)) for (const x of v) this.addLine(k, String(x)); else this.addLine(k, String(v))
         }
       }
     }
+    return this.finishHead(status)
+  }
+
+  /**
+   * The proxy's head (gateway/upstream/index.ts, with the raw client): `lines` are header lines already
+   * formatted and checked (`Name: value\r\n`…, names tokens, values without CR/LF/NUL: the raw client's
+   * parser refused anything else), the upstream's `Content-Length`/`Date` flagged by the caller; then
+   * the guards' `extra` pairs and `requestId`, checked here. Writes what writeHead(status, [those
+   * fields]) would. False, writing nothing, when setHeader was used (then writeHead merges the fields).
+   */
+  writeHeadLines (status: number, statusText: string, lines: string, hasLength: boolean, hasDate: boolean, extra: readonly string[] | null, requestId: string | null): boolean {
+    if (this.fields !== null) return false
+    this.startHead(status, statusText === '' ? null : statusText)
+    this.lines = lines
+    this.hasLength = hasLength
+    this.hasDate = hasDate
+    if (extra !== null) for (let i = 0; i + 1 < extra.length; i += 2) this.addLine(extra[i]!, extra[i + 1]!)
+    if (requestId !== null) this.addLine('x-request-id', requestId)
+    this.finishHead(status)
+    return true
+  }
+
+  private startHead (status: number, message: string | null): void {
+    if (this.headersSent) throw headerError('ERR_HTTP_HEADERS_SENT', 'Cannot write headers after they are sent to the client')
+    if (!Number.isInteger(status) || status < 100 || status > 999) throw Object.assign(new RangeError(`Invalid status code: ${String(status)}`), { code: 'ERR_HTTP_INVALID_STATUS_CODE' })
+    this.statusCode = status
+    this.statusMessage = message ?? STATUS_CODES[status] ?? 'unknown'
+    if (BAD_VALUE.test(this.statusMessage) || this.statusMessage.includes('\r') || this.statusMessage.includes('\n')) throw headerError('ERR_INVALID_CHAR', 'Invalid character in statusMessage')
+    this.lines = ''
+    this.hasLength = false
+    this.hasTe = false
+    this.hasDate = false
+    this.connClose = false
+  }
+
+  /** One header line of the head being written, checked as node:http checks it. */
+  private addLine (name: string, value: string): void {
+    checkName(name)
+    checkValue(name, value)
+    const n = name.length
+    if (n === 14 && name.toLowerCase() === 'content-length') this.hasLength = true
+    else if (n === 17 && name.toLowerCase() === 'transfer-encoding') this.hasTe = true
+    else if (n === 4 && name.toLowerCase() === 'date') this.hasDate = true
+    else if (n === 10 && name.toLowerCase() === 'connection') { if (/(^|[\s,])close($|[\s,])/i.test(value)) this.connClose = true }
+    this.lines += name + ': ' + value + '\r\n'
+  }
+
+  /** The framing node:http adds (chunked, Date, Connection), then the head is ready to go. */
+  private finishHead (status: number): this {
+    let lines = this.lines
+    this.lines = ''
     const req = this.req
     this.noBody = req.method === 'HEAD' || status === 204 || status === 304 || status < 200
-    if (!hasLength && !hasTe && !this.noBody) {
+    if (!this.hasLength && !this.hasTe && !this.noBody) {
       if (req.httpVersionMinor === 1) { this.chunked = true; lines += 'transfer-encoding: chunked\r\n' } else this.close = true
-    } else if (hasTe && !this.noBody) {
+    } else if (this.hasTe && !this.noBody) {
       this.chunked = true // a handler that framed its own body
     }
-    if (connClose || !this.shouldKeepAlive || !req.keepAlive || this.conn.closing) this.close = true
-    if (this.sendDate && !hasDate) lines += 'date: ' + httpDate() + '\r\n'
-    if (this.close) lines += connClose ? '' : 'connection: close\r\n'
+    if (this.connClose || !this.shouldKeepAlive || !req.keepAlive || this.conn.closing) this.close = true
+    if (this.sendDate && !this.hasDate) lines += 'date: ' + httpDate() + '\r\n'
+    if (this.close) lines += this.connClose ? '' : 'connection: close\r\n'
     else if (req.httpVersionMinor === 0) lines += 'connection: keep-alive\r\n'
     this.head = `HTTP/1.1 ${status} ${this.statusMessage}\r\n${lines}\r\n`
     this.headersSent = true

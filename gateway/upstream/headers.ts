@@ -25,6 +25,8 @@
  *   (gateway/trace.ts: a trusted proxy's request id is kept; the traceparent names this span).
  */
 import type { IncomingMessage } from 'node:http'
+import { latin1 } from '../http/raw-parser.js'
+import type { RawHead } from './raw-pool.js'
 
 /** Lower-cased names never forwarded upstream (hop-by-hop, or rebuilt here). `proxy-*` is checked apart. */
 const DROP_REQUEST = new Set([
@@ -151,14 +153,19 @@ function forwardedValue (v: string): string {
 
 /** False when the raw name cannot be one of DROP_RESPONSE nor start with `proxy-` (ASCII case-insensitive). */
 function maybeHopByHop (name: Buffer): boolean {
-  const c = name[0]! | 0x20
-  switch (name.length) {
+  return maybeDropped(name[0]!, name.length)
+}
+
+/** maybeHopByHop by the name's first byte and length. */
+function maybeDropped (first: number, length: number): boolean {
+  const c = first | 0x20
+  switch (length) {
     case 2: return c === 116 /* te */
     case 7: return c === 116 /* trailer */ || c === 117 /* upgrade */ || c === 112
     case 10: return c === 99 /* connection */ || c === 107 /* keep-alive */ || c === 112
     case 12: return c === 120 /* x-request-id */ || c === 112
     case 17: return c === 116 /* transfer-encoding */ || c === 112
-    default: return name.length >= 6 && c === 112 /* proxy-* */
+    default: return length >= 6 && c === 112 /* proxy-* */
   }
 }
 
@@ -194,4 +201,49 @@ export function responseHeaders (raw: readonly Buffer[], extra: readonly string[
   if (extra !== null) for (let i = 0; i < extra.length; i++) result.push(extra[i]!)
   if (requestId !== null) result.push('x-request-id', requestId)
   return result
+}
+
+/** What responseLines found besides the lines (valid until its next call). */
+export const headFlags = { hasLength: false, hasDate: false }
+
+/**
+ * responseHeaders for the raw client's head, as header lines (`Name: value\r\n`…) for
+ * RawResponse.writeHeadLines, the same fields in the same order and spelling. Runs of fields the
+ * upstream wrote as `Name: value` are copied as one slice of its bytes. Null when a Connection header
+ * names other fields to drop (then responseHeaders does it).
+ */
+export function responseLines (h: RawHead): string | null {
+  const buf = h.buf
+  const at = h.at
+  let lines = ''
+  let run = -1
+  let runEnd = -1
+  let hasLength = false
+  let hasDate = false
+  for (let k = 0; k < 4 * h.count; k += 4) {
+    const n0 = at[k]!; const n1 = at[k + 1]!; const v0 = at[k + 2]!; const eol = at[k + 3]!
+    const first = buf[n0]!
+    const n = n1 - n0
+    if (maybeDropped(first, n)) {
+      const lower = latin1(buf, n0, n1).toLowerCase()
+      if (DROP_RESPONSE.has(lower) || lower === 'x-request-id' || lower.startsWith('proxy-')) {
+        if (lower === 'connection' && connectionTokens(latin1(buf, v0, eol)) !== null) return null
+        if (run !== -1) { lines += latin1(buf, run, runEnd); run = -1 }
+        continue
+      }
+    } else if (n === 14 && (first | 0x20) === 0x63 && latin1(buf, n0, n1).toLowerCase() === 'content-length') hasLength = true
+    else if (n === 4 && (first | 0x20) === 0x64 && latin1(buf, n0, n1).toLowerCase() === 'date') hasDate = true
+    if (v0 === n1 + 2 && buf[n1 + 1] === 0x20) {
+      // Written `Name: value`: its bytes are the line.
+      if (run === -1) run = n0
+      runEnd = eol + 2
+      continue
+    }
+    if (run !== -1) { lines += latin1(buf, run, runEnd); run = -1 }
+    lines += latin1(buf, n0, n1) + ': ' + latin1(buf, v0, eol) + '\r\n'
+  }
+  if (run !== -1) lines += latin1(buf, run, runEnd)
+  headFlags.hasLength = hasLength
+  headFlags.hasDate = hasDate
+  return lines
 }

@@ -40,8 +40,9 @@ import {
   buildRing, hashKey, isUp, newPeer, pickHash, pickLeastConn, pickRoundRobin, recordFailure, recordSuccess
 } from './balancer.js'
 import type { HealthPolicy, PeerState, Ring } from './balancer.js'
-import { requestHeaders, responseHeaders } from './headers.js'
-import { RawPool, type RawDispatch } from './raw-pool.js'
+import { headFlags, requestHeaders, responseHeaders, responseLines } from './headers.js'
+import { RawPool, type RawDispatch, type RawHead } from './raw-pool.js'
+import { RawResponse } from '../http/raw-server.js'
 
 /** One target's connections: undici's Pool, or flashgate's own HTTP/1.1 client (`client: raw`). */
 type TargetPool = Pool | RawPool
@@ -415,8 +416,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true // 100/103 interim answers: the client gets the final head only
-    const target = this.target!
-    this.timeAttempt(target)
+    this.timeAttempt(this.target!)
     if (this.clientGone) return false
     const res = this.ctx.res
     const headers = responseHeaders(rawHeaders, this.ctx.extraHeaders, this.ctx.requestId ?? null)
@@ -429,6 +429,36 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.abortFn?.(err as Error)
       return false
     }
+    return this.headSent(statusCode, resume)
+  }
+
+  /**
+   * The raw client's head (gateway/upstream/raw-pool.ts): onto the raw listener's response its header
+   * lines go as slices of the upstream's bytes (headers.ts responseLines), with no string pair per
+   * field; anywhere else, or when those lines cannot be used, as onHeaders.
+   */
+  onHead (statusCode: number, head: RawHead, resume: () => void, statusText: string): boolean {
+    if (statusCode < 200) return true
+    const res: unknown = this.ctx.res
+    const raw = res instanceof RawResponse ? res : null
+    const lines = raw === null ? null : responseLines(head)
+    if (raw === null || lines === null) return this.onHeaders(statusCode, head.rawHeaders(), resume, statusText)
+    this.timeAttempt(this.target!)
+    if (this.clientGone) return false
+    try {
+      if (!raw.writeHeadLines(statusCode, statusText, lines, headFlags.hasLength, headFlags.hasDate, this.ctx.extraHeaders, this.ctx.requestId ?? null)) {
+        return this.onHeaders(statusCode, head.rawHeaders(), resume, statusText)
+      }
+    } catch (err) {
+      this.abortFn?.(err as Error)
+      return false
+    }
+    return this.headSent(statusCode, resume)
+  }
+
+  /** The client's head is written: count the answer, mark the target up, keep undici's resume. */
+  private headSent (statusCode: number, resume: () => void): true {
+    const target = this.target!
     this.headWritten = true
     this.status = statusCode
     target.count(String(statusCode))

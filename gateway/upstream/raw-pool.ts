@@ -48,6 +48,8 @@ import { ChunkedDecoder, TOKEN, VALUE, latin1 } from '../http/raw-parser.js'
 export interface RawHandler {
   onConnect (abort: (err?: Error) => void): void
   onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean
+  /** When present, called instead of onHeaders with the head as parsed (no Buffer per header). */
+  onHead? (statusCode: number, head: RawHead, resume: () => void, statusText: string): boolean
   onData (chunk: Buffer): boolean
   onComplete (trailers: string[] | null): void
   onError (err: Error): void
@@ -66,6 +68,27 @@ export interface RawPoolOptions {
   readonly connections: number
   readonly connectTimeout: number
   readonly keepAliveTimeout: number
+}
+
+const NO_BYTES = Buffer.alloc(0)
+
+/**
+ * A response head as the connection parsed it, valid only during the handler's onHead call: header i's
+ * name is `buf[at[4i], at[4i+1])`, its value `buf[at[4i+2], at[4i+3])` (leading whitespace dropped,
+ * trailing kept, as undici hands it on). Names are tokens and values hold no CR, LF or NUL (checked).
+ * One per connection, reused.
+ */
+export class RawHead {
+  buf: Buffer = NO_BYTES
+  count = 0
+  readonly at: number[] = []
+  /** The headers as undici's raw-header Buffers, for a handler that wants them. */
+  rawHeaders (): Buffer[] {
+    const out: Buffer[] = []
+    const at = this.at
+    for (let k = 0; k < 4 * this.count; k += 4) out.push(this.buf.subarray(at[k]!, at[k + 1]!), this.buf.subarray(at[k + 2]!, at[k + 3]!))
+    return out
+  }
 }
 
 /** The longest response head read (node's http.maxHeaderSize, undici's default). */
@@ -238,6 +261,8 @@ class Conn {
   private job: Job | null = null
   private readonly pool: RawPool
   private buf: Buffer | null = null
+  /** The response head being handed over (reused per response). */
+  private readonly view = new RawHead()
   private scanFrom = 0
   private framing = Framing.None
   private left = 0
@@ -429,7 +454,9 @@ class Conn {
       for (let i = 13; i < eol0; i++) if (VALUE[buf[i] as number] !== 1) { this.fail(parseError('HPE_INVALID_STATUS', 'Invalid response status')); return false }
       statusText = latin1(buf, 13, eol0)
     }
-    const raw: Buffer[] = []
+    const h = this.view
+    h.at.length = 0
+    h.count = 0
     let cl = -1
     let te: string | null = null
     let connection: string | null = null
@@ -452,7 +479,8 @@ class Conn {
         if (c !== SP && c !== HTAB) v1 = i + 1
       }
       // The value as undici hands it on: leading whitespace dropped, trailing kept.
-      raw.push(buf.subarray(n0, n1), buf.subarray(v0, eol))
+      h.at.push(n0, n1, v0, eol)
+      h.count++
       const nl = n1 - n0
       // Only the framing fields are read as text (by length and first letter, case-insensitively).
       const c0 = (buf[n0] as number) | 0x20
@@ -482,7 +510,7 @@ class Conn {
     if (status === 100 || status === 101) { this.fail(socketError(status === 100 ? 'bad response' : 'bad upgrade')); return false }
     if (status < 200) {
       // An interim answer (103): the final head follows.
-      job.handler.onHeaders(status, raw, this.resumeFn, statusText)
+      this.deliverHead(job, status, buf, statusText)
       return this.job === job
     }
     const conn = connection === null ? '' : connection.toLowerCase()
@@ -512,11 +540,24 @@ class Conn {
       this.keepAlive = false
     }
     this.setDeadline(Deadline.Body, job.bodyTimeout)
-    if (job.handler.onHeaders(status, raw, this.resumeFn, statusText) === false) this.pause()
+    if (!this.deliverHead(job, status, buf, statusText)) this.pause()
     if (this.job !== job) return false
     if (this.framing === Framing.None) { this.complete(); return false }
     this.phase = Phase.Body
     return true
+  }
+
+  /** The parsed head (this.view over `buf`) to the handler; its answer (false: pause). */
+  private deliverHead (job: Job, status: number, buf: Buffer, statusText: string): boolean {
+    const h = this.view
+    h.buf = buf
+    try {
+      return job.handler.onHead !== undefined
+        ? job.handler.onHead(status, h, this.resumeFn, statusText)
+        : job.handler.onHeaders(status, h.rawHeaders(), this.resumeFn, statusText)
+    } finally {
+      h.buf = NO_BYTES
+    }
   }
 
   /** Hand body bytes to the handler; false when more are needed or the exchange ended. */

@@ -51,6 +51,9 @@ const SCRIPTS: Record<string, Script> = {
   '/103': write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal'),
   '/hop-by-hop': write('HTTP/1.1 200 OK\r\nConnection: x-secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Request-Id: upstream-id\r\nTrailer: x\r\nUpgrade: h2c\r\nX-Keep: k\r\nContent-Length: 2\r\n\r\nok'),
   '/cookies': write('HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2\r\nX-Obs: caf\xe9\r\nX-Empty:\r\nX-Spaces:   padded   \r\nContent-Length: 0\r\n\r\n'),
+  // Fields not written `Name: value` (no space, a tab, several spaces) between ones that are, a Date of
+  // the upstream's own, dropped fields between kept ones: the raw client copies runs of its bytes.
+  '/spelling': write('HTTP/1.1 200 OK\r\nX-A: 1\r\nX-Tight:v\r\nX-B: 2\r\nX-Tab:\tt\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nX-Request-Id: u\r\nX-C: 3\r\nProxy-Foo: p\r\nX-Wide:    w\r\nconnection: keep-alive\r\nx-d: 4\r\nContent-Length: 2\r\n\r\nok'),
   '/5xx': write('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nbusy'),
   '/close-before-head': (s) => { s.destroy() },
   '/close-in-head': (s) => { s.write('HTTP/1.1 200 OK\r\nContent-Len', 'latin1'); later(30, () => { s.destroy() }) },

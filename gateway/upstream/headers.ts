@@ -146,9 +146,17 @@ function forwardedNode (ip: string): string {
   return ip.includes(':') ? `"[${ip}]"` : ip === '' ? 'unknown' : ip
 }
 
+/** The last forwardedValue (nearly every request of a site has the same Host). */
+let lastForwardedIn = ''
+let lastForwardedOut = ''
+
 /** A token as is, anything else as a quoted-string. */
 function forwardedValue (v: string): string {
-  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`
+  if (v === lastForwardedIn) return lastForwardedOut
+  const out = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`
+  lastForwardedIn = v
+  lastForwardedOut = out
+  return out
 }
 
 /** False when the raw name cannot be one of DROP_RESPONSE nor start with `proxy-` (ASCII case-insensitive). */

@@ -336,9 +336,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.inFlight = true
     target.peer.active++
     // What is left of the upstream timeout after waiting for a connection (the whole of it otherwise).
-    const left = this.group.cfg.timeoutMs - Math.floor(performance.now() - this.began)
+    const now = performance.now()
+    const left = this.group.cfg.timeoutMs - Math.floor(now - this.began)
     this.opts.headersTimeout = Math.max(1, Math.min(this.group.cfg.timeoutMs, left))
-    this.sentAt = performance.now()
+    this.sentAt = now
     const pool = target.pool
     // The raw client takes the same options (path, method, flat headers, body Buffer/stream/null).
     if (pool instanceof RawPool) pool.dispatch(this.opts as unknown as RawDispatch, this)

@@ -82,7 +82,7 @@ export function markdown (r: Report): string {
   L.push(`## flashgate bench — \`${r.scenario}\``, '')
   L.push(`${r.date} · ${r.machine.cpus} × ${String(r.machine.cpuModel)} · Linux ${String(r.machine.kernel)} · Node ${r.versions.node ?? ''} · ${r.versions.wrk ?? ''} · ${r.versions.nginx ?? ''} · ${r.versions.redis ?? ''} · undici ${r.versions.undici ?? ''}`, '')
   L.push(`Command: \`${r.command}\``, '')
-  if (typeof r.settings.flashgate === 'string') L.push(`flashgate ran as: \`${r.settings.flashgate}\``, '')
+  if (typeof r.settings.flashgate === 'string') L.push(`flashgate ran as: \`${r.settings.flashgate}\`; the Node peers with the same Node flags (bench/peers.ts serverCommand)`, '')
   L.push(`Load generator: ${r.generator}. Server under test pinned to CPU ${String(r.settings.serverCpus ?? '–')}, load generator, Redis and origins to CPU ${String(r.settings.loadCpus ?? '–')}.`, '')
   L.push(`**Correctness: ${r.correctness.ok ? 'OK' : 'FAILED'}**`, '', '| check | value | ok |', '|:---|---:|:---:|')
   for (const c of r.correctness.checks) L.push(`| ${c.name} | ${c.value === null ? '–' : String(c.value)} | ${c.ok === null ? '–' : c.ok ? '✓' : '✗'} |`)

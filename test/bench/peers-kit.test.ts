@@ -9,7 +9,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ROOT } from '../../bench/flashgate.js'
-import { PEER_TARGETS } from '../../bench/peers.js'
+import { PEER_TARGETS, serverCommand } from '../../bench/peers.js'
+import { SHIPPED_FLAGS } from '../../gateway/node-flags.js'
 import { run } from '../../bench/proc.js'
 import { needTools } from '../helpers/tools.js'
 
@@ -24,6 +25,16 @@ t.test('every peer target has its server in bench/peers-kit', async (t) => {
     t.ok(existsSync(file), `${p.name}: ${file.slice(KIT.length + 1)}`)
   }
   t.ok(existsSync(join(KIT, 'conf', 'upstream.conf')), 'the kit\'s origin')
+})
+
+t.test('the Node peers start with the Node flags flashgate runs with, the nginx ones as nginx', async (t) => {
+  for (const p of PEER_TARGETS) {
+    const c = serverCommand('/kit', p.server, p.port)
+    if (p.server === 'node-hello' || p.server === 'undici-proxy' || p.server.startsWith('fastify-')) {
+      t.equal(c.cmd, process.execPath, `${p.name}: node`)
+      t.same(c.args.slice(0, SHIPPED_FLAGS.length), SHIPPED_FLAGS, `${p.name}: ${SHIPPED_FLAGS.join(' ')}`)
+    } else t.equal(c.cmd, 'nginx', `${p.name}: nginx`)
+  }
 })
 
 t.test('the kit listens on loopback only', async (t) => {

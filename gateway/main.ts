@@ -174,6 +174,14 @@ export async function startGateway (opts: StartOptions): Promise<Gateway> {
   metrics.configLastReloadOk.set(1)
   const worker = opts.worker ?? { index: 0, count: 1 }
   const store = opts.store ?? (opts.makeStore ?? createStore)(config.store, { metrics, clock, log })
+  // Connect before listening, as Envoy warms its clusters before its listeners take traffic: a Redis store
+  // fails fast while it is not connected, so the first buyers of a gateway started at the sale's opening
+  // were answered 503 STORE_UNAVAILABLE. Bounded, and not waiting past a refused connection: a store that
+  // is down at start is served under store.on_error, as any outage (and /readyz stays 503).
+  const startWaitMs = Math.max(1000, config.store.timeoutMs * 20)
+  await store.ready?.(startWaitMs, { untilError: true }).catch((err: unknown) => {
+    log('warn', 'store not ready at start: serving under its outage policy', { store: config.store.kind, error: err instanceof Error ? err.message : String(err) })
+  })
   const upstreams: UpstreamsLike = opts.upstreams ?? createUpstreams(config.upstreams, { metrics, clock, log })
   const factories = opts.factories ?? DEFAULT_FACTORIES
   const edgeFor = opts.edgeHandlers ?? createEdgeHandlers

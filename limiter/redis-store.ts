@@ -563,9 +563,9 @@ export class RedisStore implements Store {
    * Resolves once connected and warmed (or rejects after `timeoutMs`). `healthy` (hence /readyz) stays
    * false until the first warm-up has settled.
    */
-  async ready (timeoutMs = 5000): Promise<void> {
+  async ready (timeoutMs = 5000, opts: { readonly untilError?: boolean } = {}): Promise<void> {
     const deadline = Date.now() + timeoutMs
-    await this.connected(timeoutMs)
+    await this.connected(timeoutMs, opts.untilError === true)
     if (this.admitConn !== null && this.admitConn.status !== 'ready') {
       const c = this.admitConn
       await new Promise<void>((resolve, reject) => {
@@ -598,17 +598,22 @@ export class RedisStore implements Store {
     return this.warming
   }
 
-  private connected (timeoutMs: number): Promise<void> {
+  private connected (timeoutMs: number, untilError: boolean): Promise<void> {
     if (this.client.status === 'ready') return Promise.resolve()
     return new Promise((resolve, reject) => {
       const done = (err?: Error): void => {
         clearTimeout(timer)
         this.client.removeListener('ready', onReady)
+        this.client.removeListener('error', onError)
         if (err) reject(err); else resolve()
       }
       const onReady = (): void => { done() }
+      const onError = (err: Error): void => {
+        if (untilError) done(new StoreError('FG_ERR_STORE_UNAVAILABLE', `store not ready: ${err.message}`, { cause: err }))
+      }
       const timer = setTimeout(() => done(new StoreError('FG_ERR_STORE_UNAVAILABLE', `store not ready after ${timeoutMs}ms`)), timeoutMs)
       this.client.on('ready', onReady)
+      this.client.on('error', onError)
     })
   }
 

@@ -132,8 +132,10 @@ export interface Store {
   readonly healthy: boolean
   /**
    * Resolves once the store can answer (a Redis store connects in the background from its
-   * constructor); rejects with a StoreError after `timeoutMs` (default 5 s). Memory: resolves at once.
+   * constructor); rejects with a StoreError after `timeoutMs` (default 5 s). `untilError`: reject at the
+   * first connection error as well (nothing answers there; the gateway's start does not wait for it).
+   * Memory: resolves at once.
    */
-  ready?(timeoutMs?: number): Promise<void>
+  ready?(timeoutMs?: number, opts?: { readonly untilError?: boolean }): Promise<void>
   close(): Promise<void>
 }

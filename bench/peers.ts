@@ -13,6 +13,7 @@ import { cpSync, existsSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { SHIPPED_FLAGS } from '../gateway/node-flags.js'
+import { ROOT } from './flashgate.js'
 import { portOpen, run, start, waitPort, which } from './proc.js'
 import type { Managed } from './proc.js'
 import type { RequestSpec } from './load/types.js'
@@ -34,6 +35,7 @@ export interface PeerTarget {
 }
 
 export const PEER_TARGETS: readonly PeerTarget[] = [
+  { name: 'node-net-fixed', server: 'net-fixed', port: 18091, request: { method: 'GET', path: '/' }, expectStatus: 200, bodyFragment: '"status":"ok"', role: 'floor of any Node server on net.Socket (fixed bytes, no parsing)' },
   { name: 'node-hello', server: 'node-hello', port: 18081, request: { method: 'GET', path: '/' }, expectStatus: 200, bodyFragment: '"status":"ok"', role: 'floor of any node:http server' },
   { name: 'nginx-hello', server: 'hello', port: 18082, request: { method: 'GET', path: '/' }, expectStatus: 200, bodyFragment: '"status":"ok"', role: 'floor of nginx' },
   { name: 'node-undici-proxy', server: 'undici-proxy', port: 18083, request: { method: 'GET', path: '/' }, expectStatus: 200, bodyFragment: '"ok":true', role: 'smallest Node proxy' },
@@ -103,6 +105,8 @@ export function serverCommand (dir: string, server: string, port: number): { cmd
   const node = (...args: string[]): { cmd: string, args: string[] } => ({ cmd: process.execPath, args: [...SHIPPED_FLAGS, ...args] })
   switch (server) {
     case 'node-hello': return node(join(dir, 'node', 'hello.js'), String(port))
+    // Not part of the team's kit: the project's own floor server (bench/floor/).
+    case 'net-fixed': return node(join(ROOT, 'bench', 'floor', 'net-fixed.mjs'), String(port))
     case 'undici-proxy': return node(join(dir, 'node', 'undici-proxy.js'), String(port))
     case 'fastify-plain': return node(join(dir, 'node', 'fastify-proxy.js'), String(port), 'plain')
     case 'fastify-rl-mem': case 'fastify-rl-redis': case 'fastify-rl-reject':

@@ -8,8 +8,8 @@ import type { ChildProcess } from 'node:child_process'
 import { createWriteStream, readFileSync, readdirSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 
-/** Ports the peers kit uses (redis 16379, servers 18080-18090): never handed out for our own servers. */
-const RESERVED = new Set([16379, ...Array.from({ length: 11 }, (_, i) => 18080 + i)])
+/** Ports the peers kit uses (redis 16379, servers 18080-18091): never handed out for our own servers. */
+const RESERVED = new Set([16379, ...Array.from({ length: 12 }, (_, i) => 18080 + i)])
 
 export interface Managed {
   readonly name: string

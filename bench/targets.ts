@@ -22,7 +22,7 @@ const DEDUPE_STEP = FUNNEL_STEPS.indexOf('dedupe') + 1
 /** Which peers each scenario is compared with. */
 export const PEERS_OF: Readonly<Record<Scenario, readonly string[]>> = {
   proxy: ['node-hello', 'node-undici-proxy', 'nginx-proxy', 'fastify-proxy'],
-  reject: ['node-hello', 'nginx-limit-req-reject', 'lua-bucket-reject', 'lua-redis-soldout', 'lua-redis-pass', 'fastify-rl-reject'],
+  reject: ['node-net-fixed', 'node-hello', 'nginx-limit-req-reject', 'lua-bucket-reject', 'lua-redis-soldout', 'lua-redis-pass', 'fastify-rl-reject'],
   funnel: ['node-undici-proxy', 'nginx-proxy'],
   'waiting-room': [],
   // The open-loop spike: flashgate's sold-out and quota paths beside OpenResty doing the same (bench/spike.ts).
@@ -48,6 +48,10 @@ export const COMPARISONS: readonly Comparison[] = [
   { target: 'fg-reject-429', reference: 'node-hello', goal: 1.6, what: 'reject path: global 429 (issue 18)' },
   { target: 'fg-soldout', reference: 'node-hello', goal: 1.6, what: 'reject path: sold-out latch (issue 18)' },
   { target: 'fg-link-forged', reference: 'node-hello', goal: 1.6, what: 'reject path: an antibot verdict, forged link (issue 18)' },
+  // Node's own floor on net.Socket (bench/floor/net-fixed.mjs): what the reject goals above ask in its terms.
+  { target: 'node-net-fixed', reference: 'node-hello', goal: null, what: 'Node\'s I/O floor vs node:http (what 1.6× node hello asks)' },
+  { target: 'fg-reject-429', reference: 'node-net-fixed', goal: null, what: 'reject path: global 429 vs Node\'s I/O floor' },
+  { target: 'fg-soldout', reference: 'node-net-fixed', goal: null, what: 'reject path: sold-out latch vs Node\'s I/O floor' },
   { target: 'fg-reject-429', reference: 'nginx-limit-req-reject', goal: 0.6, what: 'reject path vs nginx limit_req (issue 18)' },
   { target: 'fg-reject-429', reference: 'lua-bucket-reject', goal: null, what: 'reject path vs OpenResty bucket' },
   { target: 'fg-soldout', reference: 'lua-redis-soldout', goal: null, what: 'sold out vs OpenResty INCRBY' },

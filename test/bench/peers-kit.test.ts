@@ -21,6 +21,7 @@ t.test('every peer target has its server in bench/peers-kit', async (t) => {
   t.ok(existsSync(join(KIT, 'node', 'package-lock.json')), 'the Node peers\' exact versions')
   const node: Record<string, string> = { 'node-hello': 'hello.js', 'undici-proxy': 'undici-proxy.js' }
   for (const p of PEER_TARGETS) {
+    if (p.server === 'net-fixed') { t.ok(existsSync(join(ROOT, 'bench', 'floor', 'net-fixed.mjs')), `${p.name}: the project's bench/floor/net-fixed.mjs`); continue }
     const file = p.server.startsWith('fastify-') ? join(KIT, 'node', 'fastify-proxy.js') : node[p.server] !== undefined ? join(KIT, 'node', node[p.server] ?? '') : join(KIT, 'conf', `${p.server}.conf`)
     t.ok(existsSync(file), `${p.name}: ${file.slice(KIT.length + 1)}`)
   }
@@ -30,7 +31,7 @@ t.test('every peer target has its server in bench/peers-kit', async (t) => {
 t.test('the Node peers start with the Node flags flashgate runs with, the nginx ones as nginx', async (t) => {
   for (const p of PEER_TARGETS) {
     const c = serverCommand('/kit', p.server, p.port)
-    if (p.server === 'node-hello' || p.server === 'undici-proxy' || p.server.startsWith('fastify-')) {
+    if (p.server === 'node-hello' || p.server === 'net-fixed' || p.server === 'undici-proxy' || p.server.startsWith('fastify-')) {
       t.equal(c.cmd, process.execPath, `${p.name}: node`)
       t.same(c.args.slice(0, SHIPPED_FLAGS.length), SHIPPED_FLAGS, `${p.name}: ${SHIPPED_FLAGS.join(' ')}`)
     } else t.equal(c.cmd, 'nginx', `${p.name}: nginx`)

@@ -5,7 +5,7 @@
  * Everything started here is stopped by `stop()`; as a safety net every child still running is
  * SIGKILLed when the test process exits (normally or on SIGINT/SIGTERM/SIGHUP).
  *
- * Ports: found by binding port 0 on 127.0.0.1; 16379 and 18080–18090 (the peers kit's) are never used.
+ * Ports: found by binding port 0 on 127.0.0.1; 16379 and 18080–18091 (the peers kit's) are never used.
  * A cluster node also needs its bus port (port + 10000) free and ≤ 65535.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process'
@@ -39,7 +39,7 @@ export interface RedisClusterHandle {
   stop(): Promise<void>
 }
 
-const AVOID = (p: number): boolean => p === 16379 || (p >= 18080 && p <= 18090) || p === 6379
+const AVOID = (p: number): boolean => p === 16379 || (p >= 18080 && p <= 18091) || p === 6379
 const reserved = new Set<number>()
 const live = new Set<ChildProcess>()
 let exitHooked = false
